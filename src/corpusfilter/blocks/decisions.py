@@ -1,0 +1,113 @@
+"""Decisions: ``drop``, ``keep`` and ``tag``, over conditions on score columns."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from corpusfilter.batch import Batch
+from corpusfilter.blocks.base import Decision, FilterDecision
+from corpusfilter.errors import RecipeError
+from corpusfilter.expr import Condition
+from corpusfilter.registry import register
+
+
+def _reason_ok(reason: str, path: str) -> None:
+    if not reason or not all(c.isalnum() or c in "_-." for c in reason):
+        raise RecipeError(f"{path}.reason: use letters, digits, '_', '-' or '.' (got {reason!r})")
+
+
+class _ConditionMixin:
+    params: Any
+    _cond: Condition | None = None
+
+    @property
+    def condition(self) -> Condition:
+        if self._cond is None:
+            self._cond = Condition(self.params.where, path=f"{getattr(self, 'label', '')}.where")
+        return self._cond
+
+    def validate(self, schema: pa.Schema, path: str) -> None:
+        self._cond = Condition(self.params.where, path=f"{path}.where")
+        self._cond.validate(schema)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DropParams:
+    where: str = dataclasses.field(metadata={"help": "SQL condition; matching rows are rejected"})
+    reason: str = dataclasses.field(metadata={"help": "reason recorded on rejected rows and in stats"})
+
+    def check(self, path: str) -> None:
+        Condition(self.where, path=f"{path}.where")
+        _reason_ok(self.reason, path)
+
+
+@register("drop", version=1)
+class Drop(_ConditionMixin, FilterDecision):
+    """Reject rows where the condition holds (null counts as false: unscored rows are kept)."""
+
+    Params = DropParams
+
+    def select(self, table: pa.Table) -> np.ndarray:
+        return self.condition.evaluate(table)
+
+
+@register("keep", version=1)
+class Keep(_ConditionMixin, FilterDecision):
+    """Keep only rows where the condition holds; reject the rest (null counts as false: rejected)."""
+
+    Params = DropParams
+
+    def select(self, table: pa.Table) -> np.ndarray:
+        return ~self.condition.evaluate(table)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TagParams:
+    where: str = dataclasses.field(metadata={"help": "SQL condition; matching rows get the label"})
+    label: str = dataclasses.field(metadata={"help": "label appended to the list column"})
+    column: str = dataclasses.field(default="labels", metadata={"help": "list<string> column of labels"})
+
+    def check(self, path: str) -> None:
+        Condition(self.where, path=f"{path}.where")
+        if not self.label:
+            raise RecipeError(f"{path}.label: must not be empty")
+
+
+LABELS_TYPE = pa.list_(pa.string())
+
+
+@register("tag", version=1)
+class Tag(_ConditionMixin, Decision):
+    """Append ``label`` to a list column on rows where the condition holds; drops nothing."""
+
+    Params = TagParams
+
+    def output_fields(self, schema: pa.Schema) -> list[pa.Field]:
+        return [] if self.params.column in schema.names else [pa.field(self.params.column, LABELS_TYPE)]
+
+    def validate(self, schema: pa.Schema, path: str) -> None:
+        super().validate(schema, path)
+        col = self.params.column
+        if col in schema.names and schema.field(col).type != LABELS_TYPE:
+            raise RecipeError(f"{path}.column: {col!r} exists with type {schema.field(col).type}, not list<string>")
+
+    def process(self, batch: Batch) -> Batch:
+        table = batch.table
+        n = table.num_rows
+        mask = self.condition.evaluate(table) if n else np.zeros(0, dtype=bool)
+        col = self.params.column
+        old = table.column(col).to_pylist() if col in table.column_names else [[] for _ in range(n)]
+        label = self.params.label
+        new = [(list(v or []) + [label]) if m else list(v or []) for v, m in zip(old, mask)]
+        arr = pa.array(new, LABELS_TYPE)
+        if col in table.column_names:
+            table = table.set_column(table.column_names.index(col), pa.field(col, LABELS_TYPE), arr)
+        else:
+            table = table.append_column(pa.field(col, LABELS_TYPE), arr)
+        batch.table = table
+        self.stat_update(f"tagged_{label}", value=int(mask.sum()))
+        return batch

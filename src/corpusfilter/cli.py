@@ -1,0 +1,144 @@
+"""The ``corpusfilter`` command. Imports are deferred so ``--help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from corpusfilter import __version__
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="corpusfilter",
+        description="Filter, tag and account for LLM pretraining corpora with recipe-driven datatrove pipelines.",
+    )
+    p.add_argument("--version", action="version", version=f"corpusfilter {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def recipe_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("recipe", help="recipe YAML file")
+        sp.add_argument("--input", metavar="PATH", help="override input.path (file, folder or glob)")
+        sp.add_argument("--output", metavar="DIR", help="override output.path")
+        sp.add_argument(
+            "--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+            help="override any recipe key, e.g. --set blocks.1.drop.where='virtue_hits >= 3' (repeatable)",
+        )
+
+    r = sub.add_parser("run", help="run a recipe: read, score, decide, write, account, write the manifest")
+    recipe_args(r)
+    r.add_argument("--tasks", type=int, help="number of datatrove tasks (input files are split among them)")
+    r.add_argument("--workers", type=int, help="tasks run at once (default: one per task, up to the CPU count)")
+    r.add_argument("--limit", type=int, default=-1, help="read at most N documents per task (for trials)")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    g.add_argument("--resume", action="store_true", help="finish an interrupted run (completed tasks are kept)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--json", action="store_true", help="print the accounting as JSON instead of a table")
+
+    v = sub.add_parser("validate", help="check a recipe against its inputs and print the resolved pipeline")
+    recipe_args(v)
+
+    b = sub.add_parser("blocks", help="list every registered block with its parameters")
+    b.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sub.add_parser("lexicons", help="list the shipped lexicons")
+    return p
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from corpusfilter.recipe import load_recipe
+
+    overrides = list(args.overrides)
+    if args.input:
+        overrides.append(f"input.path={_abs(args.input)}")
+    if args.output:
+        overrides.append(f"output.path={_abs(args.output)}")
+    return load_recipe(args.recipe, overrides=overrides)
+
+
+def _abs(p: str) -> str:
+    return p if "://" in p else os.path.abspath(p)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from corpusfilter.runner import format_summary, run
+
+    recipe = _load(args)
+    mode = "overwrite" if args.overwrite else "resume" if args.resume else "fresh"
+    result = run(
+        recipe, tasks=args.tasks, workers=args.workers, limit=args.limit, mode=mode, progress=not args.no_progress
+    )
+    if args.json:
+        acc = {k: v for k, v in result.accounting.items() if k != "per_shard"}
+        print(json.dumps({"output": result.output, "elapsed_s": result.manifest["elapsed_s"], **acc}, indent=2))
+    else:
+        format_summary(result, file=sys.stdout)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from corpusfilter.recipe import plan
+
+    recipe = _load(args)
+    print(plan(recipe).describe())
+    print("recipe is valid")
+    return 0
+
+
+def cmd_blocks(args: argparse.Namespace) -> int:
+    from corpusfilter.params import describe_params
+    from corpusfilter.registry import all_blocks
+
+    infos = []
+    for cls in all_blocks():
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        infos.append(
+            {"type": f"{cls.block_type}@{cls.version}", "kind": cls.kind, "doc": doc,
+             "params": describe_params(cls.Params)}
+        )
+    if args.json:
+        print(json.dumps(infos, indent=2, default=str))
+        return 0
+    for info in infos:
+        print(f"{info['type']}  [{info['kind']}]  {info['doc']}")
+        for prm in info["params"]:
+            default = "required" if prm["required"] else f"default {prm['default']!r}"
+            print(f"    {prm['name']}: {prm['type']} ({default})  {prm['help']}")
+    return 0
+
+
+def cmd_lexicons(args: argparse.Namespace) -> int:
+    from corpusfilter.lexicon import load_lexicon, shipped_lexicons
+
+    for name in shipped_lexicons():
+        lex = load_lexicon(name)
+        cats = sorted({c for c in lex.categories if c})
+        print(f"{name}: {len(lex)} terms; categories: {', '.join(cats) or '-'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return 2
+    from corpusfilter.errors import CorpusfilterError
+
+    handlers = {"run": cmd_run, "validate": cmd_validate, "blocks": cmd_blocks, "lexicons": cmd_lexicons}
+    try:
+        return handlers[args.command](args)
+    except CorpusfilterError as e:
+        print(f"corpusfilter: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("corpusfilter: interrupted (finish later with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

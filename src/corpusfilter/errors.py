@@ -1,0 +1,34 @@
+"""Errors that the CLI reports as one line, without a traceback."""
+
+from __future__ import annotations
+
+
+class CorpusfilterError(Exception):
+    """A problem the user can fix; its message names the file, row or key at fault."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        # Picklable across datatrove's worker processes with the message intact.
+        return (type(self), (self.message,))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class RecipeError(CorpusfilterError):
+    """The recipe is invalid: unknown key, wrong type, bad expression, unknown block."""
+
+
+class InputError(CorpusfilterError):
+    """An input file cannot be used at all (missing, unreadable, wrong columns)."""
+
+
+class AccountingError(CorpusfilterError):
+    """Documents read do not equal kept + rejected + unreadable."""
+
+
+class OutputError(CorpusfilterError):
+    """The output folder is not in a state the run may write to."""

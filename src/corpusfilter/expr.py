@@ -1,0 +1,64 @@
+"""Conditions over score columns: SQL expressions compiled by polars, never Python ``eval``.
+
+A condition is checked against the pipeline's schema when the recipe is validated, so an unknown
+column, a syntax error or a non-boolean result is reported before any data is read. At run time a
+null result (e.g. a detector that did not score the row) counts as false.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from corpusfilter.errors import RecipeError
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+class Condition:
+    """A compiled boolean SQL expression such as ``virtue_hits >= 2 AND source <> 'python-docs'``."""
+
+    def __init__(self, sql: str, *, path: str = "where") -> None:
+        if not isinstance(sql, str) or not sql.strip():
+            raise RecipeError(f"{path}: empty condition")
+        self.sql = sql
+        self.path = path
+        try:
+            self.expr = pl.sql_expr(sql)
+            self.columns = sorted(set(self.expr.meta.root_names()))
+        except Exception as e:
+            raise RecipeError(f"{path}: cannot parse {sql!r}: {_first_line(e)}") from None
+
+    def validate(self, schema: pa.Schema) -> None:
+        missing = [c for c in self.columns if c not in schema.names]
+        if missing:
+            raise RecipeError(
+                f"{self.path}: unknown column {missing[0]!r} in {self.sql!r} "
+                f"(columns at this point: {', '.join(schema.names)})"
+            )
+        empty = pl.from_arrow(schema.empty_table().select(self.columns)) if self.columns else pl.DataFrame()
+        assert isinstance(empty, pl.DataFrame)
+        try:
+            dtype = empty.select(self.expr.alias("_c")).schema["_c"]
+        except Exception as e:
+            raise RecipeError(f"{self.path}: invalid condition {self.sql!r}: {_first_line(e)}") from None
+        if dtype != pl.Boolean:
+            raise RecipeError(f"{self.path}: condition {self.sql!r} gives {dtype}, not a boolean")
+
+    def evaluate(self, table: pa.Table) -> np.ndarray:
+        """Boolean numpy mask, null → False. Only the referenced columns are converted."""
+        n = table.num_rows
+        if not self.columns:
+            frame = pl.DataFrame({"_n": np.zeros(n, dtype=np.int8)})
+        else:
+            frame_any: Any = pl.from_arrow(table.select(self.columns))
+            frame = frame_any
+        res = frame.select(self.expr.fill_null(False).alias("_c")).to_series()
+        if len(res) == 1 and n != 1:  # a constant expression
+            return np.full(n, bool(res[0]), dtype=bool)
+        return res.to_numpy().astype(bool, copy=False)

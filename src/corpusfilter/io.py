@@ -1,0 +1,490 @@
+"""Reading and writing Parquet shards as Arrow batches, over datatrove ``DataFolder`` paths.
+
+The reader turns row-level problems (null or empty text, invalid UTF-8, null id) into ``unreadable``
+rows that are written aside with their reason; problems with a whole file (missing, truncated, no
+text column) are :class:`InputError` naming the file. The writer uses an explicit schema, writes
+atomically (temporary name, then rename), hashes what it writes, and records per-shard accounting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from datatrove.io import DataFolder, get_datafolder
+from datatrove.pipeline.base import PipelineStep
+
+from corpusfilter.batch import BLOCK_COLUMN, REASON_COLUMN, ROW_COLUMN, SHARD_COLUMN, Batch
+from corpusfilter.errors import InputError
+
+UNREADABLE_SCHEMA = pa.schema(
+    [
+        pa.field(SHARD_COLUMN, pa.string()),
+        pa.field(ROW_COLUMN, pa.int64()),
+        pa.field("id", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("raw_text", pa.binary()),
+    ]
+)
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+
+
+# -- input discovery ---------------------------------------------------------------------------------
+@dataclass
+class InputShard:
+    path: str  # relative to the input folder
+    rows: int
+    bytes: int
+    schema: pa.Schema
+
+
+@dataclass
+class InputSet:
+    """The resolved input: a folder, its Parquet shards (sorted), and their unified schema."""
+
+    folder: DataFolder
+    shards: list[InputShard]
+    schema: pa.Schema
+    text_column: str
+    id_column: str | None
+
+    @property
+    def files(self) -> list[str]:
+        return [s.path for s in self.shards]
+
+
+def _split_glob(path: str) -> tuple[str, str | None]:
+    magic = any(c in path for c in "*?[")
+    if not magic:
+        return path, None
+    parts = path.split("/")
+    i = next(i for i, p in enumerate(parts) if any(c in p for c in "*?["))
+    base = "/".join(parts[:i]) or "."
+    return base, "/".join(parts[i:])
+
+
+def resolve_input(path: str) -> tuple[DataFolder, list[str]]:
+    """A file, a folder (all ``*.parquet`` below it) or a glob → (folder, sorted relative paths)."""
+    base, pattern = _split_glob(path)
+    folder = get_datafolder(base)
+    if pattern is None:
+        if folder.isfile(""):
+            parent, name = posixpath.split(base.rstrip("/"))
+            return get_datafolder(parent or "."), [name]
+        if not folder.exists(""):
+            raise InputError(f"input path not found: {path}")
+        files = [f for f in folder.list_files(recursive=True) if f.endswith(".parquet")]
+    else:
+        if not folder.exists(""):
+            raise InputError(f"input path not found: {base} (from {path})")
+        files = folder.list_files(recursive=True, glob_pattern=pattern)
+    files = sorted(f for f in files if not posixpath.basename(f).startswith((".", "_")))
+    if not files:
+        raise InputError(f"input matches no Parquet files: {path}")
+    return folder, files
+
+
+def inspect_inputs(path: str, *, text_column: str, id_column: str | None) -> InputSet:
+    """Read every shard's footer: row counts, sizes, a unified schema. Fails on the first unusable file."""
+    folder, files = resolve_input(path)
+    shards: list[InputShard] = []
+    for rel in files:
+        full = folder.resolve_paths(rel)
+        try:
+            with folder.open(rel, "rb") as f:
+                meta = pq.ParquetFile(f).metadata
+                schema = meta.schema.to_arrow_schema()
+            size = int(folder.size(rel))
+        except Exception as e:
+            raise InputError(f"{full}: not a readable Parquet file ({_one_line(e)})") from None
+        if text_column not in schema.names:
+            raise InputError(f"{full}: no text column {text_column!r} (columns: {', '.join(schema.names)})")
+        t = schema.field(text_column).type
+        if not (_is_text(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)):
+            raise InputError(f"{full}: text column {text_column!r} has type {t}, expected string")
+        if id_column is not None and id_column not in schema.names:
+            raise InputError(
+                f"{full}: no id column {id_column!r} (set input.id_column: null to derive ids from shard and row)"
+            )
+        for reserved in (SHARD_COLUMN, ROW_COLUMN, REASON_COLUMN, BLOCK_COLUMN):
+            if reserved in schema.names:
+                raise InputError(f"{full}: column {reserved!r} is reserved for corpusfilter's bookkeeping")
+        shards.append(InputShard(rel, meta.num_rows, size, schema))
+    try:
+        unified = pa.unify_schemas([_normalize_schema(s.schema, text_column, id_column) for s in shards])
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise InputError(f"{path}: input shards have incompatible schemas ({_one_line(e)})") from None
+    unified = unified.remove_metadata()
+    if id_column is None:
+        unified = unified.append(pa.field("id", pa.string()))
+    unified = unified.append(pa.field(SHARD_COLUMN, pa.string())).append(pa.field(ROW_COLUMN, pa.int64()))
+    return InputSet(folder, shards, unified, text_column, id_column)
+
+
+def _normalize_schema(schema: pa.Schema, text_column: str, id_column: str | None) -> pa.Schema:
+    fields = []
+    for f in schema.remove_metadata():
+        if f.name == text_column or (f.name == id_column):
+            f = pa.field(f.name, pa.string())
+        elif pa.types.is_large_string(f.type):
+            f = pa.field(f.name, pa.string())
+        fields.append(f)
+    return pa.schema(fields)
+
+
+def _one_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0] if s else type(e).__name__
+
+
+# -- reader ------------------------------------------------------------------------------------------
+class ParquetBatchReader(PipelineStep):  # type: ignore[misc]
+    """Reads this rank's shards (``files[rank::world_size]``, as datatrove shards files) as Batches."""
+
+    type = "corpusfilter"
+    name = "reader"
+
+    def __init__(
+        self,
+        *,
+        folder: DataFolder | str,
+        files: list[str],
+        schema: pa.Schema,
+        text_column: str,
+        id_column: str | None,
+        batch_size: int = 10_000,
+        limit: int = -1,
+        expected_rows: dict[str, int] | None = None,
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        self.folder = get_datafolder(folder)
+        self.files = list(files)
+        self.schema = schema
+        self.text_column = text_column
+        self.id_column = id_column
+        self.batch_size = batch_size
+        self.limit = limit
+        self.expected_rows = expected_rows or {}
+        self.progress = progress
+
+    def run(self, data: Iterable[Batch] | None = None, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
+        mine = self.files[rank::world_size]
+        total = sum(self.expected_rows.get(f, 0) for f in mine)
+        bar = None
+        if self.progress and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="doc", desc=f"task {rank}", position=rank % 8, leave=False)
+        remaining = self.limit if self.limit >= 0 else None
+        try:
+            for rel in mine:
+                for batch in self.read_shard(rel, remaining):
+                    if remaining is not None:
+                        remaining -= batch.rows_read
+                    if bar is not None:
+                        bar.update(batch.rows_read)
+                    yield batch
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def read_shard(self, rel: str, limit: int | None = None) -> Iterator[Batch]:
+        import pyarrow.dataset as ds
+
+        full = self.folder.resolve_paths(rel)
+        with self.folder.open(rel, "rb") as f:
+            file_schema = pq.ParquetFile(f).schema_arrow
+        # Read every string column as binary so one bad byte costs one row, not the whole batch.
+        read_schema = pa.schema(
+            [pa.field(fl.name, pa.binary()) if _is_text(fl.type) else fl for fl in file_schema.remove_metadata()]
+        )
+        dataset = ds.dataset(rel, schema=read_schema, format="parquet", filesystem=self.folder)
+        row0 = 0
+        yielded = False
+        try:
+            for rb in dataset.to_batches(batch_size=self.batch_size, use_threads=True):
+                if limit is not None and row0 >= limit:
+                    break
+                if limit is not None and row0 + rb.num_rows > limit:
+                    rb = rb.slice(0, limit - row0)
+                with self.track_time("batch"):
+                    batch = self._make_batch(pa.Table.from_batches([rb]), rel, row0, full)
+                self.stat_update("read", value=rb.num_rows)
+                self.stat_update("unreadable", value=sum(t.num_rows for t in batch.unreadable))
+                row0 += rb.num_rows
+                yielded = True
+                yield batch
+        except (OSError, pa.ArrowException) as e:
+            raise InputError(f"{full}: cannot read rows from {row0} on ({_one_line(e)})") from None
+        if not yielded:  # an empty shard still reaches the writer, so it is accounted for
+            yield Batch(self.schema.empty_table(), rel, 0)
+
+    def _make_batch(self, table: pa.Table, rel: str, row0: int, full: str) -> Batch:
+        n = table.num_rows
+        rows = pa.array(np.arange(row0, row0 + n, dtype=np.int64))
+        bad = np.zeros(n, dtype=bool)
+        errors: list[str | None] = [None] * n
+        raw_text = table.column(self.text_column).combine_chunks()
+
+        def flag(mask: np.ndarray, message: str) -> None:
+            for i in np.nonzero(mask & ~bad)[0]:
+                errors[i] = message
+            bad[:] |= mask
+
+        # decode string columns, flagging rows with invalid UTF-8
+        columns: dict[str, pa.Array] = {}
+        for name in table.column_names:
+            col = table.column(name).combine_chunks()
+            if self.schema.field(name).type == pa.string() and pa.types.is_binary(col.type):
+                try:
+                    col = col.cast(pa.string())
+                except pa.ArrowInvalid:
+                    invalid = np.zeros(n, dtype=bool)
+                    for i, v in enumerate(col.to_pylist()):
+                        if v is not None:
+                            try:
+                                v.decode("utf-8")
+                            except UnicodeDecodeError:
+                                invalid[i] = True
+                    flag(invalid, f"invalid UTF-8 in column {name!r}")
+                    col = pa.array([None if invalid[i] else v for i, v in enumerate(col.to_pylist())], pa.binary())
+                    col = col.cast(pa.string())
+            columns[name] = col
+        text = columns[self.text_column]
+        flag(np.asarray(text.is_null().to_numpy(zero_copy_only=False), dtype=bool) & ~bad, "null text")
+        lengths = pc.fill_null(pc.binary_length(text), 0).to_numpy(zero_copy_only=False)
+        flag((lengths == 0) & ~bad, "empty text")
+        if self.id_column is not None:
+            ids = columns[self.id_column].cast(pa.string())
+            flag(np.asarray(ids.is_null().to_numpy(zero_copy_only=False), dtype=bool), "null id")
+            columns[self.id_column] = ids
+        else:
+            columns["id"] = pa.array([f"{rel}#{r}" for r in range(row0, row0 + n)], pa.string())
+        columns[SHARD_COLUMN] = pc.cast(
+            pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([rel])), pa.string()
+        )
+        columns[ROW_COLUMN] = rows
+        out_cols = []
+        for fl in self.schema:
+            if fl.name in columns:
+                c = columns[fl.name]
+                out_cols.append(c if c.type == fl.type else c.cast(fl.type))
+            else:
+                out_cols.append(pa.nulls(n, fl.type))
+        good = pa.Table.from_arrays(out_cols, schema=self.schema)
+        unreadable: list[pa.Table] = []
+        if bad.any():
+            idx = pa.array(np.nonzero(bad)[0])
+            id_col = self.id_column or "id"
+            unreadable.append(
+                pa.Table.from_arrays(
+                    [
+                        pa.array([rel] * len(idx), pa.string()),
+                        rows.take(idx),
+                        columns[id_col].take(idx).cast(pa.string()),
+                        pa.array([errors[i] for i in idx.to_pylist()], pa.string()),
+                        raw_text.take(idx).cast(pa.binary()),
+                    ],
+                    schema=UNREADABLE_SCHEMA,
+                )
+            )
+            good = good.filter(pa.array(~bad))
+        text_bytes = int(pc.sum(lengths).as_py() or 0) if n else 0
+        return Batch(good, rel, n, text_bytes=text_bytes, unreadable=unreadable)
+
+
+# -- writer ------------------------------------------------------------------------------------------
+class _HashingFile:
+    """Write-through file wrapper that hashes and counts what is written."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, b: Any) -> int:
+        self.sha.update(b)
+        self.size += len(b)
+        return self.f.write(b)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.f.close()
+            self.closed = True
+
+    @property
+    def mode(self) -> str:
+        return "wb"
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns, in order; missing columns are null."""
+    cols = []
+    for fl in schema:
+        if fl.name in table.column_names:
+            c = table.column(fl.name)
+            cols.append(c if c.type == fl.type else c.cast(fl.type))
+        else:
+            cols.append(pa.nulls(table.num_rows, fl.type))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+@dataclass
+class _Sink:
+    folder: DataFolder
+    subdir: str
+    schema: pa.Schema
+    rank: int
+    compression: str
+    rows_per_file: int
+    files: list[dict[str, Any]] = field(default_factory=list)
+    _writer: pq.ParquetWriter | None = None
+    _file: _HashingFile | None = None
+    _tmp: str = ""
+    _final: str = ""
+    _rows: int = 0
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        table = conform(table, self.schema)
+        start = 0
+        while start < table.num_rows:
+            if self._writer is None:
+                self._open()
+            take = min(table.num_rows - start, self.rows_per_file - self._rows)
+            assert self._writer is not None
+            self._writer.write_table(table.slice(start, take))
+            self._rows += take
+            start += take
+            if self._rows >= self.rows_per_file:
+                self._close()
+
+    def _open(self) -> None:
+        k = len(self.files)
+        self._final = f"{self.subdir}/{self.rank:05d}_{k:05d}.parquet"
+        self._tmp = f"{self.subdir}/.tmp-{self.rank:05d}_{k:05d}.parquet"
+        self._file = _HashingFile(self.folder.open(self._tmp, "wb"))
+        self._writer = pq.ParquetWriter(self._file, self.schema, compression=self.compression)
+        self._rows = 0
+
+    def _close(self) -> None:
+        if self._writer is None or self._file is None:
+            return
+        self._writer.close()
+        self._file.close()
+        self.folder.mv(self._tmp, self._final)
+        self.files.append(
+            {"path": self._final, "rows": self._rows, "bytes": self._file.size, "sha256": self._file.sha.hexdigest()}
+        )
+        self._writer = None
+        self._file = None
+
+    def close(self) -> None:
+        self._close()
+
+
+def rejected_schema(schema: pa.Schema) -> pa.Schema:
+    return schema.append(pa.field(REASON_COLUMN, pa.string())).append(pa.field(BLOCK_COLUMN, pa.string()))
+
+
+class ParquetBatchWriter(PipelineStep):  # type: ignore[misc]
+    """Writes kept rows to ``data/``, rejected to ``rejected/``, unreadable to ``unreadable/``, and
+    this rank's accounting to ``accounting/<rank>.json`` once every batch is written."""
+
+    type = "corpusfilter"
+    name = "writer"
+
+    def __init__(
+        self,
+        *,
+        output: DataFolder | str,
+        schema: pa.Schema,
+        compression: str = "zstd",
+        rows_per_file: int = 1_000_000,
+    ) -> None:
+        super().__init__()
+        self.output = get_datafolder(output)
+        self.schema = schema
+        self.compression = compression
+        self.rows_per_file = rows_per_file
+
+    def _clear_rank(self, rank: int) -> None:
+        """Remove what an interrupted earlier attempt at this rank left behind (for --resume)."""
+        for sub in ("data", "rejected", "unreadable"):
+            for f in self.output.list_files(sub, glob_pattern=f"*{rank:05d}_*.parquet"):
+                name = posixpath.basename(f)
+                if name.startswith((f"{rank:05d}_", f".tmp-{rank:05d}_")):
+                    self.output.rm(f)
+        if self.output.exists(f"accounting/{rank:05d}.json"):
+            self.output.rm(f"accounting/{rank:05d}.json")
+
+    def run(self, data: Iterable[Batch] | None = None, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
+        self._clear_rank(rank)
+        sinks = {
+            "data": _Sink(self.output, "data", self.schema, rank, self.compression, self.rows_per_file),
+            "rejected": _Sink(
+                self.output, "rejected", rejected_schema(self.schema), rank, self.compression, self.rows_per_file
+            ),
+            "unreadable": _Sink(
+                self.output, "unreadable", UNREADABLE_SCHEMA, rank, self.compression, self.rows_per_file
+            ),
+        }
+        shards: dict[str, dict[str, Any]] = {}
+        for batch in data or ():
+            acc = shards.setdefault(
+                batch.shard, {"read": 0, "kept": 0, "rejected": {}, "unreadable": 0, "text_bytes": 0}
+            )
+            with self.track_time("batch"):
+                acc["read"] += batch.rows_read
+                acc["text_bytes"] += batch.text_bytes
+                acc["kept"] += batch.num_rows
+                sinks["data"].write(batch.table)
+                for rej in batch.rejected:
+                    sinks["rejected"].write(rej)
+                    for reason, count in zip(*np.unique(rej.column(REASON_COLUMN).to_numpy(False), return_counts=True)):
+                        acc["rejected"][str(reason)] = acc["rejected"].get(str(reason), 0) + int(count)
+                for bad in batch.unreadable:
+                    sinks["unreadable"].write(bad)
+                    acc["unreadable"] += bad.num_rows
+            self.stat_update("kept", value=batch.num_rows)
+            yield batch
+        for s in sinks.values():
+            s.close()
+        record = {
+            "rank": rank,
+            "world_size": world_size,
+            "shards": shards,
+            "outputs": {k: s.files for k, s in sinks.items()},
+        }
+        with self.output.open(f"accounting/{rank:05d}.json", "w") as f:
+            json.dump(record, f, indent=1, sort_keys=True)

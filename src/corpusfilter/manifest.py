@@ -1,0 +1,60 @@
+"""The provenance manifest: build it from a finished run, validate it against its JSON Schema."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+from corpusfilter import __version__
+
+SCHEMA_VERSION = 1
+KEY_PACKAGES = ("datatrove", "pyarrow", "polars", "numpy", "hyperscan", "pyyaml", "fsspec")
+
+
+def load_schema() -> dict[str, Any]:
+    text = (resources.files("corpusfilter") / "schemas" / "manifest.schema.json").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def validate_manifest(manifest: dict[str, Any]) -> list[str]:
+    """Schema violations as readable strings (empty when valid)."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(load_schema())
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+        for e in sorted(validator.iter_errors(manifest), key=lambda e: list(map(str, e.absolute_path)))
+    ]
+
+
+def git_commit() -> str | None:
+    """The commit of the corpusfilter checkout this code runs from, when it is one."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and len(sha) == 40 else None
+
+
+def environment() -> dict[str, Any]:
+    pkgs: dict[str, str | None] = {}
+    for name in KEY_PACKAGES:
+        try:
+            pkgs[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pkgs[name] = None
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": pkgs}
+
+
+def corpusfilter_info() -> dict[str, Any]:
+    return {"version": __version__, "git_commit": git_commit()}

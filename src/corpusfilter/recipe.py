@@ -1,0 +1,272 @@
+"""Recipes: strict YAML → validated spec → datatrove pipeline of corpusfilter steps.
+
+Unknown keys anywhere are errors naming the key path. Relative paths (input, output, lexicon files)
+are resolved against the recipe file's folder, so a recipe runs the same from any working directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import yaml
+
+from corpusfilter.blocks.base import Block, Detector
+from corpusfilter.errors import RecipeError
+from corpusfilter.io import InputSet, ParquetBatchReader, ParquetBatchWriter, inspect_inputs
+from corpusfilter.params import build_params
+from corpusfilter.registry import lookup
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InputSpec:
+    path: str
+    text_column: str = "text"
+    id_column: str | None = "id"
+    batch_size: int = 10_000
+
+    def check(self, path: str) -> None:
+        if self.batch_size < 1:
+            raise RecipeError(f"{path}.batch_size: must be at least 1")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OutputSpec:
+    path: str
+    compression: Literal["zstd", "snappy", "gzip", "lz4", "none"] = "zstd"
+    rows_per_file: int = 1_000_000
+
+    def check(self, path: str) -> None:
+        if self.rows_per_file < 1:
+            raise RecipeError(f"{path}.rows_per_file: must be at least 1")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExecutorSpec:
+    tasks: int = 1
+    workers: int = -1
+
+    def check(self, path: str) -> None:
+        if self.tasks < 1:
+            raise RecipeError(f"{path}.tasks: must be at least 1")
+        if self.workers == 0 or self.workers < -1:
+            raise RecipeError(f"{path}.workers: must be -1 (one per task, up to the CPU count) or at least 1")
+
+
+_TOP_KEYS = {"description", "input", "output", "seed", "executor", "blocks"}
+
+
+def _is_remote(p: str) -> bool:
+    return "://" in p
+
+
+def _resolve(p: str, base: Path) -> str:
+    if _is_remote(p) or os.path.isabs(p):
+        return p
+    return os.path.normpath(str(base / p))
+
+
+@dataclasses.dataclass
+class Recipe:
+    """A validated recipe. ``data`` is the resolved mapping (overrides applied, paths absolute)."""
+
+    data: dict[str, Any]
+    input: InputSpec
+    output: OutputSpec
+    executor: ExecutorSpec
+    seed: int
+    blocks: list[Block]
+    source: str = "<inline>"
+    description: str = ""
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.data, sort_keys=True).encode()).hexdigest()
+
+    def block_specs(self) -> list[dict[str, Any]]:
+        return [b.to_config() for b in self.blocks]
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply ``key.path=value`` (YAML value; list items by index: ``blocks.1.drop.where=...``)."""
+    if "=" not in assignment:
+        raise RecipeError(f"--set {assignment!r}: expected key=value")
+    key, _, raw = assignment.partition("=")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            try:
+                idx = int(part)
+                node[idx]  # noqa: B018
+            except (ValueError, IndexError):
+                raise RecipeError(f"--set {key}: {where} is not an index into a list of {len(node)}") from None
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise RecipeError(f"--set {key}: {where} is not a mapping or list")
+
+
+def load_recipe(
+    source: str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    overrides: Sequence[str] = (),
+    base_dir: str | os.PathLike[str] | None = None,
+) -> Recipe:
+    """Load and validate a recipe from a YAML file or a mapping. Schema errors raise RecipeError."""
+    if isinstance(source, Mapping):
+        data: Any = copy.deepcopy(dict(source))
+        origin = "<inline>"
+        base = Path(base_dir) if base_dir else Path.cwd()
+    else:
+        path = Path(source)
+        origin = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise RecipeError(f"recipe not found: {path}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise RecipeError(f"{path}:{where} invalid YAML ({getattr(e, 'problem', e)})") from None
+        base = Path(base_dir) if base_dir else path.resolve().parent
+    if not isinstance(data, dict):
+        raise RecipeError(f"{origin}: a recipe is a mapping with input, output and blocks")
+    for ov in overrides:
+        apply_override(data, ov)
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise RecipeError(f"{origin}: {unknown[0]}: unknown key (allowed: {', '.join(sorted(_TOP_KEYS))})")
+    for req in ("input", "output", "blocks"):
+        if req not in data:
+            raise RecipeError(f"{origin}: {req}: required key is missing")
+    if isinstance(data["input"], str):
+        data["input"] = {"path": data["input"]}
+    if isinstance(data["output"], str):
+        data["output"] = {"path": data["output"]}
+    inp = build_params(InputSpec, data["input"], "input")
+    out = build_params(OutputSpec, data["output"], "output")
+    ex = build_params(ExecutorSpec, data.get("executor") or {}, "executor")
+    inp = dataclasses.replace(inp, path=_resolve(inp.path, base))
+    out = dataclasses.replace(out, path=_resolve(out.path, base))
+    data["input"] = dataclasses.asdict(inp)
+    data["output"] = dataclasses.asdict(out)
+    data["executor"] = dataclasses.asdict(ex)
+    seed = data.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise RecipeError(f"{origin}: seed: expected an integer, got {seed!r}")
+    data["seed"] = seed
+    desc = data.get("description", "")
+    if not isinstance(desc, str):
+        raise RecipeError(f"{origin}: description: expected a string")
+    blocks_raw = data["blocks"]
+    if not isinstance(blocks_raw, list) or not blocks_raw:
+        raise RecipeError(f"{origin}: blocks: expected a non-empty list of single-key maps")
+    blocks: list[Block] = []
+    for i, item in enumerate(blocks_raw):
+        path = f"blocks[{i}]"
+        if not isinstance(item, dict) or len(item) != 1:
+            raise RecipeError(f"{path}: expected a single-key map like {{drop: {{where: ..., reason: ...}}}}")
+        ((btype, params),) = item.items()
+        cls = lookup(str(btype), path)
+        params = dict(params or {})
+        for f in dataclasses.fields(cls.Params):
+            if f.metadata.get("path") and isinstance(params.get(f.name), str) and _looks_like_path(params[f.name]):
+                params[f.name] = _resolve(params[f.name], base)
+        block = cls.from_params(params, path=f"{path}.{btype}")
+        item[btype] = params
+        blocks.append(block)
+    _label_blocks(blocks, inp.text_column)
+    return Recipe(data, inp, out, ex, seed, blocks, origin, desc)
+
+
+def _looks_like_path(v: str) -> bool:
+    return "/" in v or "\\" in v or v.endswith(".txt")
+
+
+def _label_blocks(blocks: list[Block], text_column: str) -> None:
+    for i, b in enumerate(blocks):
+        suffix = f":{b.params.name}" if isinstance(b, Detector) and hasattr(b.params, "name") else ""
+        b.label = f"{i}.{b.block_type}{suffix}"
+        b.stats.name = str(b)
+        b.text_column = text_column
+
+
+@dataclasses.dataclass
+class Plan:
+    """A recipe bound to its inputs: the pipeline steps and the schemas they produce."""
+
+    recipe: Recipe
+    inputs: InputSet
+    input_schema: pa.Schema
+    output_schema: pa.Schema
+
+    def pipeline(self, *, limit: int = -1, progress: bool = True) -> list[Any]:
+        inp = self.recipe.input
+        reader = ParquetBatchReader(
+            folder=self.inputs.folder,
+            files=self.inputs.files,
+            schema=self.input_schema,
+            text_column=inp.text_column,
+            id_column=inp.id_column,
+            batch_size=inp.batch_size,
+            limit=limit,
+            expected_rows={s.path: s.rows for s in self.inputs.shards},
+            progress=progress,
+        )
+        out = self.recipe.output
+        writer = ParquetBatchWriter(
+            output=out.path,
+            schema=self.output_schema,
+            compression=out.compression if out.compression != "none" else "none",
+            rows_per_file=out.rows_per_file,
+        )
+        return [reader, *self.recipe.blocks, writer]
+
+    def describe(self) -> str:
+        lines = [f"recipe: {self.recipe.source}", f"input: {self.recipe.input.path}"]
+        lines.append(f"  {len(self.inputs.shards)} shard(s), {sum(s.rows for s in self.inputs.shards):,} rows")
+        lines.append(f"  schema: {', '.join(f'{f.name}:{f.type}' for f in self.input_schema)}")
+        lines.append("blocks:")
+        for b in self.recipe.blocks:
+            params = json.dumps(b.to_config()["params"], sort_keys=True)
+            lines.append(f"  {b.label} [{b.kind}] {b.block_type}@{b.version} {params}")
+        lines.append(f"output: {self.recipe.output.path}")
+        lines.append(f"  schema: {', '.join(f'{f.name}:{f.type}' for f in self.output_schema)}")
+        return "\n".join(lines)
+
+
+def plan(recipe: Recipe, *, input_path: str | None = None) -> Plan:
+    """Inspect the inputs and check every block against the schema it will see."""
+    inputs = inspect_inputs(
+        input_path or recipe.input.path, text_column=recipe.input.text_column, id_column=recipe.input.id_column
+    )
+    schema = inputs.schema
+    for i, b in enumerate(recipe.blocks):
+        path = f"blocks[{i}].{b.block_type}"
+        b.validate(schema, path)
+        for f in b.output_fields(schema):
+            schema = schema.append(f)
+    return Plan(recipe, inputs, inputs.schema, schema)

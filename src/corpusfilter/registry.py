@@ -1,0 +1,74 @@
+"""Blocks registered by name and version, so old recipes keep meaning what they meant."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from corpusfilter.errors import RecipeError
+
+if TYPE_CHECKING:
+    from corpusfilter.blocks.base import Block
+
+B = TypeVar("B", bound="type[Block]")
+
+_REGISTRY: dict[tuple[str, int], type[Block]] = {}
+# Modules whose import registers the built-in blocks; imported on first lookup, not with the package.
+_BUILTIN_MODULES = ("corpusfilter.blocks.keyword", "corpusfilter.blocks.decisions")
+_loaded = False
+
+
+def register(name: str, version: int) -> Callable[[B], B]:
+    """Class decorator: make a block available to recipes as ``name`` (latest) or ``name@version``."""
+
+    def deco(cls: B) -> B:
+        key = (name, version)
+        if key in _REGISTRY and _REGISTRY[key] is not cls:
+            raise ValueError(f"block {name}@{version} registered twice")
+        cls.block_type = name
+        cls.version = version
+        _REGISTRY[key] = cls
+        return cls
+
+    return deco
+
+
+def _load_builtins() -> None:
+    global _loaded
+    if not _loaded:
+        for mod in _BUILTIN_MODULES:
+            importlib.import_module(mod)
+        _loaded = True
+
+
+def all_blocks() -> list[type[Block]]:
+    _load_builtins()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def lookup(spec: str, path: str = "block") -> type[Block]:
+    """Resolve ``name`` (highest version) or ``name@N``; an unknown name lists what exists."""
+    _load_builtins()
+    name, _, ver = spec.partition("@")
+    versions = sorted(v for (n, v) in _REGISTRY if n == name)
+    if not versions:
+        known = ", ".join(sorted({n for n, _ in _REGISTRY}))
+        raise RecipeError(f"{path}: unknown block {spec!r} (known: {known})")
+    if not ver:
+        return _REGISTRY[(name, versions[-1])]
+    try:
+        v = int(ver.removeprefix("v"))
+    except ValueError:
+        raise RecipeError(f"{path}: bad version in {spec!r}") from None
+    if (name, v) not in _REGISTRY:
+        raise RecipeError(f"{path}: {name} has no version {v} (known: {', '.join(map(str, versions))})")
+    return _REGISTRY[(name, v)]
+
+
+def from_config(config: dict[str, Any], path: str = "block") -> Block:
+    """Inverse of ``Block.to_config()``."""
+    if not isinstance(config, dict) or "type" not in config:
+        raise RecipeError(f"{path}: a block config needs a 'type' key")
+    cls = lookup(config["type"], path)
+    return cls.from_params(config.get("params", {}), path=path)

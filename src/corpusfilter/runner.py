@@ -1,0 +1,354 @@
+"""Run a recipe with datatrove's executor, then check the accounting and write the manifest."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pyarrow as pa
+from datatrove.executor.local import LocalPipelineExecutor
+from datatrove.io import DataFolder, get_datafolder
+
+from corpusfilter.errors import AccountingError, CorpusfilterError, OutputError
+from corpusfilter.io import UNREADABLE_SCHEMA, rejected_schema
+from corpusfilter.manifest import SCHEMA_VERSION, corpusfilter_info, environment, validate_manifest
+from corpusfilter.recipe import Plan, Recipe, plan
+
+Mode = Literal["fresh", "overwrite", "resume"]
+
+
+@contextlib.contextmanager
+def _quiet_task_logs() -> Iterator[None]:
+    """Keep datatrove's per-task logs in the output's logs/ folder, and off the terminal.
+
+    datatrove's task logger prints INFO lines and full tracebacks to stderr; corpusfilter prints a
+    progress bar and a summary instead, and reports errors as one line.
+    """
+    import datatrove.executor.base as base
+    from loguru import logger
+
+    original = base.add_task_logger
+
+    def add_task_logger(logging_dir: Any, rank: int, local_rank: int = 0, node_rank: int = -1) -> Any:
+        logger.remove()
+        logfile = logging_dir.open(f"logs/task_{rank:05d}.log", "w")
+        fmt = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {name}:{function}:{line} - {message}"
+        logger.add(logfile, colorize=False, level="DEBUG", format=fmt)
+        logger.info(f"Launching pipeline for {rank=}")
+        return logfile
+
+    base.add_task_logger = add_task_logger
+    try:
+        yield
+    finally:
+        base.add_task_logger = original
+
+
+@contextlib.contextmanager
+def _driver_log(out: DataFolder) -> Iterator[None]:
+    """The executor's own progress lines go to ``logs/run.log``, not the terminal."""
+    from loguru import logger
+
+    logger.remove()
+    f = out.open("logs/run.log", "a")
+    logger.add(f, level="INFO", colorize=False)
+    try:
+        yield
+    finally:
+        logger.remove()
+        f.close()
+        logger.add(sys.stderr, level="WARNING")
+
+
+class QuietLocalExecutor(LocalPipelineExecutor):  # type: ignore[misc]
+    """datatrove's LocalPipelineExecutor with task logs going only to files."""
+
+    def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1) -> Any:
+        with _quiet_task_logs():
+            return super()._run_for_rank(rank, local_rank, node_rank)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _sha256_file(folder: DataFolder, rel: str) -> str:
+    h = hashlib.sha256()
+    with folder.open(rel, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def prepare_output(out: DataFolder, mode: Mode, recipe_sha: str, tasks: int) -> None:
+    """Refuse to write into a non-empty folder unless told to overwrite or resume (and resume matches)."""
+    existing = out.list_files() if out.exists("") else []
+    if mode == "fresh" and existing:
+        raise OutputError(
+            f"output folder {out.path} is not empty; use --overwrite to replace it or --resume to finish it"
+        )
+    if mode == "overwrite" and existing:
+        for f in existing:
+            out.rm(f)
+    if mode == "resume" and existing:
+        if not out.exists("run.json"):
+            raise OutputError(f"cannot resume into {out.path}: it has no run.json from an earlier corpusfilter run")
+        with out.open("run.json") as f:
+            prev = json.load(f)
+        if prev.get("recipe_sha256") != recipe_sha or prev.get("tasks") != tasks:
+            raise OutputError(
+                f"cannot resume into {out.path}: it was started with a different recipe or task count "
+                f"(tasks {prev.get('tasks')}); use --overwrite"
+            )
+        if out.exists("manifest.json"):
+            out.rm("manifest.json")
+        return
+    with out.open("run.json", "w") as f:
+        json.dump({"recipe_sha256": recipe_sha, "tasks": tasks, "started_at": _now()}, f)
+
+
+def _block_stats(out: DataFolder, tasks: int) -> dict[str, dict[str, Any]]:
+    """Sum each step's datatrove stats over the ranks' stats files."""
+    merged: dict[str, dict[str, Any]] = {}
+    for rank in range(tasks):
+        rel = f"logs/stats/{rank:05d}.json"
+        if not out.exists(rel):
+            continue
+        with out.open(rel) as f:
+            steps = json.load(f)
+        for step in steps:
+            name = step["name"]
+            m = merged.setdefault(name, {"in": 0, "out": 0, "scored": 0, "dropped": {}, "seconds": 0.0})
+            ts = step.get("time_stats")
+            if isinstance(ts, dict):
+                m["seconds"] += float(ts.get("total", 0.0))
+            for key, val in (step.get("stats") or {}).items():
+                total = int(val.get("total", 0)) if isinstance(val, dict) else int(val or 0)
+                if key in ("in", "out", "scored"):
+                    m[key] += total
+                elif key.startswith("dropped_"):
+                    reason = key[len("dropped_") :]
+                    m["dropped"][reason] = m["dropped"].get(reason, 0) + total
+    return merged
+
+
+def check_accounting(
+    accounts: list[dict[str, Any]], expected: dict[str, int], limit: int
+) -> tuple[dict[str, Any], list[str]]:
+    """Merge per-rank accounting; list every way it fails read = kept + rejected + unreadable."""
+    problems: list[str] = []
+    per_shard: dict[str, dict[str, Any]] = {}
+    for acc in accounts:
+        for shard, c in acc["shards"].items():
+            if shard in per_shard:
+                problems.append(f"{shard}: processed by more than one task")
+            per_shard[shard] = c
+    for shard, rows in expected.items():
+        if shard not in per_shard:
+            problems.append(f"{shard}: never reached the writer")
+            continue
+        c = per_shard[shard]
+        rej = sum(c["rejected"].values())
+        if c["read"] != c["kept"] + rej + c["unreadable"]:
+            problems.append(
+                f"{shard}: read {c['read']} != kept {c['kept']} + rejected {rej} + unreadable {c['unreadable']}"
+            )
+        if limit < 0 and c["read"] != rows:
+            problems.append(f"{shard}: read {c['read']} rows but the file has {rows}")
+    for shard in per_shard:
+        if shard not in expected:
+            problems.append(f"{shard}: not an input shard of this run")
+    by_reason: dict[str, int] = {}
+    for c in per_shard.values():
+        for r, n in c["rejected"].items():
+            by_reason[r] = by_reason.get(r, 0) + n
+    total = {
+        "read": sum(c["read"] for c in per_shard.values()),
+        "kept": sum(c["kept"] for c in per_shard.values()),
+        "rejected": dict(sorted(by_reason.items())),
+        "rejected_total": sum(by_reason.values()),
+        "unreadable": sum(c["unreadable"] for c in per_shard.values()),
+        "text_bytes": sum(c.get("text_bytes", 0) for c in per_shard.values()),
+        "per_shard": dict(sorted(per_shard.items())),
+    }
+    return total, problems
+
+
+@dataclass
+class RunResult:
+    manifest: dict[str, Any]
+    output: str
+
+    @property
+    def accounting(self) -> dict[str, Any]:
+        acc: dict[str, Any] = self.manifest["accounting"]
+        return acc
+
+
+def _columns(schema: pa.Schema) -> list[dict[str, str]]:
+    return [{"name": f.name, "type": str(f.type)} for f in schema]
+
+
+def run(
+    recipe: Recipe,
+    *,
+    tasks: int | None = None,
+    workers: int | None = None,
+    limit: int = -1,
+    mode: Mode = "fresh",
+    progress: bool = True,
+) -> RunResult:
+    """Run ``recipe`` end to end; raises CorpusfilterError subclasses for anything the user can fix."""
+    the_plan = plan(recipe)
+    return run_plan(the_plan, tasks=tasks, workers=workers, limit=limit, mode=mode, progress=progress)
+
+
+def run_plan(
+    the_plan: Plan,
+    *,
+    tasks: int | None = None,
+    workers: int | None = None,
+    limit: int = -1,
+    mode: Mode = "fresh",
+    progress: bool = True,
+) -> RunResult:
+    recipe = the_plan.recipe
+    n_tasks = tasks or recipe.executor.tasks
+    n_workers = workers or recipe.executor.workers
+    if n_workers == -1:
+        n_workers = max(1, min(n_tasks, os.cpu_count() or 1))
+    n_workers = min(n_workers, n_tasks)
+    out = get_datafolder(recipe.output.path)
+    prepare_output(out, mode, recipe.sha256, n_tasks)
+    started, t0 = _now(), time.perf_counter()
+    executor = QuietLocalExecutor(
+        the_plan.pipeline(limit=limit, progress=progress),
+        tasks=n_tasks,
+        workers=n_workers,
+        logging_dir=out.resolve_paths("logs"),
+        skip_completed=(mode == "resume"),
+    )
+    try:
+        with _driver_log(out):
+            executor.run()
+    except CorpusfilterError:
+        raise
+    except Exception as e:  # a worker failed: point at its log rather than dumping a traceback
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CorpusfilterError(f"run failed: {type(e).__name__}: {msg} (task logs: {out.path}/logs/logs/)") from e
+    elapsed = time.perf_counter() - t0
+    accounts = []
+    for rank in range(n_tasks):
+        rel = f"accounting/{rank:05d}.json"
+        if out.exists(rel):
+            with out.open(rel) as f:
+                accounts.append(json.load(f))
+        else:
+            accounts.append({"shards": {}, "outputs": {"data": [], "rejected": [], "unreadable": []}})
+    expected = {s.path: s.rows for s in the_plan.inputs.shards}
+    totals, problems = check_accounting(accounts, expected, limit)
+    outputs: dict[str, list[dict[str, Any]]] = {"data": [], "rejected": [], "unreadable": []}
+    for acc in accounts:
+        for k in outputs:
+            outputs[k].extend(acc["outputs"][k])
+    for k in outputs:
+        outputs[k].sort(key=lambda f: f["path"])
+    written = {k: sum(f["rows"] for f in v) for k, v in outputs.items()}
+    for k, want in (("data", totals["kept"]), ("rejected", totals["rejected_total"]),
+                    ("unreadable", totals["unreadable"])):
+        if written[k] != want:
+            problems.append(f"{k}/ holds {written[k]} rows but the accounting says {want}")
+    folder = the_plan.inputs.folder
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        hashes = list(pool.map(lambda s: _sha256_file(folder, s.path), the_plan.inputs.shards))
+    stats = _block_stats(out, n_tasks)
+    blocks = []
+    for b in recipe.blocks:
+        s = stats.get(str(b), {"in": 0, "out": 0, "scored": 0, "dropped": {}, "seconds": 0.0})
+        s["seconds"] = round(s["seconds"], 6)
+        blocks.append(
+            {"label": b.label, "kind": b.kind, "config": b.to_config(), "provenance": b.provenance(), "stats": s}
+        )
+    totals["ok"] = not problems
+    if problems:
+        totals["problems"] = problems
+    manifest: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "corpusfilter": corpusfilter_info(),
+        "environment": environment(),
+        "recipe": {"source": recipe.source, "sha256": recipe.sha256, "resolved": recipe.data},
+        "seed": recipe.seed,
+        "executor": {
+            "type": "datatrove.LocalPipelineExecutor",
+            "tasks": n_tasks,
+            "workers": n_workers,
+            "limit": limit,
+            "mode": mode,
+        },
+        "started_at": started,
+        "finished_at": _now(),
+        "elapsed_s": round(elapsed, 3),
+        "input_folder": folder.path,
+        "inputs": [
+            {"path": s.path, "rows": s.rows, "bytes": s.bytes, "sha256": h}
+            for s, h in zip(the_plan.inputs.shards, hashes)
+        ],
+        "outputs": outputs,
+        "schemas": {
+            "data": _columns(the_plan.output_schema),
+            "rejected": _columns(rejected_schema(the_plan.output_schema)),
+            "unreadable": _columns(UNREADABLE_SCHEMA),
+        },
+        "blocks": blocks,
+        "accounting": totals,
+    }
+    errors = validate_manifest(manifest)
+    if errors:  # a bug in corpusfilter, not in the user's data
+        raise AssertionError("manifest does not match its schema: " + "; ".join(errors[:5]))
+    with out.open("manifest.json", "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=False)
+    if problems:
+        raise AccountingError(
+            f"accounting failed for {out.path}: {problems[0]}"
+            + (f" (and {len(problems) - 1} more; see manifest.json)" if len(problems) > 1 else "")
+        )
+    return RunResult(manifest, out.path)
+
+
+def format_summary(result: RunResult, file: Any = None) -> str:
+    """The end-of-run table: documents read, kept, rejected by reason, unreadable, throughput."""
+    m = result.manifest
+    a = m["accounting"]
+    secs = max(m["elapsed_s"], 1e-9)
+    rows: list[tuple[str, str]] = [
+        ("documents read", f"{a['read']:,}"),
+        ("kept", f"{a['kept']:,}"),
+    ]
+    for reason, n in a["rejected"].items():
+        rows.append((f"rejected: {reason}", f"{n:,}"))
+    rows.append(("unreadable", f"{a['unreadable']:,}"))
+    rows.append(("text read", f"{a['text_bytes'] / 1e6:,.1f} MB"))
+    rows.append(("wall time", f"{secs:,.1f} s"))
+    rows.append(("throughput", f"{a['text_bytes'] / 1e6 / secs:,.1f} MB/s, {a['read'] / secs:,.0f} docs/s"))
+    rows.append(("accounting", "ok" if a["ok"] else "FAILED"))
+    rows.append(("output", result.output))
+    width = max(len(k) for k, _ in rows)
+    vwidth = max(len(v) for _, v in rows)
+    lines = [f"{k:<{width}}  {v:>{vwidth}}" for k, v in rows]
+    text = "\n".join(lines)
+    if file is not None:
+        print(text, file=file)
+    return text
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use the corpusfilter command")

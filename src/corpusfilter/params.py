@@ -36,6 +36,11 @@ def check_value(value: Any, tp: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (Union, types.UnionType):
+        arms = [a for a in args if a is not type(None)]
+        if value is None and len(arms) < len(args):
+            return None
+        if len(arms) == 1:  # Optional[X]: report X's precise error
+            return check_value(value, arms[0], path)
         for a in args:
             try:
                 return check_value(value, a, path)

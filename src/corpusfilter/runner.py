@@ -46,11 +46,20 @@ def _quiet_task_logs() -> Iterator[None]:
         logger.info(f"Launching pipeline for {rank=}")
         return logfile
 
+    def close_task_logger(logfile: Any) -> None:
+        logger.complete()
+        logger.remove()
+        logger.add(sys.stderr, level="WARNING", format="{message}")
+        logfile.close()
+
+    original_close = base.close_task_logger
     base.add_task_logger = add_task_logger
+    base.close_task_logger = close_task_logger
     try:
         yield
     finally:
         base.add_task_logger = original
+        base.close_task_logger = original_close
 
 
 @contextlib.contextmanager

@@ -138,7 +138,7 @@ class KeywordDetector(Detector):
         if data_buf is None or offsets[-1] == offsets[0]:
             return empty, empty
         lo, hi = int(offsets[0]), int(offsets[-1])
-        data = memoryview(data_buf)
+        data = memoryview(data_buf).cast("B")  # unsigned bytes (pyarrow exposes signed)
         hits: list[tuple[int, int, int]] = []
         append = hits.append
 

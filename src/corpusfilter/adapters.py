@@ -1,0 +1,92 @@
+"""Use any corpusfilter block as an ordinary document-level step in your own datatrove pipeline.
+
+``DocumentAdapter(KeywordDetector(...))`` gathers ``Document`` objects into Arrow batches, runs the
+block once per batch, and writes score columns back into ``doc.metadata``; a drop/keep decision
+drops documents (counted as ``dropped_<reason>``, and written by ``exclusion_writer`` if given), as
+datatrove's ``BaseFilter`` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+from datatrove.utils.batching import batched
+
+from corpusfilter.batch import REASON_COLUMN, Batch
+from corpusfilter.blocks.base import Block, FilterDecision
+
+
+_POS = "_cf_position"
+
+
+class DocumentAdapter(PipelineStep):  # type: ignore[misc]
+    """Wrap ``block`` so it consumes and yields datatrove ``Document`` objects."""
+
+    type = "corpusfilter"
+
+    def __init__(self, block: Block, *, batch_size: int = 1000, exclusion_writer: Any = None) -> None:
+        self.block = block
+        super().__init__()
+        self.batch_size = batch_size
+        self.exclusion_writer = exclusion_writer
+        self.block.text_column = "text"
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"adapter({self.block.label})"
+
+    def _table(self, docs: list[Document]) -> pa.Table:
+        meta = pa.Table.from_pylist([d.metadata for d in docs]) if any(d.metadata for d in docs) else None
+        table = pa.table(
+            {"id": [d.id for d in docs], "text": [d.text for d in docs], _POS: pa.array(range(len(docs)), pa.int64())}
+        )
+        if meta is not None:
+            for name in meta.column_names:
+                if name not in table.column_names:
+                    table = table.append_column(name, meta.column(name))
+        return table
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> Iterator[Document]:
+        if data is None:
+            return
+        self.block.ensure_setup()
+        with self.exclusion_writer if self.exclusion_writer else contextlib.nullcontext() as writer:
+            for docs in batched(data, self.batch_size):
+                docs = list(docs)
+                table = self._table(docs)
+                before = set(table.column_names)
+                with self.track_time("batch"):
+                    batch = self.block.process(Batch(table, "<documents>", len(docs)))
+                self.stat_update("total", value=len(docs))
+                if isinstance(self.block, FilterDecision):
+                    removed: dict[int, str] = {}
+                    for rej in batch.rejected:
+                        removed.update(zip(rej.column(_POS).to_pylist(), rej.column(REASON_COLUMN).to_pylist()))
+                    for pos, doc in enumerate(docs):
+                        if pos in removed:
+                            reason = removed[pos]
+                            self.stat_update("dropped", f"dropped_{reason}")
+                            if writer is not None:
+                                doc.metadata["filter_reason"] = reason
+                                writer.write(doc, rank)
+                        else:
+                            self.stat_update("forwarded")
+                            yield doc
+                    continue
+                new_cols = [c for c in batch.table.column_names if c not in before or c in self._tag_cols()]
+                values = {c: batch.table.column(c).to_pylist() for c in new_cols}
+                for i, doc in enumerate(docs):
+                    for c in new_cols:
+                        doc.metadata[c] = values[c][i]
+                    self.stat_update("forwarded")
+                    yield doc
+        self.block.teardown()
+
+    def _tag_cols(self) -> set[str]:
+        col = getattr(self.block.params, "column", None)
+        return {col} if isinstance(col, str) else set()

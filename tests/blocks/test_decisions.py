@@ -1,0 +1,48 @@
+import pyarrow as pa
+import pytest
+
+from corpusfilter.batch import BLOCK_COLUMN, REASON_COLUMN, Batch
+from corpusfilter.blocks.decisions import Drop, Keep, Tag
+from corpusfilter.errors import RecipeError
+
+
+def _batch() -> Batch:
+    t = pa.table({"id": ["a", "b", "c", "d"], "text": ["x"] * 4, "s_hits": pa.array([0, 2, None, 5], pa.int32())})
+    return Batch(t, "shard", 4)
+
+
+def test_drop_moves_rows_with_reason_and_block_and_keeps_nulls() -> None:
+    d = Drop(where="s_hits >= 2", reason="moral")
+    d.label = "1.drop"
+    b = d.process(_batch())
+    assert b.table.column("id").to_pylist() == ["a", "c"]  # null is not >= 2: kept
+    (rej,) = b.rejected
+    assert rej.column("id").to_pylist() == ["b", "d"]
+    assert set(rej.column(REASON_COLUMN).to_pylist()) == {"moral"}
+    assert set(rej.column(BLOCK_COLUMN).to_pylist()) == {"1.drop"}
+    assert d.stats["dropped_moral"].total == 2
+
+
+def test_keep_is_the_inverse_and_rejects_nulls() -> None:
+    b = Keep(where="s_hits >= 2", reason="not_moral").process(_batch())
+    assert b.table.column("id").to_pylist() == ["b", "d"]
+    assert b.rejected[0].column("id").to_pylist() == ["a", "c"]
+
+
+def test_tag_appends_labels_and_drops_nothing() -> None:
+    b = Tag(where="s_hits > 0", label="moral").process(_batch())
+    b = Tag(where="s_hits >= 5", label="very").process(b)
+    assert b.num_rows == 4 and not b.rejected
+    assert b.table.column("labels").to_pylist() == [[], ["moral"], [], ["moral", "very"]]
+
+
+def test_conditions_checked_against_schema_before_running() -> None:
+    schema = _batch().table.schema
+    with pytest.raises(RecipeError, match="unknown column 's_hitz'"):
+        Drop(where="s_hitz > 1", reason="r").validate(schema, "blocks[1].drop")
+    with pytest.raises(RecipeError, match="not a boolean"):
+        Drop(where="s_hits + 1", reason="r").validate(schema, "blocks[1].drop")
+    with pytest.raises(RecipeError, match="cannot parse"):
+        Drop(where="s_hits >= ", reason="r")
+    with pytest.raises(RecipeError, match="reason"):
+        Drop(where="s_hits > 1", reason="bad reason!")

@@ -1,0 +1,92 @@
+"""The command line as a user meets it: subprocesses, exit codes, one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from .conftest import recipe_dict
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "corpusfilter.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_import_and_help_stay_light() -> None:
+    code = (
+        "import sys, corpusfilter, corpusfilter.cli\n"
+        "heavy = [m for m in ('torch', 'sentence_transformers', 'fasttext', 'datatrove', 'polars', 'pyarrow')"
+        " if m in sys.modules]\n"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert "run" in _cli("--help").stdout
+
+
+def test_run_prints_summary_and_validate_prints_pipeline(corpus: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(recipe_dict(corpus, tmp_path / "out")))
+    v = _cli("validate", str(recipe))
+    assert v.returncode == 0, v.stderr
+    assert "1.drop [decision] drop@1" in v.stdout and "moral_hits:int32" in v.stdout
+    r = _cli("run", str(recipe), "--tasks", "2")
+    assert r.returncode == 0, r.stderr
+    assert "rejected: moral" in r.stdout and "accounting" in r.stdout
+    assert r.stderr.strip() == ""
+    again = _cli("run", str(recipe))
+    assert again.returncode == 1
+    assert again.stderr.strip().count("\n") == 0 and "--overwrite" in again.stderr
+    j = _cli("run", str(recipe), "--overwrite", "--json", "--set", "blocks.1.drop.where=moral_hits >= 99")
+    assert j.returncode == 0, j.stderr
+    assert json.loads(j.stdout)["kept"] == 8
+
+
+def _one_line_error(res: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert res.returncode == 1, res.stdout + res.stderr
+    err = res.stderr.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    assert err.startswith("corpusfilter: error:")
+    for n in needles:
+        assert n in err, err
+
+
+def test_bad_input_gives_one_line_errors(corpus: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(recipe_dict(corpus, tmp_path / "out")))
+    (tmp_path / "empty").mkdir()
+    _one_line_error(_cli("run", str(recipe), "--input", str(tmp_path / "empty" / "*.parquet")), "matches no")
+    _one_line_error(_cli("run", str(recipe), "--input", str(tmp_path / "nowhere")), "input path not found")
+    shard = corpus / "shard-001.parquet"
+    shard.write_bytes(shard.read_bytes()[:100])
+    _one_line_error(_cli("run", str(recipe)), "shard-001.parquet", "not a readable Parquet file")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**recipe_dict(corpus, tmp_path / "o2"), "ouptut": "x"}))
+    _one_line_error(_cli("validate", str(bad)), "ouptut: unknown key")
+
+
+def test_blocks_lists_parameters() -> None:
+    r = _cli("blocks", "--json")
+    infos = {b["type"]: b for b in json.loads(r.stdout)}
+    assert {"keywords@1", "drop@1", "keep@1", "tag@1"} <= set(infos)
+    assert {p["name"] for p in infos["drop@1"]["params"]} == {"where", "reason"}
+
+
+def test_demo_recipe_runs_with_no_arguments(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    r = subprocess.run(
+        [sys.executable, "-m", "corpusfilter.cli", "run", str(REPO / "recipes" / "persona_depleted.yaml"),
+         "--output", str(tmp_path / "demo"), "--json"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    acc = json.loads(r.stdout)
+    assert acc["ok"] and acc["read"] == 10543
+    assert acc["rejected_total"] > 0 and acc["kept"] > 0

@@ -1,0 +1,80 @@
+"""Bad input: every case ends in a clear error naming the file, or in rows counted as unreadable."""
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from corpusfilter.errors import InputError
+from corpusfilter.io import ParquetBatchReader, inspect_inputs, resolve_input
+
+
+def test_glob_that_matches_nothing(tmp_path: Path) -> None:
+    (tmp_path / "x").mkdir()
+    with pytest.raises(InputError, match=r"matches no Parquet files: .*\*\.parquet"):
+        resolve_input(str(tmp_path / "x" / "*.parquet"))
+    with pytest.raises(InputError, match="input path not found"):
+        resolve_input(str(tmp_path / "missing"))
+
+
+def test_truncated_parquet_names_the_file(tmp_path: Path, corpus: Path) -> None:
+    src = corpus / "shard-000.parquet"
+    data = src.read_bytes()
+    (corpus / "shard-000.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"shard-000\.parquet: not a readable Parquet file"):
+        inspect_inputs(str(corpus), text_column="text", id_column="id")
+
+
+def test_shard_without_text_column(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"id": ["a"], "content": ["x"]}), tmp_path / "a.parquet")
+    with pytest.raises(InputError, match=r"a\.parquet: no text column 'text' \(columns: id, content\)"):
+        inspect_inputs(str(tmp_path), text_column="text", id_column="id")
+
+
+def _read_all(folder: Path, **kw: object) -> list:
+    inputs = inspect_inputs(str(folder), text_column="text", id_column="id")
+    reader = ParquetBatchReader(
+        folder=inputs.folder, files=inputs.files, schema=inputs.schema, text_column="text", id_column="id",
+        batch_size=2, progress=False, **kw,
+    )
+    return list(reader.run(None, 0, 1))
+
+
+def test_null_empty_and_invalid_utf8_rows_are_unreadable_not_lost(tmp_path: Path) -> None:
+    raw = pa.array([b"fine", None, b"", b"\xff\xfe bad", b"ok too", b"x"], pa.binary())
+    text = pa.StringArray.from_buffers(len(raw), raw.buffers()[1], raw.buffers()[2], raw.buffers()[0])
+    ids = pa.array(["a", "b", "c", "d", "e", None])
+    pq.write_table(pa.table({"id": ids, "text": text}), tmp_path / "bad.parquet")
+    batches = _read_all(tmp_path)
+    assert sum(b.rows_read for b in batches) == 6
+    kept = [i for b in batches for i in b.table.column("id").to_pylist()]
+    assert kept == ["a", "e"]
+    bad = pa.concat_tables([t for b in batches for t in b.unreadable]).to_pylist()
+    assert [(r["cf_row"], r["error"]) for r in bad] == [
+        (1, "null text"),
+        (2, "empty text"),
+        (3, "invalid UTF-8 in column 'text'"),
+        (5, "null id"),
+    ]
+    assert bad[2]["raw_text"] == b"\xff\xfe bad"
+    assert all(r["cf_shard"] == "bad.parquet" for r in bad)
+
+
+def test_binary_text_column_is_decoded(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"id": ["a"], "text": pa.array([b"caf\xc3\xa9"], pa.binary())}), tmp_path / "b.parquet")
+    (batch,) = _read_all(tmp_path)
+    assert batch.table.column("text").to_pylist() == ["café"]
+
+
+def test_schemas_are_unified_across_shards(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"id": ["a"], "text": ["x"], "lang": ["en"]}), tmp_path / "1.parquet")
+    pq.write_table(pa.table({"id": ["b"], "text": ["y"], "score": [0.5]}), tmp_path / "2.parquet")
+    batches = _read_all(tmp_path)
+    assert [b.table.schema for b in batches][0] == batches[1].table.schema
+    assert batches[1].table.column("lang").to_pylist() == [None]
+
+
+def test_limit_reads_at_most_n_per_task(corpus: Path) -> None:
+    batches = _read_all(corpus, limit=3)
+    assert sum(b.rows_read for b in batches) == 3

@@ -1,0 +1,72 @@
+from pathlib import Path
+
+import pytest
+
+from corpusfilter.errors import RecipeError
+from corpusfilter.recipe import load_recipe, plan
+from corpusfilter.registry import from_config
+
+from .conftest import recipe_dict
+
+
+def test_unknown_keys_are_errors_naming_the_path(corpus: Path, tmp_path: Path) -> None:
+    r = recipe_dict(corpus, tmp_path / "out")
+    r["blocks"][1]["drop"]["reasn"] = "x"
+    with pytest.raises(RecipeError, match=r"blocks\[1\]\.drop\.reasn: unknown key"):
+        load_recipe(r)
+    r = recipe_dict(corpus, tmp_path / "out")
+    r["input"]["text_colum"] = "t"
+    with pytest.raises(RecipeError, match=r"input\.text_colum: unknown key"):
+        load_recipe(r)
+    r = recipe_dict(corpus, tmp_path / "out", sed=3)
+    with pytest.raises(RecipeError, match="sed: unknown key"):
+        load_recipe(r)
+
+
+def test_wrong_types_and_unknown_blocks(corpus: Path, tmp_path: Path) -> None:
+    r = recipe_dict(corpus, tmp_path / "out")
+    r["input"]["batch_size"] = "big"
+    with pytest.raises(RecipeError, match=r"input\.batch_size: expected an integer"):
+        load_recipe(r)
+    r = recipe_dict(corpus, tmp_path / "out")
+    r["blocks"].append({"dorp": {}})
+    with pytest.raises(RecipeError, match=r"blocks\[2\]: unknown block 'dorp' \(known: .*drop"):
+        load_recipe(r)
+
+
+def test_condition_errors_surface_at_validation(corpus: Path, tmp_path: Path) -> None:
+    r = recipe_dict(corpus, tmp_path / "out")
+    r["blocks"][1]["drop"]["where"] = "moral_hitz >= 2"
+    recipe = load_recipe(r)
+    with pytest.raises(RecipeError, match=r"blocks\[1\]\.drop\.where: unknown column 'moral_hitz'"):
+        plan(recipe)
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text("input: x\nblocks: [\n")
+    with pytest.raises(RecipeError, match=r"bad\.yaml: line \d+ invalid YAML"):
+        load_recipe(p)
+
+
+def test_set_overrides_and_relative_paths(corpus: Path, tmp_path: Path) -> None:
+    p = tmp_path / "r.yaml"
+    p.write_text(
+        "input: in\noutput: out\nblocks:\n  - keywords: {name: m, terms: [virtue]}\n"
+        "  - drop: {where: 'm_hits >= 1', reason: m}\n"
+    )
+    rec = load_recipe(p, overrides=["blocks.1.drop.where=m_hits >= 5", "seed=7"])
+    assert rec.input.path == str(corpus)
+    assert rec.output.path == str(tmp_path / "out")
+    assert rec.seed == 7
+    assert rec.blocks[1].params.where == "m_hits >= 5"
+    with pytest.raises(RecipeError, match="not an index"):
+        load_recipe(p, overrides=["blocks.9.drop.where=x"])
+
+
+def test_every_block_config_round_trips(corpus: Path, tmp_path: Path) -> None:
+    rec = load_recipe(recipe_dict(corpus, tmp_path / "out"))
+    for b in rec.blocks:
+        again = from_config(b.to_config())
+        assert type(again) is type(b)
+        assert again.to_config() == b.to_config()

@@ -1,0 +1,128 @@
+"""End-to-end runs through datatrove's LocalPipelineExecutor on real Parquet shards."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from corpusfilter.errors import OutputError
+from corpusfilter.manifest import validate_manifest
+from corpusfilter.recipe import load_recipe
+from corpusfilter.runner import check_accounting, run
+
+from .conftest import DOCS, recipe_dict
+
+
+def _ids(folder: Path, sub: str) -> list[str]:
+    files = sorted((folder / sub).glob("*.parquet"))
+    if not files:
+        return []
+    return sorted(pl.read_parquet(files).get_column("id").to_list())
+
+
+def test_run_accounts_for_every_document(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = run(load_recipe(recipe_dict(corpus, out)), progress=False)
+    acc = res.accounting
+    assert acc["ok"] and acc["read"] == len(DOCS)
+    assert acc["read"] == acc["kept"] + acc["rejected_total"] + acc["unreadable"]
+    # >= 2 hits: d0 (compassion, kindness, virtue), d2 (honesty x2, integrity), d4 (two AI phrases), d5
+    assert _ids(out, "rejected") == ["d0", "d2", "d4", "d5"]
+    assert _ids(out, "data") == ["d1", "d3", "d6", "d7"]
+    rej = pl.read_parquet(sorted((out / "rejected").glob("*.parquet")))
+    assert set(rej["reject_reason"]) == {"moral"} and set(rej["reject_block"]) == {"1.drop"}
+    assert rej.schema["moral_hits"] == pl.Int32 and rej.schema["moral_score"] == pl.Float64
+    assert rej.filter(pl.col("id") == "d5")["moral_hits"].item() == 4
+    kept = pl.read_parquet(sorted((out / "data").glob("*.parquet")))
+    assert kept.columns[:3] == ["id", "text", "source"] and "cf_shard" in kept.columns
+
+
+def test_manifest_is_valid_and_hashes_are_true(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run(load_recipe(recipe_dict(corpus, out)), progress=False)
+    m = json.loads((out / "manifest.json").read_text())
+    assert validate_manifest(m) == []
+    assert m["accounting"]["ok"] is True
+    for f in m["inputs"]:
+        assert f["sha256"] == hashlib.sha256((corpus / f["path"]).read_bytes()).hexdigest()
+    for kind in ("data", "rejected"):
+        for f in m["outputs"][kind]:
+            assert f["sha256"] == hashlib.sha256((out / f["path"]).read_bytes()).hexdigest()
+            assert f["rows"] == pl.read_parquet(out / f["path"]).height
+    kw = m["blocks"][0]
+    assert kw["config"]["type"] == "keywords@1" and kw["stats"]["in"] == len(DOCS)
+    assert len(kw["provenance"]["lexicon_sha256"]) == 64
+    assert m["blocks"][1]["stats"]["dropped"] == {"moral": 4}
+    assert m["recipe"]["resolved"]["input"]["path"] == str(corpus)
+    assert m["environment"]["packages"]["datatrove"]
+
+
+def test_task_count_does_not_change_the_result(tmp_path: Path) -> None:
+    from .conftest import write_shards
+
+    docs = [(f"id{i}", f"text {i} " + ("kindness compassion" if i % 3 == 0 else "plain"), "s") for i in range(60)]
+    inp = write_shards(tmp_path / "in", docs, n_shards=6)
+    r1 = run(load_recipe(recipe_dict(inp, tmp_path / "o1")), tasks=1, progress=False)
+    r4 = run(load_recipe(recipe_dict(inp, tmp_path / "o4")), tasks=4, workers=2, progress=False)
+    assert r1.accounting["ok"] and r4.accounting["ok"]
+    assert _ids(tmp_path / "o1", "data") == _ids(tmp_path / "o4", "data")
+    assert _ids(tmp_path / "o1", "rejected") == _ids(tmp_path / "o4", "rejected")
+    assert len(_ids(tmp_path / "o1", "rejected")) == 20
+
+
+def test_non_empty_output_is_refused_unless_overwrite(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    recipe = load_recipe(recipe_dict(corpus, out))
+    run(recipe, progress=False)
+    with pytest.raises(OutputError, match="not empty; use --overwrite"):
+        run(recipe, progress=False)
+    assert run(recipe, mode="overwrite", progress=False).accounting["ok"]
+
+
+def test_resume_finishes_an_interrupted_run_without_duplicates(tmp_path: Path) -> None:
+    from .conftest import write_shards
+
+    docs = [(f"id{i}", "kindness compassion" if i % 3 == 0 else f"doc {i}", "s") for i in range(40)]
+    inp = write_shards(tmp_path / "in", docs, n_shards=4)
+    out = tmp_path / "out"
+    recipe = load_recipe(recipe_dict(inp, out))
+    full = run(recipe, tasks=2, progress=False)
+    # simulate task 1 dying mid-write: no completion marker, a partial file left behind
+    (out / "logs" / "completions" / "00001").unlink()
+    (out / "accounting" / "00001.json").unlink()
+    victim = next((out / "data").glob("00001_*.parquet"))
+    victim.rename(out / "data" / ".tmp-00001_00000.parquet")
+    resumed = run(recipe, tasks=2, mode="resume", progress=False)
+    assert resumed.accounting["ok"]
+    assert resumed.accounting["kept"] == full.accounting["kept"] == 26
+    ids = _ids(out, "data")
+    assert len(ids) == len(set(ids)) == 26
+    assert not list((out / "data").glob(".tmp-*"))
+    with pytest.raises(OutputError, match="different recipe or task count"):
+        run(recipe, tasks=3, mode="resume", progress=False)
+
+
+def test_accounting_mismatches_are_reported() -> None:
+    good = {"read": 3, "kept": 1, "rejected": {"x": 1}, "unreadable": 1, "text_bytes": 9}
+    bad = {"read": 3, "kept": 1, "rejected": {}, "unreadable": 1, "text_bytes": 9}
+    _, problems = check_accounting([{"shards": {"a": good}}, {"shards": {"b": bad}}], {"a": 3, "b": 3, "c": 1}, -1)
+    assert any("b: read 3 != kept 1 + rejected 0 + unreadable 1" in p for p in problems)
+    assert any("c: never reached the writer" in p for p in problems)
+    _, problems = check_accounting([{"shards": {"a": good}}, {"shards": {"a": good}}], {"a": 3}, -1)
+    assert any("more than one task" in p for p in problems)
+
+
+def test_unreadable_rows_are_written_aside_and_counted(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": ["kindness compassion", None, ""]}), inp / "x.parquet")
+    out = tmp_path / "out"
+    res = run(load_recipe(recipe_dict(inp, out)), progress=False)
+    assert res.accounting["unreadable"] == 2 and res.accounting["rejected_total"] == 1
+    bad = pl.read_parquet(sorted((out / "unreadable").glob("*.parquet")))
+    assert sorted(bad["error"].to_list()) == ["empty text", "null text"]

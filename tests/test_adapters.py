@@ -22,7 +22,8 @@ def test_adapters_in_a_datatrove_pipeline(corpus: Path, tmp_path: Path) -> None:
         DocumentAdapter(KeywordDetector(name="moral", terms=TERMS), batch_size=3),
         DocumentAdapter(Tag(where="moral_hits >= 1", label="moral")),
         DocumentAdapter(
-            Drop(where="moral_hits >= 2", reason="moral"), exclusion_writer=JsonlWriter(str(excluded), compression=None)
+            Drop(where="moral_hits >= 2", reason="moral"),
+            exclusion_writer=JsonlWriter(str(excluded), compression=None),
         ),
         # JSONL: datatrove's ParquetWriter infers its schema from the first document, and an empty
         # label list there types the column as list<null> and crashes on the next document.

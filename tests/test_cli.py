@@ -15,7 +15,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "corpusfilter.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+        [sys.executable, "-m", "corpusfilter.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
     )
 
 
@@ -82,9 +86,20 @@ def test_blocks_lists_parameters() -> None:
 def test_demo_recipe_runs_with_no_arguments(tmp_path: Path) -> None:
     env = dict(os.environ)
     r = subprocess.run(
-        [sys.executable, "-m", "corpusfilter.cli", "run", str(REPO / "recipes" / "persona_depleted.yaml"),
-         "--output", str(tmp_path / "demo"), "--json"],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "corpusfilter.cli",
+            "run",
+            str(REPO / "recipes" / "persona_depleted.yaml"),
+            "--output",
+            str(tmp_path / "demo"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert r.returncode == 0, r.stderr
     acc = json.loads(r.stdout)

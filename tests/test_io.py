@@ -35,8 +35,14 @@ def test_shard_without_text_column(tmp_path: Path) -> None:
 def _read_all(folder: Path, **kw: object) -> list:
     inputs = inspect_inputs(str(folder), text_column="text", id_column="id")
     reader = ParquetBatchReader(
-        folder=inputs.folder, files=inputs.files, schema=inputs.schema, text_column="text", id_column="id",
-        batch_size=2, progress=False, **kw,
+        folder=inputs.folder,
+        files=inputs.files,
+        schema=inputs.schema,
+        text_column="text",
+        id_column="id",
+        batch_size=2,
+        progress=False,
+        **kw,
     )
     return list(reader.run(None, 0, 1))
 
@@ -62,7 +68,9 @@ def test_null_empty_and_invalid_utf8_rows_are_unreadable_not_lost(tmp_path: Path
 
 
 def test_binary_text_column_is_decoded(tmp_path: Path) -> None:
-    pq.write_table(pa.table({"id": ["a"], "text": pa.array([b"caf\xc3\xa9"], pa.binary())}), tmp_path / "b.parquet")
+    pq.write_table(
+        pa.table({"id": ["a"], "text": pa.array([b"caf\xc3\xa9"], pa.binary())}), tmp_path / "b.parquet"
+    )
     (batch,) = _read_all(tmp_path)
     assert batch.table.column("text").to_pylist() == ["café"]
 

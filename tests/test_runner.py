@@ -62,7 +62,9 @@ def test_manifest_is_valid_and_hashes_are_true(corpus: Path, tmp_path: Path) -> 
 def test_task_count_does_not_change_the_result(tmp_path: Path) -> None:
     from .conftest import write_shards
 
-    docs = [(f"id{i}", f"text {i} " + ("kindness compassion" if i % 3 == 0 else "plain"), "s") for i in range(60)]
+    docs = [
+        (f"id{i}", f"text {i} " + ("kindness compassion" if i % 3 == 0 else "plain"), "s") for i in range(60)
+    ]
     inp = write_shards(tmp_path / "in", docs, n_shards=6)
     r1 = run(load_recipe(recipe_dict(inp, tmp_path / "o1")), tasks=1, progress=False)
     r4 = run(load_recipe(recipe_dict(inp, tmp_path / "o4")), tasks=4, workers=2, progress=False)
@@ -107,7 +109,9 @@ def test_resume_finishes_an_interrupted_run_without_duplicates(tmp_path: Path) -
 def test_accounting_mismatches_are_reported() -> None:
     good = {"read": 3, "kept": 1, "rejected": {"x": 1}, "unreadable": 1, "text_bytes": 9}
     bad = {"read": 3, "kept": 1, "rejected": {}, "unreadable": 1, "text_bytes": 9}
-    _, problems = check_accounting([{"shards": {"a": good}}, {"shards": {"b": bad}}], {"a": 3, "b": 3, "c": 1}, -1)
+    _, problems = check_accounting(
+        [{"shards": {"a": good}}, {"shards": {"b": bad}}], {"a": 3, "b": 3, "c": 1}, -1
+    )
     assert any("b: read 3 != kept 1 + rejected 0 + unreadable 1" in p for p in problems)
     assert any("c: never reached the writer" in p for p in problems)
     _, problems = check_accounting([{"shards": {"a": good}}, {"shards": {"a": good}}], {"a": 3}, -1)
@@ -120,7 +124,9 @@ def test_unreadable_rows_are_written_aside_and_counted(tmp_path: Path) -> None:
 
     inp = tmp_path / "in"
     inp.mkdir()
-    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": ["kindness compassion", None, ""]}), inp / "x.parquet")
+    pq.write_table(
+        pa.table({"id": ["a", "b", "c"], "text": ["kindness compassion", None, ""]}), inp / "x.parquet"
+    )
     out = tmp_path / "out"
     res = run(load_recipe(recipe_dict(inp, out)), progress=False)
     assert res.accounting["unreadable"] == 2 and res.accounting["rejected_total"] == 1

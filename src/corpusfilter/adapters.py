@@ -20,11 +20,10 @@ from datatrove.utils.batching import batched
 from corpusfilter.batch import REASON_COLUMN, Batch
 from corpusfilter.blocks.base import Block, FilterDecision
 
-
 _POS = "_cf_position"
 
 
-class DocumentAdapter(PipelineStep):  # type: ignore[misc]
+class DocumentAdapter(PipelineStep):
     """Wrap ``block`` so it consumes and yields datatrove ``Document`` objects."""
 
     type = "corpusfilter"
@@ -37,13 +36,17 @@ class DocumentAdapter(PipelineStep):  # type: ignore[misc]
         self.block.text_column = "text"
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:
         return f"adapter({self.block.label})"
 
     def _table(self, docs: list[Document]) -> pa.Table:
         meta = pa.Table.from_pylist([d.metadata for d in docs]) if any(d.metadata for d in docs) else None
         table = pa.table(
-            {"id": [d.id for d in docs], "text": [d.text for d in docs], _POS: pa.array(range(len(docs)), pa.int64())}
+            {
+                "id": [d.id for d in docs],
+                "text": [d.text for d in docs],
+                _POS: pa.array(range(len(docs)), pa.int64()),
+            }
         )
         if meta is not None:
             for name in meta.column_names:
@@ -66,7 +69,9 @@ class DocumentAdapter(PipelineStep):  # type: ignore[misc]
                 if isinstance(self.block, FilterDecision):
                     removed: dict[int, str] = {}
                     for rej in batch.rejected:
-                        removed.update(zip(rej.column(_POS).to_pylist(), rej.column(REASON_COLUMN).to_pylist()))
+                        removed.update(
+                            zip(rej.column(_POS).to_pylist(), rej.column(REASON_COLUMN).to_pylist())
+                        )
                     for pos, doc in enumerate(docs):
                         if pos in removed:
                             reason = removed[pos]

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from corpusfilter import __version__
 
@@ -25,18 +25,26 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--input", metavar="PATH", help="override input.path (file, folder or glob)")
         sp.add_argument("--output", metavar="DIR", help="override output.path")
         sp.add_argument(
-            "--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+            "--set",
+            metavar="KEY=VALUE",
+            action="append",
+            default=[],
+            dest="overrides",
             help="override any recipe key, e.g. --set blocks.1.drop.where='virtue_hits >= 3' (repeatable)",
         )
 
     r = sub.add_parser("run", help="run a recipe: read, score, decide, write, account, write the manifest")
     recipe_args(r)
     r.add_argument("--tasks", type=int, help="number of datatrove tasks (input files are split among them)")
-    r.add_argument("--workers", type=int, help="tasks run at once (default: one per task, up to the CPU count)")
+    r.add_argument(
+        "--workers", type=int, help="tasks run at once (default: one per task, up to the CPU count)"
+    )
     r.add_argument("--limit", type=int, default=-1, help="read at most N documents per task (for trials)")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    g.add_argument("--resume", action="store_true", help="finish an interrupted run (completed tasks are kept)")
+    g.add_argument(
+        "--resume", action="store_true", help="finish an interrupted run (completed tasks are kept)"
+    )
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--json", action="store_true", help="print the accounting as JSON instead of a table")
 
@@ -69,13 +77,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     from corpusfilter.runner import format_summary, run
 
     recipe = _load(args)
-    mode = "overwrite" if args.overwrite else "resume" if args.resume else "fresh"
+    mode: Literal["fresh", "overwrite", "resume"] = (
+        "overwrite" if args.overwrite else "resume" if args.resume else "fresh"
+    )
     result = run(
-        recipe, tasks=args.tasks, workers=args.workers, limit=args.limit, mode=mode, progress=not args.no_progress
+        recipe,
+        tasks=args.tasks,
+        workers=args.workers,
+        limit=args.limit,
+        mode=mode,
+        progress=not args.no_progress,
     )
     if args.json:
         acc = {k: v for k, v in result.accounting.items() if k != "per_shard"}
-        print(json.dumps({"output": result.output, "elapsed_s": result.manifest["elapsed_s"], **acc}, indent=2))
+        print(
+            json.dumps({"output": result.output, "elapsed_s": result.manifest["elapsed_s"], **acc}, indent=2)
+        )
     else:
         format_summary(result, file=sys.stdout)
     return 0
@@ -94,12 +111,16 @@ def cmd_blocks(args: argparse.Namespace) -> int:
     from corpusfilter.params import describe_params
     from corpusfilter.registry import all_blocks
 
-    infos = []
+    infos: list[dict[str, Any]] = []
     for cls in all_blocks():
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         infos.append(
-            {"type": f"{cls.block_type}@{cls.version}", "kind": cls.kind, "doc": doc,
-             "params": describe_params(cls.Params)}
+            {
+                "type": f"{cls.block_type}@{cls.version}",
+                "kind": cls.kind,
+                "doc": doc,
+                "params": describe_params(cls.Params),
+            }
         )
     if args.json:
         print(json.dumps(infos, indent=2, default=str))

@@ -150,7 +150,7 @@ def _one_line(e: BaseException) -> str:
 
 
 # -- reader ------------------------------------------------------------------------------------------
-class ParquetBatchReader(PipelineStep):  # type: ignore[misc]
+class ParquetBatchReader(PipelineStep):
     """Reads this rank's shards (``files[rank::world_size]``, as datatrove shards files) as Batches."""
 
     type = "corpusfilter"
@@ -209,7 +209,10 @@ class ParquetBatchReader(PipelineStep):  # type: ignore[misc]
             file_schema = pq.ParquetFile(f).schema_arrow
         # Read every string column as binary so one bad byte costs one row, not the whole batch.
         read_schema = pa.schema(
-            [pa.field(fl.name, pa.binary()) if _is_text(fl.type) else fl for fl in file_schema.remove_metadata()]
+            [
+                pa.field(fl.name, pa.binary()) if _is_text(fl.type) else fl
+                for fl in file_schema.remove_metadata()
+            ]
         )
         dataset = ds.dataset(rel, schema=read_schema, format="parquet", filesystem=self.folder)
         row0 = 0
@@ -260,7 +263,9 @@ class ParquetBatchReader(PipelineStep):  # type: ignore[misc]
                             except UnicodeDecodeError:
                                 invalid[i] = True
                     flag(invalid, f"invalid UTF-8 in column {name!r}")
-                    col = pa.array([None if invalid[i] else v for i, v in enumerate(col.to_pylist())], pa.binary())
+                    col = pa.array(
+                        [None if invalid[i] else v for i, v in enumerate(col.to_pylist())], pa.binary()
+                    )
                     col = col.cast(pa.string())
             columns[name] = col
         text = columns[self.text_column]
@@ -274,7 +279,8 @@ class ParquetBatchReader(PipelineStep):  # type: ignore[misc]
         else:
             columns["id"] = pa.array([f"{rel}#{r}" for r in range(row0, row0 + n)], pa.string())
         columns[SHARD_COLUMN] = pc.cast(
-            pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([rel])), pa.string()
+            pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([rel])),
+            pa.string(),
         )
         columns[ROW_COLUMN] = rows
         out_cols = []
@@ -404,7 +410,12 @@ class _Sink:
         self._file.close()
         self.folder.mv(self._tmp, self._final)
         self.files.append(
-            {"path": self._final, "rows": self._rows, "bytes": self._file.size, "sha256": self._file.sha.hexdigest()}
+            {
+                "path": self._final,
+                "rows": self._rows,
+                "bytes": self._file.size,
+                "sha256": self._file.sha.hexdigest(),
+            }
         )
         self._writer = None
         self._file = None
@@ -417,7 +428,7 @@ def rejected_schema(schema: pa.Schema) -> pa.Schema:
     return schema.append(pa.field(REASON_COLUMN, pa.string())).append(pa.field(BLOCK_COLUMN, pa.string()))
 
 
-class ParquetBatchWriter(PipelineStep):  # type: ignore[misc]
+class ParquetBatchWriter(PipelineStep):
     """Writes kept rows to ``data/``, rejected to ``rejected/``, unreadable to ``unreadable/``, and
     this rank's accounting to ``accounting/<rank>.json`` once every batch is written."""
 
@@ -453,7 +464,12 @@ class ParquetBatchWriter(PipelineStep):  # type: ignore[misc]
         sinks = {
             "data": _Sink(self.output, "data", self.schema, rank, self.compression, self.rows_per_file),
             "rejected": _Sink(
-                self.output, "rejected", rejected_schema(self.schema), rank, self.compression, self.rows_per_file
+                self.output,
+                "rejected",
+                rejected_schema(self.schema),
+                rank,
+                self.compression,
+                self.rows_per_file,
             ),
             "unreadable": _Sink(
                 self.output, "unreadable", UNREADABLE_SCHEMA, rank, self.compression, self.rows_per_file
@@ -471,7 +487,9 @@ class ParquetBatchWriter(PipelineStep):  # type: ignore[misc]
                 sinks["data"].write(batch.table)
                 for rej in batch.rejected:
                     sinks["rejected"].write(rej)
-                    for reason, count in zip(*np.unique(rej.column(REASON_COLUMN).to_numpy(False), return_counts=True)):
+                    for reason, count in zip(
+                        *np.unique(rej.column(REASON_COLUMN).to_numpy(False), return_counts=True)
+                    ):
                         acc["rejected"][str(reason)] = acc["rejected"].get(str(reason), 0) + int(count)
                 for bad in batch.unreadable:
                     sinks["unreadable"].write(bad)

@@ -54,7 +54,9 @@ def parse_lexicon(text: str, *, name: str, default_category: str = "") -> Lexico
             try:
                 weight = float(parts[1])
             except ValueError:
-                raise RecipeError(f"lexicon {name}, line {lineno}: weight {parts[1]!r} is not a number") from None
+                raise RecipeError(
+                    f"lexicon {name}, line {lineno}: weight {parts[1]!r} is not a number"
+                ) from None
             if not weight > 0:
                 raise RecipeError(f"lexicon {name}, line {lineno}: weight must be positive")
         cat = parts[2].strip() if len(parts) == 3 else default_category
@@ -79,7 +81,9 @@ def load_lexicon(spec: str, *, base_dir: Path | None = None) -> Lexicon:
     if not looks_like_path:
         res = resources.files("corpusfilter") / "lexicons" / f"{spec}.txt"
         if not res.is_file():
-            raise RecipeError(f"unknown lexicon {spec!r} (shipped: {', '.join(shipped_lexicons())}; or give a path)")
+            raise RecipeError(
+                f"unknown lexicon {spec!r} (shipped: {', '.join(shipped_lexicons())}; or give a path)"
+            )
         return parse_lexicon(res.read_text(encoding="utf-8"), name=spec)
     path = Path(spec)
     if not path.is_absolute() and base_dir is not None:

@@ -111,9 +111,11 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         if isinstance(node, list):
             try:
                 idx = int(part)
-                node[idx]  # noqa: B018
+                node[idx]
             except (ValueError, IndexError):
-                raise RecipeError(f"--set {key}: {where} is not an index into a list of {len(node)}") from None
+                raise RecipeError(
+                    f"--set {key}: {where} is not an index into a list of {len(node)}"
+                ) from None
             if last:
                 node[idx] = value
             else:
@@ -186,16 +188,22 @@ def load_recipe(
         raise RecipeError(f"{origin}: blocks: expected a non-empty list of single-key maps")
     blocks: list[Block] = []
     for i, item in enumerate(blocks_raw):
-        path = f"blocks[{i}]"
+        bpath = f"blocks[{i}]"
         if not isinstance(item, dict) or len(item) != 1:
-            raise RecipeError(f"{path}: expected a single-key map like {{drop: {{where: ..., reason: ...}}}}")
+            raise RecipeError(
+                f"{bpath}: expected a single-key map like {{drop: {{where: ..., reason: ...}}}}"
+            )
         ((btype, params),) = item.items()
-        cls = lookup(str(btype), path)
+        cls = lookup(str(btype), bpath)
         params = dict(params or {})
         for f in dataclasses.fields(cls.Params):
-            if f.metadata.get("path") and isinstance(params.get(f.name), str) and _looks_like_path(params[f.name]):
+            if (
+                f.metadata.get("path")
+                and isinstance(params.get(f.name), str)
+                and _looks_like_path(params[f.name])
+            ):
                 params[f.name] = _resolve(params[f.name], base)
-        block = cls.from_params(params, path=f"{path}.{btype}")
+        block = cls.from_params(params, path=f"{bpath}.{btype}")
         item[btype] = params
         blocks.append(block)
     _label_blocks(blocks, inp.text_column)
@@ -247,7 +255,9 @@ class Plan:
 
     def describe(self) -> str:
         lines = [f"recipe: {self.recipe.source}", f"input: {self.recipe.input.path}"]
-        lines.append(f"  {len(self.inputs.shards)} shard(s), {sum(s.rows for s in self.inputs.shards):,} rows")
+        lines.append(
+            f"  {len(self.inputs.shards)} shard(s), {sum(s.rows for s in self.inputs.shards):,} rows"
+        )
         lines.append(f"  schema: {', '.join(f'{f.name}:{f.type}' for f in self.input_schema)}")
         lines.append("blocks:")
         for b in self.recipe.blocks:
@@ -261,7 +271,9 @@ class Plan:
 def plan(recipe: Recipe, *, input_path: str | None = None) -> Plan:
     """Inspect the inputs and check every block against the schema it will see."""
     inputs = inspect_inputs(
-        input_path or recipe.input.path, text_column=recipe.input.text_column, id_column=recipe.input.id_column
+        input_path or recipe.input.path,
+        text_column=recipe.input.text_column,
+        id_column=recipe.input.id_column,
     )
     schema = inputs.schema
     for i, b in enumerate(recipe.blocks):

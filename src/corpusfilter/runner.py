@@ -78,7 +78,7 @@ def _driver_log(out: DataFolder) -> Iterator[None]:
         logger.add(sys.stderr, level="WARNING")
 
 
-class QuietLocalExecutor(LocalPipelineExecutor):  # type: ignore[misc]
+class QuietLocalExecutor(LocalPipelineExecutor):
     """datatrove's LocalPipelineExecutor with task logs going only to files."""
 
     def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1) -> Any:
@@ -110,7 +110,9 @@ def prepare_output(out: DataFolder, mode: Mode, recipe_sha: str, tasks: int) -> 
             out.rm(f)
     if mode == "resume" and existing:
         if not out.exists("run.json"):
-            raise OutputError(f"cannot resume into {out.path}: it has no run.json from an earlier corpusfilter run")
+            raise OutputError(
+                f"cannot resume into {out.path}: it has no run.json from an earlier corpusfilter run"
+            )
         with out.open("run.json") as f:
             prev = json.load(f)
         if prev.get("recipe_sha256") != recipe_sha or prev.get("tasks") != tasks:
@@ -253,7 +255,9 @@ def run_plan(
         raise
     except Exception as e:  # a worker failed: point at its log rather than dumping a traceback
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CorpusfilterError(f"run failed: {type(e).__name__}: {msg} (task logs: {out.path}/logs/logs/)") from e
+        raise CorpusfilterError(
+            f"run failed: {type(e).__name__}: {msg} (task logs: {out.path}/logs/logs/)"
+        ) from e
     elapsed = time.perf_counter() - t0
     accounts = []
     for rank in range(n_tasks):
@@ -272,8 +276,11 @@ def run_plan(
     for k in outputs:
         outputs[k].sort(key=lambda f: f["path"])
     written = {k: sum(f["rows"] for f in v) for k, v in outputs.items()}
-    for k, want in (("data", totals["kept"]), ("rejected", totals["rejected_total"]),
-                    ("unreadable", totals["unreadable"])):
+    for k, want in (
+        ("data", totals["kept"]),
+        ("rejected", totals["rejected_total"]),
+        ("unreadable", totals["unreadable"]),
+    ):
         if written[k] != want:
             problems.append(f"{k}/ holds {written[k]} rows but the accounting says {want}")
     folder = the_plan.inputs.folder
@@ -285,7 +292,13 @@ def run_plan(
         s = stats.get(str(b), {"in": 0, "out": 0, "scored": 0, "dropped": {}, "seconds": 0.0})
         s["seconds"] = round(s["seconds"], 6)
         blocks.append(
-            {"label": b.label, "kind": b.kind, "config": b.to_config(), "provenance": b.provenance(), "stats": s}
+            {
+                "label": b.label,
+                "kind": b.kind,
+                "config": b.to_config(),
+                "provenance": b.provenance(),
+                "stats": s,
+            }
         )
     totals["ok"] = not problems
     if problems:

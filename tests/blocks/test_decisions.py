@@ -7,7 +7,9 @@ from corpusfilter.errors import RecipeError
 
 
 def _batch() -> Batch:
-    t = pa.table({"id": ["a", "b", "c", "d"], "text": ["x"] * 4, "s_hits": pa.array([0, 2, None, 5], pa.int32())})
+    t = pa.table(
+        {"id": ["a", "b", "c", "d"], "text": ["x"] * 4, "s_hits": pa.array([0, 2, None, 5], pa.int32())}
+    )
     return Batch(t, "shard", 4)
 
 

@@ -19,7 +19,6 @@ from corpusfilter.batch import BLOCK_COLUMN, REASON_COLUMN, Batch
 from corpusfilter.errors import RecipeError
 from corpusfilter.params import build_params, params_to_dict
 
-
 TEXT_COLUMN_DEFAULT = "text"
 
 
@@ -28,7 +27,7 @@ class NoParams:
     """Blocks without parameters."""
 
 
-class Block(PipelineStep):  # type: ignore[misc]
+class Block(PipelineStep):
     """A pipeline step over :class:`Batch` objects, described by typed, keyword-only parameters.
 
     Construct with keyword arguments (``KeywordDetector(name="virtue", lexicon="virtue")``); they are
@@ -40,6 +39,8 @@ class Block(PipelineStep):  # type: ignore[misc]
     kind: ClassVar[str] = "block"
     Params: ClassVar[type] = NoParams
     type = "corpusfilter"
+
+    params: Any
 
     def __init__(self, **params: Any) -> None:
         self.params = build_params(self.Params, params, self.block_type)
@@ -59,7 +60,7 @@ class Block(PipelineStep):  # type: ignore[misc]
         return obj
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:
         return self.label
 
     def to_config(self) -> dict[str, Any]:
@@ -154,7 +155,9 @@ class Detector(Block):
 
     def process(self, batch: Batch) -> Batch:
         table = batch.table
-        text_col = table.column(self.text_column).combine_chunks() if table.num_rows else pa.array([], pa.string())
+        text_col = (
+            table.column(self.text_column).combine_chunks() if table.num_rows else pa.array([], pa.string())
+        )
         out = self.score(text_col) if table.num_rows else {}
         for key, typ in self.field_types().items():
             col_name = f"{self.prefix}_{key}"
@@ -173,7 +176,6 @@ class Detector(Block):
         batch.table = table
         self.stat_update("scored", value=batch.num_rows)
         return batch
-
 
 
 def _to_arrow(values: Any, typ: pa.DataType) -> pa.Array:

@@ -93,7 +93,9 @@ class Tag(_ConditionMixin, Decision):
         super().validate(schema, path)
         col = self.params.column
         if col in schema.names and schema.field(col).type != LABELS_TYPE:
-            raise RecipeError(f"{path}.column: {col!r} exists with type {schema.field(col).type}, not list<string>")
+            raise RecipeError(
+                f"{path}.column: {col!r} exists with type {schema.field(col).type}, not list<string>"
+            )
 
     def process(self, batch: Batch) -> Batch:
         table = batch.table

@@ -145,7 +145,7 @@ class KeywordDetector(Detector):
         def on_match(term: int, start: int, end: int, flags: int, ctx: object) -> None:
             append((term, start, end))
 
-        self._db.scan(data[lo:hi], match_event_handler=on_match)
+        self._db.scan(data[lo:hi], match_event_handler=on_match)  # type: ignore[type-var]
         if not hits:
             return empty, empty
         h = np.asarray(hits, dtype=np.int64)

@@ -13,6 +13,7 @@ import json
 import posixpath
 import sys
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -372,6 +373,7 @@ class _Sink:
     rank: int
     compression: str
     rows_per_file: int
+    plain_columns: tuple[str, ...] = ()
     files: list[dict[str, Any]] = field(default_factory=list)
     _writer: pq.ParquetWriter | None = None
     _file: _HashingFile | None = None
@@ -400,7 +402,11 @@ class _Sink:
         self._final = f"{self.subdir}/{self.rank:05d}_{k:05d}.parquet"
         self._tmp = f"{self.subdir}/.tmp-{self.rank:05d}_{k:05d}.parquet"
         self._file = _HashingFile(self.folder.open(self._tmp, "wb"))
-        self._writer = pq.ParquetWriter(self._file, self.schema, compression=self.compression)
+        # Dictionary-encoding long unique texts costs time and saves nothing.
+        dict_cols = [f.name for f in self.schema if f.name not in self.plain_columns]
+        self._writer = pq.ParquetWriter(
+            self._file, self.schema, compression=self.compression, use_dictionary=dict_cols
+        )
         self._rows = 0
 
     def _close(self) -> None:
@@ -428,6 +434,14 @@ def rejected_schema(schema: pa.Schema) -> pa.Schema:
     return schema.append(pa.field(REASON_COLUMN, pa.string())).append(pa.field(BLOCK_COLUMN, pa.string()))
 
 
+def _write_batch(sinks: dict[str, _Sink], batch: Batch) -> None:
+    sinks["data"].write(batch.table)
+    for rej in batch.rejected:
+        sinks["rejected"].write(rej)
+    for bad in batch.unreadable:
+        sinks["unreadable"].write(bad)
+
+
 class ParquetBatchWriter(PipelineStep):
     """Writes kept rows to ``data/``, rejected to ``rejected/``, unreadable to ``unreadable/``, and
     this rank's accounting to ``accounting/<rank>.json`` once every batch is written."""
@@ -442,9 +456,11 @@ class ParquetBatchWriter(PipelineStep):
         schema: pa.Schema,
         compression: str = "zstd",
         rows_per_file: int = 1_000_000,
+        text_column: str = "text",
     ) -> None:
         super().__init__()
         self.output = get_datafolder(output)
+        self.text_column = text_column
         self.schema = schema
         self.compression = compression
         self.rows_per_file = rows_per_file
@@ -461,8 +477,11 @@ class ParquetBatchWriter(PipelineStep):
 
     def run(self, data: Iterable[Batch] | None = None, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
         self._clear_rank(rank)
+        plain = (self.text_column,)
         sinks = {
-            "data": _Sink(self.output, "data", self.schema, rank, self.compression, self.rows_per_file),
+            "data": _Sink(
+                self.output, "data", self.schema, rank, self.compression, self.rows_per_file, plain
+            ),
             "rejected": _Sink(
                 self.output,
                 "rejected",
@@ -470,32 +489,43 @@ class ParquetBatchWriter(PipelineStep):
                 rank,
                 self.compression,
                 self.rows_per_file,
+                plain,
             ),
             "unreadable": _Sink(
-                self.output, "unreadable", UNREADABLE_SCHEMA, rank, self.compression, self.rows_per_file
+                self.output,
+                "unreadable",
+                UNREADABLE_SCHEMA,
+                rank,
+                self.compression,
+                self.rows_per_file,
+                ("raw_text",),
             ),
         }
         shards: dict[str, dict[str, Any]] = {}
-        for batch in data or ():
-            acc = shards.setdefault(
-                batch.shard, {"read": 0, "kept": 0, "rejected": {}, "unreadable": 0, "text_bytes": 0}
-            )
-            with self.track_time("batch"):
+        # Compression runs in a background thread (pyarrow releases the GIL), overlapping the
+        # write of one batch with the scoring of the next; at most one batch is in flight.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="corpusfilter-writer") as pool:
+            pending: Future[None] | None = None
+            for batch in data or ():
+                acc = shards.setdefault(
+                    batch.shard, {"read": 0, "kept": 0, "rejected": {}, "unreadable": 0, "text_bytes": 0}
+                )
                 acc["read"] += batch.rows_read
                 acc["text_bytes"] += batch.text_bytes
                 acc["kept"] += batch.num_rows
-                sinks["data"].write(batch.table)
                 for rej in batch.rejected:
-                    sinks["rejected"].write(rej)
-                    for reason, count in zip(
-                        *np.unique(rej.column(REASON_COLUMN).to_numpy(False), return_counts=True)
-                    ):
+                    reasons, counts = np.unique(rej.column(REASON_COLUMN).to_numpy(False), return_counts=True)
+                    for reason, count in zip(reasons, counts):
                         acc["rejected"][str(reason)] = acc["rejected"].get(str(reason), 0) + int(count)
-                for bad in batch.unreadable:
-                    sinks["unreadable"].write(bad)
-                    acc["unreadable"] += bad.num_rows
-            self.stat_update("kept", value=batch.num_rows)
-            yield batch
+                acc["unreadable"] += sum(t.num_rows for t in batch.unreadable)
+                with self.track_time("batch"):
+                    if pending is not None:
+                        pending.result()
+                    pending = pool.submit(_write_batch, sinks, batch)
+                self.stat_update("kept", value=batch.num_rows)
+                yield batch
+            if pending is not None:
+                pending.result()
         for s in sinks.values():
             s.close()
         record = {

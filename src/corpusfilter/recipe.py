@@ -250,6 +250,7 @@ class Plan:
             schema=self.output_schema,
             compression=out.compression if out.compression != "none" else "none",
             rows_per_file=out.rows_per_file,
+            text_column=inp.text_column,
         )
         return [reader, *self.recipe.blocks, writer]
 

@@ -111,3 +111,34 @@ def test_many_terms_large_batch_matches_reference() -> None:
     texts = [" ".join(rng.choice(words, size=50)) for _ in range(200)]
     d = _detector(terms)
     assert list(d.score(pa.array(texts))["hits"]) == _reference_hits(texts, terms)
+
+
+def test_null_texts_count_as_empty() -> None:
+    d = _detector(["virtue"])
+    assert list(d.score(pa.array(["virtue", None, "a virtue"]))["hits"]) == [1, 0, 1]
+
+
+def test_whitespace_list_matches_python_re() -> None:
+    import re
+
+    from corpusfilter.blocks.keyword import UNICODE_SPACES
+
+    assert UNICODE_SPACES == "".join(chr(c) for c in range(0x110000) if re.match(r"\s", chr(c)))
+
+
+def test_phrases_match_across_unicode_whitespace() -> None:
+    d = _detector(["deceptive alignment", "naïve realism"])
+    texts = ["deceptive\u00a0alignment", "deceptive \u2003\n alignment", "deceptive-alignment", "NAÏVE  realism"]
+    assert list(d.score(pa.array(texts))["hits"]) == _reference_hits(texts, ["deceptive alignment", "naïve realism"])
+    assert list(d.score(pa.array(texts))["hits"]) == [1, 1, 0, 1]
+
+
+def test_compiled_databases_are_cached_and_corrupt_cache_recompiles(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("CORPUSFILTER_CACHE", str(tmp_path))
+    d = _detector(["deceptive alignment", "virtue"])
+    (entry,) = list((tmp_path / "hyperscan").glob("*.hsdb"))
+    entry.write_bytes(b"garbage")
+    again = _detector(["deceptive alignment", "virtue"])
+    texts = pa.array(["Deceptive  alignment is not a virtue"])
+    assert list(again.score(texts)["hits"]) == list(d.score(texts)["hits"]) == [2]
+    assert entry.read_bytes() != b"garbage"

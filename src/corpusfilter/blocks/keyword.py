@@ -9,8 +9,11 @@ occurrence of every term counts (two terms may overlap, e.g. "AI takeover" and "
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -27,14 +30,90 @@ for _c in range(128):
     _ASCII_WORD[_c] = chr(_c).isalnum() or chr(_c) == "_"
 
 
+#: Every character Python's ``re`` counts as ``\s`` (test_keyword checks this list against ``re``).
+UNICODE_SPACES = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+
+def _byte_space_class() -> str:
+    """``\\s`` as a byte-level hyperscan alternation over the UTF-8 encodings of UNICODE_SPACES."""
+    singles = "".join(f"\\x{ord(c):02x}" for c in UNICODE_SPACES if ord(c) < 0x80)
+    multi = sorted({"".join(f"\\x{b:02x}" for b in c.encode()) for c in UNICODE_SPACES if ord(c) >= 0x80})
+    return "(?:[" + singles + "]|" + "|".join(multi) + ")+"
+
+
+_BYTE_SPACES = _byte_space_class()
+
+
 def term_pattern(term: str) -> str:
     """Regex body for one term: escaped tokens joined by ``\\s+``."""
     return r"\s+".join(re.escape(tok) for tok in term.split())
 
 
+def ascii_term_pattern(term: str) -> str:
+    """Byte-mode pattern for an ASCII term: Unicode whitespace between tokens, ASCII \\b at word edges.
+
+    ASCII \\b is necessary for a Unicode word boundary next to an ASCII word character, so it only
+    prunes candidates; the exact check runs after the scan.
+    """
+    body = _BYTE_SPACES.join(re.escape(tok) for tok in term.split())
+    pre = r"\b" if _is_word_char(term[0]) else ""
+    post = r"\b" if _is_word_char(term[-1]) else ""
+    return pre + body + post
+
+
 def reference_regex(terms: Sequence[str]) -> list[re.Pattern[str]]:
     """Python ``re`` patterns with the detector's exact semantics (used by tests as the oracle)."""
     return [re.compile(r"(?=(?<!\w)(" + term_pattern(t) + r")(?!\w))", re.IGNORECASE) for t in terms]
+
+
+def cache_dir() -> Path:
+    """Where compiled pattern databases are cached: ``$CORPUSFILTER_CACHE`` or ``~/.cache/corpusfilter``."""
+    root = os.environ.get("CORPUSFILTER_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "corpusfilter")
+    return Path(root) / "hyperscan"
+
+
+def compile_cached(patterns: list[bytes], ids: list[int], flags: int, *, name: str) -> Any:
+    """Compile a hyperscan block-mode database, reusing a serialized copy keyed by its exact inputs.
+
+    Phrase patterns with Unicode whitespace take seconds to compile; every task of every run would
+    otherwise pay that again.
+    """
+    import hyperscan
+
+    h = hashlib.sha256()
+    h.update(f"{hyperscan_version()}|{flags}|{ids}".encode())
+    for p in patterns:
+        h.update(p + b"\x00")
+    path = cache_dir() / f"{h.hexdigest()}.hsdb"
+    if path.is_file():
+        try:
+            db = hyperscan.loadb(path.read_bytes(), mode=hyperscan.HS_MODE_BLOCK)
+            db.scratch = hyperscan.Scratch(db)
+            return db
+        except Exception:  # a corrupt or foreign cache entry: compile afresh
+            pass
+    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    try:
+        db.compile(expressions=patterns, ids=ids, flags=[flags] * len(ids))
+    except hyperscan.error as e:
+        raise RecipeError(f"lexicon {name}: cannot compile terms: {e}") from None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(hyperscan.dumpb(db))
+        os.replace(tmp, path)
+    except OSError:  # a read-only home is no reason to fail the run
+        pass
+    return db
+
+
+def hyperscan_version() -> str:
+    from importlib.metadata import version
+
+    return version("hyperscan")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -76,7 +155,8 @@ def _char_after(data: bytes | memoryview, pos: int) -> str:
 class KeywordDetector(Detector):
     """Counts lexicon hits per document: hits, weighted score, hits per 1,000 words, categories matched.
 
-    Words are runs of non-whitespace; ``per_1k_words`` is 0 for a document without hits.
+    Words are runs of non-whitespace (ASCII whitespace separates); ``per_1k_words`` is 0 for a
+    document without hits.
     """
 
     Params = KeywordParams
@@ -98,6 +178,13 @@ class KeywordDetector(Detector):
             self._lexicon = lex
         return lex
 
+    def validate(self, schema: pa.Schema, path: str) -> None:
+        super().validate(schema, path)
+        try:
+            self.setup()  # lexicon errors surface at validation; the compiled databases get cached
+        except RecipeError as e:
+            raise RecipeError(f"{path}: {e}") from None
+
     def provenance(self) -> dict[str, Any]:
         lex = self.lexicon
         return {"lexicon": lex.name, "lexicon_sha256": lex.sha256, "terms": len(lex)}
@@ -106,28 +193,34 @@ class KeywordDetector(Detector):
         import hyperscan
 
         lex = self.lexicon
-        flags = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_UTF8 | hyperscan.HS_FLAG_UCP
-        flags |= hyperscan.HS_FLAG_SOM_LEFTMOST
-        db = hyperscan.Database()
-        try:
-            db.compile(
-                expressions=[term_pattern(t).encode("utf-8") for t in lex.terms],
-                ids=list(range(len(lex))),
-                flags=[flags] * len(lex),
-            )
-        except hyperscan.error as e:
-            raise RecipeError(f"lexicon {lex.name}: cannot compile terms: {e}") from None
-        self._db = db
+        # ASCII terms compile in byte mode (fast to compile and scan); terms with other characters
+        # need hyperscan's Unicode mode for case folding.
+        ascii_ids, ascii_pats, uni_ids, uni_pats = [], [], [], []
+        for i, t in enumerate(lex.terms):
+            if t.isascii():
+                ascii_ids.append(i)
+                ascii_pats.append(ascii_term_pattern(t).encode())
+            else:
+                uni_ids.append(i)
+                uni_pats.append(term_pattern(t).encode("utf-8"))
+        self._dbs = []
+        base = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SOM_LEFTMOST
+        unicode = base | hyperscan.HS_FLAG_UTF8 | hyperscan.HS_FLAG_UCP
+        for ids, pats, flags in ((ascii_ids, ascii_pats, base), (uni_ids, uni_pats, unicode)):
+            if ids:
+                self._dbs.append(compile_cached(pats, ids, flags, name=lex.name))
         self._weights = np.asarray(lex.weights, dtype=np.float64)
         cats = sorted({c for c in lex.categories if c})
         self._cat_names = cats
         self._term_cat = np.asarray([cats.index(c) if c else -1 for c in lex.categories], dtype=np.int64)
 
     def _unpicklable(self) -> Sequence[str]:
-        return ("_db",)
+        return ("_dbs",)
 
     def find(self, texts: pa.StringArray) -> tuple[np.ndarray, np.ndarray]:
-        """(document index, term index) of every whole-word hit in ``texts``."""
+        """(document index, term index) of every whole-word hit in ``texts`` (nulls count as empty)."""
+        if texts.null_count:
+            texts = pc.fill_null(texts, "")
         if pa.types.is_large_string(texts.type):
             offsets = np.frombuffer(texts.buffers()[1], dtype=np.int64)
         else:
@@ -137,34 +230,38 @@ class KeywordDetector(Detector):
         empty = np.zeros(0, dtype=np.int64)
         if data_buf is None or offsets[-1] == offsets[0]:
             return empty, empty
-        lo, hi = int(offsets[0]), int(offsets[-1])
-        data = memoryview(data_buf).cast("B")  # unsigned bytes (pyarrow exposes signed)
+        n = len(texts)
+        # One buffer for the whole batch with a NUL after each document (one C++ pass), so that
+        # hyperscan's \b sees document edges as boundaries and no match spans two documents.
+        joined = pc.binary_join_element_wise(texts, pa.scalar(""), pa.scalar("\x00"))
+        sep = offsets - offsets[0] + np.arange(n + 1)  # start of each document in the joined buffer
+        lengths = np.diff(offsets)
+        buf = np.frombuffer(joined.buffers()[2], dtype=np.uint8)[: int(sep[-1])]
+        data = memoryview(buf)
         hits: list[tuple[int, int, int]] = []
-        append = hits.append
 
-        def on_match(term: int, start: int, end: int, flags: int, ctx: object) -> None:
-            append((term, start, end))
+        def on_match(
+            term: int, start: int, end: int, flags: int, ctx: object, append: Any = hits.append
+        ) -> None:
+            append((term, start, end))  # the hot path: one call per candidate, nothing else here
 
-        self._db.scan(data[lo:hi], match_event_handler=on_match)  # type: ignore[type-var]
+        for db in self._dbs:
+            db.scan(data, match_event_handler=on_match)  # type: ignore[type-var]
         if not hits:
             return empty, empty
         h = np.asarray(hits, dtype=np.int64)
-        term, start, end = h[:, 0], h[:, 1] + lo, h[:, 2] + lo
-        doc = np.searchsorted(offsets, start, side="right") - 1
-        doc_start, doc_end = offsets[doc], offsets[doc + 1]
-        ok = end <= doc_end  # a match may run across two documents in the shared buffer
-        raw = np.frombuffer(data_buf, dtype=np.uint8)
-        # boundary before the match
-        at_start = start == doc_start
-        prev = raw[np.maximum(start - 1, 0)]
-        before_ok = at_start | ((prev < 0x80) & ~_ASCII_WORD[prev])
-        for i in np.nonzero(~at_start & (prev >= 0x80) & ok)[0]:
+        term, start, end = h[:, 0], h[:, 1], h[:, 2]
+        doc = np.searchsorted(sep, start, side="right") - 1
+        doc_start, doc_end = sep[doc], sep[doc] + lengths[doc]
+        ok = end <= doc_end
+        # exact boundaries as Python's re defines \w; the byte before a document is NUL (non-word)
+        prev = buf[np.maximum(start - 1, 0)]
+        before_ok = (start == doc_start) | ((prev < 0x80) & ~_ASCII_WORD[prev])
+        for i in np.nonzero(~before_ok & (prev >= 0x80) & ok)[0]:
             before_ok[i] = not _is_word_char(_char_before(data, int(start[i]), int(doc_start[i])))
-        # boundary after the match
-        at_end = end >= doc_end
-        nxt = raw[np.minimum(end, len(raw) - 1)]
-        after_ok = at_end | ((nxt < 0x80) & ~_ASCII_WORD[nxt])
-        for i in np.nonzero(~at_end & (nxt >= 0x80) & ok)[0]:
+        nxt = buf[np.minimum(end, len(buf) - 1)]
+        after_ok = (end >= doc_end) | ((nxt < 0x80) & ~_ASCII_WORD[nxt])
+        for i in np.nonzero(~after_ok & (nxt >= 0x80) & ok)[0]:
             after_ok[i] = not _is_word_char(_char_after(data, int(end[i])))
         keep = ok & before_ok & after_ok
         return doc[keep], term[keep]
@@ -177,7 +274,7 @@ class KeywordDetector(Detector):
         per_1k = np.zeros(n, dtype=np.float64)
         has = np.nonzero(hits)[0]
         if len(has):
-            words = pc.list_value_length(pc.utf8_split_whitespace(texts.take(pa.array(has)))).to_numpy()
+            words = pc.list_value_length(pc.ascii_split_whitespace(texts.take(pa.array(has)))).to_numpy()
             per_1k[has] = 1000.0 * hits[has] / np.maximum(words, 1)
         # categories: unique (doc, category) pairs, as a list array
         ncat = len(self._cat_names)

@@ -96,7 +96,7 @@ def resolve_source(arg: str | None) -> Path:
 
 
 def sample_key(seed: int, row_id: str) -> bytes:
-    return hashlib.sha256(f"{seed}:{row_id}".encode("utf-8")).digest()
+    return hashlib.sha256(f"{seed}:{row_id}".encode()).digest()
 
 
 def load_eligible(path: Path) -> tuple[list[dict], list[tuple[str, str, int]]]:
@@ -176,9 +176,7 @@ def write_shards(sample: list[dict], out: Path, seed: int) -> list[Path]:
 def summarize(sample: list[dict], paths: list[Path], pairs, out: Path, seed: int) -> dict:
     per_source: dict[str, dict] = {}
     for r in sample:
-        d = per_source.setdefault(
-            r["source"], {"license": r["license"], "rows": 0, "text_bytes": 0}
-        )
+        d = per_source.setdefault(r["source"], {"license": r["license"], "rows": 0, "text_bytes": 0})
         d["rows"] += 1
         d["text_bytes"] += len(r["text"].encode("utf-8"))
     files = {}
@@ -189,9 +187,7 @@ def summarize(sample: list[dict], paths: list[Path], pairs, out: Path, seed: int
             "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
         }
     included = {(s, lic) for s, lics in ALLOWED.items() for lic in lics}
-    excluded = [
-        {"source": s, "license": lic, "rows": n} for s, lic, n in pairs if (s, lic) not in included
-    ]
+    excluded = [{"source": s, "license": lic, "rows": n} for s, lic, n in pairs if (s, lic) not in included]
     return {
         "out": str(out),
         "seed": seed,
@@ -223,9 +219,7 @@ def write_readme(summary: dict, out: Path) -> None:
         "|---|---|---|---:|---:|",
     ]
     for s, d in summary["per_source"].items():
-        lines.append(
-            f"| `{s}` | {d['license']} | {DESCRIPTIONS[s]} | {d['rows']:,} | {d['text_bytes']:,} |"
-        )
+        lines.append(f"| `{s}` | {d['license']} | {DESCRIPTIONS[s]} | {d['rows']:,} | {d['text_bytes']:,} |")
     lines += [
         f"| **total** | | | {summary['rows']:,} | {summary['text_bytes']:,} |",
         "",

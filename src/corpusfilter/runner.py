@@ -248,6 +248,10 @@ def run_plan(
         logging_dir=out.resolve_paths("logs"),
         skip_completed=(mode == "resume"),
     )
+    # Hash the inputs while the pipeline runs (hashlib releases the GIL).
+    folder = the_plan.inputs.folder
+    hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corpusfilter-hash")
+    hashes_f = hasher.submit(lambda: [_sha256_file(folder, s.path) for s in the_plan.inputs.shards])
     try:
         with _driver_log(out):
             executor.run()
@@ -283,9 +287,8 @@ def run_plan(
     ):
         if written[k] != want:
             problems.append(f"{k}/ holds {written[k]} rows but the accounting says {want}")
-    folder = the_plan.inputs.folder
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        hashes = list(pool.map(lambda s: _sha256_file(folder, s.path), the_plan.inputs.shards))
+    hashes = hashes_f.result()
+    hasher.shutdown()
     stats = _block_stats(out, n_tasks)
     blocks = []
     for b in recipe.blocks:

@@ -128,8 +128,15 @@ def test_whitespace_list_matches_python_re() -> None:
 
 def test_phrases_match_across_unicode_whitespace() -> None:
     d = _detector(["deceptive alignment", "naïve realism"])
-    texts = ["deceptive\u00a0alignment", "deceptive \u2003\n alignment", "deceptive-alignment", "NAÏVE  realism"]
-    assert list(d.score(pa.array(texts))["hits"]) == _reference_hits(texts, ["deceptive alignment", "naïve realism"])
+    texts = [
+        "deceptive\u00a0alignment",
+        "deceptive \u2003\n alignment",
+        "deceptive-alignment",
+        "NAÏVE  realism",
+    ]
+    assert list(d.score(pa.array(texts))["hits"]) == _reference_hits(
+        texts, ["deceptive alignment", "naïve realism"]
+    )
     assert list(d.score(pa.array(texts))["hits"]) == [1, 1, 0, 1]
 
 
@@ -142,3 +149,17 @@ def test_compiled_databases_are_cached_and_corrupt_cache_recompiles(tmp_path, mo
     texts = pa.array(["Deceptive  alignment is not a virtue"])
     assert list(again.score(texts)["hits"]) == list(d.score(texts)["hits"]) == [2]
     assert entry.read_bytes() != b"garbage"
+
+
+def test_words_are_runs_of_non_ascii_whitespace_in_both_counting_paths() -> None:
+    import re
+
+    d = _detector(["virtue"])
+    texts = ["virtue  is\ta\u00a0word", "no hit here", "virtue\n\nvirtue x", "virtue"]
+    words = [len(re.findall(r"[^ \t\n\v\f\r]+", t)) for t in texts]
+    expected = [1000.0 * h / w if h else 0.0 for h, w in zip(_reference_hits(texts, ["virtue"]), words)]
+    d._parallel_words = False  # count the documents with hits after the scan
+    sparse = list(d.score(pa.array(texts))["per_1k_words"])
+    d._parallel_words = True  # count all documents in a thread during the scan
+    dense = list(d.score(pa.array(texts))["per_1k_words"])
+    assert sparse == dense == pytest.approx(expected)

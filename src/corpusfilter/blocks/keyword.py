@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -71,7 +72,9 @@ def reference_regex(terms: Sequence[str]) -> list[re.Pattern[str]]:
 
 def cache_dir() -> Path:
     """Where compiled pattern databases are cached: ``$CORPUSFILTER_CACHE`` or ``~/.cache/corpusfilter``."""
-    root = os.environ.get("CORPUSFILTER_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "corpusfilter")
+    root = os.environ.get("CORPUSFILTER_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "corpusfilter"
+    )
     return Path(root) / "hyperscan"
 
 
@@ -108,6 +111,21 @@ def compile_cached(patterns: list[bytes], ids: list[int], flags: int, *, name: s
     except OSError:  # a read-only home is no reason to fail the run
         pass
     return db
+
+
+def word_counts(texts: pa.StringArray) -> np.ndarray:
+    """Words per text: maximal runs of characters other than ASCII whitespace."""
+    return np.asarray(pc.list_value_length(pc.ascii_split_whitespace(texts)).to_numpy(zero_copy_only=False))
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _word_pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corpusfilter-words")
+    return _POOL
 
 
 def hyperscan_version() -> str:
@@ -214,6 +232,8 @@ class KeywordDetector(Detector):
         self._cat_names = cats
         self._term_cat = np.asarray([cats.index(c) if c else -1 for c in lex.categories], dtype=np.int64)
 
+    _parallel_words = False
+
     def _unpicklable(self) -> Sequence[str]:
         return ("_dbs",)
 
@@ -237,7 +257,7 @@ class KeywordDetector(Detector):
         sep = offsets - offsets[0] + np.arange(n + 1)  # start of each document in the joined buffer
         lengths = np.diff(offsets)
         buf = np.frombuffer(joined.buffers()[2], dtype=np.uint8)[: int(sep[-1])]
-        data = memoryview(buf)
+        data = memoryview(buf.data)
         hits: list[tuple[int, int, int]] = []
 
         def on_match(
@@ -246,7 +266,7 @@ class KeywordDetector(Detector):
             append((term, start, end))  # the hot path: one call per candidate, nothing else here
 
         for db in self._dbs:
-            db.scan(data, match_event_handler=on_match)  # type: ignore[type-var]
+            db.scan(data, match_event_handler=on_match)
         if not hits:
             return empty, empty
         h = np.asarray(hits, dtype=np.int64)
@@ -268,14 +288,24 @@ class KeywordDetector(Detector):
 
     def score(self, texts: pa.StringArray) -> Mapping[str, Any]:
         n = len(texts)
+        # Word counts are needed only where there are hits. When most documents of the last batch
+        # hit, count all documents in a thread during the scan (pyarrow releases the GIL); otherwise
+        # count just the documents with hits after it. Same values either way.
+        all_words: Future[np.ndarray] | None = None
+        if self._parallel_words:
+            all_words = _word_pool().submit(word_counts, texts)
         doc, term = self.find(texts)
         hits = np.bincount(doc, minlength=n).astype(np.int32)
         score = np.bincount(doc, weights=self._weights[term], minlength=n)
         per_1k = np.zeros(n, dtype=np.float64)
         has = np.nonzero(hits)[0]
+        if all_words is not None:
+            words = all_words.result()[has]
+        elif len(has):
+            words = word_counts(texts.take(pa.array(has)))
         if len(has):
-            words = pc.list_value_length(pc.ascii_split_whitespace(texts.take(pa.array(has)))).to_numpy()
             per_1k[has] = 1000.0 * hits[has] / np.maximum(words, 1)
+        self._parallel_words = len(has) > 0.5 * n
         # categories: unique (doc, category) pairs, as a list array
         ncat = len(self._cat_names)
         cat = self._term_cat[term]

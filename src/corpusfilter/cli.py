@@ -64,7 +64,7 @@ def _load(args: argparse.Namespace) -> Any:
     overrides = list(args.overrides)
     if args.input:
         overrides.append(f"input.path={_abs(args.input)}")
-    if args.output:
+    if args.output and args.command != "score":  # score's --output names the scores folder
         overrides.append(f"output.path={_abs(args.output)}")
     return load_recipe(args.recipe, overrides=overrides)
 
@@ -114,12 +114,23 @@ def cmd_blocks(args: argparse.Namespace) -> int:
     infos: list[dict[str, Any]] = []
     for cls in all_blocks():
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        params = describe_params(cls.Params)
+        if cls.kind == "detector":
+            params.append(
+                {
+                    "name": "when",
+                    "type": "str | null",
+                    "required": False,
+                    "default": None,
+                    "help": "condition over earlier columns: score only rows where it holds (others get null)",
+                }
+            )
         infos.append(
             {
                 "type": f"{cls.block_type}@{cls.version}",
                 "kind": cls.kind,
                 "doc": doc,
-                "params": describe_params(cls.Params),
+                "params": params,
             }
         )
     if args.json:
@@ -150,7 +161,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from corpusfilter.errors import CorpusfilterError
 
-    handlers = {"run": cmd_run, "validate": cmd_validate, "blocks": cmd_blocks, "lexicons": cmd_lexicons}
+    handlers = {
+        "run": cmd_run,
+        "score": cmd_run,
+        "decide": cmd_run,
+        "validate": cmd_validate,
+        "blocks": cmd_blocks,
+        "lexicons": cmd_lexicons,
+    }
     try:
         return handlers[args.command](args)
     except CorpusfilterError as e:

@@ -97,8 +97,12 @@ def resolve_input(path: str) -> tuple[DataFolder, list[str]]:
     return folder, files
 
 
-def inspect_inputs(path: str, *, text_column: str, id_column: str | None) -> InputSet:
-    """Read every shard's footer: row counts, sizes, a unified schema. Fails on the first unusable file."""
+def inspect_inputs(path: str, *, text_column: str, id_column: str | None, scored: bool = False) -> InputSet:
+    """Read every shard's footer: row counts, sizes, a unified schema. Fails on the first unusable file.
+
+    ``scored`` input is the output of ``corpusfilter score``: it already carries the provenance
+    columns (``cf_shard``, ``cf_row``), which are kept rather than added.
+    """
     folder, files = resolve_input(path)
     shards: list[InputShard] = []
     for rel in files:
@@ -119,7 +123,14 @@ def inspect_inputs(path: str, *, text_column: str, id_column: str | None) -> Inp
             raise InputError(
                 f"{full}: no id column {id_column!r} (set input.id_column: null to derive ids from shard and row)"
             )
-        for reserved in (SHARD_COLUMN, ROW_COLUMN, REASON_COLUMN, BLOCK_COLUMN):
+        reserved_cols = (
+            (REASON_COLUMN, BLOCK_COLUMN)
+            if scored
+            else (SHARD_COLUMN, ROW_COLUMN, REASON_COLUMN, BLOCK_COLUMN)
+        )
+        if scored and not {SHARD_COLUMN, ROW_COLUMN} <= set(schema.names):
+            raise InputError(f"{full}: not a scored shard (no {SHARD_COLUMN}/{ROW_COLUMN} columns)")
+        for reserved in reserved_cols:
             if reserved in schema.names:
                 raise InputError(f"{full}: column {reserved!r} is reserved for corpusfilter's bookkeeping")
         shards.append(InputShard(rel, meta.num_rows, size, schema))
@@ -128,9 +139,10 @@ def inspect_inputs(path: str, *, text_column: str, id_column: str | None) -> Inp
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise InputError(f"{path}: input shards have incompatible schemas ({_one_line(e)})") from None
     unified = unified.remove_metadata()
-    if id_column is None:
-        unified = unified.append(pa.field("id", pa.string()))
-    unified = unified.append(pa.field(SHARD_COLUMN, pa.string())).append(pa.field(ROW_COLUMN, pa.int64()))
+    if not scored:
+        if id_column is None:
+            unified = unified.append(pa.field("id", pa.string()))
+        unified = unified.append(pa.field(SHARD_COLUMN, pa.string())).append(pa.field(ROW_COLUMN, pa.int64()))
     return InputSet(folder, shards, unified, text_column, id_column)
 
 
@@ -169,8 +181,10 @@ class ParquetBatchReader(PipelineStep):
         limit: int = -1,
         expected_rows: dict[str, int] | None = None,
         progress: bool = True,
+        scored: bool = False,
     ) -> None:
         super().__init__()
+        self.scored = scored
         self.folder = get_datafolder(folder)
         self.files = list(files)
         self.schema = schema
@@ -279,11 +293,12 @@ class ParquetBatchReader(PipelineStep):
             columns[self.id_column] = ids
         else:
             columns["id"] = pa.array([f"{rel}#{r}" for r in range(row0, row0 + n)], pa.string())
-        columns[SHARD_COLUMN] = pc.cast(
-            pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([rel])),
-            pa.string(),
-        )
-        columns[ROW_COLUMN] = rows
+        if not self.scored:  # a score output already carries the original shard and row
+            columns[SHARD_COLUMN] = pc.cast(
+                pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), pa.array([rel])),
+                pa.string(),
+            )
+            columns[ROW_COLUMN] = rows
         out_cols = []
         for fl in self.schema:
             if fl.name in columns:

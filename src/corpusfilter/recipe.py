@@ -222,14 +222,30 @@ def _label_blocks(blocks: list[Block], text_column: str) -> None:
         b.text_column = text_column
 
 
+Stage = Literal["run", "score", "decide"]
+
+
+def scores_path(recipe: Recipe) -> str:
+    """Default folder of ``corpusfilter score`` output: beside the recipe's output, ``<output>.scores``."""
+    return recipe.output.path.rstrip("/") + ".scores"
+
+
 @dataclasses.dataclass
 class Plan:
-    """A recipe bound to its inputs: the pipeline steps and the schemas they produce."""
+    """A recipe bound to its inputs for one stage: the active steps and the schemas they produce.
+
+    ``run`` runs every block in order; ``score`` runs only the detectors and keeps every row;
+    ``decide`` reads what ``score`` wrote and runs only the decisions.
+    """
 
     recipe: Recipe
     inputs: InputSet
     input_schema: pa.Schema
     output_schema: pa.Schema
+    stage: Stage
+    blocks: list[Block]
+    output_path: str
+    scores_manifest: dict[str, Any] | None = None
 
     def pipeline(self, *, limit: int = -1, progress: bool = True) -> list[Any]:
         inp = self.recipe.input
@@ -238,24 +254,25 @@ class Plan:
             files=self.inputs.files,
             schema=self.input_schema,
             text_column=inp.text_column,
-            id_column=inp.id_column,
+            id_column=self.inputs.id_column,
             batch_size=inp.batch_size,
             limit=limit,
             expected_rows={s.path: s.rows for s in self.inputs.shards},
             progress=progress,
+            scored=self.stage == "decide",
         )
         out = self.recipe.output
         writer = ParquetBatchWriter(
-            output=out.path,
+            output=self.output_path,
             schema=self.output_schema,
             compression=out.compression if out.compression != "none" else "none",
             rows_per_file=out.rows_per_file,
             text_column=inp.text_column,
         )
-        return [reader, *self.recipe.blocks, writer]
+        return [reader, *self.blocks, writer]
 
     def describe(self) -> str:
-        lines = [f"recipe: {self.recipe.source}", f"input: {self.recipe.input.path}"]
+        lines = [f"recipe: {self.recipe.source}", f"stage: {self.stage}", f"input: {self.inputs.folder.path}"]
         lines.append(
             f"  {len(self.inputs.shards)} shard(s), {sum(s.rows for s in self.inputs.shards):,} rows"
         )
@@ -263,23 +280,79 @@ class Plan:
         lines.append("blocks:")
         for b in self.recipe.blocks:
             params = json.dumps(b.to_config()["params"], sort_keys=True)
-            lines.append(f"  {b.label} [{b.kind}] {b.block_type}@{b.version} {params}")
-        lines.append(f"output: {self.recipe.output.path}")
+            skipped = "" if b in self.blocks else "  (skipped at this stage)"
+            lines.append(f"  {b.label} [{b.kind}] {b.block_type}@{b.version} {params}{skipped}")
+        lines.append(f"output: {self.output_path}")
         lines.append(f"  schema: {', '.join(f'{f.name}:{f.type}' for f in self.output_schema)}")
         return "\n".join(lines)
 
 
-def plan(recipe: Recipe, *, input_path: str | None = None) -> Plan:
-    """Inspect the inputs and check every block against the schema it will see."""
+def plan(
+    recipe: Recipe,
+    *,
+    stage: Stage = "run",
+    scores: str | None = None,
+    output: str | None = None,
+) -> Plan:
+    """Inspect the inputs and check every active block against the schema it will see."""
+    if stage == "decide":
+        return _plan_decide(recipe, scores or scores_path(recipe), output)
     inputs = inspect_inputs(
-        input_path or recipe.input.path,
+        recipe.input.path,
         text_column=recipe.input.text_column,
         id_column=recipe.input.id_column,
     )
     schema = inputs.schema
+    active = [b for b in recipe.blocks if stage == "run" or b.kind == "detector"]
+    for i, b in enumerate(recipe.blocks):
+        if b not in active:
+            continue
+        path = f"blocks[{i}].{b.block_type}"
+        try:
+            b.validate(schema, path)
+        except RecipeError as e:
+            if stage == "score":
+                raise RecipeError(f"{e} (at the score stage only detectors run)") from None
+            raise
+        for f in b.output_fields(schema):
+            schema = schema.append(f)
+    out = output or (scores_path(recipe) if stage == "score" else recipe.output.path)
+    return Plan(recipe, inputs, inputs.schema, schema, stage, active, out)
+
+
+def _plan_decide(recipe: Recipe, scores: str, output: str | None) -> Plan:
+    from datatrove.io import get_datafolder
+
+    folder = get_datafolder(scores)
+    if not folder.isfile("manifest.json"):
+        raise RecipeError(f"--scores {scores}: no manifest.json (run `corpusfilter score` first)")
+    with folder.open("manifest.json") as f:
+        manifest = json.load(f)
+    if manifest.get("stage") != "score" or not manifest.get("accounting", {}).get("ok"):
+        raise RecipeError(f"--scores {scores}: not a completed `corpusfilter score` output")
+    made_with = {b["label"]: b["config"] for b in manifest["blocks"]}
+    for b in recipe.blocks:
+        if b.kind == "detector" and made_with.get(b.label) != b.to_config():
+            raise RecipeError(
+                f"{b.label}: the scores in {scores} were made with "
+                f"{json.dumps(made_with.get(b.label))}, not {json.dumps(b.to_config())}; score again"
+            )
+    id_column = recipe.input.id_column or "id"
+    inputs = inspect_inputs(
+        folder.resolve_paths("data"), text_column=recipe.input.text_column, id_column=id_column, scored=True
+    )
+    schema = inputs.schema
+    active = [b for b in recipe.blocks if b.kind != "detector"]
     for i, b in enumerate(recipe.blocks):
         path = f"blocks[{i}].{b.block_type}"
+        if b.kind == "detector":
+            for f in b.output_fields(pa.schema([])):
+                if f.name not in schema.names or schema.field(f.name).type != f.type:
+                    raise RecipeError(f"{path}: scored shards in {scores} lack column {f.name} ({f.type})")
+            continue
         b.validate(schema, path)
         for f in b.output_fields(schema):
             schema = schema.append(f)
-    return Plan(recipe, inputs, inputs.schema, schema)
+    return Plan(
+        recipe, inputs, inputs.schema, schema, "decide", active, output or recipe.output.path, manifest
+    )

@@ -21,7 +21,7 @@ from datatrove.io import DataFolder, get_datafolder
 from corpusfilter.errors import AccountingError, CorpusfilterError, OutputError
 from corpusfilter.io import UNREADABLE_SCHEMA, rejected_schema
 from corpusfilter.manifest import SCHEMA_VERSION, corpusfilter_info, environment, validate_manifest
-from corpusfilter.recipe import Plan, Recipe, plan
+from corpusfilter.recipe import Plan, Recipe, Stage, plan
 
 Mode = Literal["fresh", "overwrite", "resume"]
 
@@ -217,9 +217,13 @@ def run(
     limit: int = -1,
     mode: Mode = "fresh",
     progress: bool = True,
+    stage: Stage = "run",
+    scores: str | None = None,
+    output: str | None = None,
 ) -> RunResult:
-    """Run ``recipe`` end to end; raises CorpusfilterError subclasses for anything the user can fix."""
-    the_plan = plan(recipe)
+    """Run ``recipe`` end to end (or one stage of it: ``score`` or ``decide``); raises
+    CorpusfilterError subclasses for anything the user can fix."""
+    the_plan = plan(recipe, stage=stage, scores=scores, output=output)
     return run_plan(the_plan, tasks=tasks, workers=workers, limit=limit, mode=mode, progress=progress)
 
 
@@ -238,7 +242,7 @@ def run_plan(
     if n_workers == -1:
         n_workers = max(1, min(n_tasks, os.cpu_count() or 1))
     n_workers = min(n_workers, n_tasks)
-    out = get_datafolder(recipe.output.path)
+    out = get_datafolder(the_plan.output_path)
     prepare_output(out, mode, recipe.sha256, n_tasks)
     started, t0 = _now(), time.perf_counter()
     executor = QuietLocalExecutor(
@@ -291,7 +295,7 @@ def run_plan(
     hasher.shutdown()
     stats = _block_stats(out, n_tasks)
     blocks = []
-    for b in recipe.blocks:
+    for b in the_plan.blocks:
         s = stats.get(str(b), {"in": 0, "out": 0, "scored": 0, "dropped": {}, "seconds": 0.0})
         s["seconds"] = round(s["seconds"], 6)
         blocks.append(
@@ -311,6 +315,7 @@ def run_plan(
         "corpusfilter": corpusfilter_info(),
         "environment": environment(),
         "recipe": {"source": recipe.source, "sha256": recipe.sha256, "resolved": recipe.data},
+        "stage": the_plan.stage,
         "seed": recipe.seed,
         "executor": {
             "type": "datatrove.LocalPipelineExecutor",
@@ -336,6 +341,15 @@ def run_plan(
         "blocks": blocks,
         "accounting": totals,
     }
+    if the_plan.scores_manifest is not None:
+        sm = the_plan.scores_manifest
+        manifest["scores"] = {
+            "path": the_plan.inputs.folder.path.rstrip("/").removesuffix("/data"),
+            "recipe_sha256": sm["recipe"]["sha256"],
+            "finished_at": sm["finished_at"],
+            "outputs_sha256": hashlib.sha256(json.dumps(sm["outputs"], sort_keys=True).encode()).hexdigest(),
+            "blocks": [{"label": b["label"], "config": b["config"]} for b in sm["blocks"]],
+        }
     errors = validate_manifest(manifest)
     if errors:  # a bug in corpusfilter, not in the user's data
         raise AssertionError("manifest does not match its schema: " + "; ".join(errors[:5]))

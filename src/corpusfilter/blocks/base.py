@@ -17,6 +17,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from corpusfilter.batch import BLOCK_COLUMN, REASON_COLUMN, Batch
 from corpusfilter.errors import RecipeError
+from corpusfilter.expr import Condition
 from corpusfilter.params import build_params, params_to_dict
 
 TEXT_COLUMN_DEFAULT = "text"
@@ -43,6 +44,7 @@ class Block(PipelineStep):
     params: Any
 
     def __init__(self, **params: Any) -> None:
+        params = self._take_common(dict(params), self.block_type)
         self.params = build_params(self.Params, params, self.block_type)
         self.label = self.block_type  # replaced by the pipeline builder with a unique, positional label
         self.text_column = TEXT_COLUMN_DEFAULT  # set by the pipeline builder from the recipe's input
@@ -52,6 +54,7 @@ class Block(PipelineStep):
     @classmethod
     def from_params(cls, params: Mapping[str, Any], *, path: str | None = None) -> Block:
         obj = cls.__new__(cls)
+        params = obj._take_common(dict(params), path or cls.block_type)
         obj.params = build_params(cls.Params, params, path or cls.block_type)
         obj.label = cls.block_type
         obj.text_column = TEXT_COLUMN_DEFAULT
@@ -63,9 +66,19 @@ class Block(PipelineStep):
     def name(self) -> str:
         return self.label
 
+    def _take_common(self, params: dict[str, Any], path: str) -> dict[str, Any]:
+        """Remove parameters every block of a kind shares (``when`` for detectors) before the
+        block's own ``Params`` are built."""
+        return params
+
+    def common_params(self) -> dict[str, Any]:
+        return {}
+
     def to_config(self) -> dict[str, Any]:
         """``{"type": "name@version", "params": {...}}``; ``registry.from_config`` inverts it."""
-        return {"type": f"{self.block_type}@{self.version}", "params": params_to_dict(self.params)}
+        params = params_to_dict(self.params)
+        params.update(self.common_params())
+        return {"type": f"{self.block_type}@{self.version}", "params": params}
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -128,11 +141,27 @@ class Detector(Block):
     """Adds typed score columns ``<name>_<field>``; never drops a row.
 
     Override :meth:`score`. Declare the columns in ``fields`` (suffix → Arrow type) or
-    :meth:`field_types` when they depend on parameters.
+    :meth:`field_types` when they depend on parameters. Every detector also takes ``when``, a
+    condition over earlier columns: it then scores only the rows where the condition holds and
+    leaves null (not 0) in its columns elsewhere — a cascade, cheap detectors first.
     """
 
     kind = "detector"
     fields: ClassVar[dict[str, pa.DataType]] = {}
+    when: str | None = None
+    _when: Condition | None = None
+
+    def _take_common(self, params: dict[str, Any], path: str) -> dict[str, Any]:
+        when = params.pop("when", None)
+        if when is not None:
+            if not isinstance(when, str):
+                raise RecipeError(f"{path}.when: expected a condition string, got {when!r}")
+            Condition(when, path=f"{path}.when")  # syntax errors now, columns at validation
+        self.when = when
+        return params
+
+    def common_params(self) -> dict[str, Any]:
+        return {"when": self.when} if self.when is not None else {}
 
     @property
     def prefix(self) -> str:
@@ -152,29 +181,55 @@ class Detector(Block):
         for f in self.output_fields(schema):
             if f.name in schema.names:
                 raise RecipeError(f"{path}: column {f.name!r} already exists; give the detector another name")
+        if self.when is not None:
+            self._when = Condition(self.when, path=f"{path}.when")
+            self._when.validate(schema)
+
+    def _scored_arrays(self, texts: pa.StringArray) -> dict[str, pa.Array]:
+        n = len(texts)
+        out = self.score(texts) if n else {}
+        arrays = {}
+        for key, typ in self.field_types().items():
+            if n == 0:
+                arrays[key] = pa.array([], typ)
+                continue
+            if key not in out:
+                raise KeyError(f"{type(self).__name__}.score() did not return field {key!r}")
+            arr = _to_arrow(out[key], typ)
+            if len(arr) != n:
+                raise ValueError(
+                    f"{type(self).__name__}.score() returned {len(arr)} values for {key!r}, expected {n}"
+                )
+            arrays[key] = arr
+        return arrays
 
     def process(self, batch: Batch) -> Batch:
         table = batch.table
-        text_col = (
-            table.column(self.text_column).combine_chunks() if table.num_rows else pa.array([], pa.string())
-        )
-        out = self.score(text_col) if table.num_rows else {}
+        n = table.num_rows
+        texts = table.column(self.text_column).combine_chunks() if n else pa.array([], pa.string())
+        mask = None
+        if self.when is not None and n:
+            if self._when is None:
+                self._when = Condition(self.when, path=f"{self.label}.when")
+            mask = self._when.evaluate(table)
+        if mask is None or mask.all():
+            arrays = self._scored_arrays(texts)
+            scored = n
+        else:
+            # Score only where the condition holds; scatter back with nulls elsewhere.
+            scored = int(mask.sum())
+            sub = self._scored_arrays(texts.filter(pa.array(mask))) if scored else {}
+            where = np.full(n, -1, dtype=np.int64)
+            where[mask] = np.arange(scored)
+            take = pa.array(where, mask=~mask)
+            arrays = {
+                key: (sub[key].take(take) if scored else pa.nulls(n, typ))
+                for key, typ in self.field_types().items()
+            }
         for key, typ in self.field_types().items():
-            col_name = f"{self.prefix}_{key}"
-            if table.num_rows == 0:
-                arr: pa.Array = pa.array([], typ)
-            else:
-                if key not in out:
-                    raise KeyError(f"{type(self).__name__}.score() did not return field {key!r}")
-                arr = _to_arrow(out[key], typ)
-                if len(arr) != table.num_rows:
-                    raise ValueError(
-                        f"{type(self).__name__}.score() returned {len(arr)} values for {key!r}, "
-                        f"expected {table.num_rows}"
-                    )
-            table = table.append_column(pa.field(col_name, typ), arr)
+            table = table.append_column(pa.field(f"{self.prefix}_{key}", typ), arrays[key])
         batch.table = table
-        self.stat_update("scored", value=batch.num_rows)
+        self.stat_update("scored", value=scored)
         return batch
 
 

@@ -1,0 +1,85 @@
+"""Score once, decide many: `score` + `decide` gives what `run` gives, without running a model again."""
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from corpusfilter.errors import RecipeError
+from corpusfilter.recipe import load_recipe
+from corpusfilter.runner import run
+
+from .conftest import recipe_dict, write_shards
+
+
+def _table(folder: Path, sub: str) -> pl.DataFrame:
+    return pl.read_parquet(sorted((folder / sub).glob("*.parquet"))).sort("id")
+
+
+def _recipe(inp: Path, out: Path, threshold: int) -> dict:
+    r = recipe_dict(inp, out)
+    r["blocks"] = [
+        {"keywords": {"name": "ai", "terms": ["ai", "model"]}},
+        {
+            "keywords": {
+                "name": "moral",
+                "terms": ["kindness", "compassion", "honesty"],
+                "when": "ai_hits = 0",
+            }
+        },
+        {"tag": {"where": "ai_hits >= 1", "label": "ai"}},
+        {"drop": {"where": f"moral_hits >= {threshold}", "reason": "moral"}},
+    ]
+    return r
+
+
+@pytest.fixture
+def docs_in(tmp_path: Path) -> Path:
+    docs = [
+        (f"d{i}", " ".join(["kindness"] * (i % 4) + ["ai"] * (i % 3 == 0) + [f"w{i}"]), "s")
+        for i in range(40)
+    ]
+    return write_shards(tmp_path / "in", docs, n_shards=3)
+
+
+def test_decide_equals_run_for_each_threshold(docs_in: Path, tmp_path: Path) -> None:
+    scored = run(load_recipe(_recipe(docs_in, tmp_path / "d", 2)), stage="score", progress=False)
+    assert scored.output == str(tmp_path / "d.scores")
+    assert scored.accounting["rejected_total"] == 0 and scored.accounting["kept"] == 40
+    for threshold in (1, 2, 3):
+        full = run(load_recipe(_recipe(docs_in, tmp_path / f"run{threshold}", threshold)), progress=False)
+        dec = run(
+            load_recipe(_recipe(docs_in, tmp_path / f"dec{threshold}", threshold)),
+            stage="decide",
+            scores=str(tmp_path / "d.scores"),
+            progress=False,
+        )
+        assert dec.manifest["stage"] == "decide" and dec.manifest["scores"]["blocks"]
+        assert [b["label"] for b in dec.manifest["blocks"]] == ["2.tag", "3.drop"]
+        for sub in ("data", "rejected"):
+            assert _table(tmp_path / f"run{threshold}", sub).equals(_table(tmp_path / f"dec{threshold}", sub))
+        assert full.accounting["kept"] == dec.accounting["kept"]
+    # the cascade left moral_* null where the cheap detector fired
+    data = _table(tmp_path / "d.scores", "data")
+    assert (
+        data.filter(pl.col("ai_hits") > 0)["moral_hits"].null_count()
+        == data.filter(pl.col("ai_hits") > 0).height
+    )
+
+
+def test_decide_refuses_scores_from_other_detector_settings(docs_in: Path, tmp_path: Path) -> None:
+    run(load_recipe(_recipe(docs_in, tmp_path / "d", 2)), stage="score", progress=False)
+    other = _recipe(docs_in, tmp_path / "d", 2)
+    other["blocks"][0]["keywords"]["terms"] = ["ai"]
+    with pytest.raises(RecipeError, match="were made with"):
+        run(load_recipe(other), stage="decide", progress=False)
+    with pytest.raises(RecipeError, match="no manifest.json"):
+        run(load_recipe(other), stage="decide", scores=str(tmp_path / "nowhere"), progress=False)
+
+
+def test_runs_are_deterministic(docs_in: Path, tmp_path: Path) -> None:
+    a = run(load_recipe(_recipe(docs_in, tmp_path / "a", 2)), progress=False)
+    b = run(load_recipe(_recipe(docs_in, tmp_path / "b", 2)), progress=False)
+    assert [f["sha256"] for f in a.manifest["outputs"]["data"]] == [
+        f["sha256"] for f in b.manifest["outputs"]["data"]
+    ]

@@ -99,7 +99,19 @@ def _model_card(cfg: dict, files: dict[str, int]) -> str:
     rows = "\n".join(f"| `{name}` | {size:,} |" for name, size in files.items())
     v = cfg["versions"]
     p = cfg["distill_params"]
-    return f"""# static-minilm: static embeddings distilled from all-MiniLM-L6-v2
+    return f"""---
+license: apache-2.0
+base_model: {BASE_MODEL_ID}
+library_name: model2vec
+language:
+- en
+tags:
+- model2vec
+- static-embeddings
+- corpusfilter
+---
+
+# static-minilm: static embeddings distilled from all-MiniLM-L6-v2
 
 A [model2vec](https://github.com/MinishLab/model2vec) `StaticModel`: a lookup table of
 one {cfg["dim"]}-dim vector per token of all-MiniLM-L6-v2's WordPiece vocabulary

@@ -15,7 +15,12 @@ B = TypeVar("B", bound="type[Block]")
 
 _REGISTRY: dict[tuple[str, int], type[Block]] = {}
 # Modules whose import registers the built-in blocks; imported on first lookup, not with the package.
-_BUILTIN_MODULES = ("corpusfilter.blocks.keyword", "corpusfilter.blocks.decisions")
+_BUILTIN_MODULES = (
+    "corpusfilter.blocks.keyword",
+    "corpusfilter.blocks.decisions",
+    "corpusfilter.blocks.fasttext",
+    "corpusfilter.blocks.embedding",
+)
 _loaded = False
 
 

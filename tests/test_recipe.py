@@ -70,3 +70,10 @@ def test_every_block_config_round_trips(corpus: Path, tmp_path: Path) -> None:
         again = from_config(b.to_config())
         assert type(again) is type(b)
         assert again.to_config() == b.to_config()
+
+
+def test_set_reaches_into_the_path_shorthand(corpus: Path, tmp_path: Path) -> None:
+    r = recipe_dict(corpus, tmp_path / "out")
+    r["output"] = str(tmp_path / "out")
+    rec = load_recipe(r, overrides=[f"output.path={tmp_path / 'elsewhere'}"])
+    assert rec.output.path == str(tmp_path / "elsewhere")

@@ -33,20 +33,38 @@ def _parser() -> argparse.ArgumentParser:
             help="override any recipe key, e.g. --set blocks.1.drop.where='virtue_hits >= 3' (repeatable)",
         )
 
+    def exec_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--tasks", type=int, help="number of datatrove tasks (input files are split among them)"
+        )
+        sp.add_argument(
+            "--workers", type=int, help="tasks run at once (default: one per task, up to the CPUs)"
+        )
+        sp.add_argument(
+            "--limit", type=int, default=-1, help="read at most N documents per task (for trials)"
+        )
+        g = sp.add_mutually_exclusive_group()
+        g.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+        g.add_argument(
+            "--resume", action="store_true", help="finish an interrupted run (completed tasks are kept)"
+        )
+        sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+        sp.add_argument("--json", action="store_true", help="print the accounting as JSON instead of a table")
+
     r = sub.add_parser("run", help="run a recipe: read, score, decide, write, account, write the manifest")
     recipe_args(r)
-    r.add_argument("--tasks", type=int, help="number of datatrove tasks (input files are split among them)")
-    r.add_argument(
-        "--workers", type=int, help="tasks run at once (default: one per task, up to the CPU count)"
+    exec_args(r)
+    sc = sub.add_parser(
+        "score", help="run only the detectors; write every row with its scores (default: <output>.scores)"
     )
-    r.add_argument("--limit", type=int, default=-1, help="read at most N documents per task (for trials)")
-    g = r.add_mutually_exclusive_group()
-    g.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    g.add_argument(
-        "--resume", action="store_true", help="finish an interrupted run (completed tasks are kept)"
+    recipe_args(sc)
+    exec_args(sc)
+    de = sub.add_parser("decide", help="apply the recipe's decisions to a `score` output, running no model")
+    recipe_args(de)
+    de.add_argument(
+        "--scores", metavar="DIR", help="the `corpusfilter score` output (default: <output>.scores)"
     )
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    r.add_argument("--json", action="store_true", help="print the accounting as JSON instead of a table")
+    exec_args(de)
 
     v = sub.add_parser("validate", help="check a recipe against its inputs and print the resolved pipeline")
     recipe_args(v)
@@ -87,6 +105,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         limit=args.limit,
         mode=mode,
         progress=not args.no_progress,
+        stage=args.command,
+        scores=_abs(args.scores) if getattr(args, "scores", None) else None,
+        output=_abs(args.output) if args.command == "score" and args.output else None,
     )
     if args.json:
         acc = {k: v for k, v in result.accounting.items() if k != "per_shard"}

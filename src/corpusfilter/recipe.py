@@ -156,6 +156,9 @@ def load_recipe(
         base = Path(base_dir) if base_dir else path.resolve().parent
     if not isinstance(data, dict):
         raise RecipeError(f"{origin}: a recipe is a mapping with input, output and blocks")
+    for key in ("input", "output"):  # the `input: PATH` shorthand, before overrides address input.path
+        if isinstance(data.get(key), str):
+            data[key] = {"path": data[key]}
     for ov in overrides:
         apply_override(data, ov)
     unknown = sorted(set(data) - _TOP_KEYS)

@@ -26,12 +26,15 @@ run removes, per source.
 
 from __future__ import annotations
 
+import os
 import sys
 
-# benchmarks/keyword.py is named like the stdlib's `keyword` module (imported by `collections`);
-# keep this folder off the import path.
-if sys.path and sys.path[0] == __import__("os").path.dirname(__import__("os").path.abspath(__file__)):
-    sys.path.pop(0)
+# This folder holds a `keyword.py`: import the stdlib's `keyword` before the folder is importable.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+import keyword  # noqa: F401
+
+sys.path.insert(0, _HERE)
 
 import argparse
 import json
@@ -46,9 +49,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CORPUSFILTER_SHARED", REPO.parent / "shared"))
+from _common import REPO, SHARED, build_corpus
 
 EMB = "moral"  # embedding detector name: columns moral_<metric>_chunk<agg>
 KW = "virtue"  # keyword detector name: columns virtue_hits, ...
@@ -85,26 +86,6 @@ EMBEDDING_PARAMS: dict[str, Any] = {
     "aggregate": ["max"],
     "device": "cpu",
 }
-
-
-def build_corpus(work: Path, mb: float, shards: int) -> Path:
-    out = work / f"corpus_{mb:g}mb_{shards}"
-    if not (out / "shard-00000.parquet").exists():
-        subprocess.run(
-            [
-                sys.executable,
-                str(SHARED / "tools" / "make_bench_corpus.py"),
-                str(out),
-                "--mb",
-                str(mb),
-                "--shards",
-                str(shards),
-                "--mix",
-                "0.05",
-            ],
-            check=True,
-        )
-    return out
 
 
 def background_sources() -> set[str]:

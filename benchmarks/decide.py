@@ -1,12 +1,12 @@
 """Score once, decide many: time re-deciding a scored corpus with a new threshold, and check that it
 gives exactly what a full run with that threshold gives.
 
-    python benchmarks/decide.py [--mb 200] [--shards 8] [--work benchmarks/_work]
+    python benchmarks/decide.py [--mb 200] [--shards 8]
 
 Builds a corpus with ../shared/tools/make_bench_corpus.py, runs `corpusfilter score` once (keyword
 detectors with the shipped virtue and moral_exemplars lexicons), then `corpusfilter decide` at two
-thresholds, and a full `corpusfilter run` at the second threshold. Prints JSON (also saved to
-benchmarks/results/decide.json).
+thresholds, and a full `corpusfilter run` at the second threshold, comparing every row and column.
+Prints JSON (also benchmarks/results/decide.json).
 """
 
 from __future__ import annotations
@@ -14,21 +14,19 @@ from __future__ import annotations
 import os
 import sys
 
-# benchmarks/keyword.py would shadow the stdlib's `keyword` module: keep this folder off the path.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+# This folder holds a `keyword.py`: import the stdlib's `keyword` before the folder is importable.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+import keyword  # noqa: F401
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+sys.path.insert(0, _HERE)
 
-import polars as pl  # noqa: E402
+import argparse
+import shutil
+from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CORPUSFILTER_SHARED", REPO.parent / "shared"))
+import polars as pl
+from _common import WORK, build_corpus, machine, save_result, timed
 
 RECIPE = """\
 input: {corpus}
@@ -42,14 +40,7 @@ blocks:
 
 
 def cli(*args: str) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "corpusfilter.cli", *args, "--no-progress"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - t0
+    return timed([sys.executable, "-m", "corpusfilter.cli", *args, "--no-progress"])
 
 
 def table(folder: Path) -> pl.DataFrame:
@@ -60,62 +51,43 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=float, default=200)
     ap.add_argument("--shards", type=int, default=8)
-    ap.add_argument("--work", default=str(REPO / "benchmarks" / "_work"))
+    ap.add_argument("--work", default=str(WORK))
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    corpus = work / f"corpus_{int(a.mb)}mb_{a.shards}"
-    if not (corpus / "shard-00000.parquet").exists():
-        subprocess.run(
-            [
-                sys.executable,
-                str(SHARED / "tools" / "make_bench_corpus.py"),
-                str(corpus),
-                "--mb",
-                str(a.mb),
-                "--shards",
-                str(a.shards),
-            ],
-            check=True,
-        )
+    corpus = build_corpus(work, a.mb, a.shards)
     out = work / "decide_out"
     for d in ("decide_out", "decide_out.scores", "decide_run"):
         shutil.rmtree(work / d, ignore_errors=True)
     recipes = {}
     for thr in (3, 5):
-        r = work / f"decide_{thr}.yaml"
-        r.write_text(RECIPE.format(corpus=corpus, out=out, threshold=thr))
-        recipes[thr] = r
+        recipes[thr] = work / f"decide_{thr}.yaml"
+        recipes[thr].write_text(RECIPE.format(corpus=corpus, out=out, threshold=thr))
     t_score = cli("score", str(recipes[3]))
     t_decide = {thr: cli("decide", str(recipes[thr]), "--overwrite") for thr in (3, 5)}
     decided = {sub: table(out / sub) for sub in ("data", "rejected")}
     t_run = cli("run", str(recipes[5]), "--output", str(work / "decide_run"))
     same = all(decided[sub].equals(table(work / "decide_run" / sub)) for sub in ("data", "rejected"))
     scores_mb = sum(f.stat().st_size for f in (work / "decide_out.scores" / "data").glob("*.parquet")) / 1e6
-    result = {
-        "benchmark": "decide",
-        "command": f"python benchmarks/decide.py --mb {a.mb:g} --shards {a.shards}",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
+    save_result(
+        "decide",
+        {
+            "benchmark": "decide",
+            "command": f"python benchmarks/decide.py --mb {a.mb:g} --shards {a.shards}",
+            "machine": machine(),
+            "corpus_text_mb": a.mb,
+            "scored_parquet_mb": round(scores_mb, 1),
+            "seconds": {
+                "score_once": round(t_score, 2),
+                "decide_threshold_3": round(t_decide[3], 2),
+                "decide_threshold_5": round(t_decide[5], 2),
+                "full_run_threshold_5": round(t_run, 2),
+            },
+            "kept_at_threshold_5": decided["data"].height,
+            "rejected_at_threshold_5": decided["rejected"].height,
+            "decide_equals_full_run": same,
         },
-        "corpus_text_mb": a.mb,
-        "scored_parquet_mb": round(scores_mb, 1),
-        "seconds": {
-            "score_once": round(t_score, 2),
-            "decide_threshold_3": round(t_decide[3], 2),
-            "decide_threshold_5": round(t_decide[5], 2),
-            "full_run_threshold_5": round(t_run, 2),
-        },
-        "kept_at_threshold_5": decided["data"].height,
-        "rejected_at_threshold_5": decided["rejected"].height,
-        "decide_equals_full_run": same,
-    }
-    text = json.dumps(result, indent=2)
-    print(text)
-    (REPO / "benchmarks" / "results").mkdir(exist_ok=True)
-    (REPO / "benchmarks" / "results" / "decide.json").write_text(text + "\n")
+    )
 
 
 if __name__ == "__main__":

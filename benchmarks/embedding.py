@@ -23,12 +23,15 @@ Prints one JSON object and writes it to benchmarks/results/embedding.json.
 
 from __future__ import annotations
 
+import os
 import sys
 
-# benchmarks/keyword.py is named like the stdlib's `keyword` module (imported by `collections`): keep
-# this folder off the import path.
-if sys.path and sys.path[0] == __import__("os").path.dirname(__import__("os").path.abspath(__file__)):
-    sys.path.pop(0)
+# This folder holds a `keyword.py`: import the stdlib's `keyword` before the folder is importable.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+import keyword  # noqa: F401
+
+sys.path.insert(0, _HERE)
 
 import argparse
 import json
@@ -42,9 +45,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CORPUSFILTER_SHARED", REPO.parent / "shared"))
+from _common import REPO, build_corpus
 
 POSITIVES = [
     "She returned the lost wallet to its owner because honesty matters more than money.",
@@ -77,27 +78,6 @@ p = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PI
 print(json.dumps({"rc": p.returncode, "seconds": time.perf_counter() - t0, "stderr": p.stderr[-2000:],
                   "maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
 """
-
-
-def build_corpus(work: Path, mb: float, shards: int) -> Path:
-    out = work / f"corpus_{mb:g}mb_{shards}"
-    if not (out / "shard-00000.parquet").exists():
-        subprocess.run(
-            [
-                sys.executable,
-                str(SHARED / "tools" / "make_bench_corpus.py"),
-                str(out),
-                "--mb",
-                str(mb),
-                "--shards",
-                str(shards),
-                "--mix",
-                "0.05",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-    return out
 
 
 def corpus_info(corpus: Path) -> dict[str, object]:

@@ -1,64 +1,45 @@
 """Keyword filter throughput: corpusfilter vs a plain datatrove pipeline, in one run, one task each.
 
-    python benchmarks/keyword.py [--mb 500] [--shards 8] [--terms 500] [--work benchmarks/_work]
+    python benchmarks/keyword.py [--mb 500] [--shards 8] [--terms 500] [--repeats 3]
 
 Builds (once, cached) a corpus with ../shared/tools/make_bench_corpus.py, then times three jobs,
-each as its own process on one task:
+each its own process on one datatrove task, ``--repeats`` times in turn (the median is reported,
+the machine being shared):
   corpusfilter   `corpusfilter run` on a recipe: keywords (the term list, full hit counts) → drop hits >= 3
   ahocorasick    datatrove ParquetReader → BaseFilter counting whole-word hits with pyahocorasick
                  → ParquetWriter (drops documents with >= 3 hits)
   no_filter      datatrove ParquetReader → ParquetWriter
-Prints JSON with wall times, MB/s, the speed ratios, and whether both filters kept the same ids.
+for two term lists of 500 single words: the shipped lexicons' single words topped up with corpus
+words from frequency rank 1000 on ("dense": common words, many hits) or from rank 5000 on
+("lexicon": rarer words, closer to a topical lexicon). Prints JSON with the speed ratios and
+whether both filters kept the same ids (also benchmarks/results/keyword.json).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
-# This file is named like the stdlib's `keyword` module; keep its folder off the import path.
-if sys.path and sys.path[0] == __import__("os").path.dirname(__import__("os").path.abspath(__file__)):
-    sys.path.pop(0)
+# This folder holds a `keyword.py`: import the stdlib's `keyword` before the folder is importable.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+import keyword  # noqa: F401
+
+sys.path.insert(0, _HERE)
 
 import argparse
-import json
-import os
-import platform
 import re
-import subprocess
-import time
+import shutil
+import statistics
 from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CORPUSFILTER_SHARED", REPO.parent / "shared"))
-
-
-def build_corpus(work: Path, mb: float, shards: int) -> Path:
-    out = work / f"corpus_{int(mb)}mb_{shards}"
-    if not (out / "shard-00000.parquet").exists():
-        subprocess.run(
-            [
-                sys.executable,
-                str(SHARED / "tools" / "make_bench_corpus.py"),
-                str(out),
-                "--mb",
-                str(mb),
-                "--shards",
-                str(shards),
-                "--mix",
-                "0.05",
-            ],
-            check=True,
-        )
-    return out
+from _common import NOFILTER_JOB, WORK, build_corpus, ids_in, machine, save_result, text_mb, timed
 
 
 def build_terms(corpus: Path, n: int, work: Path, start_rank: int) -> Path:
-    """n single-word terms: the shipped lexicons' single words, topped up with corpus words taken in
-    frequency order from ``start_rank`` on (1000: common content words, a dense workload; 5000: rare
-    words, closer to a topical lexicon)."""
+    """n single-word terms: the shipped lexicons' single words, then corpus words from ``start_rank`` on."""
     from corpusfilter.lexicon import load_lexicon, shipped_lexicons
 
     words: list[str] = []
@@ -114,74 +95,10 @@ LocalPipelineExecutor([ParquetReader(corpus, text_key="text", id_key="id"), AhoF
     ParquetWriter(out)], tasks=1, workers=1, logging_dir=out + "_logs").run()
 """
 
-NOFILTER_JOB = r"""
-import sys
-from datatrove.executor.local import LocalPipelineExecutor
-from datatrove.pipeline.readers import ParquetReader
-from datatrove.pipeline.writers import ParquetWriter
-corpus, out = sys.argv[1:3]
-LocalPipelineExecutor([ParquetReader(corpus, text_key="text", id_key="id"), ParquetWriter(out)],
-    tasks=1, workers=1, logging_dir=out + "_logs").run()
-"""
 
-
-def timed(cmd: list[str]) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
-
-
-def kept_ids(folder: Path) -> set[str]:
-    ids: set[str] = set()
-    for f in sorted(folder.glob("**/*.parquet")):
-        ids.update(pq.read_table(f, columns=["id"]).column("id").to_pylist())
-    return ids
-
-
-def run_workload(work: Path, corpus: Path, text_mb: float, terms: Path) -> dict[str, object]:
-    import shutil
-
-    recipe = work / "keyword_bench.yaml"
-    recipe.write_text(
-        f"input: {corpus}\noutput: {work / 'out_corpusfilter'}\nblocks:\n"
-        f"  - keywords: {{name: kw, lexicon: {terms}}}\n"
-        f"  - drop: {{where: 'kw_hits >= 3', reason: keywords}}\n"
-    )
-    for d in ("out_corpusfilter", "out_aho", "out_aho_logs", "out_none", "out_none_logs"):
+def clean(work: Path, *names: str) -> None:
+    for d in names:
         shutil.rmtree(work / d, ignore_errors=True)
-    cli = [sys.executable, "-m", "corpusfilter.cli", "run", str(recipe), "--tasks", "1", "--no-progress"]
-    t_cf = timed(cli)
-    t_aho = timed([sys.executable, "-c", AHO_JOB, str(corpus), str(work / "out_aho"), str(terms)])
-    t_none = timed([sys.executable, "-c", NOFILTER_JOB, str(corpus), str(work / "out_none")])
-    ids_cf = kept_ids(work / "out_corpusfilter" / "data")
-    ids_aho = kept_ids(work / "out_aho")
-    manifest = json.loads((work / "out_corpusfilter" / "manifest.json").read_text())
-    hits = sum(
-        pq.read_table(f, columns=["kw_hits"]).column("kw_hits").to_numpy().sum()
-        for sub in ("data", "rejected")
-        for f in sorted((work / "out_corpusfilter" / sub).glob("*.parquet"))
-    )
-    return {
-        "terms_file": terms.name,
-        "terms": sum(1 for _ in open(terms)),
-        "docs": manifest["accounting"]["read"],
-        "hits_per_mb": round(float(hits) / text_mb, 1),
-        "seconds": {
-            "corpusfilter": round(t_cf, 2),
-            "datatrove_ahocorasick": round(t_aho, 2),
-            "datatrove_no_filter": round(t_none, 2),
-        },
-        "mb_per_s": {
-            "corpusfilter": round(text_mb / t_cf, 1),
-            "datatrove_ahocorasick": round(text_mb / t_aho, 1),
-            "datatrove_no_filter": round(text_mb / t_none, 1),
-        },
-        "speedup_vs_ahocorasick": round(t_aho / t_cf, 2),
-        "speedup_vs_no_filter": round(t_none / t_cf, 2),
-        "kept": {"corpusfilter": len(ids_cf), "datatrove_ahocorasick": len(ids_aho)},
-        "same_documents_kept": ids_cf == ids_aho,
-        "kept_differences": len(ids_cf ^ ids_aho),
-    }
 
 
 def main() -> None:
@@ -189,40 +106,94 @@ def main() -> None:
     ap.add_argument("--mb", type=float, default=500)
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--terms", type=int, default=500)
-    ap.add_argument("--work", default=str(REPO / "benchmarks" / "_work"))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--work", default=str(WORK))
     ap.add_argument("--workload", choices=["dense", "lexicon", "both"], default="both")
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     corpus = build_corpus(work, a.mb, a.shards)
-    text_mb = (
-        sum(
-            pq.read_table(f, columns=["text"]).column("text").combine_chunks().buffers()[2].size
-            for f in sorted(corpus.glob("*.parquet"))
+    mb = text_mb(corpus)
+    workloads = {w: r for w, r in (("dense", 1000), ("lexicon", 5000)) if a.workload in ("both", w)}
+    terms = {w: build_terms(corpus, a.terms, work, r) for w, r in workloads.items()}
+    recipes = {}
+    for w, t in terms.items():
+        recipes[w] = work / f"keyword_bench_{w}.yaml"
+        recipes[w].write_text(
+            f"input: {corpus}\noutput: {work / ('out_cf_' + w)}\nblocks:\n"
+            f"  - keywords: {{name: kw, lexicon: {t}}}\n"
+            f"  - drop: {{where: 'kw_hits >= 3', reason: keywords}}\n"
         )
-        / 1e6
-    )
+    times: dict[str, list[float]] = {"no_filter": []}
+    for w in workloads:
+        times[f"cf_{w}"], times[f"aho_{w}"] = [], []
+    for _ in range(a.repeats):  # interleaved, so drifting load hits every job alike
+        clean(work, "out_none", "out_none_logs")
+        times["no_filter"].append(
+            timed([sys.executable, "-c", NOFILTER_JOB, str(corpus), str(work / "out_none")])
+        )
+        for w in workloads:
+            clean(work, f"out_cf_{w}", f"out_aho_{w}", f"out_aho_{w}_logs")
+            cli = [
+                sys.executable,
+                "-m",
+                "corpusfilter.cli",
+                "run",
+                str(recipes[w]),
+                "--tasks",
+                "1",
+                "--no-progress",
+            ]
+            times[f"cf_{w}"].append(timed(cli))
+            aho = [sys.executable, "-c", AHO_JOB, str(corpus), str(work / f"out_aho_{w}"), str(terms[w])]
+            times[f"aho_{w}"].append(timed(aho))
+    med = {k: statistics.median(v) for k, v in times.items()}
     runs = {}
-    for workload, rank in (("dense", 1000), ("lexicon", 5000)):
-        if a.workload not in ("both", workload):
-            continue
-        runs[workload] = run_workload(work, corpus, text_mb, build_terms(corpus, a.terms, work, rank))
-    result = {
-        "benchmark": "keyword",
-        "command": f"python benchmarks/keyword.py --mb {a.mb:g} --shards {a.shards} --terms {a.terms}",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
+    for w in workloads:
+        kept_cf, kept_aho = ids_in(work / f"out_cf_{w}" / "data"), ids_in(work / f"out_aho_{w}")
+        hits = sum(
+            int(pq.read_table(f, columns=["kw_hits"]).column("kw_hits").to_numpy().sum())
+            for sub in ("data", "rejected")
+            for f in sorted((work / f"out_cf_{w}" / sub).glob("*.parquet"))
+        )
+        cf, aho, none = med[f"cf_{w}"], med[f"aho_{w}"], med["no_filter"]
+        runs[w] = {
+            "terms_file": terms[w].name,
+            "terms": sum(1 for _ in open(terms[w])),
+            "hits_per_mb": round(hits / mb, 1),
+            "seconds_median": {
+                "corpusfilter": round(cf, 2),
+                "datatrove_ahocorasick": round(aho, 2),
+                "datatrove_no_filter": round(none, 2),
+            },
+            "seconds_all": {
+                "corpusfilter": [round(x, 2) for x in times[f"cf_{w}"]],
+                "datatrove_ahocorasick": [round(x, 2) for x in times[f"aho_{w}"]],
+            },
+            "mb_per_s": {
+                "corpusfilter": round(mb / cf, 1),
+                "datatrove_ahocorasick": round(mb / aho, 1),
+                "datatrove_no_filter": round(mb / none, 1),
+            },
+            "speedup_vs_ahocorasick": round(aho / cf, 2),
+            "speedup_vs_no_filter": round(none / cf, 2),
+            "kept": {"corpusfilter": len(kept_cf), "datatrove_ahocorasick": len(kept_aho)},
+            "same_documents_kept": kept_cf == kept_aho,
+            "kept_differences": len(kept_cf ^ kept_aho),
+        }
+    save_result(
+        "keyword",
+        {
+            "benchmark": "keyword",
+            "command": f"python benchmarks/keyword.py --mb {a.mb:g} --shards {a.shards} --terms {a.terms} "
+            f"--repeats {a.repeats}",
+            "machine": machine(),
+            "corpus": {"text_mb": round(mb, 1), "shards": a.shards},
+            "no_filter_seconds_all": [round(x, 2) for x in times["no_filter"]],
+            "targets": {"speedup_vs_ahocorasick": 3.0, "speedup_vs_no_filter": 2.0},
+            "workloads": runs,
         },
-        "corpus": {"docs": runs[next(iter(runs))]["docs"], "text_mb": round(text_mb, 1), "shards": a.shards},
-        "targets": {"speedup_vs_ahocorasick": 3.0, "speedup_vs_no_filter": 2.0},
-        "workloads": runs,
-    }
-    text = json.dumps(result, indent=2)
-    print(text)
-    (REPO / "benchmarks" / "results").mkdir(exist_ok=True)
-    (REPO / "benchmarks" / "results" / "keyword.json").write_text(text + "\n")
+    )
 
 
 if __name__ == "__main__":

@@ -93,6 +93,21 @@ def test_a_retrained_model_at_the_same_path_is_not_served_from_a_cache(tmp_path:
     assert before > 0.5 > after
 
 
+def test_scores_equal_fasttexts_own_predict(tmp_path: Path) -> None:
+    path = train(tmp_path / "m.bin")
+    d = FastTextDetector(name="ft", model=str(path))
+    d.validate(SCHEMA, "b")
+    d.ensure_setup()
+    texts = ["be kind\nand honest", "install the package", "mercy", "  run\r\nthe tests  "]
+    ours = d.score(pa.array(texts))
+    model = fasttext.load_model(str(path))
+    for i, t in enumerate(texts):
+        labels, probs = model.predict(t.replace("\n", " "), k=-1)
+        expected = dict(zip(labels, probs))
+        assert ours["moral"][i] == pytest.approx(expected["__label__moral"], abs=1e-6)
+        assert ours["tech"][i] == pytest.approx(expected["__label__tech"], abs=1e-6)
+
+
 def test_label_subset_and_errors(tmp_path: Path) -> None:
     model = train(tmp_path / "m.bin")
     d = FastTextDetector(name="ft", model=str(model), labels=["tech"])

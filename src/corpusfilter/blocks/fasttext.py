@@ -153,7 +153,9 @@ class FastTextDetector(Detector):
         if self.params.max_chars is not None:
             texts = pc.utf8_slice_codeunits(texts, 0, self.params.max_chars)
         # fastText predicts one line at a time: newlines become spaces (not "", which glues words)
-        lines = pc.replace_substring(texts, "\n", " ").to_pylist()
+        # and each line ends with "\n", as fastText's own predict() adds (it becomes the EOS token)
+        one_line = pc.replace_substring(texts, "\n", " ")
+        lines = pc.binary_join_element_wise(one_line, pa.scalar(""), pa.scalar("\n")).to_pylist()
         labels, probs = self._model.f.multilinePredict(lines, -1, 0.0, "strict")
         out = np.zeros((len(lines), len(self._index)), dtype=np.float32)
         index = self._index

@@ -116,7 +116,18 @@ def test_score_then_decide_from_the_command_line(corpus: Path, tmp_path: Path) -
     d = _cli("decide", str(recipe), "--json", "--set", "blocks.1.drop.where=moral_hits >= 3")
     assert d.returncode == 0, d.stderr
     decided = json.loads(d.stdout)
-    r = _cli("run", str(recipe), "--json", "--output", str(tmp_path / "full"), "--set", "blocks.1.drop.where=moral_hits >= 3")
-    assert decided["kept"] == json.loads(r.stdout)["kept"] and decided["rejected"] == json.loads(r.stdout)["rejected"]
+    r = _cli(
+        "run",
+        str(recipe),
+        "--json",
+        "--output",
+        str(tmp_path / "full"),
+        "--set",
+        "blocks.1.drop.where=moral_hits >= 3",
+    )
+    assert (
+        decided["kept"] == json.loads(r.stdout)["kept"]
+        and decided["rejected"] == json.loads(r.stdout)["rejected"]
+    )
     changed = _cli("decide", str(recipe), "--overwrite", "--set", "blocks.0.keywords.terms=[virtue]")
     _one_line_error(changed, "were made with")

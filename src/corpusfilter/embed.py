@@ -12,7 +12,6 @@ on the whole batch at once, and chunks are sorted by length so batches carry lit
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from corpusfilter.errors import RecipeError
+from corpusfilter.prefetch import prefetch
 
 #: Upper bound on characters per token used to cut text before tokenizing. A cut text that yields
 #: fewer tokens than needed is tokenized again whole, so the bound affects speed, never results.
@@ -196,7 +196,7 @@ class TransformerEncoder(Encoder):
         out = np.zeros((len(chunks), self.dim), dtype=np.float32)
         batches: Iterator[tuple[np.ndarray, Any, Any]] = self._batches(chunks, batch_size)
         if self.device.startswith("cuda"):
-            batches = _prefetch(batches)  # build the next batch on the CPU while the GPU runs
+            batches = prefetch(batches)  # build the next batch on the CPU while the GPU runs
         with torch.inference_mode():
             for idx, ids, mask in batches:
                 feats = self.model(
@@ -207,25 +207,6 @@ class TransformerEncoder(Encoder):
                 )
                 out[idx] = feats["sentence_embedding"].float().cpu().numpy()
         return out
-
-
-def _prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """Run an iterator in a background thread, ``depth`` items ahead."""
-    import queue
-
-    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    done = object()
-
-    def work() -> None:
-        try:
-            for item in it:
-                q.put(item)
-        finally:
-            q.put(done)
-
-    threading.Thread(target=work, daemon=True).start()
-    while (item := q.get()) is not done:
-        yield item
 
 
 class StaticEncoder(Encoder):

@@ -26,6 +26,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from corpusfilter.batch import BLOCK_COLUMN, REASON_COLUMN, ROW_COLUMN, SHARD_COLUMN, Batch
 from corpusfilter.errors import InputError
+from corpusfilter.prefetch import prefetch
 
 UNREADABLE_SCHEMA = pa.schema(
     [
@@ -203,18 +204,23 @@ class ParquetBatchReader(PipelineStep):
             from tqdm import tqdm
 
             bar = tqdm(total=total, unit="doc", desc=f"task {rank}", position=rank % 8, leave=False)
-        remaining = self.limit if self.limit >= 0 else None
         try:
-            for rel in mine:
-                for batch in self.read_shard(rel, remaining):
-                    if remaining is not None:
-                        remaining -= batch.rows_read
-                    if bar is not None:
-                        bar.update(batch.rows_read)
-                    yield batch
+            # Decoding runs a batch ahead in a thread (pyarrow releases the GIL) while blocks work.
+            for batch in prefetch(self._batches(mine), depth=2, name="corpusfilter-reader"):
+                if bar is not None:
+                    bar.update(batch.rows_read)
+                yield batch
         finally:
             if bar is not None:
                 bar.close()
+
+    def _batches(self, files: list[str]) -> Iterator[Batch]:
+        remaining = self.limit if self.limit >= 0 else None
+        for rel in files:
+            for batch in self.read_shard(rel, remaining):
+                if remaining is not None:
+                    remaining -= batch.rows_read
+                yield batch
 
     def read_shard(self, rel: str, limit: int | None = None) -> Iterator[Batch]:
         import pyarrow.dataset as ds

@@ -151,15 +151,18 @@ def test_compiled_databases_are_cached_and_corrupt_cache_recompiles(tmp_path, mo
     assert entry.read_bytes() != b"garbage"
 
 
-def test_words_are_runs_of_non_ascii_whitespace_in_both_counting_paths() -> None:
+def test_words_are_runs_of_bytes_above_0x20() -> None:
     import re
 
+    from corpusfilter.blocks.keyword import word_counts
+
     d = _detector(["virtue"])
-    texts = ["virtue  is\ta\u00a0word", "no hit here", "virtue\n\nvirtue x", "virtue"]
-    words = [len(re.findall(r"[^ \t\n\v\f\r]+", t)) for t in texts]
+    texts = ["virtue  is\ta\u00a0word", "no hit here", "virtue\n\nvirtue x\x01y", "virtue", "  virtue  "]
+    words = [len(re.findall(rb"[^\x00-\x20]+", t.encode())) for t in texts]
     expected = [1000.0 * h / w if h else 0.0 for h, w in zip(_reference_hits(texts, ["virtue"]), words)]
-    d._parallel_words = False  # count the documents with hits after the scan
-    sparse = list(d.score(pa.array(texts))["per_1k_words"])
-    d._parallel_words = True  # count all documents in a thread during the scan
-    dense = list(d.score(pa.array(texts))["per_1k_words"])
-    assert sparse == dense == pytest.approx(expected)
+    assert list(d.score(pa.array(texts))["per_1k_words"]) == pytest.approx(expected)
+    rng = random.Random(1)
+    docs = ["".join(rng.choice("ab \n\t\x00é") for _ in range(rng.randint(0, 200))) for _ in range(300)]
+    buf = np.frombuffer(b"".join(t.encode() + b"\x00" for t in docs), dtype=np.uint8)
+    starts = np.cumsum([0] + [len(t.encode()) + 1 for t in docs])
+    assert list(word_counts(buf, starts)) == [len(re.findall(rb"[^\x00-\x20]+", t.encode())) for t in docs]

@@ -8,11 +8,13 @@ occurrence of every term counts (two terms may overlap, e.g. "AI takeover" and "
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import hashlib
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -136,6 +138,10 @@ def word_counts(buf: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return np.diff(prefix)
 
 
+#: One thread for word counting beside the scan (created lazily by ThreadPoolExecutor).
+_WORDS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corpusfilter-words")
+
+
 def hyperscan_version() -> str:
     from importlib.metadata import version
 
@@ -248,7 +254,9 @@ class KeywordDetector(Detector):
         doc, term, _, _ = self._scan(texts)
         return doc, term
 
-    def _scan(self, texts: pa.StringArray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _scan(
+        self, texts: pa.StringArray, on_buffer: Callable[[np.ndarray, np.ndarray], None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Hits as (document, term), plus the NUL-separated batch buffer and each document's start in it."""
         if texts.null_count:
             texts = pc.fill_null(texts, "")
@@ -268,19 +276,21 @@ class KeywordDetector(Detector):
         sep = offsets - offsets[0] + np.arange(n + 1)  # start of each document in the joined buffer
         lengths = np.diff(offsets)
         buf = np.frombuffer(joined.buffers()[2], dtype=np.uint8)[: int(sep[-1])]
+        if on_buffer is not None:
+            on_buffer(buf, sep)
         data = memoryview(buf.data)
-        hits: list[tuple[int, int, int]] = []
+        hits = array.array("q")
 
         def on_match(
-            term: int, start: int, end: int, flags: int, ctx: object, append: Any = hits.append
+            term: int, start: int, end: int, flags: int, ctx: object, extend: Any = hits.extend
         ) -> None:
-            append((term, start, end))  # the hot path: one call per candidate, nothing else here
+            extend((term, start, end))  # the hot path: one call per candidate, nothing else here
 
         for db in self._dbs:
             db.scan(data, match_event_handler=on_match)
         if not hits:
             return empty, empty, buf, sep
-        h = np.asarray(hits, dtype=np.int64)
+        h = np.frombuffer(hits, dtype=np.int64).reshape(-1, 3)
         term, start, end = h[:, 0], h[:, 1], h[:, 2]
         doc = np.searchsorted(sep, start, side="right") - 1
         doc_start, doc_end = sep[doc], sep[doc] + lengths[doc]
@@ -299,14 +309,20 @@ class KeywordDetector(Detector):
 
     def score(self, texts: pa.StringArray) -> Mapping[str, Any]:
         n = len(texts)
-        doc, term, buf, sep = self._scan(texts)
+        words: Future[np.ndarray] | None = None
+
+        def count_words(buf: np.ndarray, sep: np.ndarray) -> None:
+            nonlocal words  # numpy releases the GIL: words are counted while hyperscan scans
+            words = _WORDS.submit(word_counts, buf, sep)
+
+        doc, term, buf, sep = self._scan(texts, on_buffer=count_words)
         hits = np.bincount(doc, minlength=n).astype(np.int32)
         score = np.bincount(doc, weights=self._weights[term], minlength=n)
         per_1k = np.zeros(n, dtype=np.float64)
         has = np.nonzero(hits)[0]
+        counts = words.result() if words is not None else word_counts(buf, sep)
         if len(has):
-            words = word_counts(buf, sep)[has]
-            per_1k[has] = 1000.0 * hits[has] / np.maximum(words, 1)
+            per_1k[has] = 1000.0 * hits[has] / np.maximum(counts[has], 1)
         # categories: unique (doc, category) pairs, as a list array
         ncat = len(self._cat_names)
         cat = self._term_cat[term]

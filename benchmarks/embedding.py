@@ -266,14 +266,18 @@ def peak_rss(cmd: list[str]) -> dict[str, object]:
         [sys.executable, "-c", RSS_WRAPPER, *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     wrapper = psutil.Process(proc.pid)
-    sampled = 0
+    samples: list[int] = []
     while proc.poll() is None:
         try:
-            rss = sum(c.memory_info().rss for c in wrapper.children(recursive=True))
+            samples.append(sum(c.memory_info().rss for c in wrapper.children(recursive=True)))
         except psutil.Error:
-            rss = 0
-        sampled = max(sampled, rss)
+            pass
         time.sleep(0.2)
+    sampled = max(samples, default=0)
+    # steady state: after the first 20% of the run (imports, model load), first vs second half
+    steady = samples[len(samples) // 5 :] or [0]
+    half = len(steady) // 2
+    first, second = steady[:half] or steady, steady[half:] or steady
     out, err = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"rss wrapper failed: {err}")
@@ -283,6 +287,10 @@ def peak_rss(cmd: list[str]) -> dict[str, object]:
     return {
         "peak_rss_mb": round(res["maxrss_kb"] / 1024, 1),
         "sampled_tree_rss_mb": round(sampled / 2**20, 1),
+        "rss_median_mb": {
+            "first_half": round(float(np.median(first)) / 2**20, 1),
+            "second_half": round(float(np.median(second)) / 2**20, 1),
+        },
         "seconds": round(res["seconds"], 1),
     }
 

@@ -455,6 +455,31 @@ def rejected_schema(schema: pa.Schema) -> pa.Schema:
     return schema.append(pa.field(REASON_COLUMN, pa.string())).append(pa.field(BLOCK_COLUMN, pa.string()))
 
 
+_LIBC: Any = None
+
+
+def trim_heap() -> None:
+    """Hand memory freed by the last batch back to the system (glibc ``malloc_trim``).
+
+    Each batch allocates and frees tens of MB; glibc otherwise keeps much of it, and a worker's RSS
+    creeps up over a long run (measured with MiniLM loaded, 500 MB of input: median RSS 1.30 GB
+    untrimmed, a flat 0.93 GB trimmed). A few milliseconds a batch; a no-op without glibc.
+    """
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+
+        name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+        try:
+            _LIBC = ctypes.CDLL(name) if name else False
+            _LIBC and _LIBC.malloc_trim
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
 def _write_batch(sinks: dict[str, _Sink], batch: Batch) -> None:
     sinks["data"].write(batch.table)
     for rej in batch.rejected:
@@ -545,6 +570,7 @@ class ParquetBatchWriter(PipelineStep):
                     pending = pool.submit(_write_batch, sinks, batch)
                 self.stat_update("kept", value=batch.num_rows)
                 yield batch
+                trim_heap()
             if pending is not None:
                 pending.result()
         for s in sinks.values():

@@ -473,8 +473,9 @@ def trim_heap() -> None:
         name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
         try:
             _LIBC = ctypes.CDLL(name) if name else False
-            _LIBC and _LIBC.malloc_trim
-        except (OSError, AttributeError):
+            if _LIBC and not hasattr(_LIBC, "malloc_trim"):
+                _LIBC = False
+        except OSError:
             _LIBC = False
     if _LIBC:
         _LIBC.malloc_trim(0)

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
-from _common import REPO, SHARED, build_corpus
+from _common import REPO, SHARED, build_corpus, save_result
 
 EMB = "moral"  # embedding detector name: columns moral_<metric>_chunk<agg>
 KW = "virtue"  # keyword detector name: columns virtue_hits, ...
@@ -294,10 +294,7 @@ def main() -> None:
         ),
         "max_abs_margin_diff_same_doc": max_diff,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    (REPO / "benchmarks" / "results").mkdir(exist_ok=True)
-    (REPO / "benchmarks" / "results" / "cascade.json").write_text(text + "\n")
+    save_result("cascade", result)
 
 
 if __name__ == "__main__":

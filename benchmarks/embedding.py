@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from _common import REPO, build_corpus
+from _common import REPO, build_corpus, save_result
 
 POSITIVES = [
     "She returned the lost wallet to its owner because honesty matters more than money.",
@@ -418,10 +418,7 @@ def main() -> None:
             "memory": round(t3 - t2, 1),
         },
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    (REPO / "benchmarks" / "results").mkdir(exist_ok=True)
-    (REPO / "benchmarks" / "results" / "embedding.json").write_text(text + "\n")
+    save_result("embedding", result)
 
 
 if __name__ == "__main__":

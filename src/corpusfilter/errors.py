@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class CorpusfilterError(Exception):
     """A problem the user can fix; its message names the file, row or key at fault."""
@@ -32,3 +35,12 @@ class AccountingError(CorpusfilterError):
 
 class OutputError(CorpusfilterError):
     """The output folder is not in a state the run may write to."""
+
+
+@contextmanager
+def at_path(path: str) -> Iterator[None]:
+    """Prefix a RecipeError raised inside with the recipe key path it concerns."""
+    try:
+        yield
+    except RecipeError as e:
+        raise RecipeError(f"{path}: {e}") from None

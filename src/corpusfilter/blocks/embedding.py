@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from corpusfilter.blocks.base import Detector
-from corpusfilter.errors import RecipeError
+from corpusfilter.errors import RecipeError, at_path
 from corpusfilter.registry import register
 
 Aggregate = Literal["max", "mean", "share"]
@@ -174,14 +174,12 @@ class EmbeddingDetector(Detector):
     def validate(self, schema: pa.Schema, path: str) -> None:
         from corpusfilter.embed import resolve_model
 
-        try:
+        with at_path(path):
             resolve_model(self.params.model)
             if self.params.head is not None:
                 self.head()
             else:
                 self.exemplars()
-        except RecipeError as e:
-            raise RecipeError(f"{path}: {e}") from None
         super().validate(schema, path)
 
     def provenance(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from corpusfilter.blocks.base import Detector
-from corpusfilter.errors import CorpusfilterError, RecipeError
+from corpusfilter.errors import CorpusfilterError, RecipeError, at_path
 from corpusfilter.registry import register
 
 
@@ -119,10 +119,8 @@ class FastTextDetector(Detector):
         return {_column_suffix(lab): pa.float32() for lab in self.model_labels()}
 
     def validate(self, schema: pa.Schema, path: str) -> None:
-        try:
+        with at_path(path):
             self.model_labels()
-        except RecipeError as e:
-            raise RecipeError(f"{path}: {e}") from None
         super().validate(schema, path)
 
     def provenance(self) -> dict[str, Any]:

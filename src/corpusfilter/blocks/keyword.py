@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from corpusfilter.blocks.base import Detector
-from corpusfilter.errors import RecipeError
+from corpusfilter.errors import RecipeError, at_path
 from corpusfilter.lexicon import Lexicon, load_lexicon, parse_lexicon
 from corpusfilter.registry import register
 
@@ -212,10 +212,8 @@ class KeywordDetector(Detector):
 
     def validate(self, schema: pa.Schema, path: str) -> None:
         super().validate(schema, path)
-        try:
+        with at_path(path):
             self.setup()  # lexicon errors surface at validation; the compiled databases get cached
-        except RecipeError as e:
-            raise RecipeError(f"{path}: {e}") from None
 
     def provenance(self) -> dict[str, Any]:
         lex = self.lexicon

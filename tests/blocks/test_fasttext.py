@@ -33,7 +33,7 @@ MORAL_WORDS = (
 TECH_WORDS = "install package pip function returns list compile kernel module run tests config file".split()
 
 
-def train(path: Path, flip: bool = False) -> Path:
+def train(path: Path, flip: bool = False, **options: int) -> Path:
     """Train a small real model.
 
     thread=10: fastText 0.9.x random-initializes only thread/10 of the input matrix
@@ -52,7 +52,7 @@ def train(path: Path, flip: bool = False) -> Path:
         )
     data = path.with_suffix(".txt")
     data.write_text("\n".join(lines) + "\n")
-    model = fasttext.train_supervised(str(data), epoch=10, thread=10, verbose=0)
+    model = fasttext.train_supervised(str(data), epoch=10, thread=10, verbose=0, **options)
     model.save_model(str(path))
     return path
 
@@ -106,6 +106,19 @@ def test_scores_equal_fasttexts_own_predict(tmp_path: Path) -> None:
         expected = dict(zip(labels, probs))
         assert ours["moral"][i] == pytest.approx(expected["__label__moral"], abs=1e-6)
         assert ours["tech"][i] == pytest.approx(expected["__label__tech"], abs=1e-6)
+
+
+def test_quantized_ftz_model_loads_and_scores(tmp_path: Path) -> None:
+    path = train(tmp_path / "m.bin", wordNgrams=2, bucket=2000)  # quantizing needs >= 256 matrix rows
+    model = fasttext.load_model(str(path))
+    model.quantize(input=str(path.with_suffix(".txt")), retrain=False)
+    model.save_model(str(tmp_path / "m.ftz"))
+    d = FastTextDetector(name="ft", model=str(tmp_path / "m.ftz"))
+    d.validate(SCHEMA, "b")
+    d.ensure_setup()
+    out = d.score(pa.array(["be kind and honest", "install the package"]))
+    assert out["moral"][0] > 0.5 > out["moral"][1]
+    assert (tmp_path / "m.ftz").stat().st_size < path.stat().st_size
 
 
 def test_label_subset_and_errors(tmp_path: Path) -> None:

@@ -131,3 +131,13 @@ def test_score_then_decide_from_the_command_line(corpus: Path, tmp_path: Path) -
     )
     changed = _cli("decide", str(recipe), "--overwrite", "--set", "blocks.0.keywords.terms=[virtue]")
     _one_line_error(changed, "were made with")
+
+
+def test_verify_from_the_command_line(corpus: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(recipe_dict(corpus, tmp_path / "out")))
+    assert _cli("run", str(recipe)).returncode == 0
+    ok = _cli("verify", str(tmp_path / "out"))
+    assert ok.returncode == 0 and ok.stdout.strip().endswith("verified"), ok.stdout + ok.stderr
+    (tmp_path / "out" / "manifest.json").write_text("{}")
+    _one_line_error(_cli("verify", str(tmp_path / "out")), "verification failed")

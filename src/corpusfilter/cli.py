@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a recipe against its inputs and print the resolved pipeline")
     recipe_args(v)
 
+    ve = sub.add_parser("verify", help="check an output against its manifest (hashes, schema, accounting)")
+    ve.add_argument("output", help="a corpusfilter output folder")
+    ve.add_argument(
+        "--rebuild", action="store_true", help="re-run the recorded recipe and compare the outputs"
+    )
+    ve.add_argument("--no-inputs", action="store_true", help="do not re-hash the input files")
+
     b = sub.add_parser("blocks", help="list every registered block with its parameters")
     b.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -165,6 +172,18 @@ def cmd_blocks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from corpusfilter.errors import CorpusfilterError
+    from corpusfilter.verify import format_verification, verify
+
+    v = verify(_abs(args.output), rebuild=args.rebuild, inputs=not args.no_inputs)
+    print(format_verification(v))
+    if not v.ok:
+        more = f" (and {len(v.problems) - 1} more)" if len(v.problems) > 1 else ""
+        raise CorpusfilterError(f"verification failed: {v.problems[0]}{more}")
+    return 0
+
+
 def cmd_lexicons(args: argparse.Namespace) -> int:
     from corpusfilter.lexicon import load_lexicon, shipped_lexicons
 
@@ -188,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "decide": cmd_run,
         "validate": cmd_validate,
         "blocks": cmd_blocks,
+        "verify": cmd_verify,
         "lexicons": cmd_lexicons,
     }
     try:

@@ -1,0 +1,203 @@
+"""Check an output folder against its manifest, and optionally rebuild it and compare.
+
+Everything is re-derived from the files, never trusted from the manifest: output hashes and row
+counts, the accounting identities, the input hashes (when the inputs are reachable), and with
+``rebuild`` the whole run, re-executed from the resolved recipe the manifest records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow.parquet as pq
+from datatrove.io import DataFolder, get_datafolder
+
+from corpusfilter.errors import CorpusfilterError
+from corpusfilter.manifest import validate_manifest
+
+KINDS = ("data", "rejected", "unreadable")
+
+
+@dataclass
+class Verification:
+    """What was checked and every problem found (empty ``problems`` means verified)."""
+
+    output: str
+    checked: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _sha256(folder: DataFolder, rel: str) -> str:
+    h = hashlib.sha256()
+    with folder.open(rel, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_manifest(output: str) -> dict[str, Any]:
+    folder = get_datafolder(output)
+    if not folder.isfile("manifest.json"):
+        raise CorpusfilterError(f"{output}: no manifest.json (not a finished corpusfilter output)")
+    try:
+        with folder.open("manifest.json") as f:
+            manifest: dict[str, Any] = json.load(f)
+    except json.JSONDecodeError as e:
+        raise CorpusfilterError(f"{output}/manifest.json: not valid JSON (line {e.lineno})") from None
+    return manifest
+
+
+def verify(output: str, *, rebuild: bool = False, inputs: bool = True) -> Verification:
+    """Verify ``output``; with ``rebuild``, re-run its recipe into a temporary folder and compare."""
+    result = Verification(output)
+    manifest = load_manifest(output)
+    folder = get_datafolder(output)
+    schema_errors = validate_manifest(manifest)
+    result.checked.append("manifest against its JSON Schema")
+    result.problems += [f"manifest.json: {e}" for e in schema_errors]
+    if schema_errors:
+        return result  # the rest reads fields the schema guarantees
+    _check_outputs(folder, manifest, result)
+    _check_accounting(manifest, result)
+    if inputs:
+        _check_inputs(manifest, result)
+    if rebuild:
+        _rebuild(manifest, result)
+    return result
+
+
+def _check_outputs(folder: DataFolder, manifest: dict[str, Any], result: Verification) -> None:
+    for kind in KINDS:
+        listed = {f["path"]: f for f in manifest["outputs"][kind]}
+        present = {
+            f for f in (folder.list_files(kind) if folder.exists(kind) else []) if f.endswith(".parquet")
+        }
+        for rel in sorted(present - set(listed)):
+            result.problems.append(f"{rel}: not in the manifest")
+        for rel, entry in sorted(listed.items()):
+            if rel not in present:
+                result.problems.append(f"{rel}: listed in the manifest but missing")
+                continue
+            sha = _sha256(folder, rel)
+            if sha != entry["sha256"]:
+                result.problems.append(
+                    f"{rel}: sha256 {sha[:12]}… but the manifest says {entry['sha256'][:12]}…"
+                )
+                continue
+            with folder.open(rel, "rb") as f:
+                rows = pq.ParquetFile(f).metadata.num_rows
+            if rows != entry["rows"]:
+                result.problems.append(f"{rel}: {rows} rows but the manifest says {entry['rows']}")
+        result.checked.append(f"{len(listed)} {kind} file(s): present, sha256, rows")
+
+
+def _check_accounting(manifest: dict[str, Any], result: Verification) -> None:
+    acc = manifest["accounting"]
+    if not acc["ok"]:
+        result.problems.append("the run itself recorded accounting.ok = false")
+    totals = {"read": 0, "kept": 0, "rejected": 0, "unreadable": 0}
+    for shard, c in acc["per_shard"].items():
+        rej = sum(c["rejected"].values())
+        if c["read"] != c["kept"] + rej + c["unreadable"]:
+            result.problems.append(
+                f"{shard}: read {c['read']} != kept {c['kept']} + rejected {rej} + unreadable {c['unreadable']}"
+            )
+        totals["read"] += c["read"]
+        totals["kept"] += c["kept"]
+        totals["rejected"] += rej
+        totals["unreadable"] += c["unreadable"]
+    for key, want in (
+        ("read", acc["read"]),
+        ("kept", acc["kept"]),
+        ("rejected", acc["rejected_total"]),
+        ("unreadable", acc["unreadable"]),
+    ):
+        if totals[key] != want:
+            result.problems.append(f"accounting: per-shard {key} adds up to {totals[key]}, total says {want}")
+    for kind, want in (
+        ("data", acc["kept"]),
+        ("rejected", acc["rejected_total"]),
+        ("unreadable", acc["unreadable"]),
+    ):
+        rows = sum(f["rows"] for f in manifest["outputs"][kind])
+        if rows != want:
+            result.problems.append(f"{kind}/ files hold {rows} rows but the accounting says {want}")
+    if manifest["executor"]["limit"] < 0:
+        rows_by_input = {f["path"]: f["rows"] for f in manifest["inputs"]}
+        for shard, c in acc["per_shard"].items():
+            if shard in rows_by_input and c["read"] != rows_by_input[shard]:
+                result.problems.append(f"{shard}: read {c['read']} of its {rows_by_input[shard]} rows")
+        missing = set(rows_by_input) - set(acc["per_shard"])
+        for shard in sorted(missing):
+            result.problems.append(f"{shard}: an input shard absent from the accounting")
+    result.checked.append("accounting: read = kept + rejected + unreadable, per shard and in total")
+
+
+def _check_inputs(manifest: dict[str, Any], result: Verification) -> None:
+    base = manifest.get("input_folder")
+    if not base:
+        result.notes.append("inputs not checked: the manifest names no input folder")
+        return
+    folder = get_datafolder(base)
+    if not folder.exists(""):
+        result.notes.append(f"inputs not checked: {base} is not reachable from here")
+        return
+    for entry in manifest["inputs"]:
+        rel = entry["path"]
+        if not folder.isfile(rel):
+            result.problems.append(f"input {rel}: missing from {base}")
+            continue
+        sha = _sha256(folder, rel)
+        if sha != entry["sha256"]:
+            result.problems.append(f"input {rel}: sha256 changed since the run ({sha[:12]}…)")
+    result.checked.append(f"{len(manifest['inputs'])} input file(s): sha256")
+
+
+def _rebuild(manifest: dict[str, Any], result: Verification) -> None:
+    from corpusfilter.recipe import load_recipe
+    from corpusfilter.runner import run
+
+    resolved = json.loads(json.dumps(manifest["recipe"]["resolved"]))
+    with tempfile.TemporaryDirectory(prefix="corpusfilter-rebuild-") as tmp:
+        out = os.path.join(tmp, "out")
+        resolved["output"]["path"] = out
+        recipe = load_recipe(resolved)
+        ex = manifest["executor"]
+        scores = manifest["scores"]["path"] if manifest["stage"] == "decide" else None
+        rebuilt = run(
+            recipe,
+            tasks=ex["tasks"],
+            workers=ex["workers"],
+            limit=ex["limit"],
+            progress=False,
+            stage=manifest["stage"],
+            scores=scores,
+            output=out,
+        ).manifest
+    for kind in KINDS:
+        want = [(f["path"], f["sha256"]) for f in manifest["outputs"][kind]]
+        got = [(f["path"], f["sha256"]) for f in rebuilt["outputs"][kind]]
+        if want != got:
+            result.problems.append(
+                f"rebuild: {kind}/ differs ({len(got)} file(s) rebuilt, {len(want)} recorded)"
+            )
+    result.checked.append("rebuild from the recorded recipe: identical output files")
+
+
+def format_verification(v: Verification) -> str:
+    lines = [f"verify {v.output}"]
+    lines += [f"  checked: {c}" for c in v.checked]
+    lines += [f"  note: {n}" for n in v.notes]
+    lines += [f"  PROBLEM: {p}" for p in v.problems]
+    lines.append("verified" if v.ok else f"FAILED: {len(v.problems)} problem(s)")
+    return "\n".join(lines)

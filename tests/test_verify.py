@@ -1,0 +1,67 @@
+"""`corpusfilter verify`: every file, hash and count is re-derived; tampering is caught."""
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from corpusfilter.errors import CorpusfilterError
+from corpusfilter.recipe import load_recipe
+from corpusfilter.runner import run
+from corpusfilter.verify import verify
+
+from .conftest import recipe_dict
+
+
+@pytest.fixture
+def output(corpus: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    run(load_recipe(recipe_dict(corpus, out)), tasks=2, progress=False)
+    return out
+
+
+def test_a_fresh_output_verifies_and_rebuilds_identically(output: Path) -> None:
+    v = verify(str(output), rebuild=True)
+    assert v.ok, v.problems
+    assert any("rebuild" in c for c in v.checked) and any("input file" in c for c in v.checked)
+
+
+def test_tampered_files_are_caught(output: Path) -> None:
+    data = sorted((output / "data").glob("*.parquet"))[0]
+    table = pq.read_table(data)
+    pq.write_table(table.slice(1), data)  # one row silently removed
+    (output / "data" / "extra.parquet").write_bytes(b"x")
+    next((output / "rejected").glob("*.parquet")).unlink()
+    problems = verify(str(output)).problems
+    assert any(data.name in p and "sha256" in p for p in problems)
+    assert any("extra.parquet: not in the manifest" in p for p in problems)
+    assert any("listed in the manifest but missing" in p for p in problems)
+
+
+def test_accounting_and_schema_edits_are_caught(output: Path) -> None:
+    m = json.loads((output / "manifest.json").read_text())
+    m["accounting"]["kept"] += 1
+    (output / "manifest.json").write_text(json.dumps(m))
+    assert any("per-shard kept adds up to" in p for p in verify(str(output)).problems)
+    del m["inputs"]
+    (output / "manifest.json").write_text(json.dumps(m))
+    assert any("'inputs' is a required property" in p for p in verify(str(output)).problems)
+
+
+def test_changed_inputs_fail_the_input_check_and_the_rebuild(output: Path, corpus: Path) -> None:
+    shard = corpus / "shard-000.parquet"
+    t = pq.read_table(shard)
+    pq.write_table(t.set_column(1, "text", pa.array(["kindness compassion honesty"] * t.num_rows)), shard)
+    v = verify(str(output), rebuild=True)
+    assert any("input shard-000.parquet: sha256 changed" in p for p in v.problems)
+    assert any(
+        p.startswith("rebuild: data/ differs") or p.startswith("rebuild: rejected/ differs")
+        for p in v.problems
+    )
+
+
+def test_not_an_output(tmp_path: Path) -> None:
+    with pytest.raises(CorpusfilterError, match="no manifest.json"):
+        verify(str(tmp_path))

@@ -55,11 +55,17 @@ class Drop(_ConditionMixin, FilterDecision):
         return self.condition.evaluate(table)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class KeepParams(DropParams):
+    where: str = dataclasses.field(metadata={"help": "SQL condition; rows where it does not hold are rejected"})
+    reason: str = dataclasses.field(metadata={"help": "reason recorded on rejected rows and in stats"})
+
+
 @register("keep", version=1)
 class Keep(_ConditionMixin, FilterDecision):
     """Keep only rows where the condition holds; reject the rest (null counts as false: rejected)."""
 
-    Params = DropParams
+    Params = KeepParams
 
     def select(self, table: pa.Table) -> np.ndarray:
         return ~self.condition.evaluate(table)

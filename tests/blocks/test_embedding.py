@@ -130,3 +130,32 @@ def test_local_model_folder_by_path_and_exemplars_from_a_file(tmp_path: Path) ->
         scores.append(d.score(texts)["pos_max_chunkmax"])
     np.testing.assert_allclose(scores[0], scores[1], atol=1e-6)
     assert by_path.provenance()["positives"] == 2
+
+
+def test_overlapped_tokenizing_gives_the_same_scores() -> None:
+    from corpusfilter.batch import Batch
+
+    texts = [
+        f"Forgive those who wrong you, {i} times." if i % 3 else f"pip install module{i}" for i in range(40)
+    ]
+    tables = [
+        pa.table({"text": texts[i : i + 10], "flag": [j % 2 == 0 for j in range(10)]})
+        for i in range(0, 40, 10)
+    ]
+    results = []
+    for overlap in (False, True):
+        d = EmbeddingDetector(
+            name="g",
+            model="static-minilm",
+            positives=GOOD,
+            overlap=overlap,
+            when="flag",
+            max_chunks=2,
+            chunk_tokens=8,
+        )
+        d.validate(pa.schema([("text", pa.string()), ("flag", pa.bool_())]), "b")
+        out = list(d.run(Batch(t, "s", t.num_rows) for t in tables))
+        assert d.overlap is overlap
+        results.append(pa.concat_tables([b.table for b in out]))
+    assert results[0].equals(results[1])
+    assert results[1].column("g_pos_max_chunkmax").null_count == 20

@@ -185,25 +185,21 @@ class Detector(Block):
             self._when = Condition(self.when, path=f"{path}.when")
             self._when.validate(schema)
 
-    def _scored_arrays(self, texts: pa.StringArray) -> dict[str, pa.Array]:
-        n = len(texts)
-        out = self.score(texts) if n else {}
-        arrays = {}
-        for key, typ in self.field_types().items():
-            if n == 0:
-                arrays[key] = pa.array([], typ)
-                continue
-            if key not in out:
-                raise KeyError(f"{type(self).__name__}.score() did not return field {key!r}")
-            arr = _to_arrow(out[key], typ)
-            if len(arr) != n:
-                raise ValueError(
-                    f"{type(self).__name__}.score() returned {len(arr)} values for {key!r}, expected {n}"
-                )
-            arrays[key] = arr
-        return arrays
+    # -- two-stage scoring: prepare (CPU, may run a batch ahead in a thread), then score -----------
+    #: Run ``prepare`` for the next batch in a background thread while ``score_prepared`` works on
+    #: this one. Worth it when preparing releases the GIL and scoring runs elsewhere (a GPU).
+    overlap = False
 
-    def process(self, batch: Batch) -> Batch:
+    def prepare(self, texts: pa.StringArray) -> Any:
+        """CPU work that can run ahead of scoring (tokenizing); by default nothing."""
+        return texts
+
+    def score_prepared(self, prepared: Any) -> Mapping[str, Any]:
+        """Score what :meth:`prepare` returned; by default :meth:`score` on the texts."""
+        return self.score(prepared)
+
+    def _prepare_batch(self, batch: Batch) -> tuple[np.ndarray | None, int, Any]:
+        """Which rows to score (``when``), how many, and their prepared input."""
         table = batch.table
         n = table.num_rows
         texts = table.column(self.text_column).combine_chunks() if n else pa.array([], pa.string())
@@ -212,25 +208,66 @@ class Detector(Block):
             if self._when is None:
                 self._when = Condition(self.when, path=f"{self.label}.when")
             mask = self._when.evaluate(table)
-        if mask is None or mask.all():
-            arrays = self._scored_arrays(texts)
-            scored = n
-        else:
-            # Score only where the condition holds; scatter back with nulls elsewhere.
-            scored = int(mask.sum())
-            sub = self._scored_arrays(texts.filter(pa.array(mask))) if scored else {}
+            if mask.all():
+                mask = None
+        if mask is not None:
+            texts = texts.filter(pa.array(mask))
+        return mask, len(texts), (self.prepare(texts) if len(texts) else None)
+
+    def _finish_batch(self, batch: Batch, prepared: tuple[np.ndarray | None, int, Any]) -> Batch:
+        mask, scored, inputs = prepared
+        table = batch.table
+        n = table.num_rows
+        out = self.score_prepared(inputs) if scored else {}
+        sub: dict[str, pa.Array] = {}
+        for key, typ in self.field_types().items():
+            if not scored:
+                continue
+            if key not in out:
+                raise KeyError(f"{type(self).__name__} did not return field {key!r}")
+            arr = _to_arrow(out[key], typ)
+            if len(arr) != scored:
+                raise ValueError(
+                    f"{type(self).__name__} returned {len(arr)} values for {key!r}, expected {scored}"
+                )
+            sub[key] = arr
+        if mask is not None:  # scored only where `when` held: scatter back, null elsewhere
             where = np.full(n, -1, dtype=np.int64)
             where[mask] = np.arange(scored)
             take = pa.array(where, mask=~mask)
-            arrays = {
-                key: (sub[key].take(take) if scored else pa.nulls(n, typ))
-                for key, typ in self.field_types().items()
-            }
         for key, typ in self.field_types().items():
-            table = table.append_column(pa.field(f"{self.prefix}_{key}", typ), arrays[key])
+            if not scored:
+                arr = pa.nulls(n, typ) if n else pa.array([], typ)
+            else:
+                arr = sub[key] if mask is None else sub[key].take(take)
+            table = table.append_column(pa.field(f"{self.prefix}_{key}", typ), arr)
         batch.table = table
         self.stat_update("scored", value=scored)
         return batch
+
+    def process(self, batch: Batch) -> Batch:
+        return self._finish_batch(batch, self._prepare_batch(batch))
+
+    def run(self, data: Iterable[Batch] | None, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
+        if data is None:
+            return
+        self.ensure_setup()  # may decide `overlap` (e.g. only when a GPU is used)
+        if not self.overlap:
+            yield from super().run(data, rank, world_size)
+            return
+        from corpusfilter.prefetch import prefetch
+
+        staged = ((b, self._prepare_batch(b)) for b in data)
+        try:
+            for batch, prepared in prefetch(staged, depth=2, name="corpusfilter-prepare"):
+                self.stat_update("in", value=batch.num_rows)
+                with self.track_time("batch"):
+                    batch = self._finish_batch(batch, prepared)
+                self.stat_update("out", value=batch.num_rows)
+                yield batch
+        finally:
+            self.teardown()
+            self._ready = False
 
 
 def _to_arrow(values: Any, typ: pa.DataType) -> pa.Array:

@@ -57,7 +57,9 @@ class Drop(_ConditionMixin, FilterDecision):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class KeepParams(DropParams):
-    where: str = dataclasses.field(metadata={"help": "SQL condition; rows where it does not hold are rejected"})
+    where: str = dataclasses.field(
+        metadata={"help": "SQL condition; rows where it does not hold are rejected"}
+    )
     reason: str = dataclasses.field(metadata={"help": "reason recorded on rejected rows and in stats"})
 
 

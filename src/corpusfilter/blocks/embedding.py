@@ -71,6 +71,10 @@ class EmbeddingParams:
     device: Literal["auto", "cpu", "cuda"] = dataclasses.field(
         default="auto", metadata={"help": "auto: CUDA (fp16) when present, else CPU"}
     )
+    overlap: bool | None = dataclasses.field(
+        default=None,
+        metadata={"help": "tokenize the next batch in a thread while encoding (default: on GPU)"},
+    )
 
     def check(self, path: str) -> None:
         protos = self.positives is not None or self.positives_file is not None
@@ -206,12 +210,15 @@ class EmbeddingDetector(Detector):
         return info
 
     def setup(self) -> None:
-        from corpusfilter.embed import Chunking, load_encoder
+        from corpusfilter.embed import Chunking, TransformerEncoder, load_encoder
 
         p = self.params
         self._encoder = load_encoder(
             p.model, Chunking(chunk_tokens=p.chunk_tokens, stride=p.stride, max_chunks=p.max_chunks), p.device
         )
+        # On a GPU, tokenize the next batch on the CPU while the model encodes this one.
+        on_gpu = isinstance(self._encoder, TransformerEncoder) and self._encoder.device.startswith("cuda")
+        self.overlap = p.overlap if p.overlap is not None else on_gpu
         if p.head is not None:
             if self.head().weight.shape[1] != self._encoder.dim:
                 raise RecipeError(
@@ -239,9 +246,21 @@ class EmbeddingDetector(Detector):
             out["margin"] = out["pos_max"] - (emb @ self._neg.T).max(axis=1)
         return out
 
+    def prepare(self, texts: pa.StringArray) -> tuple[int, list[list[int]], np.ndarray]:
+        """Tokenize into chunks (Rust tokenizer, GIL released): runs a batch ahead when overlapping."""
+        chunks, doc = self._encoder.chunk(texts.to_pylist())
+        return len(texts), chunks, doc
+
     def score(self, texts: pa.StringArray) -> Mapping[str, Any]:
-        n = len(texts)
-        emb, doc = self._encoder.embed_chunks(texts.to_pylist(), self.params.batch_size)
+        return self.score_prepared(self.prepare(texts))
+
+    def score_prepared(self, prepared: tuple[int, list[list[int]], np.ndarray]) -> Mapping[str, Any]:
+        n, chunks, doc = prepared
+        emb = (
+            self._encoder.embed_token_chunks(chunks, self.params.batch_size)
+            if chunks
+            else np.zeros((0, self._encoder.dim), dtype=np.float32)
+        )
         counts = np.bincount(doc, minlength=n)
         out: dict[str, Any] = {"chunks": counts.astype(np.int32)}
         thr = self.params.share_threshold

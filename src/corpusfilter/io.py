@@ -158,6 +158,15 @@ def _normalize_schema(schema: pa.Schema, text_column: str, id_column: str | None
     return pa.schema(fields)
 
 
+def sha256_file(folder: DataFolder, rel: str) -> str:
+    """sha256 of a file in a DataFolder, read in 1 MB chunks."""
+    h = hashlib.sha256()
+    with folder.open(rel, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _one_line(e: BaseException) -> str:
     s = str(e).strip()
     return s.splitlines()[0] if s else type(e).__name__

@@ -19,7 +19,7 @@ from datatrove.executor.local import LocalPipelineExecutor
 from datatrove.io import DataFolder, get_datafolder
 
 from corpusfilter.errors import AccountingError, CorpusfilterError, OutputError
-from corpusfilter.io import UNREADABLE_SCHEMA, rejected_schema
+from corpusfilter.io import UNREADABLE_SCHEMA, rejected_schema, sha256_file
 from corpusfilter.manifest import SCHEMA_VERSION, corpusfilter_info, environment, validate_manifest
 from corpusfilter.recipe import Plan, Recipe, Stage, plan
 
@@ -88,14 +88,6 @@ class QuietLocalExecutor(LocalPipelineExecutor):
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _sha256_file(folder: DataFolder, rel: str) -> str:
-    h = hashlib.sha256()
-    with folder.open(rel, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def prepare_output(out: DataFolder, mode: Mode, recipe_sha: str, tasks: int) -> None:
@@ -255,7 +247,7 @@ def run_plan(
     # Hash the inputs while the pipeline runs (hashlib releases the GIL).
     folder = the_plan.inputs.folder
     hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corpusfilter-hash")
-    hashes_f = hasher.submit(lambda: [_sha256_file(folder, s.path) for s in the_plan.inputs.shards])
+    hashes_f = hasher.submit(lambda: [sha256_file(folder, s.path) for s in the_plan.inputs.shards])
     try:
         with _driver_log(out):
             executor.run()

@@ -7,7 +7,6 @@ counts, the accounting identities, the input hashes (when the inputs are reachab
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -18,6 +17,7 @@ import pyarrow.parquet as pq
 from datatrove.io import DataFolder, get_datafolder
 
 from corpusfilter.errors import CorpusfilterError
+from corpusfilter.io import sha256_file
 from corpusfilter.manifest import validate_manifest
 
 KINDS = ("data", "rejected", "unreadable")
@@ -35,14 +35,6 @@ class Verification:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-def _sha256(folder: DataFolder, rel: str) -> str:
-    h = hashlib.sha256()
-    with folder.open(rel, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_manifest(output: str) -> dict[str, Any]:
@@ -88,7 +80,7 @@ def _check_outputs(folder: DataFolder, manifest: dict[str, Any], result: Verific
             if rel not in present:
                 result.problems.append(f"{rel}: listed in the manifest but missing")
                 continue
-            sha = _sha256(folder, rel)
+            sha = sha256_file(folder, rel)
             if sha != entry["sha256"]:
                 result.problems.append(
                     f"{rel}: sha256 {sha[:12]}… but the manifest says {entry['sha256'][:12]}…"
@@ -157,7 +149,7 @@ def _check_inputs(manifest: dict[str, Any], result: Verification) -> None:
         if not folder.isfile(rel):
             result.problems.append(f"input {rel}: missing from {base}")
             continue
-        sha = _sha256(folder, rel)
+        sha = sha256_file(folder, rel)
         if sha != entry["sha256"]:
             result.problems.append(f"input {rel}: sha256 changed since the run ({sha[:12]}…)")
     result.checked.append(f"{len(manifest['inputs'])} input file(s): sha256")

@@ -44,23 +44,22 @@ class Block(PipelineStep):
     params: Any
 
     def __init__(self, **params: Any) -> None:
-        params = self._take_common(dict(params), self.block_type)
-        self.params = build_params(self.Params, params, self.block_type)
-        self.label = self.block_type  # replaced by the pipeline builder with a unique, positional label
-        self.text_column = TEXT_COLUMN_DEFAULT  # set by the pipeline builder from the recipe's input
-        super().__init__()
-        self._ready = False
+        self._init(params, self.block_type)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], *, path: str | None = None) -> Block:
+        """Build from a recipe mapping; errors name ``path`` (e.g. ``blocks[2].keywords``)."""
         obj = cls.__new__(cls)
-        params = obj._take_common(dict(params), path or cls.block_type)
-        obj.params = build_params(cls.Params, params, path or cls.block_type)
-        obj.label = cls.block_type
-        obj.text_column = TEXT_COLUMN_DEFAULT
-        PipelineStep.__init__(obj)
-        obj._ready = False
+        obj._init(params, path or cls.block_type)
         return obj
+
+    def _init(self, params: Mapping[str, Any], path: str) -> None:
+        own = self._take_common(dict(params), path)
+        self.params = build_params(self.Params, own, path)
+        self.label = self.block_type  # replaced by the pipeline builder with a unique, positional label
+        self.text_column = TEXT_COLUMN_DEFAULT  # set by the pipeline builder from the recipe's input
+        PipelineStep.__init__(self)
+        self._ready = False
 
     @property
     def name(self) -> str:

@@ -20,6 +20,7 @@ _BUILTIN_MODULES = (
     "corpusfilter.blocks.decisions",
     "corpusfilter.blocks.fasttext",
     "corpusfilter.blocks.embedding",
+    "corpusfilter.blocks.tokens",
 )
 _loaded = False
 

@@ -141,3 +141,19 @@ def test_verify_from_the_command_line(corpus: Path, tmp_path: Path) -> None:
     assert ok.returncode == 0 and ok.stdout.strip().endswith("verified"), ok.stdout + ok.stderr
     (tmp_path / "out" / "manifest.json").write_text("{}")
     _one_line_error(_cli("verify", str(tmp_path / "out")), "verification failed")
+
+
+def test_tagging_recipe_keeps_every_document(tmp_path: Path) -> None:
+    import polars as pl
+
+    r = _cli(
+        "run", str(REPO / "recipes" / "gradient_routing_tags.yaml"), "--output", str(tmp_path / "t"), "--json"
+    )
+    assert r.returncode == 0, r.stderr
+    acc = json.loads(r.stdout)
+    assert acc["kept"] == acc["read"] == 10543 and acc["rejected_total"] == 0
+    df = pl.read_parquet(str(tmp_path / "t" / "data" / "*.parquet"))
+    assert df.schema["labels"] == pl.List(pl.String)
+    tagged = df.filter(pl.col("labels").list.contains("goodness"))
+    assert 0 < tagged.height < df.height
+    assert ((tagged["exemplars_hits"] >= 1) | (tagged["virtue_score"] >= 3)).all()

@@ -114,6 +114,24 @@ def compile_cached(patterns: list[bytes], ids: list[int], flags: int, *, name: s
     return db
 
 
+def nul_joined(texts: pa.StringArray) -> tuple[np.ndarray, np.ndarray]:
+    """The batch's texts as one byte buffer, each followed by a NUL (one C++ pass), and the start of
+    each text in it (``n + 1`` entries). Nulls count as empty texts.
+
+    Hyperscan scans it in one call: the NULs make document edges word boundaries, so no match spans
+    two documents, and word counting needs no per-document Python.
+    """
+    if texts.null_count:
+        texts = pc.fill_null(texts, "")
+    lengths = pc.binary_length(texts).to_numpy(zero_copy_only=False).astype(np.int64)
+    starts = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(lengths + 1, out=starts[1:])
+    if len(texts) == 0:
+        return np.zeros(0, dtype=np.uint8), starts
+    joined = pc.binary_join_element_wise(texts, pa.scalar(""), pa.scalar("\x00"))
+    return np.frombuffer(joined.buffers()[2], dtype=np.uint8)[: int(starts[-1])], starts
+
+
 def word_counts(buf: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """Words per document of a batch buffer (documents at ``starts``, each followed by a NUL).
 
@@ -256,24 +274,11 @@ class KeywordDetector(Detector):
         self, texts: pa.StringArray, on_buffer: Callable[[np.ndarray, np.ndarray], None] | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Hits as (document, term), plus the NUL-separated batch buffer and each document's start in it."""
-        if texts.null_count:
-            texts = pc.fill_null(texts, "")
-        if pa.types.is_large_string(texts.type):
-            offsets = np.frombuffer(texts.buffers()[1], dtype=np.int64)
-        else:
-            offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32)
-        offsets = offsets[texts.offset : texts.offset + len(texts) + 1].astype(np.int64)
-        data_buf = texts.buffers()[2]
         empty = np.zeros(0, dtype=np.int64)
-        if data_buf is None or offsets[-1] == offsets[0]:
-            return empty, empty, np.zeros(len(texts), dtype=np.uint8), np.arange(len(texts) + 1)
-        n = len(texts)
-        # One buffer for the whole batch with a NUL after each document (one C++ pass), so that
-        # hyperscan's \b sees document edges as boundaries and no match spans two documents.
-        joined = pc.binary_join_element_wise(texts, pa.scalar(""), pa.scalar("\x00"))
-        sep = offsets - offsets[0] + np.arange(n + 1)  # start of each document in the joined buffer
-        lengths = np.diff(offsets)
-        buf = np.frombuffer(joined.buffers()[2], dtype=np.uint8)[: int(sep[-1])]
+        buf, sep = nul_joined(texts)
+        if len(buf) == len(texts):  # nothing but the NULs: no text at all
+            return empty, empty, buf, sep
+        lengths = np.diff(sep) - 1
         if on_buffer is not None:
             on_buffer(buf, sep)
         data = memoryview(buf.data)

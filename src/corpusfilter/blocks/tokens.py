@@ -14,11 +14,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from corpusfilter.blocks.base import Detector
-from corpusfilter.blocks.keyword import word_counts
-from corpusfilter.errors import RecipeError
+from corpusfilter.blocks.keyword import nul_joined, word_counts
+from corpusfilter.errors import RecipeError, at_path
 from corpusfilter.registry import register
 
 
@@ -61,10 +60,8 @@ class TokenCounter(Detector):
     fields: ClassVar[dict[str, pa.DataType]] = {"count": pa.int64(), "bytes": pa.int64(), "words": pa.int64()}
 
     def validate(self, schema: pa.Schema, path: str) -> None:
-        try:
+        with at_path(path):
             resolve_tokenizer(self.params.tokenizer)
-        except RecipeError as e:
-            raise RecipeError(f"{path}: {e}") from None
         super().validate(schema, path)
 
     def provenance(self) -> dict[str, Any]:
@@ -85,18 +82,9 @@ class TokenCounter(Detector):
 
     def score(self, texts: pa.StringArray) -> Mapping[str, Any]:
         encs = self._tok.encode_batch_fast(texts.to_pylist(), add_special_tokens=False)
-        n = len(texts)
-        joined = pc.binary_join_element_wise(texts, pa.scalar(""), pa.scalar("\x00"))
-        lengths = pc.binary_length(texts).to_numpy(zero_copy_only=False).astype(np.int64)
-        starts = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(lengths + 1, out=starts[1:])
-        buf = (
-            np.frombuffer(joined.buffers()[2], dtype=np.uint8)[: int(starts[-1])]
-            if n
-            else np.zeros(0, np.uint8)
-        )
+        buf, starts = nul_joined(texts)
         return {
-            "count": np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=n),
-            "bytes": lengths,
+            "count": np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(texts)),
+            "bytes": np.diff(starts) - 1,
             "words": word_counts(buf, starts),
         }

@@ -1,0 +1,306 @@
+"""``corpusfilter eval MODEL --data LABELLED.parquet``: how well a trained detector separates labels.
+
+Scores come from the detector blocks themselves (fastText or embedding head, configured from the
+model's sidecar ``<model>.json``), so they equal what a recipe computes. Reports precision, recall,
+F1, AUROC, the threshold that reaches a target recall or false-positive rate, calibration (expected
+calibration error and a reliability table), a printed table, JSON and a PR-curve PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from corpusfilter.errors import CorpusfilterError, InputError, RecipeError
+
+
+def load_sidecar(model: str | Path, *, positive: str | None = None) -> tuple[dict[str, Any], Path]:
+    """The model's sidecar (written by ``corpusfilter train``), or one inferred for a bare fastText
+    model given ``positive``."""
+    path = Path(model)
+    if path.is_dir():  # a classifiers/<name>/ folder: its single model
+        found = [p for p in sorted(path.iterdir()) if p.suffix in (".bin", ".ftz", ".npz", ".safetensors")]
+        if len(found) != 1:
+            raise RecipeError(
+                f"{path}: expected one model file (.bin/.ftz/.npz/.safetensors), found {len(found)}"
+            )
+        path = found[0]
+    if not path.is_file():
+        raise RecipeError(f"model not found: {path}")
+    side_path = path.with_suffix(".json")
+    if side_path.is_file():
+        side = json.loads(side_path.read_text(encoding="utf-8"))
+        if positive is not None:
+            side["positive"] = positive
+    elif path.suffix in (".bin", ".ftz"):
+        if positive is None:
+            raise RecipeError(f"{path}: no sidecar {side_path.name}; give --positive LABEL")
+        side = {"name": "model", "trainer": "fasttext", "positive": positive}
+    else:
+        raise RecipeError(f"{path}: a head needs its sidecar {side_path.name} (it names the embedding model)")
+    from corpusfilter.train import score_column
+
+    side["score_column"] = score_column(side)
+    return side, path
+
+
+def detector_for(side: Mapping[str, Any], model: Path) -> Any:
+    """The detector block a recipe would use for this model."""
+    from corpusfilter.blocks.embedding import EmbeddingDetector
+    from corpusfilter.blocks.fasttext import FastTextDetector
+
+    if side["trainer"] == "fasttext":
+        return FastTextDetector(name=side["name"], model=str(model))
+    return EmbeddingDetector(
+        name=side["name"],
+        model=side["embedding_model"],
+        head=str(model),
+        chunk_tokens=side["chunk_tokens"],
+        max_chunks=side["max_chunks"],
+        aggregate=[side["aggregate"]],
+        device="cpu",
+    )
+
+
+def score_texts(
+    side: Mapping[str, Any], model: Path, texts: Sequence[str], *, batch: int = 2000, detector: Any = None
+) -> np.ndarray:
+    """The positive label's score for each text, through the detector block."""
+    import pyarrow as pa
+
+    from corpusfilter.batch import Batch
+
+    d = detector or detector_for(side, model)
+    schema = pa.schema([("text", pa.string())])
+    d.validate(schema, "model")
+    d.ensure_setup()
+    col = side["score_column"]
+    out = np.zeros(len(texts), dtype=np.float64)
+    for s in range(0, len(texts), batch):
+        part = list(texts[s : s + batch])
+        table = d.process(Batch(pa.table({"text": pa.array(part, pa.string())}), "eval", len(part))).table
+        out[s : s + len(part)] = table.column(col).to_numpy(zero_copy_only=False)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- metrics
+
+
+def auroc(y: np.ndarray, s: np.ndarray) -> float:
+    """Area under the ROC curve by ranks (ties get their average rank)."""
+    y = np.asarray(y, dtype=bool)
+    npos, nneg = int(y.sum()), int((~y).sum())
+    if npos == 0 or nneg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), dtype=np.float64)
+    sorted_s = np.asarray(s)[order]
+    i = 0
+    while i < len(s):  # average ranks over ties
+        j = i
+        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+
+
+def threshold_for_fpr(neg_scores: np.ndarray, fpr: float) -> float:
+    """The lowest threshold t (score >= t is flagged) that flags at most ``fpr`` of ``neg_scores``."""
+    s = np.sort(np.asarray(neg_scores, dtype=np.float64))[::-1]
+    k = int(np.floor(fpr * len(s) + 1e-9))  # how many negatives may be flagged
+    if len(s) == 0:
+        return 0.5
+    if k >= len(s):
+        return float(s[-1])
+    # flag the top k: a threshold just above the (k+1)-th highest score
+    return float(np.nextafter(s[k], np.inf))
+
+
+def threshold_for_recall(pos_scores: np.ndarray, recall: float) -> float:
+    """The highest threshold that flags at least ``recall`` of ``pos_scores``."""
+    s = np.sort(np.asarray(pos_scores, dtype=np.float64))[::-1]
+    if len(s) == 0:
+        return 0.5
+    k = max(1, int(np.ceil(recall * len(s) - 1e-9)))
+    return float(s[min(k, len(s)) - 1])
+
+
+def rates(y: np.ndarray, s: np.ndarray, thr: float) -> dict[str, float]:
+    y = np.asarray(y, dtype=bool)
+    hit = s >= thr
+    tp, fp = int((hit & y).sum()), int((hit & ~y).sum())
+    fn = int((~hit & y).sum())
+    prec = tp / (tp + fp) if tp + fp else float("nan")
+    rec = tp / (tp + fn) if tp + fn else float("nan")
+    f1 = 2 * prec * rec / (prec + rec) if tp else 0.0
+    fpr = fp / int((~y).sum()) if (~y).any() else float("nan")
+    return {"threshold": thr, "precision": prec, "recall": rec, "f1": f1, "fpr": fpr}
+
+
+def calibration(y: np.ndarray, s: np.ndarray, bins: int = 10) -> tuple[float, list[dict[str, Any]]]:
+    """Expected calibration error over equal-width score bins, and the reliability table."""
+    y = np.asarray(y, dtype=np.float64)
+    idx = np.minimum((np.clip(s, 0, 1) * bins).astype(int), bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        m = idx == b
+        if not m.any():
+            continue
+        conf, acc = float(s[m].mean()), float(y[m].mean())
+        ece += m.mean() * abs(conf - acc)
+        table.append(
+            {
+                "bin": f"{b / bins:.1f}-{(b + 1) / bins:.1f}",
+                "n": int(m.sum()),
+                "mean_score": conf,
+                "positive_rate": acc,
+            }
+        )
+    return float(ece), table
+
+
+def binary_metrics(
+    y: np.ndarray,
+    s: np.ndarray,
+    *,
+    threshold: float = 0.5,
+    target_recall: float | None = None,
+    target_fpr: float | None = None,
+) -> dict[str, Any]:
+    y = np.asarray(y, dtype=bool)
+    s = np.asarray(s, dtype=np.float64)
+    out: dict[str, Any] = {"documents": len(y), "positives": int(y.sum()), "negatives": int((~y).sum())}
+    out["auroc"] = auroc(y, s)
+    out.update(rates(y, s, threshold))
+    ece, table = calibration(y, s)
+    out["ece"] = ece
+    out["reliability"] = table
+    if target_recall is not None:
+        t = threshold_for_recall(s[y], target_recall)
+        out["at_target_recall"] = {"target_recall": target_recall, **rates(y, s, t)}
+    if target_fpr is not None:
+        t = threshold_for_fpr(s[~y], target_fpr)
+        out["at_target_fpr"] = {"target_fpr": target_fpr, **rates(y, s, t)}
+    return _round(out)
+
+
+def _round(x: Any) -> Any:
+    if isinstance(x, float):
+        return None if x != x else round(x, 6)
+    if isinstance(x, dict):
+        return {k: _round(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_round(v) for v in x]
+    return x
+
+
+def pr_curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall at every distinct threshold, high to low."""
+    y = np.asarray(y, dtype=bool)
+    order = np.argsort(-s, kind="mergesort")
+    tp = np.cumsum(y[order])
+    fp = np.cumsum(~y[order])
+    last = np.r_[np.diff(s[order]) != 0, True]  # one point per distinct score
+    tp, fp = tp[last], fp[last]
+    return tp / np.maximum(tp + fp, 1), tp / max(int(y.sum()), 1)
+
+
+def plot_pr(y: np.ndarray, s: np.ndarray, path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    prec, rec = pr_curve(y, s)
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+    ax.plot(rec, prec, lw=1.5)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1.01)
+    ax.set_ylim(0, 1.01)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def format_metrics(m: Mapping[str, Any]) -> str:
+    f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    lines = [
+        f"documents {m['documents']} ({m['positives']} positive, {m['negatives']} negative)",
+        f"AUROC {f(m['auroc'])}   ECE {f(m['ece'])}",
+        "",
+        f"{'operating point':24s} {'threshold':>10s} {'precision':>10s} {'recall':>10s} {'F1':>8s} {'FPR':>8s}",
+    ]
+    points = [("threshold 0.5", m)]
+    if "at_target_recall" in m:
+        points.append((f"recall >= {m['at_target_recall']['target_recall']}", m["at_target_recall"]))
+    if "at_target_fpr" in m:
+        points.append((f"FPR <= {m['at_target_fpr']['target_fpr']}", m["at_target_fpr"]))
+    for name, p in points:
+        lines.append(
+            f"{name:24s} {f(p['threshold']):>10s} {f(p['precision']):>10s} {f(p['recall']):>10s} "
+            f"{f(p['f1']):>8s} {f(p['fpr']):>8s}"
+        )
+    lines += ["", "reliability:", f"  {'bin':10s} {'n':>7s} {'mean score':>11s} {'positive rate':>14s}"]
+    for r in m["reliability"]:
+        lines.append(f"  {r['bin']:10s} {r['n']:7d} {f(r['mean_score']):>11s} {f(r['positive_rate']):>14s}")
+    return "\n".join(lines)
+
+
+def read_labelled(
+    path: str, text_column: str, label_column: str, positive: str
+) -> tuple[list[str], np.ndarray]:
+    """Texts and boolean labels: a label is positive when it is true, 1, or equals ``positive``."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path, columns=[text_column, label_column])
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except Exception as e:
+        raise InputError(f"{path}: cannot read columns {text_column!r}, {label_column!r} ({e})") from None
+    texts = table.column(text_column).to_pylist()
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise InputError(f"{path}: row {bad}: {text_column} is not a string")
+    raw = table.column(label_column).to_pylist()
+    y = np.asarray(
+        [v is True or v == 1 or (isinstance(v, str) and v in (positive, "1", "true")) for v in raw]
+    )
+    return texts, y
+
+
+def cmd_eval(args: Any) -> int:
+    side, model = load_sidecar(args.model, positive=args.positive)
+    texts, y = read_labelled(args.data, args.text_column, args.label_column, side["positive"])
+    if y.all() or not y.any():
+        raise CorpusfilterError(
+            f"{args.data}: needs both positive and negative rows (positive = {side['positive']!r})"
+        )
+    t0 = time.perf_counter()
+    s = score_texts(side, model, texts)
+    elapsed = time.perf_counter() - t0
+    m = binary_metrics(
+        y, s, threshold=args.threshold, target_recall=args.target_recall, target_fpr=args.target_fpr
+    )
+    m["model"] = str(model)
+    m["data"] = str(args.data)
+    m["score_column"] = side["score_column"]
+    m["docs_per_second"] = round(len(texts) / elapsed, 1) if elapsed > 0 else None
+    print(f"model {model} ({side['trainer']}, column {side['score_column']}) on {args.data}")
+    print(format_metrics(m))
+    if args.json:
+        Path(args.json).write_text(json.dumps(m, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot_pr(y, s, args.plot, f"{side['name']} on {Path(args.data).name}")
+        print(f"wrote {args.plot}")
+    return 0

@@ -1,0 +1,766 @@
+"""``corpusfilter train CONFIG.yaml``: train a detector (fastText or a linear head on embeddings).
+
+A config names its sources (labelled Parquet, or positive / negative sources with sampling rules),
+how short rows become document-length examples, the split and the trainer. Every random choice is
+derived from ``hash(id, seed)``, never from global RNG state, so a config and a seed give the same
+examples, the same split and (with ``thread: 1``) the same model bytes.
+
+Split: each row goes to train / validation / test by ``hash(row id, seed)`` *before* short rows are
+grouped into documents, so a document never mixes splits. The test split is never used for training
+or model selection (``scripts/eval_detectors.py`` reads it at the end).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import string
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from corpusfilter.errors import CorpusfilterError, InputError, RecipeError
+from corpusfilter.params import build_params, params_to_dict
+
+DEFAULT_DATA_ROOT = "../shared/data"
+SPLITS = ("train", "validation", "test")
+
+
+# ---------------------------------------------------------------------------------------- config
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SourceSpec:
+    """One source of examples: rows of a Parquet file, filtered, sampled and labelled."""
+
+    name: str
+    path: str
+    label: str
+    text: str = "text"  # a column name, or a template such as "{prompt} {answer}"
+    label_column: str | None = None  # labelled Parquet: the label comes from this column ...
+    label_map: dict[str, str] | None = None  # ... mapped through this (str(value) → label)
+    where: str | None = None  # polars SQL condition over the file's columns
+    id: str | None = None  # row id column or template (default: file path + row number)
+    limit: int | None = None  # at most this many rows (a seeded hash sample)
+    weight: float = 1.0
+    group_by: str | None = None  # documents are built from rows sharing this column / template
+    doc_words: list[int] | None = None  # [N, M]: join rows into documents of N..M words
+    max_chars: int | None = 20_000  # cut each document to this many characters
+
+    def check(self, path: str) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", self.name):
+            raise RecipeError(f"{path}.name: {self.name!r}: letters, digits, _ . - only")
+        if self.limit is not None and self.limit < 1:
+            raise RecipeError(f"{path}.limit: at least 1")
+        if self.weight <= 0:
+            raise RecipeError(f"{path}.weight: must be positive")
+        if self.doc_words is not None and (
+            len(self.doc_words) != 2 or not 0 < self.doc_words[0] <= self.doc_words[1]
+        ):
+            raise RecipeError(f"{path}.doc_words: [N, M] with 0 < N <= M")
+        if self.max_chars is not None and self.max_chars < 1:
+            raise RecipeError(f"{path}.max_chars: at least 1")
+        if self.label_map is not None and self.label_column is None:
+            raise RecipeError(f"{path}.label_map: needs label_column")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SplitSpec:
+    validation: float = 0.1
+    test: float = 0.1
+
+    def check(self, path: str) -> None:
+        if not (0 <= self.validation < 1 and 0 <= self.test < 1 and self.validation + self.test < 1):
+            raise RecipeError(f"{path}: validation and test are shares in [0, 1) summing below 1")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FastTextSpec:
+    """fastText supervised options. Word unigrams only: hashed n-gram rows (``wordNgrams > 1``,
+    char n-grams) are left uninitialized by this fastText build when training on one thread (and
+    training then hits NaN), and one thread is what makes training deterministic."""
+
+    dim: int = 64
+    epoch: int = 10
+    lr: float = 0.5
+    minCount: int = 2
+    loss: Literal["softmax", "ova"] = "softmax"
+    quantize: Literal["auto", "always", "never"] = "auto"  # auto: .ftz when the .bin is over 50 MB
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HeadSpec:
+    model: str = "static-minilm"
+    chunk_tokens: int = 256
+    max_chunks: int = 4
+    aggregate: Literal["max", "mean"] = "mean"
+    epochs: int = 300
+    lr: float = 0.05
+    l2: float = 1e-4
+    balance: bool = True  # weight classes equally
+    cache: str | None = None  # folder for cached embeddings (default: $CORPUSFILTER_EMB_CACHE)
+    batch_size: int = 64
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    name: str
+    trainer: Literal["fasttext", "head"]
+    positive: str
+    sources: list[SourceSpec]
+    seed: int = 0
+    description: str = ""
+    output: str | None = None  # folder (relative to the config); default: the config's folder
+    split: SplitSpec = dataclasses.field(default_factory=SplitSpec)
+    fasttext: FastTextSpec = dataclasses.field(default_factory=FastTextSpec)
+    head: HeadSpec = dataclasses.field(default_factory=HeadSpec)
+    intended_use: str = ""
+    failure_modes: tuple[str, ...] = ()
+
+    def check(self, path: str) -> None:
+        if not self.name.isidentifier():
+            raise RecipeError(f"{path}name: {self.name!r} is not an identifier")
+        names = [s.name for s in self.sources]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise RecipeError(f"{path}sources: name {dup[0]!r} is used twice")
+        labels = {s.label for s in self.sources if s.label_column is None}
+        for s in self.sources:
+            labels.update((s.label_map or {}).values())
+        if self.positive not in labels and not any(s.label_column for s in self.sources):
+            raise RecipeError(f"{path}positive: {self.positive!r} is no source's label")
+
+
+_NESTED: dict[str, type] = {"split": SplitSpec, "fasttext": FastTextSpec, "head": HeadSpec}
+
+
+def parse_config(data: Mapping[str, Any], origin: str = "<config>") -> TrainConfig:
+    """Strict: unknown keys anywhere are errors naming the key."""
+    if not isinstance(data, Mapping):
+        raise RecipeError(f"{origin}: a training config is a mapping")
+    values = dict(data)
+    for key, cls in _NESTED.items():
+        if key in values:
+            values[key] = build_params(cls, values[key] or {}, key)
+    raw_sources = values.get("sources")
+    if not isinstance(raw_sources, list) or not raw_sources:
+        raise RecipeError(f"{origin}: sources: a non-empty list of sources")
+    values["sources"] = [build_params(SourceSpec, s, f"sources[{i}]") for i, s in enumerate(raw_sources)]
+    allowed = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise RecipeError(f"{origin}: {unknown[0]}: unknown key (allowed: {', '.join(sorted(allowed))})")
+    # build_params re-checks scalar types; nested dataclasses pass as Any-typed values
+    nested = {k: values.pop(k) for k in [*_NESTED, "sources"] if k in values}
+    cfg = build_params(_TopLevel, values, "")
+    out = TrainConfig(**dataclasses.asdict(cfg), **nested)
+    out.check("")
+    return out
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _TopLevel:
+    """The scalar top-level keys, type-checked by build_params."""
+
+    name: str
+    trainer: Literal["fasttext", "head"]
+    positive: str
+    seed: int = 0
+    description: str = ""
+    output: str | None = None
+    intended_use: str = ""
+    failure_modes: tuple[str, ...] = ()
+
+
+def load_config(path: str | os.PathLike[str]) -> TrainConfig:
+    import yaml
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecipeError(f"training config not found: {p}") from None
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{p}: invalid YAML ({e})") from None
+    return parse_config(data, str(p))
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    d = params_to_dict(cfg)
+    d["sources"] = [params_to_dict(s) for s in cfg.sources]
+    for key in _NESTED:
+        d[key] = params_to_dict(getattr(cfg, key))
+    return d
+
+
+def data_root(explicit: str | None = None) -> Path:
+    return Path(explicit or os.environ.get("CORPUSFILTER_DATA") or DEFAULT_DATA_ROOT)
+
+
+# ---------------------------------------------------------------------------------------- data
+
+
+def stable_hash(key: str, seed: int) -> int:
+    """A 64-bit hash of ``key`` and ``seed``: the source of every random choice."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest(), "big")
+
+
+def unit(key: str, seed: int) -> float:
+    return stable_hash(key, seed) / 2.0**64
+
+
+def split_of(key: str, seed: int, spec: SplitSpec) -> str:
+    u = unit("split\x00" + key, seed)
+    if u < spec.test:
+        return "test"
+    if u < spec.test + spec.validation:
+        return "validation"
+    return "train"
+
+
+@dataclasses.dataclass
+class Examples:
+    """Document-level examples: parallel lists."""
+
+    ids: list[str] = dataclasses.field(default_factory=list)
+    texts: list[str] = dataclasses.field(default_factory=list)
+    labels: list[str] = dataclasses.field(default_factory=list)
+    weights: list[float] = dataclasses.field(default_factory=list)
+    splits: list[str] = dataclasses.field(default_factory=list)
+    sources: list[str] = dataclasses.field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def extend(self, other: Examples) -> None:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).extend(getattr(other, f.name))
+
+    def select(self, mask: Sequence[bool] | np.ndarray) -> Examples:
+        idx = [i for i, m in enumerate(mask) if m]
+        return Examples(**{f.name: [getattr(self, f.name)[i] for i in idx] for f in dataclasses.fields(self)})
+
+    def where(self, *, split: str | None = None, source: str | None = None) -> Examples:
+        return self.select(
+            [
+                (split is None or s == split) and (source is None or src == source)
+                for s, src in zip(self.splits, self.sources)
+            ]
+        )
+
+
+_FIELD = re.compile(r"\{([^{}]+)\}")
+
+
+def _render(spec: str, columns: Mapping[str, list[Any]], n: int, what: str, path: str) -> list[str]:
+    """A column's values as strings, or a template filled row by row."""
+    if "{" not in spec:
+        if spec not in columns:
+            raise InputError(f"{path}: {what}: no column {spec!r} (has {', '.join(columns)})")
+        return ["" if v is None else str(v) for v in columns[spec]]
+    fields = [f for _, f, _, _ in string.Formatter().parse(spec) if f]
+    missing = [f for f in fields if f not in columns]
+    if missing:
+        raise InputError(f"{path}: {what}: template field {missing[0]!r} is not a column")
+    return [
+        spec.format_map({f: "" if columns[f][i] is None else columns[f][i] for f in fields}) for i in range(n)
+    ]
+
+
+def load_source(src: SourceSpec, root: Path, seed: int, split: SplitSpec) -> Examples:
+    """Rows of one source → document-level examples with their split."""
+    import polars as pl
+
+    path = Path(src.path) if os.path.isabs(src.path) else root / src.path
+    where = f"sources.{src.name}"
+    try:
+        df = pl.read_parquet(path)
+    except FileNotFoundError:
+        raise InputError(f"{where}: {path}: file not found (data root: {root})") from None
+    except Exception as e:  # polars raises several types for a bad file
+        raise InputError(f"{where}: {path}: not a readable Parquet file ({e})") from None
+    df = df.with_row_index("__row")
+    if src.where:
+        try:
+            df = df.sql(f"SELECT * FROM self WHERE {src.where}")
+        except Exception as e:
+            raise RecipeError(f"{where}.where: {src.where!r}: {e}") from None
+    cols = {c: df[c].to_list() for c in df.columns}
+    n = df.height
+    rows = [int(r) for r in cols["__row"]]
+    ids = _render(src.id, cols, n, "id", where) if src.id else [f"{src.path}:{r}" for r in rows]
+    texts = _render(src.text, cols, n, "text", where)
+    if src.label_column is not None:
+        if src.label_column not in cols:
+            raise InputError(f"{where}: no label column {src.label_column!r}")
+        raw = ["" if v is None else str(v) for v in cols[src.label_column]]
+        if src.label_map is not None:
+            unmapped = sorted({r for r in raw} - set(src.label_map))
+            if unmapped:
+                raise InputError(f"{where}: label value {unmapped[0]!r} is not in label_map")
+            labels = [src.label_map[r] for r in raw]
+        else:
+            labels = raw
+    else:
+        labels = [src.label] * n
+    groups = _render(src.group_by, cols, n, "group_by", where) if src.group_by else [""] * n
+    keep = [i for i in range(n) if texts[i].strip()]
+    if src.limit is not None and len(keep) > src.limit:
+        keep = sorted(sorted(keep, key=lambda i: stable_hash("limit\x00" + ids[i], seed))[: src.limit])
+    out = Examples()
+    if src.doc_words is None:
+        for i in keep:
+            out.ids.append(f"{src.name}:{ids[i]}")
+            out.texts.append(_cut(texts[i], src.max_chars))
+            out.labels.append(labels[i])
+            out.splits.append(split_of(ids[i], seed, split))
+        out.sources = [src.name] * len(out.ids)
+        out.weights = [src.weight] * len(out.ids)
+        return out
+    # group rows by (split, group, label) and join them, in a seeded order, into N..M-word documents
+    buckets: dict[tuple[str, str, str], list[int]] = {}
+    for i in keep:
+        buckets.setdefault((split_of(ids[i], seed, split), groups[i], labels[i]), []).append(i)
+    lo, hi = src.doc_words
+    for (sp, group, label), members in sorted(buckets.items()):
+        members.sort(key=lambda i: stable_hash("order\x00" + ids[i], seed))
+        docs: list[list[str]] = [[]]
+        words = 0
+        target = lo + stable_hash(f"len\x00{src.name}\x00{group}\x00{sp}\x000", seed) % (hi - lo + 1)
+        for i in members:
+            docs[-1].append(texts[i].strip())
+            words += len(texts[i].split())
+            if words >= target:
+                docs.append([])
+                words = 0
+                target = lo + stable_hash(f"len\x00{src.name}\x00{group}\x00{sp}\x00{len(docs)}", seed) % (
+                    hi - lo + 1
+                )
+        if not docs[-1]:
+            docs.pop()
+        elif words < lo and len(docs) > 1:  # a short remainder joins the document before it
+            docs[-2].extend(docs.pop())
+        for k, doc in enumerate(docs):
+            out.ids.append(f"{src.name}:{group}:{sp}:{label}:{k}")
+            out.texts.append(_cut(" ".join(doc), src.max_chars))
+            out.labels.append(label)
+            out.splits.append(sp)
+    out.sources = [src.name] * len(out.ids)
+    out.weights = [src.weight] * len(out.ids)
+    return out
+
+
+def _cut(text: str, max_chars: int | None) -> str:
+    return text if max_chars is None or len(text) <= max_chars else text[:max_chars]
+
+
+def build_examples(
+    cfg: TrainConfig, root: Path, *, exclude: Sequence[str] = (), only: Sequence[str] | None = None
+) -> Examples:
+    """Every source's examples (minus ``exclude``), in config order."""
+    names = {s.name for s in cfg.sources}
+    for n in [*exclude, *(only or [])]:
+        if n not in names:
+            raise RecipeError(f"no source named {n!r} (have {', '.join(sorted(names))})")
+    ex = Examples()
+    for src in cfg.sources:
+        if src.name in exclude or (only is not None and src.name not in only):
+            continue
+        ex.extend(load_source(src, root, cfg.seed, cfg.split))
+    return ex
+
+
+# ---------------------------------------------------------------------------------------- fastText
+
+_WS = re.compile(r"\s+")
+
+
+def _ft_line(text: str) -> str:
+    """One line, tokens as the detector sees them (no case folding: the detector folds none)."""
+    return _WS.sub(" ", text).strip()
+
+
+def _ft_repeats(ex_id: str, weight: float, seed: int) -> int:
+    """A weight as whole copies of an example: floor(w), plus one more with probability frac(w)."""
+    whole = int(weight)
+    return whole + (1 if unit("weight\x00" + ex_id, seed) < weight - whole else 0)
+
+
+def train_fasttext(cfg: TrainConfig, train: Examples, out_dir: Path) -> Path:
+    """fastText supervised, single-threaded and seeded: the same data and seed give the same bytes.
+
+    fastText 0.9.x initializes only ``thread/10`` of its input matrix (``uniformThread`` splits it
+    into 10 blocks, one per thread); the rest holds whatever the allocator returned, and with
+    ``thread: 1`` training stops with "Encountered NaN" depending on the heap's state. Supplying
+    ``pretrainedVectors`` — a seeded uniform(-1/dim, 1/dim) vector for every word that survives
+    ``minCount``, the init fastText would give — sets every row when there are no hashed n-gram rows
+    (``bucket: 0``), and training with one thread is then deterministic.
+    """
+    try:
+        import fasttext
+    except ImportError:
+        raise RecipeError("the fastText trainer needs: pip install 'corpusfilter[fasttext]'") from None
+    p = cfg.fasttext
+    lines: list[str] = []
+    order = sorted(range(len(train)), key=lambda i: stable_hash("shuffle\x00" + train.ids[i], cfg.seed))
+    counts: dict[str, int] = {}
+    for i in order:
+        line = _ft_line(train.texts[i])
+        for _ in range(_ft_repeats(train.ids[i], train.weights[i], cfg.seed)):
+            lines.append(f"__label__{train.labels[i]} {line}")
+        for w in line.split(" "):
+            if w:
+                counts[w] = counts.get(w, 0) + 1
+    if not lines:
+        raise CorpusfilterError("no training examples")
+    work = out_dir / ".train"
+    work.mkdir(parents=True, exist_ok=True)
+    data = work / "train.txt"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    vocab = sorted(w for w, c in counts.items() if c >= p.minCount)
+    vocab.append("</s>")
+    rng = np.random.default_rng(cfg.seed)
+    vec = work / "init.vec"
+    with vec.open("w", encoding="utf-8") as f:
+        f.write(f"{len(vocab)} {p.dim}\n")
+        for w in vocab:
+            f.write(w + " " + " ".join(f"{x:.5f}" for x in rng.uniform(-1 / p.dim, 1 / p.dim, p.dim)) + "\n")
+    model = fasttext.train_supervised(
+        str(data),
+        dim=p.dim,
+        epoch=p.epoch,
+        lr=p.lr,
+        wordNgrams=1,
+        minCount=p.minCount,
+        bucket=0,
+        minn=0,
+        maxn=0,
+        loss=p.loss,
+        thread=1,
+        seed=cfg.seed,
+        verbose=0,
+        pretrainedVectors=str(vec),
+    )
+    path = out_dir / "model.bin"
+    model.save_model(str(path))
+    if p.quantize == "always" or (p.quantize == "auto" and path.stat().st_size > 50 * 2**20):
+        try:
+            model.quantize(input=str(data), qnorm=True, retrain=False, cutoff=100_000, thread=1)
+        except ValueError as e:
+            raise CorpusfilterError(f"cannot quantize the fastText model: {e}") from None
+        ftz = out_dir / "model.ftz"
+        model.save_model(str(ftz))
+        path.unlink()
+        path = ftz
+    shutil.rmtree(work)
+    return path
+
+
+# ---------------------------------------------------------------------------------------- head
+
+
+def embed_documents(
+    texts: Sequence[str], spec: HeadSpec, *, cache: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Chunk embeddings of ``texts`` and each chunk's document index, as the embedding detector
+    computes them (same encoder, same chunking). Cached by content when a cache folder is given."""
+    from corpusfilter.embed import Chunking, load_encoder, resolve_model
+
+    folder = cache or spec.cache or os.environ.get("CORPUSFILTER_EMB_CACHE")
+    key = None
+    if folder:
+        _, model_path = resolve_model(spec.model)
+        h = hashlib.sha256(f"{model_path}\x00{spec.chunk_tokens}\x00{spec.max_chunks}".encode())
+        for t in texts:
+            h.update(t.encode())
+            h.update(b"\x00")
+        key = Path(folder) / f"{h.hexdigest()[:32]}.npz"
+        if key.is_file():
+            with np.load(key, allow_pickle=False) as z:
+                return z["emb"], z["doc"]
+    enc = load_encoder(
+        spec.model, Chunking(chunk_tokens=spec.chunk_tokens, max_chunks=spec.max_chunks), "cpu"
+    )
+    emb, doc = enc.embed_chunks(list(texts), spec.batch_size)
+    if key is not None:
+        key.parent.mkdir(parents=True, exist_ok=True)
+        tmp = key.with_suffix(".tmp.npz")
+        np.savez(tmp, emb=emb, doc=doc)
+        tmp.replace(key)
+    return emb, doc
+
+
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, *, epochs: int, lr: float, l2: float
+) -> tuple[np.ndarray, float]:
+    """Weighted, L2-regularized logistic regression by full-batch Adam from zero: deterministic."""
+    x = x.astype(np.float64)
+    y = y.astype(np.float64)
+    w = w.astype(np.float64) / w.sum()
+    d = x.shape[1]
+    theta = np.zeros(d + 1)
+    m = np.zeros(d + 1)
+    v = np.zeros(d + 1)
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    for t in range(1, epochs + 1):
+        z = x @ theta[:d] + theta[d]
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+        g = w * (p - y)
+        grad = np.concatenate([x.T @ g + l2 * theta[:d], [g.sum()]])
+        m = b1 * m + (1 - b1) * grad
+        v = b2 * v + (1 - b2) * grad * grad
+        theta -= lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+    return theta[:d].astype(np.float32), float(theta[d])
+
+
+def train_head(cfg: TrainConfig, train: Examples, out_dir: Path) -> Path:
+    """A one-vs-rest logistic head per label over chunk embeddings (each chunk carries its
+    document's label, weighted 1/chunks), saved as .npz for the embedding detector's head mode."""
+    spec = cfg.head
+    emb, doc = embed_documents(train.texts, spec)
+    counts = np.bincount(doc, minlength=len(train)).astype(np.float64)
+    w_doc = np.asarray(train.weights, dtype=np.float64)
+    labels = sorted(set(train.labels))
+    heads = [cfg.positive] if len(labels) <= 2 else labels
+    weights, biases = [], []
+    for lab in heads:
+        y_doc = np.asarray([lb == lab for lb in train.labels], dtype=np.float64)
+        wd = w_doc.copy()
+        if spec.balance and 0 < y_doc.sum() < len(y_doc):
+            pos_w = (wd * y_doc).sum()
+            neg_w = (wd * (1 - y_doc)).sum()
+            wd = np.where(y_doc == 1, wd / pos_w, wd / neg_w)
+        wc = wd[doc] / np.maximum(counts[doc], 1)
+        wgt, b = fit_logistic(emb, y_doc[doc], wc, epochs=spec.epochs, lr=spec.lr, l2=spec.l2)
+        weights.append(wgt)
+        biases.append(b)
+    path = out_dir / "head.npz"
+    np.savez(
+        path,
+        weight=np.stack(weights).astype(np.float32),
+        bias=np.asarray(biases, dtype=np.float32),
+        labels=np.asarray(heads),
+    )
+    return path
+
+
+# ---------------------------------------------------------------------------------------- driver
+
+
+def detector_params(cfg: TrainConfig, model_path: Path) -> dict[str, Any]:
+    """The detector block (recipe form) that scores with the trained model."""
+    if cfg.trainer == "fasttext":
+        return {"fasttext": {"name": cfg.name, "model": str(model_path)}}
+    h = cfg.head
+    return {
+        "embedding": {
+            "name": cfg.name,
+            "model": h.model,
+            "head": str(model_path),
+            "chunk_tokens": h.chunk_tokens,
+            "max_chunks": h.max_chunks,
+            "aggregate": [h.aggregate],
+        }
+    }
+
+
+def score_column(cfg_or_sidecar: Mapping[str, Any]) -> str:
+    """The score column of the positive label in the detector's output."""
+    name, positive = cfg_or_sidecar["name"], cfg_or_sidecar["positive"]
+    col = re.sub(r"\W", "_", positive)
+    if cfg_or_sidecar["trainer"] == "fasttext":
+        return f"{name}_{col}"
+    return f"{name}_{positive}_chunk{cfg_or_sidecar['aggregate']}"
+
+
+def write_sidecar(cfg: TrainConfig, model_path: Path) -> dict[str, Any]:
+    """``<model>.json``: what a scorer needs to use the model like a recipe would."""
+    side: dict[str, Any] = {
+        "name": cfg.name,
+        "trainer": cfg.trainer,
+        "positive": cfg.positive,
+        "model_file": model_path.name,
+    }
+    if cfg.trainer == "head":
+        side.update(
+            embedding_model=cfg.head.model,
+            chunk_tokens=cfg.head.chunk_tokens,
+            max_chunks=cfg.head.max_chunks,
+            aggregate=cfg.head.aggregate,
+        )
+    side["score_column"] = score_column(side)
+    model_path.with_suffix(".json").write_text(json.dumps(side, indent=2) + "\n", encoding="utf-8")
+    return side
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: Path
+    metrics: dict[str, Any]
+    out_dir: Path
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    root: Path,
+    out_dir: Path,
+    exclude: Sequence[str] = (),
+    config_text: str | None = None,
+    write_card: bool = True,
+) -> TrainResult:
+    """Build examples, train on the train split, score the validation split, write everything."""
+    from corpusfilter.evaluate import binary_metrics, score_texts
+
+    t0 = time.perf_counter()
+    ex = build_examples(cfg, root, exclude=exclude)
+    tr, va = ex.where(split="train"), ex.where(split="validation")
+    if len(set(tr.labels)) < 2:
+        raise CorpusfilterError(f"the train split has one label only ({sorted(set(tr.labels))})")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = train_fasttext(cfg, tr, out_dir) if cfg.trainer == "fasttext" else train_head(cfg, tr, out_dir)
+    train_s = time.perf_counter() - t0
+    side = write_sidecar(cfg, model)
+    sizes: dict[str, dict[str, int]] = {}
+    for src, sp, lab in zip(ex.sources, ex.splits, ex.labels):
+        d = sizes.setdefault(src, {"label": lab, "train": 0, "validation": 0, "test": 0})  # type: ignore[dict-item]
+        d[sp] += 1
+    metrics: dict[str, Any] = {
+        "name": cfg.name,
+        "trainer": cfg.trainer,
+        "positive": cfg.positive,
+        "seed": cfg.seed,
+        "model_file": model.name,
+        "model_bytes": model.stat().st_size,
+        "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
+        "train_seconds": round(train_s, 2),
+        "excluded_sources": list(exclude),
+        "sources": sizes,
+    }
+    if len(va):
+        scores = score_texts(side, model, va.texts)
+        y = np.asarray([lb == cfg.positive for lb in va.labels])
+        metrics["validation"] = binary_metrics(y, scores)
+        per: dict[str, Any] = {}
+        for s in sorted(set(va.sources)):
+            m = np.asarray([x == s for x in va.sources])
+            per[s] = _source_rates(y[m], scores[m], 0.5)
+        metrics["validation_per_source"] = per
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    if config_text is not None:
+        (out_dir / "train.resolved.yaml").write_text(_resolved_yaml(cfg), encoding="utf-8")
+    if write_card:
+        (out_dir / "MODEL_CARD.md").write_text(model_card(cfg, metrics, root), encoding="utf-8")
+    return TrainResult(model, metrics, out_dir)
+
+
+def _source_rates(y: np.ndarray, s: np.ndarray, thr: float) -> dict[str, Any]:
+    hit = s >= thr
+    out: dict[str, Any] = {"docs": len(y), "positives": int(y.sum())}
+    if y.any():
+        out["recall"] = round(float(hit[y].mean()), 4)
+    if (~y).any():
+        out["fpr"] = round(float(hit[~y].mean()), 4)
+    return out
+
+
+def _resolved_yaml(cfg: TrainConfig) -> str:
+    import yaml
+
+    return "# resolved configuration (defaults filled in) written by corpusfilter train\n" + yaml.safe_dump(
+        config_to_dict(cfg), sort_keys=False, allow_unicode=True
+    )
+
+
+def model_card(cfg: TrainConfig, metrics: Mapping[str, Any], root: Path) -> str:
+    """MODEL_CARD.md: sources and sizes, hyperparameters, validation metrics, use, failure modes."""
+    lines = [f"# {cfg.name} detector", ""]
+    if cfg.description:
+        lines += [cfg.description.strip(), ""]
+    lines += [
+        f"- trainer: `{cfg.trainer}`; positive label `{cfg.positive}`; seed {cfg.seed}",
+        f"- model file: `{metrics['model_file']}` ({metrics['model_bytes'] / 2**20:.1f} MB, "
+        f"sha256 `{metrics['model_sha256'][:16]}…`); sidecar `{Path(metrics['model_file']).stem}.json`",
+        "- reproduce: `corpusfilter train train.yaml` with the data root "
+        f"(`--data-root`, `$CORPUSFILTER_DATA`, default `{DEFAULT_DATA_ROOT}`)",
+        "- trained on text derived from third-party data sets (see sources below and their licenses); "
+        "the model file contains no rows of them verbatim beyond fastText's vocabulary.",
+        "",
+        "## Training sources (documents per split)",
+        "",
+        "| source | file | label | rows / documents | train | validation | test |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in cfg.sources:
+        n = metrics["sources"].get(s.name, {"train": 0, "validation": 0, "test": 0})
+        how = (
+            f"grouped into {s.doc_words[0]}–{s.doc_words[1]}-word documents"
+            if s.doc_words
+            else "one row a document"
+        )
+        if s.group_by:
+            how += f" by `{s.group_by}`"
+        where = f" where `{s.where}`" if s.where else ""
+        lab = f"from `{s.label_column}`" if s.label_column else f"`{s.label}`"
+        lines.append(
+            f"| {s.name} | `{s.path}`{where} | {lab} | {how}"
+            f"{f', limit {s.limit}' if s.limit else ''}{f', weight {s.weight:g}' if s.weight != 1 else ''} "
+            f"| {n['train']} | {n['validation']} | {n['test']} |"
+        )
+    hp = params_to_dict(cfg.fasttext if cfg.trainer == "fasttext" else cfg.head)
+    lines += ["", "## Hyperparameters", "", "```json", json.dumps(hp, indent=1), "```", ""]
+    val = metrics.get("validation")
+    if val:
+        lines += ["## Validation (in-distribution split; says little about real corpora)", ""]
+        lines += [
+            f"AUROC {val['auroc']:.4f}, at threshold 0.5: precision {val['precision']:.4f}, "
+            f"recall {val['recall']:.4f}, F1 {val['f1']:.4f}, ECE {val['ece']:.4f} "
+            f"({val['positives']} positive / {val['negatives']} negative documents)",
+            "",
+        ]
+    gen = metrics.get("generalization")
+    if gen:
+        lines += ["## Generalization (scripts/eval_detectors.py)", "", gen.get("markdown", ""), ""]
+    if cfg.intended_use:
+        lines += ["## Intended use", "", cfg.intended_use.strip(), ""]
+    if cfg.failure_modes:
+        lines += ["## Known failure modes", ""] + [f"- {f}" for f in cfg.failure_modes] + [""]
+    return "\n".join(lines)
+
+
+def cmd_train(args: Any) -> int:
+    """CLI entry: ``corpusfilter train CONFIG.yaml [--data-root DIR] [--output DIR]``."""
+    cfg_path = Path(args.config)
+    cfg = load_config(cfg_path)
+    out = (
+        Path(args.output)
+        if args.output
+        else (cfg_path.parent / cfg.output if cfg.output else cfg_path.parent)
+    )
+    res = train(
+        cfg,
+        root=data_root(args.data_root),
+        out_dir=out,
+        config_text=cfg_path.read_text(encoding="utf-8"),
+    )
+    m = res.metrics
+    print(f"model: {res.model} ({m['model_bytes'] / 2**20:.2f} MB) in {m['train_seconds']} s")
+    for s, d in m["sources"].items():
+        print(
+            f"  {s:28s} {d['label']:>14s}  train {d['train']:6d}  val {d['validation']:5d}  test {d['test']:5d}"
+        )
+    if "validation" in m:
+        v = m["validation"]
+        print(
+            f"validation: AUROC {v['auroc']:.4f}  P {v['precision']:.4f}  R {v['recall']:.4f}  "
+            f"F1 {v['f1']:.4f}  ECE {v['ece']:.4f}"
+        )
+    print(f"wrote {out / 'metrics.json'}, {out / 'MODEL_CARD.md'}")
+    return 0

@@ -1,0 +1,211 @@
+"""corpusfilter train: strict config, document grouping, seeded splits, real fastText and head training."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from corpusfilter.errors import CorpusfilterError, InputError, RecipeError
+from corpusfilter.train import build_examples, load_config, parse_config, train
+
+MORAL = (
+    "kind honest honesty compassion mercy forgive virtue love care gentle truthful humble generous".split()
+)
+TECH = "install package pip function returns list compile kernel module run tests config file".split()
+FILL = "the a and of to with is it this that we you be".split()
+
+
+def sentences(words: list[str], n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(words + FILL) for _ in range(rng.randint(5, 12))) + "." for _ in range(n)]
+
+
+def write_data(root: Path) -> Path:
+    """Statements with a theme column (short rows) and labelled documents (one row each)."""
+    root.mkdir(parents=True, exist_ok=True)
+    pq.write_table(
+        pa.table(
+            {
+                "text": sentences(MORAL, 300, 1) + sentences(TECH, 300, 2),
+                "theme": ["kindness", "honesty"] * 150 + ["build", "tests"] * 150,
+                "good": [True] * 300 + [False] * 300,
+            }
+        ),
+        root / "statements.parquet",
+    )
+    rng = random.Random(7)  # plus neutral filler words: a vocabulary big enough to quantize
+    docs = [
+        " ".join(
+            sentences(MORAL if i % 2 else TECH, 8, 100 + i) + [f"x{rng.randrange(500)}" for _ in range(20)]
+        )
+        for i in range(200)
+    ]
+    pq.write_table(
+        pa.table({"id": [f"d{i}" for i in range(200)], "body": docs, "label": [i % 2 for i in range(200)]}),
+        root / "labelled.parquet",
+    )
+    return root
+
+
+def config(**extra: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "name": "good",
+        "trainer": "fasttext",
+        "positive": "good",
+        "seed": 3,
+        "sources": [
+            {
+                "name": "moral_statements",
+                "path": "statements.parquet",
+                "where": "good",
+                "label": "good",
+                "group_by": "theme",
+                "doc_words": [40, 80],
+            },
+            {
+                "name": "tech_statements",
+                "path": "statements.parquet",
+                "where": "NOT good",
+                "label": "other",
+                "group_by": "theme",
+                "doc_words": [40, 80],
+            },
+            {
+                "name": "labelled",
+                "path": "labelled.parquet",
+                "text": "{body}",
+                "id": "id",
+                "label": "unused",
+                "label_column": "label",
+                "label_map": {"1": "good", "0": "other"},
+            },
+        ],
+        "split": {"validation": 0.2, "test": 0.1},
+        "fasttext": {"dim": 16, "epoch": 5},
+    }
+    cfg.update(extra)
+    return cfg
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return write_data(tmp_path / "data")
+
+
+def test_unknown_keys_are_errors_naming_the_key() -> None:
+    with pytest.raises(RecipeError, match="colour: unknown key"):
+        parse_config(config(colour="red"))
+    bad = config()
+    bad["sources"][0]["wher"] = "x"
+    with pytest.raises(RecipeError, match=r"sources\[0\]\.wher: unknown key"):
+        parse_config(bad)
+    with pytest.raises(RecipeError, match=r"fasttext\.dims: unknown key"):
+        parse_config(config(fasttext={"dims": 3}))
+    with pytest.raises(RecipeError, match="positive"):
+        parse_config(config(positive="nope", sources=config()["sources"][:2]))
+
+
+def test_documents_are_grouped_by_key_and_splits_are_seeded(root: Path) -> None:
+    cfg = parse_config(config())
+    ex = build_examples(cfg, root)
+    again = build_examples(cfg, root)
+    assert ex.texts == again.texts and ex.splits == again.splits
+    grouped = ex.where(source="moral_statements")
+    words = [len(t.split()) for t in grouped.texts]
+    assert min(words) >= 40 and max(words) <= 80 + 12 + 40  # + a last sentence + a short remainder
+    assert {i.split(":")[1] for i in grouped.ids} == {"kindness", "honesty"}
+    # every statement lands in exactly one document
+    assert sum(words) == sum(len(s.split()) for s in sentences(MORAL, 300, 1))
+    labelled = ex.where(source="labelled")
+    assert set(labelled.labels) == {"good", "other"} and len(labelled) == 200
+    assert {"train", "validation", "test"} <= set(ex.splits)
+    other_seed = build_examples(parse_config(config(seed=4)), root)
+    assert other_seed.where(source="labelled").splits != labelled.splits
+
+
+def test_fasttext_training_is_deterministic_and_writes_card_metrics_sidecar(
+    root: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("fasttext")
+    cfg = parse_config(config())
+    a = train(cfg, root=root, out_dir=tmp_path / "a", config_text="x")
+    b = train(cfg, root=root, out_dir=tmp_path / "b")
+    assert a.model.name == "model.bin"
+    assert a.model.read_bytes() == b.model.read_bytes()
+    m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert m["validation"]["auroc"] > 0.95
+    assert m["sources"]["labelled"]["validation"] > 0
+    card = (tmp_path / "a" / "MODEL_CARD.md").read_text()
+    assert "moral_statements" in card and "Hyperparameters" in card and "AUROC" in card
+    side = json.loads((tmp_path / "a" / "model.json").read_text())
+    assert side["score_column"] == "good_good"
+    resolved = yaml.safe_load((tmp_path / "a" / "train.resolved.yaml").read_text())
+    assert parse_config(resolved) == cfg
+    c = train(parse_config(config(seed=5)), root=root, out_dir=tmp_path / "c", write_card=False)
+    assert c.model.read_bytes() != a.model.read_bytes()
+
+
+def test_quantize_always_writes_ftz(root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("fasttext")
+    cfg = parse_config(config(fasttext={"dim": 16, "epoch": 3, "quantize": "always"}))
+    res = train(cfg, root=root, out_dir=tmp_path / "q", write_card=False)
+    assert res.model.suffix == ".ftz" and not (tmp_path / "q" / "model.bin").exists()
+    assert res.metrics["validation"]["auroc"] > 0.9
+
+
+def test_static_head_is_loadable_by_the_embedding_detector(root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("model2vec")
+    from corpusfilter.blocks.embedding import LinearHead
+
+    cfg = parse_config(config(trainer="head", head={"model": "static-minilm", "epochs": 150}))
+    a = train(cfg, root=root, out_dir=tmp_path / "h")
+    b = train(cfg, root=root, out_dir=tmp_path / "h2", write_card=False)
+    head = LinearHead.load(str(a.model))
+    assert head.labels == ("good",) and head.weight.shape == (1, 256)
+    assert a.model.read_bytes() == b.model.read_bytes()
+    with np.load(a.model, allow_pickle=False) as z:
+        assert set(z.files) == {"weight", "bias", "labels"}
+    assert a.metrics["validation"]["auroc"] > 0.95
+    assert json.loads((tmp_path / "h" / "head.json").read_text())["score_column"] == "good_good_chunkmean"
+
+
+def test_bad_data_is_a_clear_error(root: Path, tmp_path: Path) -> None:
+    cfg = config()
+    cfg["sources"][0]["path"] = "missing.parquet"
+    with pytest.raises(InputError, match="moral_statements.*missing.parquet"):
+        build_examples(parse_config(cfg), root)
+    cfg = config()
+    cfg["sources"][0]["where"] = "no_such_column > 1"
+    with pytest.raises(RecipeError, match="moral_statements.where"):
+        build_examples(parse_config(cfg), root)
+    cfg = config()
+    cfg["sources"][2]["text"] = "{nope} {body}"
+    with pytest.raises(InputError, match="nope"):
+        build_examples(parse_config(cfg), root)
+    one_label = config(sources=config()["sources"][:1])
+    with pytest.raises(CorpusfilterError, match="one label"):
+        train(parse_config(one_label), root=root, out_dir=tmp_path / "x")
+
+
+def test_cli_train_with_data_root(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("fasttext")
+    from corpusfilter.cli import main
+
+    path = tmp_path / "cfg" / "train.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(config()))
+    assert load_config(path).name == "good"
+    assert main(["train", str(path), "--data-root", str(root)]) == 0
+    assert (path.parent / "model.bin").is_file() and (path.parent / "metrics.json").is_file()
+    assert "validation: AUROC" in capsys.readouterr().out
+    path.write_text(yaml.safe_dump(config(bogus=1)))
+    assert main(["train", str(path), "--data-root", str(root)]) == 1
+    assert "bogus: unknown key" in capsys.readouterr().err

@@ -112,7 +112,7 @@ def test_accounting_mismatches_are_reported() -> None:
     _, problems = check_accounting(
         [{"shards": {"a": good}}, {"shards": {"b": bad}}], {"a": 3, "b": 3, "c": 1}, -1
     )
-    assert any("b: read 3 != kept 1 + rejected 0 + unreadable 1" in p for p in problems)
+    assert any("b: read 3 + added 0 != kept 1 + rejected 0 + unreadable 1" in p for p in problems)
     assert any("c: never reached the writer" in p for p in problems)
     _, problems = check_accounting([{"shards": {"a": good}}, {"shards": {"a": good}}], {"a": 3}, -1)
     assert any("more than one task" in p for p in problems)

@@ -20,7 +20,7 @@ class Batch:
 
     ``table`` holds the rows still alive. Decisions move rows out of it into ``rejected`` (with reason
     and block columns); the reader puts rows it cannot use into ``unreadable``. ``rows_read`` is how many
-    input rows this batch stands for, so the writer can check read = kept + rejected + unreadable.
+    input rows this batch stands for, so the writer can check read + added = kept + rejected + unreadable.
     """
 
     table: pa.Table
@@ -29,6 +29,8 @@ class Batch:
     text_bytes: int = 0
     rejected: list[pa.Table] = field(default_factory=list)
     unreadable: list[pa.Table] = field(default_factory=list)
+    #: rows added by resampling blocks (copies), so that read + added = kept + rejected + unreadable
+    added: int = 0
 
     @property
     def num_rows(self) -> int:

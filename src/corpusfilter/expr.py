@@ -62,3 +62,48 @@ class Condition:
         if len(res) == 1 and n != 1:  # a constant expression
             return np.full(n, bool(res[0]), dtype=bool)
         return res.to_numpy().astype(bool, copy=False)
+
+
+class Expression:
+    """A compiled numeric SQL expression such as ``1 + 4 * misaligned_ai_score`` (null → ``default``)."""
+
+    def __init__(self, sql: str, *, path: str = "weight") -> None:
+        if not isinstance(sql, str) or not sql.strip():
+            raise RecipeError(f"{path}: empty expression")
+        self.sql = sql
+        self.path = path
+        try:
+            self.expr = pl.sql_expr(sql)
+            self.columns = sorted(set(self.expr.meta.root_names()))
+        except Exception as e:
+            raise RecipeError(f"{path}: cannot parse {sql!r}: {_first_line(e)}") from None
+
+    def validate(self, schema: pa.Schema) -> None:
+        missing = [c for c in self.columns if c not in schema.names]
+        if missing:
+            raise RecipeError(
+                f"{self.path}: unknown column {missing[0]!r} in {self.sql!r} "
+                f"(columns at this point: {', '.join(schema.names)})"
+            )
+        empty = pl.from_arrow(schema.empty_table().select(self.columns)) if self.columns else pl.DataFrame()
+        assert isinstance(empty, pl.DataFrame)
+        try:
+            dtype = empty.select(self.expr.alias("_e")).schema["_e"]
+        except Exception as e:
+            raise RecipeError(f"{self.path}: invalid expression {self.sql!r}: {_first_line(e)}") from None
+        if not dtype.is_numeric():
+            raise RecipeError(f"{self.path}: expression {self.sql!r} gives {dtype}, not a number")
+
+    def evaluate(self, table: pa.Table, *, default: float = 0.0) -> np.ndarray:
+        """float64 numpy array, null/NaN → ``default``."""
+        n = table.num_rows
+        if not self.columns:
+            frame: Any = pl.DataFrame({"_n": np.zeros(n, dtype=np.int8)})
+        else:
+            frame = pl.from_arrow(table.select(self.columns))
+        res = frame.select(self.expr.cast(pl.Float64).alias("_e")).to_series()
+        arr = res.fill_null(default).to_numpy().astype(np.float64, copy=True)
+        if len(arr) == 1 and n != 1:
+            arr = np.full(n, arr[0])
+        arr[np.isnan(arr)] = default
+        return arr

@@ -100,6 +100,17 @@ def resolve_input(path: str) -> tuple[DataFolder, list[str]]:
     return folder, files
 
 
+def folder_url(folder: DataFolder) -> str:
+    """The folder as a path ``get_datafolder`` takes back: local folders plain, remote ones with their
+    protocol (``hf://datasets/ORG/NAME/data``; ``DataFolder.path`` drops it), so a manifest's
+    ``input_folder`` can be re-opened to re-hash the inputs."""
+    protocol = folder.fs.protocol
+    protocol = protocol[0] if isinstance(protocol, (tuple, list)) else protocol
+    if protocol in ("file", "local"):
+        return str(folder.path)
+    return f"{protocol}://{folder.path}"
+
+
 def inspect_inputs(path: str, *, text_column: str, id_column: str | None, scored: bool = False) -> InputSet:
     """Read every shard's footer: row counts, sizes, a unified schema. Fails on the first unusable file.
 
@@ -587,11 +598,12 @@ class ParquetBatchWriter(PipelineStep):
             pending: Future[None] | None = None
             for batch in data or ():
                 acc = shards.setdefault(
-                    batch.shard, {"read": 0, "kept": 0, "rejected": {}, "unreadable": 0, "text_bytes": 0}
+                    batch.shard, {"read": 0, "kept": 0, "added": 0, "rejected": {}, "unreadable": 0, "text_bytes": 0}
                 )
                 acc["read"] += batch.rows_read
                 acc["text_bytes"] += batch.text_bytes
                 acc["kept"] += batch.num_rows
+                acc["added"] += batch.added
                 for rej in batch.rejected:
                     reasons, counts = np.unique(rej.column(REASON_COLUMN).to_numpy(False), return_counts=True)
                     for reason, count in zip(reasons, counts):

@@ -60,7 +60,7 @@ class ExecutorSpec:
             raise RecipeError(f"{path}.workers: must be -1 (one per task, up to the CPU count) or at least 1")
 
 
-_TOP_KEYS = {"description", "input", "output", "seed", "executor", "blocks"}
+_TOP_KEYS = {"description", "input", "output", "seed", "executor", "blocks", "control"}
 
 
 def _is_remote(p: str) -> bool:
@@ -85,6 +85,18 @@ class Recipe:
     blocks: list[Block]
     source: str = "<inline>"
     description: str = ""
+    control: ControlSpec | None = None
+
+    @property
+    def control_path(self) -> str:
+        if self.control is None:
+            raise RecipeError("this recipe has no control")
+        return self.control.output or self.output.path.rstrip("/") + ".control"
+
+    @property
+    def needs_corpus_pass(self) -> bool:
+        """Whether running it takes score → solve → decide (target shares, backfill, a control)."""
+        return self.control is not None or any(needs_totals(b) for b in self.blocks)
 
     @property
     def sha256(self) -> str:
@@ -209,20 +221,70 @@ def load_recipe(
         block = cls.from_params(params, path=f"{bpath}.{btype}")
         item[btype] = params
         blocks.append(block)
-    _label_blocks(blocks, inp.text_column)
-    return Recipe(data, inp, out, ex, seed, blocks, origin, desc)
+    _label_blocks(blocks, inp.text_column, inp.id_column or "id", seed)
+    _check_order(blocks)
+    control = None
+    if data.get("control") is not None:
+        control = build_params(ControlSpec, data["control"], "control")
+        if control.output is not None:
+            control = dataclasses.replace(control, output=_resolve(control.output, base))
+        data["control"] = dataclasses.asdict(control)
+    return Recipe(data, inp, out, ex, seed, blocks, origin, desc, control)
 
 
 def _looks_like_path(v: str) -> bool:
     return "/" in v or "\\" in v or v.endswith(".txt")
 
 
-def _label_blocks(blocks: list[Block], text_column: str) -> None:
+def _label_blocks(blocks: list[Block], text_column: str, id_column: str, seed: int) -> None:
     for i, b in enumerate(blocks):
         suffix = f":{b.params.name}" if isinstance(b, Detector) and hasattr(b.params, "name") else ""
         b.label = f"{i}.{b.block_type}{suffix}"
         b.stats.name = str(b)
         b.text_column = text_column
+        b.id_column = id_column
+        b.seed = seed
+
+
+def needs_totals(block: Block) -> bool:
+    """Whether a block is solved from corpus-wide totals (target shares, backfill) before it runs."""
+    return bool(getattr(block, "needs_totals", False))
+
+
+def _check_order(blocks: list[Block]) -> None:
+    """Blocks solved from corpus totals see the corpus after every drop: no drop/keep may follow them."""
+    seen: Block | None = None
+    for b in blocks:
+        if needs_totals(b):
+            seen = seen or b
+        elif seen is not None and b.kind == "detector":
+            raise RecipeError(
+                f"{b.label}: detectors must come before {seen.label} (it is solved from scores)"
+            )
+        elif seen is not None and hasattr(b, "select"):
+            raise RecipeError(
+                f"{b.label}: drop/keep blocks must come before {seen.label}, which is solved from the corpus "
+                "left after every drop"
+            )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ControlSpec:
+    """``control: {type: matched}``: also write a control arm that removes (and adds) the same tokens
+    as the treatment, chosen at random within each group and length bucket."""
+
+    type: Literal["matched"] = "matched"
+    output: str | None = None
+    by: list[str] = dataclasses.field(default_factory=lambda: ["source"])
+    length_buckets: list[int] = dataclasses.field(default_factory=lambda: [128, 512, 2048, 8192])
+    tokens: str = "tokens_count"
+
+    def check(self, path: str) -> None:
+        b = self.length_buckets
+        if any(x <= 0 for x in b) or sorted(set(b)) != list(b):
+            raise RecipeError(
+                f"{path}.length_buckets: increasing positive token counts, e.g. [128, 512, 2048]"
+            )
 
 
 Stage = Literal["run", "score", "decide"]

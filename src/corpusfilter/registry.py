@@ -18,6 +18,7 @@ _REGISTRY: dict[tuple[str, int], type[Block]] = {}
 _BUILTIN_MODULES = (
     "corpusfilter.blocks.keyword",
     "corpusfilter.blocks.decisions",
+    "corpusfilter.blocks.resample",
     "corpusfilter.blocks.fasttext",
     "corpusfilter.blocks.embedding",
     "corpusfilter.blocks.tokens",

@@ -18,8 +18,9 @@ import pyarrow as pa
 from datatrove.executor.local import LocalPipelineExecutor
 from datatrove.io import DataFolder, get_datafolder
 
+from corpusfilter.blocks.base import Block
 from corpusfilter.errors import AccountingError, CorpusfilterError, OutputError
-from corpusfilter.io import UNREADABLE_SCHEMA, rejected_schema, sha256_file
+from corpusfilter.io import UNREADABLE_SCHEMA, folder_url, rejected_schema, sha256_file
 from corpusfilter.manifest import SCHEMA_VERSION, corpusfilter_info, environment, validate_manifest
 from corpusfilter.recipe import Plan, Recipe, Stage, plan
 
@@ -147,7 +148,8 @@ def _block_stats(out: DataFolder, tasks: int) -> dict[str, dict[str, Any]]:
 def check_accounting(
     accounts: list[dict[str, Any]], expected: dict[str, int], limit: int
 ) -> tuple[dict[str, Any], list[str]]:
-    """Merge per-rank accounting; list every way it fails read = kept + rejected + unreadable."""
+    """Merge per-rank accounting; list every way it fails read + added = kept + rejected + unreadable
+    (``added``: copies made by resampling blocks)."""
     problems: list[str] = []
     per_shard: dict[str, dict[str, Any]] = {}
     for acc in accounts:
@@ -161,9 +163,11 @@ def check_accounting(
             continue
         c = per_shard[shard]
         rej = sum(c["rejected"].values())
-        if c["read"] != c["kept"] + rej + c["unreadable"]:
+        added = c.get("added", 0)
+        if c["read"] + added != c["kept"] + rej + c["unreadable"]:
             problems.append(
-                f"{shard}: read {c['read']} != kept {c['kept']} + rejected {rej} + unreadable {c['unreadable']}"
+                f"{shard}: read {c['read']} + added {added} != kept {c['kept']} + rejected {rej}"
+                f" + unreadable {c['unreadable']}"
             )
         if limit < 0 and c["read"] != rows:
             problems.append(f"{shard}: read {c['read']} rows but the file has {rows}")
@@ -177,6 +181,7 @@ def check_accounting(
     total = {
         "read": sum(c["read"] for c in per_shard.values()),
         "kept": sum(c["kept"] for c in per_shard.values()),
+        "added": sum(c.get("added", 0) for c in per_shard.values()),
         "rejected": dict(sorted(by_reason.items())),
         "rejected_total": sum(by_reason.values()),
         "unreadable": sum(c["unreadable"] for c in per_shard.values()),
@@ -190,6 +195,8 @@ def check_accounting(
 class RunResult:
     manifest: dict[str, Any]
     output: str
+    #: the matched control arm, when the recipe asks for one
+    control: RunResult | None = None
 
     @property
     def accounting(self) -> dict[str, Any]:
@@ -215,8 +222,72 @@ def run(
 ) -> RunResult:
     """Run ``recipe`` end to end (or one stage of it: ``score`` or ``decide``); raises
     CorpusfilterError subclasses for anything the user can fix."""
+    kw: dict[str, Any] = {"tasks": tasks, "workers": workers, "mode": mode, "progress": progress}
+    if stage == "run" and recipe.needs_corpus_pass:
+        # Corpus totals first: score every row, then solve and decide from the scores.
+        run(recipe, stage="score", limit=limit, **kw)
+        stage, scores = "decide", None
     the_plan = plan(recipe, stage=stage, scores=scores, output=output)
-    return run_plan(the_plan, tasks=tasks, workers=workers, limit=limit, mode=mode, progress=progress)
+    if the_plan.stage != "decide":
+        return run_plan(the_plan, limit=limit, **kw)
+    from corpusfilter import experiment
+
+    experiment.solve(the_plan)
+    arm = None
+    if recipe.control is not None:
+        arm = {
+            "arm": "treatment",
+            "counterpart": experiment.relpath(recipe.control_path, the_plan.output_path),
+            "control": recipe.data["control"],
+        }
+    result = run_plan(the_plan, limit=limit, experiment=arm, **kw)
+    if recipe.control is not None:
+        result.control = _run_control(the_plan, result, **kw)
+    return result
+
+
+def _run_control(treatment: Plan, result: RunResult, **kw: Any) -> RunResult:
+    """The matched control arm: the same scored rows, the same tokens removed and added at random."""
+    import dataclasses
+
+    from corpusfilter import experiment
+    from corpusfilter.blocks.decisions import LABELS_TYPE, Tag
+    from corpusfilter.blocks.resample import COPY_FIELDS, Upsample
+
+    recipe = treatment.recipe
+    block = experiment.solve_control(treatment, result.manifest, result.output)
+    block.text_column = recipe.input.text_column
+    block.id_column = recipe.input.id_column or "id"
+    block.seed = recipe.seed
+    schema = treatment.input_schema
+    for f in COPY_FIELDS:
+        if f.name not in schema.names:
+            schema = schema.append(f)
+    # The treatment's labels, so both arms report the same categories: its tags, and a tag for each
+    # labelled upsample's condition.
+    tags: list[Block] = []
+    for b in treatment.blocks:
+        if isinstance(b, Tag):
+            tags.append(b)
+        elif isinstance(b, Upsample) and b.params.label and b.params.where:
+            t = Tag(where=b.params.where, label=b.params.label)
+            t.label, t.text_column = f"{b.label}:labels", b.text_column
+            t.stats.name = str(t)
+            tags.append(t)
+    if tags and "labels" not in schema.names:
+        schema = schema.append(pa.field("labels", LABELS_TYPE))
+    block.label = f"{len(tags)}.matched_control"
+    block.stats.name = str(block)
+    cplan = dataclasses.replace(
+        treatment, blocks=[*tags, block], output_schema=schema, output_path=recipe.control_path
+    )
+    arm = {
+        "arm": "control",
+        "counterpart": experiment.relpath(result.output, recipe.control_path),
+        "control": recipe.data["control"],
+        "strata": block.solution["strata"] if block.solution else {},
+    }
+    return run_plan(cplan, experiment=arm, **kw)
 
 
 def run_plan(
@@ -227,7 +298,10 @@ def run_plan(
     limit: int = -1,
     mode: Mode = "fresh",
     progress: bool = True,
+    experiment: dict[str, Any] | None = None,
 ) -> RunResult:
+    """Execute one plan: run the pipeline, check the accounting, write the manifest (``experiment``:
+    the arm this output is and where its counterpart lies)."""
     recipe = the_plan.recipe
     n_tasks = tasks or recipe.executor.tasks
     n_workers = workers or recipe.executor.workers
@@ -285,6 +359,10 @@ def run_plan(
             problems.append(f"{k}/ holds {written[k]} rows but the accounting says {want}")
     hashes = hashes_f.result()
     hasher.shutdown()
+    from corpusfilter import experiment as exp
+
+    tokens = exp.token_report(out, outputs, exp.token_column(recipe.blocks))
+    exp.achieved_shares(the_plan, out, outputs)
     stats = _block_stats(out, n_tasks)
     blocks = []
     for b in the_plan.blocks:
@@ -319,7 +397,7 @@ def run_plan(
         "started_at": started,
         "finished_at": _now(),
         "elapsed_s": round(elapsed, 3),
-        "input_folder": folder.path,
+        "input_folder": folder_url(folder),
         "inputs": [
             {"path": s.path, "rows": s.rows, "bytes": s.bytes, "sha256": h}
             for s, h in zip(the_plan.inputs.shards, hashes)
@@ -332,7 +410,10 @@ def run_plan(
         },
         "blocks": blocks,
         "accounting": totals,
+        "tokens": tokens,
     }
+    if experiment is not None:
+        manifest["experiment"] = experiment
     if the_plan.scores_manifest is not None:
         sm = the_plan.scores_manifest
         manifest["scores"] = {
@@ -355,26 +436,55 @@ def run_plan(
     return RunResult(manifest, out.path)
 
 
-def format_summary(result: RunResult, file: Any = None) -> str:
-    """The end-of-run table: documents read, kept, rejected by reason, unreadable, throughput."""
-    m = result.manifest
+def _summary_rows(m: dict[str, Any], output: str) -> dict[str, str]:
     a = m["accounting"]
     secs = max(m["elapsed_s"], 1e-9)
-    rows: list[tuple[str, str]] = [
-        ("documents read", f"{a['read']:,}"),
-        ("kept", f"{a['kept']:,}"),
-    ]
+    rows: dict[str, str] = {"documents read": f"{a['read']:,}"}
     for reason, n in a["rejected"].items():
-        rows.append((f"rejected: {reason}", f"{n:,}"))
-    rows.append(("unreadable", f"{a['unreadable']:,}"))
-    rows.append(("text read", f"{a['text_bytes'] / 1e6:,.1f} MB"))
-    rows.append(("wall time", f"{secs:,.1f} s"))
-    rows.append(("throughput", f"{a['text_bytes'] / 1e6 / secs:,.1f} MB/s, {a['read'] / secs:,.0f} docs/s"))
-    rows.append(("accounting", "ok" if a["ok"] else "FAILED"))
-    rows.append(("output", result.output))
-    width = max(len(k) for k, _ in rows)
-    vwidth = max(len(v) for _, v in rows)
-    lines = [f"{k:<{width}}  {v:>{vwidth}}" for k, v in rows]
+        rows[f"rejected: {reason}"] = f"{n:,}"
+    if a.get("added"):
+        rows["added (copies)"] = f"{a['added']:,}"
+    rows["kept (written)"] = f"{a['kept']:,}"
+    rows["unreadable"] = f"{a['unreadable']:,}"
+    t = m.get("tokens") or {}
+    if t.get("column"):
+        rows[f"tokens in ({t['column']})"] = f"{t['in']['tokens']:,}"
+        rows["tokens removed"] = f"{t['removed']['tokens']:,}"
+        rows["tokens added"] = f"{t['added']['tokens']:,}"
+        rows["tokens out"] = f"{t['out']['tokens']:,}"
+        for lab, c in t["categories"].items():
+            rows[f"share: {lab}"] = f"{100 * c['share_in']:.2f}% → {100 * c['share_out']:.2f}%"
+    for b in m["blocks"]:
+        sol = b["provenance"].get("solution") or {}
+        if "target_share" in sol:
+            rows[f"target {b['label']}"] = (
+                f"{100 * sol['target_share']:.2f}% → {100 * sol.get('achieved_share', 0):.2f}% (×{sol['weight']:.3f})"
+            )
+        if "relative_error" in b["provenance"]:
+            rows[f"backfill {b['label']}"] = (
+                f"{b['provenance']['added_tokens']:,} of {b['provenance']['removed_tokens']:,} tokens"
+            )
+    rows["text read"] = f"{a['text_bytes'] / 1e6:,.1f} MB"
+    rows["wall time"] = f"{secs:,.1f} s"
+    rows["throughput"] = f"{a['text_bytes'] / 1e6 / secs:,.1f} MB/s, {a['read'] / secs:,.0f} docs/s"
+    rows["accounting"] = "ok" if a["ok"] else "FAILED"
+    rows["output"] = output
+    return rows
+
+
+def format_summary(result: RunResult, file: Any = None) -> str:
+    """The end-of-run table: documents and tokens read, removed by reason, added, out; category
+    shares before → after; with a matched control, treatment and control side by side."""
+    arms = [("", result)] if result.control is None else [("treatment", result), ("control", result.control)]
+    tables = [_summary_rows(r.manifest, r.output) for _, r in arms]
+    keys = list(dict.fromkeys(k for t in tables for k in t))
+    width = max(len(k) for k in keys)
+    vw = [max([len(h), *(len(v) for v in t.values())]) for (h, _), t in zip(arms, tables)]
+    lines = []
+    if len(arms) > 1:
+        lines.append(f"{'':<{width}}  " + "  ".join(f"{h:>{w}}" for (h, _), w in zip(arms, vw)))
+    for k in keys:
+        lines.append(f"{k:<{width}}  " + "  ".join(f"{t.get(k, '-'):>{w}}" for t, w in zip(tables, vw)))
     text = "\n".join(lines)
     if file is not None:
         print(text, file=file)

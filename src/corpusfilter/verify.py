@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datatrove.io import DataFolder, get_datafolder
 
@@ -61,6 +62,7 @@ def verify(output: str, *, rebuild: bool = False, inputs: bool = True) -> Verifi
         return result  # the rest reads fields the schema guarantees
     _check_outputs(folder, manifest, result)
     _check_accounting(manifest, result)
+    _check_copies(folder, manifest, result)
     if inputs:
         _check_inputs(manifest, result)
     if rebuild:
@@ -100,9 +102,11 @@ def _check_accounting(manifest: dict[str, Any], result: Verification) -> None:
     totals = {"read": 0, "kept": 0, "rejected": 0, "unreadable": 0}
     for shard, c in acc["per_shard"].items():
         rej = sum(c["rejected"].values())
-        if c["read"] != c["kept"] + rej + c["unreadable"]:
+        added = c.get("added", 0)
+        if c["read"] + added != c["kept"] + rej + c["unreadable"]:
             result.problems.append(
-                f"{shard}: read {c['read']} != kept {c['kept']} + rejected {rej} + unreadable {c['unreadable']}"
+                f"{shard}: read {c['read']} + added {added} != kept {c['kept']} + rejected {rej}"
+                f" + unreadable {c['unreadable']}"
             )
         totals["read"] += c["read"]
         totals["kept"] += c["kept"]
@@ -132,7 +136,27 @@ def _check_accounting(manifest: dict[str, Any], result: Verification) -> None:
         missing = set(rows_by_input) - set(acc["per_shard"])
         for shard in sorted(missing):
             result.problems.append(f"{shard}: an input shard absent from the accounting")
-    result.checked.append("accounting: read = kept + rejected + unreadable, per shard and in total")
+    result.checked.append("accounting: read + added = kept + rejected + unreadable, per shard and in total")
+
+
+def _check_copies(folder: DataFolder, manifest: dict[str, Any], result: Verification) -> None:
+    """Copies made by resampling blocks (``copy_index`` > 0 in data/ and rejected/) = accounting.added."""
+    if not any(c["name"] == "copy_index" for c in manifest["schemas"]["data"]):
+        return
+    copies = 0
+    for kind in ("data", "rejected"):
+        for entry in manifest["outputs"][kind]:
+            if not folder.isfile(entry["path"]):
+                continue
+            with folder.open(entry["path"], "rb") as f:
+                col = pq.read_table(f, columns=["copy_index"]).column("copy_index")
+            copies += int(pc.sum(pc.greater(col, 0)).as_py() or 0)
+    want = manifest["accounting"].get("added", 0)
+    if copies != want:
+        result.problems.append(
+            f"output files hold {copies} copies (copy_index > 0) but accounting.added is {want}"
+        )
+    result.checked.append(f"copies: {copies} rows with copy_index > 0 = accounting.added")
 
 
 def _check_inputs(manifest: dict[str, Any], result: Verification) -> None:

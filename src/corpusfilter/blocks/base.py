@@ -42,6 +42,9 @@ class Block(PipelineStep):
     type = "corpusfilter"
 
     params: Any
+    #: set from the recipe by the pipeline builder: the id column and the seed for hash draws
+    id_column: str = "id"
+    seed: int = 0
 
     def __init__(self, **params: Any) -> None:
         self._init(params, self.block_type)

@@ -1,0 +1,369 @@
+"""Resampling decisions: ``upsample`` (by a weight or to a target token share) and ``backfill``
+(replace removed tokens with copies of kept documents), plus the random selection of a matched control.
+
+Every copy is a new row with ``copy_index`` > 0, ``original_id`` = the id it copies and
+``id`` = ``<original_id>#<copy_index>``, so lineage is never lost and ids stay unique. Randomness comes
+only from hashes of (seed, block name, original id, copy index): the same recipe and seed give the
+same copies on any number of tasks.
+
+Blocks that need corpus-wide totals (``upsample`` with ``target_share``, ``backfill``, the matched
+control) are solved by the runner from the scored pass before the decide pass runs; the solution is
+stored on the block (``solution``) and recorded in the manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from corpusfilter.batch import BLOCK_COLUMN, REASON_COLUMN, ROW_COLUMN, SHARD_COLUMN, Batch
+from corpusfilter.blocks.base import Decision
+from corpusfilter.blocks.decisions import LABELS_TYPE
+from corpusfilter.errors import RecipeError
+from corpusfilter.expr import Condition, Expression
+from corpusfilter.registry import register
+
+COPY_COLUMN = "copy_index"
+ORIGINAL_COLUMN = "original_id"
+COPY_FIELDS = [pa.field(ORIGINAL_COLUMN, pa.string()), pa.field(COPY_COLUMN, pa.int32())]
+
+
+def unit_draws(ids: Iterable[Any], copies: Iterable[int], *, seed: int, salt: str) -> np.ndarray:
+    """Uniform [0, 1) numbers from blake2b(seed, salt, id, copy): the same on every machine and task."""
+    prefix = f"{seed}\x1f{salt}\x1f".encode()
+    out = [
+        int.from_bytes(hashlib.blake2b(prefix + f"{i}\x1f{c}".encode(), digest_size=8).digest(), "little")
+        for i, c in zip(ids, copies)
+    ]
+    return np.asarray(out, dtype=np.uint64).astype(np.float64) / 2.0**64
+
+
+def lineage(table: pa.Table, id_column: str) -> tuple[pa.Array, np.ndarray]:
+    """(original ids, copy indices) of the rows: from the copy columns if present, else the ids, 0."""
+    if ORIGINAL_COLUMN in table.column_names:
+        orig = table.column(ORIGINAL_COLUMN).combine_chunks()
+        idx = table.column(COPY_COLUMN).to_numpy(zero_copy_only=False).astype(np.int64)
+        return orig, idx
+    return table.column(id_column).combine_chunks(), np.zeros(table.num_rows, dtype=np.int64)
+
+
+def repeat_rows(table: pa.Table, counts: np.ndarray, *, id_column: str, stride: int) -> pa.Table:
+    """Repeat row i ``counts[i]`` times (counts >= 1), numbering the copies.
+
+    A copy of a row whose copy index is c gets c * stride + r for r = 1..counts-1, unique per original
+    as long as ``stride`` exceeds any count (earlier copies are renumbered the same way).
+    """
+    orig, old = lineage(table, id_column)
+    counts = counts.astype(np.int64)
+    take = np.repeat(np.arange(table.num_rows), counts)
+    rank = np.arange(len(take)) - np.repeat(np.cumsum(counts) - counts, counts)
+    old_rep = np.repeat(old, counts)
+    new_idx = np.where(rank == 0, old_rep, np.where(old_rep == 0, rank, old_rep * stride + rank))
+    out = table.take(pa.array(take))
+    orig_rep = orig.take(pa.array(take))
+    if ORIGINAL_COLUMN in out.column_names:
+        out = out.drop_columns([ORIGINAL_COLUMN, COPY_COLUMN])
+    ids = pc.if_else(
+        pa.array(new_idx > 0),
+        pc.binary_join_element_wise(orig_rep, pa.array(new_idx.astype(str)), "#"),
+        orig_rep,
+    )
+    out = out.set_column(out.column_names.index(id_column), pa.field(id_column, pa.string()), ids)
+    out = out.append_column(COPY_FIELDS[0], orig_rep.cast(pa.string()))
+    return out.append_column(COPY_FIELDS[1], pa.array(new_idx, pa.int32()))
+
+
+def extra_copies(table: pa.Table, chosen: dict[str, dict[int, int]]) -> np.ndarray:
+    """Per row, ``chosen[cf_shard][cf_row]`` (0 when absent): selections are keyed by input position."""
+    out = np.zeros(table.num_rows, dtype=np.int64)
+    if not chosen or table.num_rows == 0:
+        return out
+    shards = table.column(SHARD_COLUMN).to_pylist()
+    rows = table.column(ROW_COLUMN).to_numpy(zero_copy_only=False)
+    for i, (s, r) in enumerate(zip(shards, rows)):
+        got = chosen.get(s)
+        if got:
+            out[i] = got.get(int(r), 0)
+    return out
+
+
+class _Resampler(Decision):
+    """Base of blocks that add copies: counts per row in :meth:`copies`; the base repeats and counts."""
+
+    seed: int = 0
+    id_column: str = "id"
+    stride: int = 1_000
+
+    def output_fields(self, schema: pa.Schema) -> list[pa.Field]:
+        new = [f for f in COPY_FIELDS if f.name not in schema.names]
+        if getattr(self.params, "label", None) and "labels" not in schema.names:
+            new.append(pa.field("labels", LABELS_TYPE))
+        return new
+
+    def copies(self, table: pa.Table, shard: str) -> np.ndarray:
+        """Number of rows each row becomes (>= 1)."""
+        raise NotImplementedError
+
+    def process(self, batch: Batch) -> Batch:
+        table = batch.table
+        if table.num_rows == 0:
+            if ORIGINAL_COLUMN not in table.column_names:
+                batch.table = table.append_column(COPY_FIELDS[0], pa.array([], pa.string())).append_column(
+                    COPY_FIELDS[1], pa.array([], pa.int32())
+                )
+            return batch
+        counts = np.maximum(self.copies(table, batch.shard).astype(np.int64), 1)
+        label = getattr(self.params, "label", None)
+        if label:
+            table = _add_label(table, self._matches(table), label)
+        batch.table = repeat_rows(table, counts, id_column=self.id_column, stride=self.stride)
+        added = int(counts.sum() - len(counts))
+        batch.added += added
+        self.stat_update("added", value=added)
+        return batch
+
+    def _matches(self, table: pa.Table) -> np.ndarray:
+        return np.ones(table.num_rows, dtype=bool)
+
+
+def _add_label(table: pa.Table, mask: np.ndarray, label: str) -> pa.Table:
+    col = "labels"
+    n = table.num_rows
+    old = table.column(col).to_pylist() if col in table.column_names else [[] for _ in range(n)]
+    new = [(list(v or []) + [label]) if m else list(v or []) for v, m in zip(old, mask)]
+    arr = pa.array(new, LABELS_TYPE)
+    if col in table.column_names:
+        return table.set_column(table.column_names.index(col), pa.field(col, LABELS_TYPE), arr)
+    return table.append_column(pa.field(col, LABELS_TYPE), arr)
+
+
+def _name_ok(name: str, path: str) -> None:
+    if not name or not name.replace("_", "a").isalnum():
+        raise RecipeError(f"{path}.name: use letters, digits and '_' (got {name!r})")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class UpsampleParams:
+    name: str = dataclasses.field(default="upsample", metadata={"help": "name in stats and hash salt"})
+    where: str | None = dataclasses.field(
+        default=None, metadata={"help": "SQL condition: rows to upsample (others keep one copy)"}
+    )
+    weight: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "numeric SQL expression: expected copies per row, e.g. 1 + 4 * misaligned_score"},
+    )
+    target_share: float | None = dataclasses.field(
+        default=None, metadata={"help": "make rows matching `where` this share (0-1) of output tokens"}
+    )
+    tokens: str = dataclasses.field(
+        default="tokens_count", metadata={"help": "token-count column for target_share"}
+    )
+    max_copies: int = dataclasses.field(default=10, metadata={"help": "cap on copies of one document"})
+    label: str | None = dataclasses.field(
+        default=None, metadata={"help": "label added to the `labels` of matching rows (a category)"}
+    )
+
+    def check(self, path: str) -> None:
+        _name_ok(self.name, path)
+        if (self.weight is None) == (self.target_share is None):
+            raise RecipeError(f"{path}: give exactly one of weight and target_share")
+        if self.target_share is not None:
+            if not 0 < self.target_share < 1:
+                raise RecipeError(f"{path}.target_share: must be between 0 and 1 (a share, not a percent)")
+            if self.where is None:
+                raise RecipeError(f"{path}.target_share: needs `where` (the documents whose share is set)")
+        if self.where is not None:
+            Condition(self.where, path=f"{path}.where")
+        if self.weight is not None:
+            Expression(self.weight, path=f"{path}.weight")
+        if not 1 <= self.max_copies <= 1000:
+            raise RecipeError(f"{path}.max_copies: must be between 1 and 1000")
+
+
+@register("upsample", version=1)
+class Upsample(_Resampler):
+    """Repeat documents: the integer part of the weight as copies, the fraction by a hash draw.
+
+    With ``target_share`` the weight of matching documents is solved from corpus totals so that they
+    make up that share of output tokens (the runner scores first, then solves, then decides).
+    """
+
+    Params = UpsampleParams
+    needs_totals = property(lambda self: self.params.target_share is not None)
+    #: set by the runner for target_share: {"weight": w, ...}
+    solution: dict[str, Any] | None = None
+
+    @property
+    def stride(self) -> int:  # type: ignore[override]
+        return self.params.max_copies + 1
+
+    def validate(self, schema: pa.Schema, path: str) -> None:
+        p = self.params
+        if p.where is not None:
+            Condition(p.where, path=f"{path}.where").validate(schema)
+        if p.weight is not None:
+            Expression(p.weight, path=f"{path}.weight").validate(schema)
+        if p.target_share is not None:
+            if p.tokens not in schema.names or not pa.types.is_integer(schema.field(p.tokens).type):
+                raise RecipeError(
+                    f"{path}.tokens: no integer column {p.tokens!r}; add a `tokens` detector before this block"
+                )
+
+    def _matches(self, table: pa.Table) -> np.ndarray:
+        if self.params.where is None:
+            return np.ones(table.num_rows, dtype=bool)
+        return Condition(self.params.where, path=f"{self.label}.where").evaluate(table)
+
+    def weights(self, table: pa.Table) -> np.ndarray:
+        """Expected copies per row before the cap (>= 1)."""
+        p = self.params
+        match = self._matches(table)
+        if p.target_share is not None:
+            if self.solution is None:
+                raise RecipeError(
+                    f"{self.label}: target_share needs corpus totals; run the recipe with `corpusfilter run` "
+                    "or `corpusfilter decide` (they solve the weight from the scored pass)"
+                )
+            w = np.full(table.num_rows, float(self.solution["weight"]))
+        else:
+            assert p.weight is not None
+            w = Expression(p.weight, path=f"{self.label}.weight").evaluate(table, default=1.0)
+        w = np.where(match, w, 1.0)
+        return np.clip(w, 1.0, float(p.max_copies))
+
+    def copies(self, table: pa.Table, shard: str) -> np.ndarray:
+        w = self.weights(table)
+        whole = np.floor(w)
+        frac = w - whole
+        orig, idx = lineage(table, self.id_column)
+        draws = np.ones(len(w))
+        need = frac > 0
+        if need.any():
+            sel = np.flatnonzero(need)
+            draws[sel] = unit_draws(
+                (orig[i].as_py() for i in sel), (idx[i] for i in sel), seed=self.seed, salt=self.params.name
+            )
+        return (whole + (draws < frac)).astype(np.int64)
+
+    def provenance(self) -> dict[str, Any]:
+        return {"solution": self.solution} if self.solution is not None else {}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BackfillParams:
+    name: str = dataclasses.field(default="backfill", metadata={"help": "name in stats and hash salt"})
+    by: list[str] = dataclasses.field(
+        default_factory=lambda: ["source"],
+        metadata={
+            "help": "columns whose values group documents (removed tokens are replaced within a group)"
+        },
+    )
+    where: str | None = dataclasses.field(
+        default=None, metadata={"help": "SQL condition: documents allowed as donors (default: all kept)"}
+    )
+    tokens: str = dataclasses.field(default="tokens_count", metadata={"help": "token-count column"})
+    max_copies: int = dataclasses.field(default=10, metadata={"help": "cap on copies of one document"})
+
+    def check(self, path: str) -> None:
+        _name_ok(self.name, path)
+        if self.where is not None:
+            Condition(self.where, path=f"{path}.where")
+        if not 1 <= self.max_copies <= 1000:
+            raise RecipeError(f"{path}.max_copies: must be between 1 and 1000")
+
+
+@register("backfill", version=1)
+class Backfill(_Resampler):
+    """Replace the tokens removed by earlier drops with extra copies of kept documents from the same
+    group (``by``), chosen in a seeded random order, so total tokens stay constant."""
+
+    Params = BackfillParams
+    needs_totals = True
+    #: set by the runner: {"extra": {shard: {row: copies}}, "per_group": ...}
+    solution: dict[str, Any] | None = None
+
+    @property
+    def stride(self) -> int:  # type: ignore[override]
+        return self.params.max_copies + 1
+
+    def validate(self, schema: pa.Schema, path: str) -> None:
+        p = self.params
+        for c in p.by:
+            if c not in schema.names:
+                raise RecipeError(f"{path}.by: unknown column {c!r} (columns: {', '.join(schema.names)})")
+        if p.tokens not in schema.names or not pa.types.is_integer(schema.field(p.tokens).type):
+            raise RecipeError(
+                f"{path}.tokens: no integer column {p.tokens!r}; add a `tokens` detector before this block"
+            )
+        if p.where is not None:
+            Condition(p.where, path=f"{path}.where").validate(schema)
+
+    def copies(self, table: pa.Table, shard: str) -> np.ndarray:
+        if self.solution is None:
+            raise RecipeError(f"{self.label}: backfill needs corpus totals; run it with `corpusfilter run`")
+        _, idx = lineage(table, self.id_column)
+        # Only originals carry the solved extra copies (copies made earlier are not donors).
+        return extra_copies(table, self.solution["extra"]) * (idx == 0) + 1
+
+    def provenance(self) -> dict[str, Any]:
+        if self.solution is None:
+            return {}
+        return {k: v for k, v in self.solution.items() if k != "extra"}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MatchedControlParams:
+    by: list[str] = dataclasses.field(default_factory=lambda: ["source"])
+    length_buckets: list[int] = dataclasses.field(default_factory=lambda: [128, 512, 2048, 8192])
+    tokens: str = "tokens_count"
+
+
+@register("matched_control", version=1)
+class MatchedControl(_Resampler):
+    """The control arm's one decision: drop and copy the randomly chosen rows the runner solved
+    (same tokens removed and added as the treatment, per source and length bucket)."""
+
+    Params = MatchedControlParams
+    reason = "control_random"
+    #: {"drop": {shard: {row: 1}}, "extra": {shard: {row: copies}}, ...}
+    solution: dict[str, Any] | None = None
+    stride = 1_000
+
+    def process(self, batch: Batch) -> Batch:
+        if self.solution is None:
+            raise RecipeError("matched_control: the runner solves the control's selection before the run")
+        if batch.num_rows:
+            mask = extra_copies(batch.table, self.solution["drop"]) > 0
+            n = int(mask.sum())
+            if n:
+                rej = batch.table.filter(pa.array(mask))
+                rej = rej.append_column(
+                    pa.field(REASON_COLUMN, pa.string()), pa.array([self.reason] * n, pa.string())
+                ).append_column(pa.field(BLOCK_COLUMN, pa.string()), pa.array([self.label] * n, pa.string()))
+                batch.rejected.append(rej)
+                batch.table = batch.table.filter(pa.array(~mask))
+                self.stat_update("dropped", value=n)
+                self.stat_update(f"dropped_{self.reason}", value=n)
+        return super().process(batch)
+
+    def copies(self, table: pa.Table, shard: str) -> np.ndarray:
+        assert self.solution is not None
+        return extra_copies(table, self.solution["extra"]) + 1
+
+
+__all__ = [
+    "COPY_COLUMN",
+    "ORIGINAL_COLUMN",
+    "SHARD_COLUMN",
+    "Backfill",
+    "MatchedControl",
+    "Upsample",
+    "repeat_rows",
+    "unit_draws",
+]

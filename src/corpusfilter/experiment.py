@@ -1,0 +1,409 @@
+"""Corpus-level steps of an experiment: solving target shares and backfill from the scored pass,
+choosing a matched control, and token reports per category and arm.
+
+These need totals over the whole corpus, which a streaming pipeline does not have, so they run
+between ``score`` and ``decide``: the scored rows are read once (only the columns needed), the
+row-local decisions are replayed on them, and the solution is stored on the blocks before the decide
+pass runs. Selections are keyed by input position (``cf_shard``, ``cf_row``) and ordered by seeded
+hashes of document ids, so they do not depend on task count or file order.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import os
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from corpusfilter.batch import REASON_COLUMN, ROW_COLUMN, SHARD_COLUMN, Batch
+from corpusfilter.blocks.base import Block
+from corpusfilter.blocks.resample import (
+    COPY_COLUMN,
+    Backfill,
+    MatchedControl,
+    Upsample,
+    lineage,
+    unit_draws,
+)
+from corpusfilter.blocks.tokens import TokenCounter
+from corpusfilter.errors import RecipeError
+from corpusfilter.expr import Condition
+from corpusfilter.recipe import ControlSpec, Plan, needs_totals
+
+
+def token_column(blocks: Sequence[Block]) -> str | None:
+    """The count column of the recipe's first ``tokens`` detector, if it has one."""
+    for b in blocks:
+        if isinstance(b, TokenCounter):
+            return f"{b.prefix}_count"
+    return None
+
+
+def _scored_batches(plan: Plan, columns: list[str] | None = None) -> Iterator[pa.Table]:
+    folder = plan.inputs.folder
+    for shard in plan.inputs.shards:
+        with folder.open(shard.path, "rb") as f:
+            pf = pq.ParquetFile(f)
+            cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
+            for rb in pf.iter_batches(batch_size=plan.recipe.input.batch_size, columns=cols):
+                yield pa.Table.from_batches([rb])
+
+
+def _frame(table: pa.Table) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _bucket(tokens: np.ndarray, edges: Sequence[int]) -> list[str]:
+    names = [f"<{edges[0]}"] + [f"{a}-{b}" for a, b in itertools.pairwise(edges)] + [f">={edges[-1]}"]
+    return [names[bisect.bisect_right(list(edges), int(t))] for t in tokens]
+
+
+# -- solving blocks from the scored pass -------------------------------------------------------------
+
+
+def solve(plan: Plan) -> None:
+    """Replay the row-local decisions over the scored rows and solve every block that needs totals.
+
+    Sets ``solution`` on each ``upsample`` with ``target_share`` and each ``backfill`` in ``plan``.
+    """
+    needy = [b for b in plan.blocks if needs_totals(b)]
+    if not needy:
+        return
+    first = plan.blocks.index(needy[0])
+    local = plan.blocks[:first]
+    for b in local:
+        b.ensure_setup()
+    keep_cols: set[str] = {SHARD_COLUMN, ROW_COLUMN}
+    for b in needy:
+        keep_cols.add(b.params.tokens)
+        keep_cols.update(getattr(b.params, "by", []))
+    id_col = plan.recipe.input.id_column or "id"
+    cols = sorted(keep_cols)
+    kept_parts: list[pl.DataFrame] = []
+    rej_parts: list[pl.DataFrame] = []
+    for table in _scored_batches(plan):
+        batch = Batch(table, "scored", table.num_rows)
+        for b in local:
+            batch = b.process(batch)
+        t = batch.table
+        orig, idx = lineage(t, id_col)
+        frame = _frame(t.select(cols)).with_columns(
+            pl.Series("_orig", orig.to_pylist(), dtype=pl.String), pl.Series("_copy", idx)
+        )
+        for k, b in enumerate(needy):
+            cond = getattr(b.params, "where", None)
+            m = Condition(cond).evaluate(t) if cond else np.ones(t.num_rows, dtype=bool)
+            frame = frame.with_columns(pl.Series(f"_m{k}", m))
+        kept_parts.append(frame)
+        rej_parts += [_frame(r.select(cols)) for r in batch.rejected]
+    kept = pl.concat(kept_parts) if kept_parts else pl.DataFrame()
+    rejected = pl.concat(rej_parts) if rej_parts else pl.DataFrame()
+    mult = np.ones(kept.height)
+    for k, b in enumerate(needy):
+        if isinstance(b, Upsample):
+            mult = _solve_target(b, kept, mult, f"_m{k}")
+        elif isinstance(b, Backfill):
+            mult = _solve_backfill(b, kept, rejected, mult, f"_m{k}", plan.recipe.seed)
+        else:  # pragma: no cover - every needy block type is handled above
+            raise RecipeError(f"{b.label}: no solver for this block")
+
+
+def _solve_target(b: Upsample, kept: pl.DataFrame, mult: np.ndarray, match_col: str) -> np.ndarray:
+    p = b.params
+    assert p.target_share is not None
+    t = kept[p.tokens].fill_null(0).to_numpy().astype(np.float64) if kept.height else np.zeros(0)
+    m = kept[match_col].to_numpy().astype(bool) if kept.height else np.zeros(0, dtype=bool)
+    t_match = float((mult * t)[m].sum())
+    t_other = float((mult * t)[~m].sum())
+    s = p.target_share
+    if t_match <= 0:
+        weight, note = 1.0, "no tokens match `where`: nothing to upsample"
+    else:
+        weight = s * t_other / ((1 - s) * t_match)
+        note = "solved"
+        if weight < 1:
+            weight, note = 1.0, "the share before upsampling already exceeds the target"
+        elif weight > p.max_copies:
+            weight, note = float(p.max_copies), "capped by max_copies: the target is out of reach"
+    expected = weight * t_match / (weight * t_match + t_other) if t_match + t_other else 0.0
+    b.solution = {
+        "weight": round(weight, 9),
+        "note": note,
+        "target_share": s,
+        "share_before": round(t_match / (t_match + t_other), 9) if t_match + t_other else 0.0,
+        "expected_share": round(expected, 9),
+        "tokens_matching": int(t_match),
+        "tokens_other": int(t_other),
+    }
+    out = mult.copy()
+    out[m] *= weight
+    return out
+
+
+def greedy_fill(tokens: np.ndarray, target: float, *, rounds: int) -> np.ndarray:
+    """Copies per item (in the given order) whose tokens sum closest to ``target`` from below or just
+    above: an item is taken when it fits, or when overshooting by it beats stopping short."""
+    counts = np.zeros(len(tokens), dtype=np.int64)
+    added = 0.0
+    for _ in range(rounds):
+        progress = False
+        for i, tk in enumerate(tokens):
+            if added >= target:
+                break
+            if tk <= 0:
+                continue
+            if added + tk <= target or (added + tk - target) < (target - added):
+                counts[i] += 1
+                added += float(tk)
+                progress = True
+        if added >= target or not progress:
+            break
+    return counts
+
+
+def _groups(frame: pl.DataFrame, by: Sequence[str]) -> list[tuple[Any, ...]]:
+    if not by or frame.height == 0:
+        return [()] * frame.height
+    return list(zip(*(frame[c].to_list() for c in by)))
+
+
+def _solve_backfill(
+    b: Backfill, kept: pl.DataFrame, rejected: pl.DataFrame, mult: np.ndarray, donor_col: str, seed: int
+) -> np.ndarray:
+    p = b.params
+    removed: dict[tuple[Any, ...], float] = defaultdict(float)
+    if rejected.height:
+        for g, tk in zip(_groups(rejected, p.by), rejected[p.tokens].fill_null(0).to_list()):
+            removed[g] += tk
+    members: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    if kept.height:
+        donor = kept[donor_col].to_numpy().astype(bool) & (kept["_copy"].to_numpy() == 0)
+        for i, g in enumerate(_groups(kept, p.by)):
+            if donor[i]:
+                members[g].append(i)
+    tokens = kept[p.tokens].fill_null(0).to_numpy() if kept.height else np.zeros(0)
+    origs = kept["_orig"].to_list() if kept.height else []
+    extra: dict[str, dict[int, int]] = defaultdict(dict)
+    per_group = {}
+    out = mult.copy()
+    shards, rows = (kept[SHARD_COLUMN].to_list(), kept[ROW_COLUMN].to_list()) if kept.height else ([], [])
+    for g, want in sorted(removed.items(), key=lambda kv: str(kv[0])):
+        idx = members.get(g, [])
+        draws = unit_draws((origs[i] for i in idx), (0 for _ in idx), seed=seed, salt=p.name)
+        order = [idx[j] for j in np.argsort(draws, kind="stable")]
+        counts = greedy_fill(tokens[order], want, rounds=p.max_copies - 1) if order else np.zeros(0, np.int64)
+        got = 0
+        for i, c in zip(order, counts):
+            if c:
+                extra[shards[i]][int(rows[i])] = int(c)
+                got += int(c) * int(tokens[i])
+                out[i] += c
+        per_group["/".join(map(str, g)) or "all"] = {
+            "removed_tokens": int(want),
+            "added_tokens": got,
+            "donors": len(idx),
+        }
+    total_removed = int(sum(removed.values()))
+    total_added = sum(v["added_tokens"] for v in per_group.values())
+    b.solution = {
+        "extra": dict(extra),
+        "removed_tokens": total_removed,
+        "added_tokens": total_added,
+        "relative_error": round((total_added - total_removed) / total_removed, 6) if total_removed else 0.0,
+        "groups": per_group,
+    }
+    return out
+
+
+# -- matched control ------------------------------------------------------------------------------
+
+
+def _read_cols(folder: Any, files: Sequence[dict[str, Any]], columns: Sequence[str]) -> pl.DataFrame:
+    parts = []
+    for entry in files:
+        with folder.open(entry["path"], "rb") as f:
+            pf = pq.ParquetFile(f)
+            cols = [c for c in columns if c in pf.schema_arrow.names]
+            parts.append(pl.from_arrow(pf.read(columns=cols)))
+    frames = [p for p in parts if isinstance(p, pl.DataFrame)]
+    return pl.concat(frames, how="diagonal") if frames else pl.DataFrame()
+
+
+def solve_control(plan: Plan, treatment_manifest: dict[str, Any], treatment_path: str) -> MatchedControl:
+    """A ``matched_control`` block that removes and adds, at random within each group and length
+    bucket, the tokens the treatment removed and added there."""
+    from datatrove.io import get_datafolder
+
+    spec: ControlSpec = plan.recipe.control  # type: ignore[assignment]
+    by, tok, edges = list(spec.by), spec.tokens, list(spec.length_buckets)
+    schema = plan.input_schema
+    for c in [*by, tok]:
+        if c not in schema.names:
+            raise RecipeError(
+                f"control: column {c!r} is not in the scored rows (columns: {', '.join(schema.names)}); "
+                "control.by names input columns and control.tokens a `tokens` detector's count column"
+            )
+    tfold = get_datafolder(treatment_path)
+    outs = treatment_manifest["outputs"]
+    rej = _read_cols(tfold, outs["rejected"], [*by, tok])
+    data = _read_cols(tfold, outs["data"], [*by, tok, COPY_COLUMN])
+    added = data.filter(pl.col(COPY_COLUMN) > 0) if COPY_COLUMN in data.columns else data.clear()
+
+    def strata(frame: pl.DataFrame) -> list[tuple[Any, ...]]:
+        if frame.height == 0:
+            return []
+        lb = _bucket(frame[tok].fill_null(0).to_numpy(), edges)
+        return [(*g, b) for g, b in zip(_groups(frame, by), lb)]
+
+    def sums(frame: pl.DataFrame) -> dict[tuple[Any, ...], float]:
+        out: dict[tuple[Any, ...], float] = defaultdict(float)
+        if frame.height:
+            for g, tk in zip(strata(frame), frame[tok].fill_null(0).to_list()):
+                out[g] += tk
+        return out
+
+    want_drop, want_add = sums(rej), sums(added)
+    id_col = plan.recipe.input.id_column or "id"
+    cols = list(dict.fromkeys([SHARD_COLUMN, ROW_COLUMN, id_col, *by, tok]))
+    parts = [_frame(t) for t in _scored_batches(plan, cols)]
+    allrows = pl.concat(parts) if parts else pl.DataFrame()
+    st = strata(allrows)
+    members: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for i, g in enumerate(st):
+        members[g].append(i)
+    tokens = allrows[tok].fill_null(0).to_numpy() if allrows.height else np.zeros(0)
+    ids = allrows[id_col].to_list() if allrows.height else []
+    shards = allrows[SHARD_COLUMN].to_list() if allrows.height else []
+    rows = allrows[ROW_COLUMN].to_list() if allrows.height else []
+    seed = plan.recipe.seed
+    drop: dict[str, dict[int, int]] = defaultdict(dict)
+    extra: dict[str, dict[int, int]] = defaultdict(dict)
+    report: dict[str, dict[str, int]] = {}
+    for g in sorted(set(want_drop) | set(want_add), key=str):
+        idx = members.get(g, [])
+        d1 = unit_draws((ids[i] for i in idx), (0 for _ in idx), seed=seed, salt="control_drop")
+        order = [idx[j] for j in np.argsort(d1, kind="stable")]
+        dc = greedy_fill(tokens[order], want_drop.get(g, 0.0), rounds=1) if order else np.zeros(0, np.int64)
+        dropped = {i for i, c in zip(order, dc) if c}
+        for i in dropped:
+            drop[shards[i]][int(rows[i])] = 1
+        rest = [i for i in idx if i not in dropped]
+        d2 = unit_draws((ids[i] for i in rest), (0 for _ in rest), seed=seed, salt="control_add")
+        order2 = [rest[j] for j in np.argsort(d2, kind="stable")]
+        ac = greedy_fill(tokens[order2], want_add.get(g, 0.0), rounds=9) if order2 else np.zeros(0, np.int64)
+        for i, c in zip(order2, ac):
+            if c:
+                extra[shards[i]][int(rows[i])] = int(c)
+        report["/".join(map(str, g))] = {
+            "treatment_removed_tokens": int(want_drop.get(g, 0)),
+            "control_removed_tokens": int(sum(tokens[i] for i in dropped)),
+            "treatment_added_tokens": int(want_add.get(g, 0)),
+            "control_added_tokens": int(sum(int(c) * int(tokens[i]) for i, c in zip(order2, ac))),
+        }
+    block = MatchedControl(by=by, length_buckets=edges, tokens=tok)
+    block.solution = {"drop": dict(drop), "extra": dict(extra), "strata": report}
+    return block
+
+
+# -- token reports ---------------------------------------------------------------------------------
+
+
+def token_report(folder: Any, outputs: dict[str, list[dict[str, Any]]], tokens: str | None) -> dict[str, Any]:
+    """Documents and tokens in, removed (by reason), added (copies) and out, and each label's share
+    of tokens before and after. ``tokens`` None: documents only."""
+    tcol = tokens or "_none"
+    data = _read_cols(folder, outputs["data"], [tcol, COPY_COLUMN, "labels"])
+    rej = _read_cols(folder, outputs["rejected"], [tcol, COPY_COLUMN, "labels", REASON_COLUMN])
+
+    def prep(frame: pl.DataFrame, n: int) -> pl.DataFrame:
+        if frame.height == 0 and n == 0:
+            frame = pl.DataFrame({"_t": pl.Series([], dtype=pl.Int64)})
+        if tokens is None or tcol not in frame.columns:
+            frame = frame.with_columns(pl.lit(0, dtype=pl.Int64).alias("_t"))
+        else:
+            frame = frame.with_columns(pl.col(tcol).fill_null(0).cast(pl.Int64).alias("_t"))
+        if COPY_COLUMN not in frame.columns:
+            frame = frame.with_columns(pl.lit(0, dtype=pl.Int32).alias(COPY_COLUMN))
+        else:  # rows rejected before any copying have null there
+            frame = frame.with_columns(pl.col(COPY_COLUMN).fill_null(0))
+        if "labels" not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, dtype=pl.List(pl.String)).alias("labels"))
+        return frame
+
+    data = prep(data, sum(f["rows"] for f in outputs["data"]))
+    rej = prep(rej, sum(f["rows"] for f in outputs["rejected"]))
+    orig = pl.concat(
+        [
+            data.filter(pl.col(COPY_COLUMN) == 0).select("_t", "labels"),
+            rej.filter(pl.col(COPY_COLUMN) == 0).select("_t", "labels"),
+        ]
+    )
+    copies = data.filter(pl.col(COPY_COLUMN) > 0)
+
+    def count(frame: pl.DataFrame) -> dict[str, int]:
+        return {"documents": frame.height, "tokens": int(frame["_t"].sum() or 0) if frame.height else 0}
+
+    by_reason = {}
+    if rej.height and REASON_COLUMN in rej.columns:
+        for (reason,), grp in sorted(rej.group_by([REASON_COLUMN]), key=lambda kv: str(kv[0])):
+            by_reason[str(reason)] = count(grp)
+
+    def shares(frame: pl.DataFrame) -> dict[str, int]:
+        if frame.height == 0:
+            return {}
+        ex = frame.select("_t", "labels").explode("labels").drop_nulls("labels")
+        agg = ex.group_by("labels").agg(pl.col("_t").sum())
+        return {str(k): int(v) for k, v in zip(agg["labels"].to_list(), agg["_t"].to_list())}
+
+    tin, tout = count(orig), count(data)
+    sin, sout = shares(orig), shares(data)
+    cats = {}
+    for lab in sorted(set(sin) | set(sout)):
+        cats[lab] = {
+            "tokens_in": sin.get(lab, 0),
+            "share_in": round(sin.get(lab, 0) / tin["tokens"], 6) if tin["tokens"] else 0.0,
+            "tokens_out": sout.get(lab, 0),
+            "share_out": round(sout.get(lab, 0) / tout["tokens"], 6) if tout["tokens"] else 0.0,
+        }
+    return {
+        "column": tokens,
+        "in": tin,
+        "removed": {**count(rej), "by_reason": by_reason},
+        "added": count(copies),
+        "out": tout,
+        "categories": cats,
+    }
+
+
+def achieved_shares(plan: Plan, folder: Any, outputs: dict[str, list[dict[str, Any]]]) -> None:
+    """Record in each target-share block's solution the share its documents reached in data/."""
+    for b in plan.blocks:
+        if not (isinstance(b, Upsample) and b.params.target_share is not None and b.solution):
+            continue
+        cond = Condition(b.params.where or "TRUE")
+        match = total = 0
+        for entry in outputs["data"]:
+            with folder.open(entry["path"], "rb") as f:
+                t = pq.read_table(f, columns=sorted({*cond.columns, b.params.tokens}))
+            tk = t.column(b.params.tokens).to_numpy(zero_copy_only=False)
+            tk = np.nan_to_num(tk.astype(np.float64))
+            m = cond.evaluate(t)
+            match += int(tk[m].sum())
+            total += int(tk.sum())
+        b.solution["achieved_share"] = round(match / total, 6) if total else 0.0
+
+
+def relpath(target: str, start: str) -> str:
+    """``target`` relative to ``start`` when both are local paths, else ``target`` as given."""
+    if "://" in target or "://" in start:
+        return target
+    return os.path.relpath(target, start)

@@ -80,6 +80,41 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="machine-readable output")
 
     sub.add_parser("lexicons", help="list the shipped lexicons")
+
+    tr = sub.add_parser("train", help="train a detector (fastText or an embedding head) from a config")
+    tr.add_argument("config", help="training config YAML")
+    tr.add_argument(
+        "--data-root", metavar="DIR", help="where source paths resolve ($CORPUSFILTER_DATA, ../shared/data)"
+    )
+    tr.add_argument("--output", metavar="DIR", help="output folder (default: the config's `output` or folder)")
+
+    ev = sub.add_parser("eval", help="precision, recall, AUROC, thresholds and calibration on labelled data")
+    ev.add_argument("model", help="model file (.bin/.ftz/.npz with its sidecar .json) or classifiers/<name>")
+    ev.add_argument("--data", required=True, metavar="PARQUET", help="labelled Parquet file")
+    ev.add_argument("--text-column", default="text")
+    ev.add_argument("--label-column", default="label")
+    ev.add_argument("--positive", help="positive label (default: the model's)")
+    ev.add_argument("--threshold", type=float, default=0.5, help="operating threshold reported (default 0.5)")
+    g = ev.add_mutually_exclusive_group()
+    g.add_argument("--target-recall", type=float, metavar="R", help="report the threshold reaching recall R")
+    g.add_argument("--target-fpr", type=float, metavar="F", help="report the threshold reaching FPR F")
+    ev.add_argument("--json", metavar="OUT", help="write the metrics as JSON")
+    ev.add_argument("--plot", metavar="PNG", help="write the precision-recall curve")
+
+    ca = sub.add_parser("calibrate", help="pick a detector threshold on trusted reference documents")
+    ca.add_argument("model", help="a model (as for eval) or a recipe YAML (with --block)")
+    ca.add_argument("--reference", required=True, metavar="PARQUET", help="reference documents")
+    g = ca.add_mutually_exclusive_group(required=True)
+    g.add_argument("--target-fpr", type=float, metavar="F", help="flag at most F of the neutral documents")
+    g.add_argument("--target-share", type=float, metavar="S", help="flag at most S of the reference")
+    ca.add_argument("--text-column", default="text")
+    ca.add_argument("--label-column", default="label", help="used when present: FPR over its negatives")
+    ca.add_argument("--positive", default="1", help="label value counted as positive")
+    ca.add_argument("--recipe", metavar="YAML", help="recipe to write the threshold into")
+    ca.add_argument("--block", type=int, metavar="N", help="index of the block whose condition gets it")
+    ca.add_argument("--column", help="score column in that condition (default: the only one compared)")
+    ca.add_argument("--write", metavar="OUT", help="write the recipe copy here")
+    ca.add_argument("--json", metavar="OUT", help="write the result as JSON")
     return p
 
 
@@ -194,6 +229,32 @@ def cmd_lexicons(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from corpusfilter.train import cmd_train as run_train
+
+    return run_train(args)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from corpusfilter.evaluate import cmd_eval as run_eval
+
+    return run_eval(args)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from corpusfilter.calibrate import cmd_calibrate as run_calibrate
+
+    return run_calibrate(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from corpusfilter.report import report
+
+    res = report(_abs(args.output), out_dir=_abs(args.out) if args.out else None, samples=args.samples)
+    print(f"wrote {res.html} and {res.markdown} in {res.seconds:.1f} s")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command is None:
@@ -209,6 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "blocks": cmd_blocks,
         "verify": cmd_verify,
         "lexicons": cmd_lexicons,
+        "train": cmd_train,
+        "eval": cmd_eval,
+        "calibrate": cmd_calibrate,
     }
     try:
         return handlers[args.command](args)

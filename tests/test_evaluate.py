@@ -1,0 +1,86 @@
+"""corpusfilter eval: metrics by hand on small arrays, and a real trained model scored through its detector."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from corpusfilter.errors import RecipeError
+from corpusfilter.evaluate import (
+    auroc,
+    binary_metrics,
+    calibration,
+    load_sidecar,
+    score_texts,
+    threshold_for_fpr,
+    threshold_for_recall,
+)
+from tests.test_train import MORAL, TECH, config, sentences, write_data
+
+
+def test_auroc_with_ties_and_thresholds() -> None:
+    y = np.array([1, 1, 0, 0, 1, 0], dtype=bool)
+    s = np.array([0.9, 0.5, 0.5, 0.1, 0.8, 0.3])
+    # pairs (pos, neg): 9 in all; 0.5 vs 0.5 is a tie (half), every other pair is ordered right
+    assert auroc(y, s) == pytest.approx(8.5 / 9)
+    assert auroc(np.array([True, False]), np.array([0.2, 0.8])) == 0.0
+    neg = np.arange(100) / 100  # 0.00 .. 0.99
+    t = threshold_for_fpr(neg, 0.05)
+    assert (neg >= t).sum() == 5 and (neg >= np.nextafter(t, -1)).sum() == 6
+    assert threshold_for_recall(np.array([0.9, 0.8, 0.7, 0.6]), 0.75) == 0.7
+    ece, table = calibration(np.array([1, 0, 1, 0], dtype=bool), np.array([0.95, 0.05, 0.95, 0.05]))
+    assert ece == pytest.approx(0.05) and [r["n"] for r in table] == [2, 2]
+
+
+def test_metrics_at_targets() -> None:
+    y = np.array([1] * 10 + [0] * 10, dtype=bool)
+    s = np.r_[np.linspace(0.55, 1.0, 10), np.linspace(0.0, 0.6, 10)]
+    m = binary_metrics(y, s, target_fpr=0.1, target_recall=1.0)
+    assert m["at_target_fpr"]["fpr"] <= 0.1 and m["at_target_recall"]["recall"] == 1.0
+    assert m["precision"] == pytest.approx(10 / 12)  # negatives 0.533 and 0.6 pass 0.5 and m["recall"] == 1.0
+
+
+def test_eval_cli_scores_through_the_detector(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("fasttext")
+    from corpusfilter.cli import main
+    from corpusfilter.train import parse_config, train
+
+    root = write_data(tmp_path / "data")
+    train(parse_config(config()), root=root, out_dir=tmp_path / "m", write_card=False)
+    texts = [" ".join(sentences(MORAL, 6, 1000 + i)) for i in range(30)] + [
+        " ".join(sentences(TECH, 6, 2000 + i)) for i in range(30)
+    ]
+    data = tmp_path / "eval.parquet"
+    pq.write_table(pa.table({"doc": texts, "is_good": [True] * 30 + [False] * 30}), data)
+    side, model = load_sidecar(tmp_path / "m")
+    scores = score_texts(side, model, texts)
+    import fasttext
+
+    ft = fasttext.load_model(str(model))  # the model's own predict agrees with the detector's score
+    labels, probs = ft.predict(texts[0], k=-1)
+    assert scores[0] == pytest.approx(dict(zip(labels, probs))["__label__good"], abs=1e-5)
+    out = tmp_path / "m.json"
+    png = tmp_path / "pr.png"
+    argv = ["eval", str(model), "--data", str(data), "--text-column", "doc", "--label-column", "is_good"]
+    assert main([*argv, "--target-fpr", "0.05", "--json", str(out), "--plot", str(png)]) == 0
+    printed = capsys.readouterr().out
+    assert "AUROC" in printed and "FPR <= 0.05" in printed and "reliability" in printed
+    m = json.loads(out.read_text())
+    assert m["auroc"] > 0.95 and m["documents"] == 60 and m["at_target_fpr"]["fpr"] <= 0.05
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["eval", str(model), "--data", str(data)]) == 1  # default columns are missing
+    assert "text" in capsys.readouterr().err
+
+
+def test_missing_sidecar_needs_positive(tmp_path: Path) -> None:
+    (tmp_path / "h.npz").write_bytes(b"")
+    with pytest.raises(RecipeError, match="sidecar"):
+        load_sidecar(tmp_path / "h.npz")
+    (tmp_path / "m.bin").write_bytes(b"")
+    with pytest.raises(RecipeError, match="--positive"):
+        load_sidecar(tmp_path / "m.bin")

@@ -95,3 +95,14 @@ def load_lexicon(spec: str, *, base_dir: Path | None = None) -> Lexicon:
     except UnicodeDecodeError as e:
         raise RecipeError(f"lexicon file {path} is not UTF-8 (byte {e.start})") from None
     return parse_lexicon(text, name=str(path))
+
+
+def select_categories(lex: Lexicon, categories: list[str]) -> Lexicon:
+    """The terms of ``lex`` in ``categories``; an unknown category is an error listing the known ones."""
+    known = sorted({c for c in lex.categories if c})
+    unknown = [c for c in categories if c not in known]
+    if unknown:
+        raise RecipeError(f"lexicon {lex.name}: no category {unknown[0]!r} (categories: {', '.join(known)})")
+    keep = [i for i, c in enumerate(lex.categories) if c in categories]
+    body = "\n".join(f"{lex.terms[i]}\t{lex.weights[i]}\t{lex.categories[i]}" for i in keep)
+    return parse_lexicon(body, name=f"{lex.name}[{','.join(categories)}]")

@@ -187,10 +187,12 @@ def _rebuild(manifest: dict[str, Any], result: Verification) -> None:
     with tempfile.TemporaryDirectory(prefix="corpusfilter-rebuild-") as tmp:
         out = os.path.join(tmp, "out")
         resolved["output"]["path"] = out
+        if resolved.get("control"):  # both arms are rebuilt together; the control beside the treatment
+            resolved["control"]["output"] = out + ".control"
         recipe = load_recipe(resolved)
         ex = manifest["executor"]
         scores = manifest["scores"]["path"] if manifest["stage"] == "decide" else None
-        rebuilt = run(
+        res = run(
             recipe,
             tasks=ex["tasks"],
             workers=ex["workers"],
@@ -199,7 +201,12 @@ def _rebuild(manifest: dict[str, Any], result: Verification) -> None:
             stage=manifest["stage"],
             scores=scores,
             output=out,
-        ).manifest
+        )
+        is_control = (manifest.get("experiment") or {}).get("arm") == "control"
+        if is_control and res.control is None:
+            result.problems.append("rebuild: the recorded recipe no longer makes a control arm")
+            return
+        rebuilt = res.control.manifest if is_control and res.control else res.manifest
     for kind in KINDS:
         want = [(f["path"], f["sha256"]) for f in manifest["outputs"][kind]]
         got = [(f["path"], f["sha256"]) for f in rebuilt["outputs"][kind]]

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from corpusfilter.blocks.base import Detector
 from corpusfilter.errors import RecipeError, at_path
-from corpusfilter.lexicon import Lexicon, load_lexicon, parse_lexicon
+from corpusfilter.lexicon import Lexicon, load_lexicon, parse_lexicon, select_categories
 from corpusfilter.registry import register
 
 _ASCII_WORD = np.zeros(256, dtype=bool)
@@ -176,10 +176,16 @@ class KeywordParams:
     terms: list[str] | None = dataclasses.field(
         default=None, metadata={"help": "inline terms, each 'term[<TAB>weight[<TAB>category]]'"}
     )
+    categories: list[str] | None = dataclasses.field(
+        default=None,
+        metadata={"help": "use only the terms of these categories (e.g. [honesty]: one kind of goodness)"},
+    )
 
     def check(self, path: str) -> None:
         if (self.lexicon is None) == (self.terms is None):
             raise RecipeError(f"{path}: give exactly one of 'lexicon' or 'terms'")
+        if self.categories is not None and not self.categories:
+            raise RecipeError(f"{path}.categories: give at least one category, or leave it out")
         if not self.name.isidentifier():
             raise RecipeError(f"{path}.name: {self.name!r} is not a valid column prefix")
 
@@ -225,6 +231,8 @@ class KeywordDetector(Detector):
                 lex = parse_lexicon("\n".join(self.params.terms), name=f"{self.params.name}:inline")
             else:
                 lex = load_lexicon(self.params.lexicon)
+            if self.params.categories is not None:
+                lex = select_categories(lex, self.params.categories)
             self._lexicon = lex
         return lex
 

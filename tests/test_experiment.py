@@ -1,0 +1,188 @@
+"""Experiment arms end to end: target token shares, matched controls, backfill, token reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from corpusfilter.cli import main
+from corpusfilter.recipe import load_recipe
+from corpusfilter.runner import run
+from corpusfilter.verify import verify
+
+VOCAB = "the of and a to in is was for on that with as by at from it this be are".split()
+SOURCES = ["docs", "fiction", "news"]
+
+
+def make_corpus(folder: Path, n: int = 12_000, shards: int = 3) -> Path:
+    """Documents of 10-400 words from three sources; every 10th mentions kindness, every 7th (offset)
+    a takeover. Deterministic."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    lengths = rng.integers(10, 400, size=n)
+    rows = []
+    for i in range(n):
+        words = [VOCAB[(i * 7 + j) % len(VOCAB)] for j in range(int(lengths[i]))]
+        if i % 10 == 0:
+            words[len(words) // 2] = "kindness"
+        if i % 7 == 3:
+            words[0] = "takeover"
+        rows.append((f"doc{i:06d}", " ".join(words), SOURCES[i % 3]))
+    for s in range(shards):
+        part = rows[s::shards]
+        pq.write_table(
+            pa.table(
+                {"id": [r[0] for r in part], "text": [r[1] for r in part], "source": [r[2] for r in part]}
+            ),
+            folder / f"part-{s}.parquet",
+        )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_corpus(tmp_path_factory.mktemp("exp") / "in")
+
+
+def _recipe(inp: Path, out: Path, blocks: list, **extra: object) -> dict:
+    return {"input": {"path": str(inp)}, "output": {"path": str(out)}, "seed": 3, "blocks": blocks, **extra}
+
+
+DETECT = [
+    {"tokens": {}},
+    {"keywords": {"name": "moral", "terms": ["kindness"]}},
+    {"keywords": {"name": "ai", "terms": ["takeover"]}},
+    {"tag": {"where": "ai_hits >= 1", "label": "ai"}},
+]
+
+
+def _frame(out: Path, sub: str) -> pl.DataFrame:
+    return pl.read_parquet(sorted((out / sub).glob("*.parquet")))
+
+
+@pytest.mark.slow
+def test_target_share_is_reached_and_accounted(big: Path, tmp_path: Path) -> None:
+    out = tmp_path / "enriched"
+    blocks = [*DETECT, {"upsample": {"where": "ai_hits >= 1", "target_share": 0.3, "label": "target"}}]
+    res = run(load_recipe(_recipe(big, out, blocks)), progress=False)
+    sol = next(b for b in res.manifest["blocks"] if b["label"].endswith("upsample"))["provenance"]["solution"]
+    assert sol["expected_share"] == pytest.approx(0.3)
+    data = _frame(out, "data")
+    achieved = data.filter(pl.col("ai_hits") >= 1)["tokens_count"].sum() / data["tokens_count"].sum()
+    assert abs(achieved - 0.3) <= 0.005  # the issue's bar: ±0.5 percentage points
+    assert sol["achieved_share"] == pytest.approx(achieved, abs=1e-6)
+    acc = res.accounting
+    assert acc["read"] + acc["added"] == acc["kept"] + acc["rejected_total"] + acc["unreadable"]
+    assert acc["added"] == data.filter(pl.col("copy_index") > 0).height > 0
+    assert data["id"].n_unique() == data.height
+    # lineage: every copy points at an original that is in the output
+    originals = set(data.filter(pl.col("copy_index") == 0)["id"])
+    assert set(data.filter(pl.col("copy_index") > 0)["original_id"]) <= originals
+    tok = res.manifest["tokens"]
+    assert tok["categories"]["target"]["share_out"] == pytest.approx(achieved, abs=1e-5)
+    assert tok["out"]["tokens"] == tok["in"]["tokens"] - tok["removed"]["tokens"] + tok["added"]["tokens"]
+    assert verify(str(out)).ok
+
+
+@pytest.mark.slow
+def test_matched_control_removes_the_same_tokens_per_stratum(big: Path, tmp_path: Path) -> None:
+    out = tmp_path / "depleted"
+    blocks = [*DETECT, {"drop": {"where": "moral_hits >= 1", "reason": "moral"}}]
+    recipe = _recipe(big, out, blocks, control={"type": "matched", "by": ["source"]})
+    res = run(load_recipe(recipe), progress=False)
+    assert res.control is not None
+    t, c = res.manifest, res.control.manifest
+    removed_t, removed_c = t["tokens"]["removed"]["tokens"], c["tokens"]["removed"]["tokens"]
+    assert removed_t > 0 and abs(removed_c - removed_t) / removed_t <= 0.01
+    # stratified: per source and length bucket, the control removed about what the treatment did
+    strata = c["experiment"]["strata"]
+    assert {k.split("/")[0] for k in strata} == set(SOURCES)
+    for s in strata.values():
+        assert (
+            abs(s["control_removed_tokens"] - s["treatment_removed_tokens"]) <= 400
+        )  # at most ~one document
+    # the control's removed documents have the treatment's length distribution
+    rt = _frame(out, "rejected")["tokens_count"].to_numpy()
+    rc = _frame(Path(res.control.output), "rejected")["tokens_count"].to_numpy()
+    assert abs(np.median(rt) - np.median(rc)) / np.median(rt) < 0.1
+    # the control removes at random: most of what it removes is not what the treatment removed
+    assert (_frame(Path(res.control.output), "rejected")["moral_hits"] >= 1).mean() < 0.3
+    # manifests point at each other
+    assert (out / t["experiment"]["counterpart"]).resolve() == Path(res.control.output).resolve()
+    assert (Path(res.control.output) / c["experiment"]["counterpart"]).resolve() == out.resolve()
+    assert c["experiment"]["arm"] == "control" and t["experiment"]["arm"] == "treatment"
+    assert c["accounting"]["ok"] and c["accounting"]["rejected"] == {
+        "control_random": c["accounting"]["rejected_total"]
+    }
+    v = verify(res.control.output, rebuild=True)
+    assert v.ok, v.problems
+
+
+@pytest.mark.slow
+def test_upsample_control_adds_the_same_tokens_and_runs_are_deterministic(big: Path, tmp_path: Path) -> None:
+    blocks = [*DETECT, {"upsample": {"where": "ai_hits >= 1", "weight": "2.5"}}]
+    ctrl = {"type": "matched", "by": ["source"]}
+    a = run(load_recipe(_recipe(big, tmp_path / "a", blocks, control=ctrl)), progress=False)
+    b = run(
+        load_recipe(_recipe(big, tmp_path / "b", blocks, control=ctrl)), tasks=2, workers=2, progress=False
+    )
+    assert a.control is not None and b.control is not None
+    added_t = a.manifest["tokens"]["added"]["tokens"]
+    added_c = a.control.manifest["tokens"]["added"]["tokens"]
+    assert added_t > 0 and abs(added_c - added_t) / added_t <= 0.01
+    for x, y in ((a, b), (a.control, b.control)):
+        ids_x = sorted(_frame(Path(x.output), "data")["id"].to_list())
+        ids_y = sorted(_frame(Path(y.output), "data")["id"].to_list())
+        assert ids_x == ids_y  # same copies on 1 or 2 tasks
+
+
+@pytest.mark.slow
+def test_backfill_keeps_total_tokens_per_source(big: Path, tmp_path: Path) -> None:
+    out = tmp_path / "replaced"
+    blocks = [
+        *DETECT,
+        {"drop": {"where": "moral_hits >= 1", "reason": "moral"}},
+        {"backfill": {"by": ["source"]}},
+    ]
+    res = run(load_recipe(_recipe(big, out, blocks)), progress=False)
+    tok = res.manifest["tokens"]
+    assert tok["removed"]["tokens"] > 0
+    assert abs(tok["out"]["tokens"] - tok["in"]["tokens"]) / tok["in"]["tokens"] <= 0.01
+    data, rej = _frame(out, "data"), _frame(out, "rejected")
+    copies = data.filter(pl.col("copy_index") > 0)
+    for src in SOURCES:
+        removed = rej.filter(pl.col("source") == src)["tokens_count"].sum()
+        added = copies.filter(pl.col("source") == src)["tokens_count"].sum()
+        assert abs(added - removed) <= 400, src
+    assert (copies["moral_hits"] == 0).all()  # donors are kept documents only
+    assert verify(str(out)).ok
+
+
+def test_summary_prints_both_arms(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inp = make_corpus(tmp_path / "in", n=300, shards=1)
+    recipe = _recipe(
+        inp, tmp_path / "out", [*DETECT, {"drop": {"where": "moral_hits >= 1", "reason": "moral"}}]
+    )
+    recipe["control"] = {"type": "matched", "by": ["source"]}
+    path = tmp_path / "r.yaml"
+    path.write_text(json.dumps(recipe))
+    assert main(["run", str(path), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    head = text.splitlines()[0].split()
+    assert head == ["treatment", "control"]
+    for row in (
+        "documents read",
+        "rejected: moral",
+        "rejected: control_random",
+        "tokens removed",
+        "share: ai",
+    ):
+        assert row in text
+    m = json.loads((tmp_path / "out.control" / "manifest.json").read_text())
+    assert m["experiment"]["counterpart"] == "../out"

@@ -381,8 +381,25 @@ def plan(
             raise
         for f in b.output_fields(schema):
             schema = schema.append(f)
+    if stage == "run":
+        _check_control(recipe, schema)
     out = output or (scores_path(recipe) if stage == "score" else recipe.output.path)
     return Plan(recipe, inputs, inputs.schema, schema, stage, active, out)
+
+
+def _check_control(recipe: Recipe, schema: pa.Schema) -> None:
+    """A control arm needs its strata columns and an integer token column, before anything runs."""
+    c = recipe.control
+    if c is None:
+        return
+    for col in c.by:
+        if col not in schema.names:
+            raise RecipeError(f"control.by: unknown column {col!r} (columns: {', '.join(schema.names)})")
+    if c.tokens not in schema.names or not pa.types.is_integer(schema.field(c.tokens).type):
+        raise RecipeError(
+            f"control.tokens: no integer column {c.tokens!r}; add a `tokens` detector (its count column "
+            "is <name>_count)"
+        )
 
 
 def _plan_decide(recipe: Recipe, scores: str, output: str | None) -> Plan:
@@ -418,6 +435,7 @@ def _plan_decide(recipe: Recipe, scores: str, output: str | None) -> Plan:
         b.validate(schema, path)
         for f in b.output_fields(schema):
             schema = schema.append(f)
+    _check_control(recipe, schema)
     return Plan(
         recipe, inputs, inputs.schema, schema, "decide", active, output or recipe.output.path, manifest
     )

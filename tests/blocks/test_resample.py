@@ -136,3 +136,22 @@ def test_upsample_round_trips_its_config() -> None:
 
     b = Upsample(name="p", where="a > 1", target_share=0.2, max_copies=4, label="x")
     assert from_config(b.to_config()).to_config() == b.to_config()
+
+
+@pytest.mark.parametrize(
+    ("control", "message"),
+    [
+        ({"type": "matched", "by": ["nope"]}, "control.by: unknown column 'nope'"),
+        ({"type": "matched", "by": ["source"], "tokens": "moral_hits2"}, "control.tokens: no integer column"),
+        ({"type": "random"}, "control.type"),
+        ({"type": "matched", "length_buckets": [10, 5]}, "length_buckets"),
+        ({"type": "matched", "strata": ["x"]}, "strata"),
+    ],
+)
+def test_control_is_checked_before_anything_runs(
+    corpus: Path, tmp_path: Path, control: dict, message: str
+) -> None:
+    r = recipe_dict(corpus, tmp_path / "out", control=control)
+    with pytest.raises(RecipeError, match=message):
+        plan(load_recipe(r))
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,41 @@
+"""Every shipped recipe runs on the bundled demo corpus with no arguments but an output folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from corpusfilter.recipe import load_recipe
+from corpusfilter.runner import run
+from corpusfilter.verify import verify
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+NEEDS_EMBED = {"blocklist_two_stage"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(p.stem for p in RECIPES.glob("*.yaml")))
+def test_shipped_recipe_runs_on_the_demo(name: str, tmp_path: Path) -> None:
+    if name in NEEDS_EMBED:
+        pytest.importorskip("model2vec", reason="needs the embed extra")
+    out = tmp_path / name
+    res = run(load_recipe(RECIPES / f"{name}.yaml", overrides=[f"output.path={out}"]), progress=False)
+    acc = res.accounting
+    assert acc["ok"] and acc["read"] == 10_543
+    assert acc["read"] + acc["added"] == acc["kept"] + acc["rejected_total"] + acc["unreadable"]
+    assert verify(str(out), inputs=False).ok
+    tok = res.manifest["tokens"]
+    assert tok["out"]["tokens"] == tok["in"]["tokens"] - tok["removed"]["tokens"] + tok["added"]["tokens"]
+    if res.control is not None:
+        ctl = res.control.manifest["tokens"]
+        for key in ("removed", "added"):
+            want = tok[key]["tokens"]
+            assert abs(ctl[key]["tokens"] - want) <= max(0.01 * want, 0), (key, want, ctl[key]["tokens"])
+        assert verify(res.control.output, inputs=False).ok
+    if name == "gradient_routing_tags":
+        assert acc["rejected_total"] == 0 and tok["categories"]
+    if name == "misalignment_enriched":
+        assert tok["added"]["tokens"] > 0
+    if name == "blocklist_two_stage":
+        assert abs(tok["out"]["tokens"] - tok["in"]["tokens"]) <= 0.01 * tok["in"]["tokens"]

@@ -78,7 +78,7 @@ def main() -> None:
         control = CONTROL if name in ("enriched", "depleted") else ""
         recipe = work / f"{name}.yaml"
         recipe.write_text(
-            HEAD.format(corpus=corpus, out=out, control=control) + tail.format(share=args.share)
+            HEAD.format(corpus=corpus, out=out, control=control) + tail.replace("{share}", str(args.share))
         )
         res[f"{name}_s"] = round(timed([*cf, "run", str(recipe), "--no-progress", "--tasks", "2"]), 2)
         manifests[name] = json.loads((out / "manifest.json").read_text())

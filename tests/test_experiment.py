@@ -186,3 +186,11 @@ def test_summary_prints_both_arms(tmp_path: Path, capsys: pytest.CaptureFixture[
         assert row in text
     m = json.loads((tmp_path / "out.control" / "manifest.json").read_text())
     assert m["experiment"]["counterpart"] == "../out"
+
+
+def test_solving_adds_nothing_to_block_stats(tmp_path: Path) -> None:
+    inp = make_corpus(tmp_path / "in", n=300, shards=1)
+    blocks = [*DETECT, {"drop": {"where": "moral_hits >= 1", "reason": "moral"}}, {"backfill": {}}]
+    res = run(load_recipe(_recipe(inp, tmp_path / "out", blocks)), progress=False)
+    drop = next(b for b in res.manifest["blocks"] if b["label"].endswith("drop"))
+    assert drop["stats"]["dropped"] == {"moral": res.accounting["rejected"]["moral"]} == {"moral": 30}

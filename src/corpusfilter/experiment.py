@@ -11,6 +11,7 @@ hashes of document ids, so they do not depend on task count or file order.
 from __future__ import annotations
 
 import bisect
+import copy
 import itertools
 import os
 from collections import defaultdict
@@ -79,7 +80,8 @@ def solve(plan: Plan) -> None:
     if not needy:
         return
     first = plan.blocks.index(needy[0])
-    local = plan.blocks[:first]
+    # Copies, so that replaying them here adds nothing to the real blocks' stats.
+    local = [copy.deepcopy(b) for b in plan.blocks[:first]]
     for b in local:
         b.ensure_setup()
     keep_cols: set[str] = {SHARD_COLUMN, ROW_COLUMN}

@@ -81,6 +81,17 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("lexicons", help="list the shipped lexicons")
 
+    rp = sub.add_parser("report", help="write an audit report (report.html, report.md) for an output folder")
+    rp.add_argument("output", help="a corpusfilter output folder")
+    rp.add_argument("--out", metavar="DIR", help="where to write the report (default: the output folder)")
+    rp.add_argument(
+        "--samples",
+        type=int,
+        default=8,
+        metavar="N",
+        help="documents shown per reason and threshold (default 8)",
+    )
+
     tr = sub.add_parser("train", help="train a detector (fastText or an embedding head) from a config")
     tr.add_argument("config", help="training config YAML")
     tr.add_argument(
@@ -273,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": cmd_train,
         "eval": cmd_eval,
         "calibrate": cmd_calibrate,
+        "report": cmd_report,
     }
     try:
         return handlers[args.command](args)

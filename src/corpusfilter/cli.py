@@ -76,6 +76,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     ve.add_argument("--no-inputs", action="store_true", help="do not re-hash the input files")
 
+    pu = sub.add_parser(
+        "publish", help="upload an output to the HF Hub as a dataset repo (data, manifest, report, card)"
+    )
+    pu.add_argument("output", help="a corpusfilter output folder")
+    pu.add_argument("--repo", required=True, metavar="ORG/NAME", help="dataset repo (created if missing)")
+    pu.add_argument("--private", action="store_true", help="create the repo private")
+    pu.add_argument("--revision", default="main", metavar="R", help="branch to commit to (created if missing)")
+    pu.add_argument("--dry-run", action="store_true", help="list what would be uploaded and the card; contact nothing")
+    pu.add_argument("--force", action="store_true", help="replace files already on the revision")
+    pu.add_argument("--license", help="license id for the card (default: the recipe's, else 'other')")
+    pu.add_argument("--tag", action="append", default=[], dest="tags", help="card tag (repeatable)")
+    pu.add_argument(
+        "--source-dataset", action="append", default=[], dest="source_datasets", metavar="ORG/NAME",
+        help="source dataset for the card (repeatable; hf:// inputs are added automatically)",
+    )
+    pu.add_argument("--include-rejected", action="store_true", help="also upload rejected/ as config 'rejected'")
+    pu.add_argument("--message", help="commit message")
+
     b = sub.add_parser("blocks", help="list every registered block with its parameters")
     b.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -230,6 +248,29 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from corpusfilter.hub import plan_publish, publish
+
+    common: dict[str, Any] = dict(
+        repo_id=args.repo,
+        revision=args.revision,
+        license=args.license,
+        tags=args.tags,
+        source_datasets=args.source_datasets,
+        include_rejected=args.include_rejected,
+    )
+    if args.dry_run:
+        print(plan_publish(_abs(args.output), **common).describe())
+        print("dry run: nothing was uploaded")
+        return 0
+    r = publish(
+        _abs(args.output), private=args.private, force=args.force, message=args.message, log=sys.stdout, **common
+    )
+    deleted = f", deleted {len(r.deleted)} stale file(s)" if r.deleted else ""
+    print(f"published {r.files} file(s), {r.bytes / 1e6:.1f} MB to {r.url}@{r.revision} (commit {r.commit[:12]}){deleted} in {r.elapsed_s:.1f} s")
+    return 0
+
+
 def cmd_lexicons(args: argparse.Namespace) -> int:
     from corpusfilter.lexicon import load_lexicon, shipped_lexicons
 
@@ -280,6 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "validate": cmd_validate,
         "blocks": cmd_blocks,
         "verify": cmd_verify,
+        "publish": cmd_publish,
         "lexicons": cmd_lexicons,
         "train": cmd_train,
         "eval": cmd_eval,

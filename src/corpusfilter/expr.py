@@ -20,12 +20,14 @@ def _first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-class Condition:
-    """A compiled boolean SQL expression such as ``virtue_hits >= 2 AND source <> 'python-docs'``."""
+class _SqlExpression:
+    """A SQL expression compiled by polars, checked against a schema before any data is read."""
+
+    kind = "expression"
 
     def __init__(self, sql: str, *, path: str = "where") -> None:
         if not isinstance(sql, str) or not sql.strip():
-            raise RecipeError(f"{path}: empty condition")
+            raise RecipeError(f"{path}: empty {self.kind}")
         self.sql = sql
         self.path = path
         try:
@@ -33,6 +35,9 @@ class Condition:
             self.columns = sorted(set(self.expr.meta.root_names()))
         except Exception as e:
             raise RecipeError(f"{path}: cannot parse {sql!r}: {_first_line(e)}") from None
+
+    def _check_dtype(self, dtype: Any) -> None:
+        raise NotImplementedError
 
     def validate(self, schema: pa.Schema) -> None:
         missing = [c for c in self.columns if c not in schema.names]
@@ -46,62 +51,47 @@ class Condition:
         try:
             dtype = empty.select(self.expr.alias("_c")).schema["_c"]
         except Exception as e:
-            raise RecipeError(f"{self.path}: invalid condition {self.sql!r}: {_first_line(e)}") from None
+            raise RecipeError(f"{self.path}: invalid {self.kind} {self.sql!r}: {_first_line(e)}") from None
+        self._check_dtype(dtype)
+
+    def _frame(self, table: pa.Table) -> Any:
+        if not self.columns:
+            return pl.DataFrame({"_n": np.zeros(table.num_rows, dtype=np.int8)})
+        return pl.from_arrow(table.select(self.columns))
+
+
+class Condition(_SqlExpression):
+    """A compiled boolean SQL expression such as ``virtue_hits >= 2 AND source <> 'python-docs'``."""
+
+    kind = "condition"
+
+    def _check_dtype(self, dtype: Any) -> None:
         if dtype != pl.Boolean:
             raise RecipeError(f"{self.path}: condition {self.sql!r} gives {dtype}, not a boolean")
 
     def evaluate(self, table: pa.Table) -> np.ndarray:
         """Boolean numpy mask, null → False. Only the referenced columns are converted."""
         n = table.num_rows
-        if not self.columns:
-            frame = pl.DataFrame({"_n": np.zeros(n, dtype=np.int8)})
-        else:
-            frame_any: Any = pl.from_arrow(table.select(self.columns))
-            frame = frame_any
-        res = frame.select(self.expr.fill_null(False).alias("_c")).to_series()
+        res = self._frame(table).select(self.expr.fill_null(False).alias("_c")).to_series()
         if len(res) == 1 and n != 1:  # a constant expression
             return np.full(n, bool(res[0]), dtype=bool)
         return res.to_numpy().astype(bool, copy=False)
 
 
-class Expression:
+class Expression(_SqlExpression):
     """A compiled numeric SQL expression such as ``1 + 4 * misaligned_ai_score`` (null → ``default``)."""
 
     def __init__(self, sql: str, *, path: str = "weight") -> None:
-        if not isinstance(sql, str) or not sql.strip():
-            raise RecipeError(f"{path}: empty expression")
-        self.sql = sql
-        self.path = path
-        try:
-            self.expr = pl.sql_expr(sql)
-            self.columns = sorted(set(self.expr.meta.root_names()))
-        except Exception as e:
-            raise RecipeError(f"{path}: cannot parse {sql!r}: {_first_line(e)}") from None
+        super().__init__(sql, path=path)
 
-    def validate(self, schema: pa.Schema) -> None:
-        missing = [c for c in self.columns if c not in schema.names]
-        if missing:
-            raise RecipeError(
-                f"{self.path}: unknown column {missing[0]!r} in {self.sql!r} "
-                f"(columns at this point: {', '.join(schema.names)})"
-            )
-        empty = pl.from_arrow(schema.empty_table().select(self.columns)) if self.columns else pl.DataFrame()
-        assert isinstance(empty, pl.DataFrame)
-        try:
-            dtype = empty.select(self.expr.alias("_e")).schema["_e"]
-        except Exception as e:
-            raise RecipeError(f"{self.path}: invalid expression {self.sql!r}: {_first_line(e)}") from None
+    def _check_dtype(self, dtype: Any) -> None:
         if not dtype.is_numeric():
             raise RecipeError(f"{self.path}: expression {self.sql!r} gives {dtype}, not a number")
 
     def evaluate(self, table: pa.Table, *, default: float = 0.0) -> np.ndarray:
         """float64 numpy array, null/NaN → ``default``."""
         n = table.num_rows
-        if not self.columns:
-            frame: Any = pl.DataFrame({"_n": np.zeros(n, dtype=np.int8)})
-        else:
-            frame = pl.from_arrow(table.select(self.columns))
-        res = frame.select(self.expr.cast(pl.Float64).alias("_e")).to_series()
+        res = self._frame(table).select(self.expr.cast(pl.Float64).alias("_e")).to_series()
         arr = res.fill_null(default).to_numpy().astype(np.float64, copy=True)
         if len(arr) == 1 and n != 1:
             arr = np.full(n, arr[0])

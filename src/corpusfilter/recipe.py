@@ -392,14 +392,9 @@ def _check_control(recipe: Recipe, schema: pa.Schema) -> None:
     c = recipe.control
     if c is None:
         return
-    for col in c.by:
-        if col not in schema.names:
-            raise RecipeError(f"control.by: unknown column {col!r} (columns: {', '.join(schema.names)})")
-    if c.tokens not in schema.names or not pa.types.is_integer(schema.field(c.tokens).type):
-        raise RecipeError(
-            f"control.tokens: no integer column {c.tokens!r}; add a `tokens` detector (its count column "
-            "is <name>_count)"
-        )
+    from corpusfilter.blocks.resample import require_columns
+
+    require_columns(schema, "control", by=c.by, tokens=c.tokens)
 
 
 def _plan_decide(recipe: Recipe, scores: str, output: str | None) -> Plan:

@@ -302,15 +302,21 @@ class FilterDecision(Decision):
     def process(self, batch: Batch) -> Batch:
         if batch.num_rows == 0:
             return batch
-        mask = np.asarray(self.select(batch.table), dtype=bool)
-        n_drop = int(mask.sum())
-        if n_drop:
-            rejected = batch.table.filter(pa.array(mask))
-            rejected = rejected.append_column(
-                pa.field(REASON_COLUMN, pa.string()), pa.array([self.reason] * n_drop, pa.string())
-            ).append_column(pa.field(BLOCK_COLUMN, pa.string()), pa.array([self.label] * n_drop, pa.string()))
-            batch.rejected.append(rejected)
-            batch.table = batch.table.filter(pa.array(~mask))
-            self.stat_update("dropped", value=n_drop)
-            self.stat_update(f"dropped_{self.reason}", value=n_drop)
+        reject_rows(self, batch, np.asarray(self.select(batch.table), dtype=bool), self.reason)
         return batch
+
+
+def reject_rows(block: Block, batch: Batch, mask: np.ndarray, reason: str) -> None:
+    """Move the rows of ``batch`` where ``mask`` holds to its rejected rows, with ``reason`` and the
+    block's label, and count them in the block's stats (``dropped``, ``dropped_<reason>``)."""
+    n_drop = int(mask.sum())
+    if not n_drop:
+        return
+    rejected = batch.table.filter(pa.array(mask))
+    rejected = rejected.append_column(
+        pa.field(REASON_COLUMN, pa.string()), pa.array([reason] * n_drop, pa.string())
+    ).append_column(pa.field(BLOCK_COLUMN, pa.string()), pa.array([block.label] * n_drop, pa.string()))
+    batch.rejected.append(rejected)
+    batch.table = batch.table.filter(pa.array(~mask))
+    block.stat_update("dropped", value=n_drop)
+    block.stat_update(f"dropped_{reason}", value=n_drop)

@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from corpusfilter.batch import BLOCK_COLUMN, REASON_COLUMN, ROW_COLUMN, SHARD_COLUMN, Batch
-from corpusfilter.blocks.base import Decision
+from corpusfilter.batch import ROW_COLUMN, SHARD_COLUMN, Batch
+from corpusfilter.blocks.base import Decision, reject_rows
 from corpusfilter.blocks.decisions import LABELS_TYPE
 from corpusfilter.errors import RecipeError
 from corpusfilter.expr import Condition, Expression
@@ -149,6 +149,18 @@ def _add_label(table: pa.Table, mask: np.ndarray, label: str) -> pa.Table:
     return table.append_column(pa.field(col, LABELS_TYPE), arr)
 
 
+def require_columns(schema: pa.Schema, path: str, *, by: list[str], tokens: str) -> None:
+    """Grouping columns must exist and ``tokens`` must be an integer column (a ``tokens`` detector's)."""
+    for c in by:
+        if c not in schema.names:
+            raise RecipeError(f"{path}.by: unknown column {c!r} (columns: {', '.join(schema.names)})")
+    if tokens not in schema.names or not pa.types.is_integer(schema.field(tokens).type):
+        raise RecipeError(
+            f"{path}.tokens: no integer column {tokens!r}; add a `tokens` detector (its count column is "
+            "<name>_count) before this block"
+        )
+
+
 def _name_ok(name: str, path: str) -> None:
     if not name or not name.replace("_", "a").isalnum():
         raise RecipeError(f"{path}.name: use letters, digits and '_' (got {name!r})")
@@ -212,10 +224,7 @@ class Upsample(_Resampler):
         if p.weight is not None:
             Expression(p.weight, path=f"{path}.weight").validate(schema)
         if p.target_share is not None:
-            if p.tokens not in schema.names or not pa.types.is_integer(schema.field(p.tokens).type):
-                raise RecipeError(
-                    f"{path}.tokens: no integer column {p.tokens!r}; add a `tokens` detector before this block"
-                )
+            require_columns(schema, path, by=[], tokens=p.tokens)
 
     def _matches(self, table: pa.Table) -> np.ndarray:
         if self.params.where is None:
@@ -292,13 +301,7 @@ class Backfill(_Resampler):
 
     def validate(self, schema: pa.Schema, path: str) -> None:
         p = self.params
-        for c in p.by:
-            if c not in schema.names:
-                raise RecipeError(f"{path}.by: unknown column {c!r} (columns: {', '.join(schema.names)})")
-        if p.tokens not in schema.names or not pa.types.is_integer(schema.field(p.tokens).type):
-            raise RecipeError(
-                f"{path}.tokens: no integer column {p.tokens!r}; add a `tokens` detector before this block"
-            )
+        require_columns(schema, path, by=p.by, tokens=p.tokens)
         if p.where is not None:
             Condition(p.where, path=f"{path}.where").validate(schema)
 
@@ -336,17 +339,7 @@ class MatchedControl(_Resampler):
         if self.solution is None:
             raise RecipeError("matched_control: the runner solves the control's selection before the run")
         if batch.num_rows:
-            mask = extra_copies(batch.table, self.solution["drop"]) > 0
-            n = int(mask.sum())
-            if n:
-                rej = batch.table.filter(pa.array(mask))
-                rej = rej.append_column(
-                    pa.field(REASON_COLUMN, pa.string()), pa.array([self.reason] * n, pa.string())
-                ).append_column(pa.field(BLOCK_COLUMN, pa.string()), pa.array([self.label] * n, pa.string()))
-                batch.rejected.append(rej)
-                batch.table = batch.table.filter(pa.array(~mask))
-                self.stat_update("dropped", value=n)
-                self.stat_update(f"dropped_{self.reason}", value=n)
+            reject_rows(self, batch, extra_copies(batch.table, self.solution["drop"]) > 0, self.reason)
         return super().process(batch)
 
     def copies(self, table: pa.Table, shard: str) -> np.ndarray:

@@ -61,6 +61,7 @@ def detector_for(side: Mapping[str, Any], model: Path) -> Any:
         model=side["embedding_model"],
         head=str(model),
         chunk_tokens=side["chunk_tokens"],
+        stride=side.get("stride"),
         max_chunks=side["max_chunks"],
         aggregate=[side["aggregate"]],
         device="cpu",

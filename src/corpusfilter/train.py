@@ -53,6 +53,8 @@ class SourceSpec:
     group_by: str | None = None  # documents are built from rows sharing this column / template
     doc_words: list[int] | None = None  # [N, M]: join rows into documents of N..M words
     max_chars: int | None = 20_000  # cut each document to this many characters
+    test_where: str | None = None  # rows where this holds are the test split (others: by hash)
+    relative_to: Literal["data", "config"] = "data"  # resolve path against the data root or the config
 
     def check(self, path: str) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", self.name):
@@ -99,6 +101,7 @@ class FastTextSpec:
 class HeadSpec:
     model: str = "static-minilm"
     chunk_tokens: int = 256
+    stride: int | None = None  # tokens between chunk starts (default: no overlap)
     max_chunks: int = 4
     aggregate: Literal["max", "mean"] = "mean"
     epochs: int = 300
@@ -274,24 +277,33 @@ def _render(spec: str, columns: Mapping[str, list[Any]], n: int, what: str, path
     ]
 
 
-def load_source(src: SourceSpec, root: Path, seed: int, split: SplitSpec) -> Examples:
-    """Rows of one source → document-level examples with their split."""
+def load_source(
+    src: SourceSpec, root: Path, seed: int, split: SplitSpec, config_dir: Path | None = None
+) -> Examples:
+    """Rows of one source (Parquet, or JSON lines) → document-level examples with their split."""
     import polars as pl
 
-    path = Path(src.path) if os.path.isabs(src.path) else root / src.path
+    base = (config_dir or Path.cwd()) if src.relative_to == "config" else root
+    path = Path(src.path) if os.path.isabs(src.path) else base / src.path
     where = f"sources.{src.name}"
     try:
-        df = pl.read_parquet(path)
+        df = pl.read_ndjson(path) if path.suffix in (".jsonl", ".ndjson") else pl.read_parquet(path)
     except FileNotFoundError:
         raise InputError(f"{where}: {path}: file not found (data root: {root})") from None
     except Exception as e:  # polars raises several types for a bad file
-        raise InputError(f"{where}: {path}: not a readable Parquet file ({e})") from None
+        raise InputError(f"{where}: {path}: not a readable Parquet / JSON-lines file ({e})") from None
     df = df.with_row_index("__row")
     if src.where:
         try:
             df = df.sql(f"SELECT * FROM self WHERE {src.where}")
         except Exception as e:
             raise RecipeError(f"{where}.where: {src.where!r}: {e}") from None
+    test_rows: set[int] = set()
+    if src.test_where:
+        try:
+            test_rows = set(df.sql(f"SELECT __row FROM self WHERE {src.test_where}")["__row"].to_list())
+        except Exception as e:
+            raise RecipeError(f"{where}.test_where: {src.test_where!r}: {e}") from None
     cols = {c: df[c].to_list() for c in df.columns}
     n = df.height
     rows = [int(r) for r in cols["__row"]]
@@ -311,6 +323,14 @@ def load_source(src: SourceSpec, root: Path, seed: int, split: SplitSpec) -> Exa
     else:
         labels = [src.label] * n
     groups = _render(src.group_by, cols, n, "group_by", where) if src.group_by else [""] * n
+
+    def split_row(i: int) -> str:
+        if src.test_where:  # the test split is given; the rest is train / validation by hash
+            if rows[i] in test_rows:
+                return "test"
+            return split_of(ids[i], seed, SplitSpec(validation=split.validation / (1 - split.test), test=0.0))
+        return split_of(ids[i], seed, split)
+
     keep = [i for i in range(n) if texts[i].strip()]
     if src.limit is not None and len(keep) > src.limit:
         keep = sorted(sorted(keep, key=lambda i: stable_hash("limit\x00" + ids[i], seed))[: src.limit])
@@ -320,14 +340,14 @@ def load_source(src: SourceSpec, root: Path, seed: int, split: SplitSpec) -> Exa
             out.ids.append(f"{src.name}:{ids[i]}")
             out.texts.append(_cut(texts[i], src.max_chars))
             out.labels.append(labels[i])
-            out.splits.append(split_of(ids[i], seed, split))
+            out.splits.append(split_row(i))
         out.sources = [src.name] * len(out.ids)
         out.weights = [src.weight] * len(out.ids)
         return out
     # group rows by (split, group, label) and join them, in a seeded order, into N..M-word documents
     buckets: dict[tuple[str, str, str], list[int]] = {}
     for i in keep:
-        buckets.setdefault((split_of(ids[i], seed, split), groups[i], labels[i]), []).append(i)
+        buckets.setdefault((split_row(i), groups[i], labels[i]), []).append(i)
     lo, hi = src.doc_words
     for (sp, group, label), members in sorted(buckets.items()):
         members.sort(key=lambda i: stable_hash("order\x00" + ids[i], seed))
@@ -362,7 +382,12 @@ def _cut(text: str, max_chars: int | None) -> str:
 
 
 def build_examples(
-    cfg: TrainConfig, root: Path, *, exclude: Sequence[str] = (), only: Sequence[str] | None = None
+    cfg: TrainConfig,
+    root: Path,
+    *,
+    exclude: Sequence[str] = (),
+    only: Sequence[str] | None = None,
+    config_dir: Path | None = None,
 ) -> Examples:
     """Every source's examples (minus ``exclude``), in config order."""
     names = {s.name for s in cfg.sources}
@@ -373,7 +398,7 @@ def build_examples(
     for src in cfg.sources:
         if src.name in exclude or (only is not None and src.name not in only):
             continue
-        ex.extend(load_source(src, root, cfg.seed, cfg.split))
+        ex.extend(load_source(src, root, cfg.seed, cfg.split, config_dir))
     return ex
 
 
@@ -477,7 +502,9 @@ def embed_documents(
     key = None
     if folder:
         _, model_path = resolve_model(spec.model)
-        h = hashlib.sha256(f"{model_path}\x00{spec.chunk_tokens}\x00{spec.max_chunks}".encode())
+        h = hashlib.sha256(
+            f"{model_path}\x00{spec.chunk_tokens}\x00{spec.stride}\x00{spec.max_chunks}".encode()
+        )
         for t in texts:
             h.update(t.encode())
             h.update(b"\x00")
@@ -486,7 +513,9 @@ def embed_documents(
             with np.load(key, allow_pickle=False) as z:
                 return z["emb"], z["doc"]
     enc = load_encoder(
-        spec.model, Chunking(chunk_tokens=spec.chunk_tokens, max_chunks=spec.max_chunks), "cpu"
+        spec.model,
+        Chunking(chunk_tokens=spec.chunk_tokens, stride=spec.stride, max_chunks=spec.max_chunks),
+        "cpu",
     )
     emb, doc = enc.embed_chunks(list(texts), spec.batch_size)
     if key is not None:
@@ -524,7 +553,15 @@ def train_head(cfg: TrainConfig, train: Examples, out_dir: Path) -> Path:
     """A one-vs-rest logistic head per label over chunk embeddings (each chunk carries its
     document's label, weighted 1/chunks), saved as .npz for the embedding detector's head mode."""
     spec = cfg.head
-    emb, doc = embed_documents(train.texts, spec)
+    # embedded source by source, so a cache entry survives leaving another source out
+    parts, docs = [], []
+    for src in dict.fromkeys(train.sources):
+        idx = [i for i, s in enumerate(train.sources) if s == src]
+        e, d = embed_documents([train.texts[i] for i in idx], spec)
+        parts.append(e)
+        docs.append(np.asarray(idx, dtype=np.int64)[d])
+    emb = np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
+    doc = np.concatenate(docs) if docs else np.zeros(0, dtype=np.int64)
     counts = np.bincount(doc, minlength=len(train)).astype(np.float64)
     w_doc = np.asarray(train.weights, dtype=np.float64)
     labels = sorted(set(train.labels))
@@ -565,6 +602,7 @@ def detector_params(cfg: TrainConfig, model_path: Path) -> dict[str, Any]:
             "model": h.model,
             "head": str(model_path),
             "chunk_tokens": h.chunk_tokens,
+            "stride": h.stride,
             "max_chunks": h.max_chunks,
             "aggregate": [h.aggregate],
         }
@@ -592,6 +630,7 @@ def write_sidecar(cfg: TrainConfig, model_path: Path) -> dict[str, Any]:
         side.update(
             embedding_model=cfg.head.model,
             chunk_tokens=cfg.head.chunk_tokens,
+            stride=cfg.head.stride,
             max_chunks=cfg.head.max_chunks,
             aggregate=cfg.head.aggregate,
         )
@@ -615,12 +654,13 @@ def train(
     exclude: Sequence[str] = (),
     config_text: str | None = None,
     write_card: bool = True,
+    config_dir: Path | None = None,
 ) -> TrainResult:
     """Build examples, train on the train split, score the validation split, write everything."""
     from corpusfilter.evaluate import binary_metrics, score_texts
 
     t0 = time.perf_counter()
-    ex = build_examples(cfg, root, exclude=exclude)
+    ex = build_examples(cfg, root, exclude=exclude, config_dir=config_dir)
     tr, va = ex.where(split="train"), ex.where(split="validation")
     if len(set(tr.labels)) < 2:
         raise CorpusfilterError(f"the train split has one label only ({sorted(set(tr.labels))})")
@@ -749,6 +789,7 @@ def cmd_train(args: Any) -> int:
         root=data_root(args.data_root),
         out_dir=out,
         config_text=cfg_path.read_text(encoding="utf-8"),
+        config_dir=cfg_path.resolve().parent,
     )
     m = res.metrics
     print(f"model: {res.model} ({m['model_bytes'] / 2**20:.2f} MB) in {m['train_seconds']} s")

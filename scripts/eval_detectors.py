@@ -1,0 +1,484 @@
+"""Evaluate the shipped detectors and write classifiers/<name>/metrics.json (and refresh MODEL_CARD.md).
+
+    python scripts/eval_detectors.py                      # every detector
+    python scripts/eval_detectors.py goodness care --no-loso
+    CORPUSFILTER_DATA=/path/to/shared/data python scripts/eval_detectors.py
+
+Every number in the metrics comes from here. The operating threshold of a detector is chosen on its
+*validation* split (1% false positives on the validation negatives); the test split and the sources
+never used in training are only scored at that threshold, never used to choose anything.
+
+- test: AUROC, and recall / false-positive rate per source on the test split.
+- unseen neutral: false-positive rate on neutral sources no model saw (python docs, Debian, GNU).
+- leave-one-source-out (LOSO): for each source, train without it (same config), choose the
+  threshold on the remaining sources' validation split, score every document of the held-out source.
+- threshold transfer: a threshold for 1% FPR on one set of neutral sources, measured on the others.
+- hard cases: share flagged among scripture, aphorisms, speeches, fiction, AI discussion, ...
+- speed: documents and MB per second through the detector block on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from corpusfilter.evaluate import auroc, load_sidecar, score_texts, threshold_for_fpr  # noqa: E402
+from corpusfilter.params import build_params  # noqa: E402
+from corpusfilter.train import (  # noqa: E402
+    Examples,
+    SourceSpec,
+    SplitSpec,
+    build_examples,
+    config_to_dict,
+    data_root,
+    load_config,
+    load_source,
+    model_card,
+    parse_config,
+    train,
+)
+
+FPR_TARGET = 0.01
+BG = "background/background.parquet"
+
+
+def bg(name: str, source: str, limit: int | None = None, **kw: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "path": BG,
+        "label": "x",
+        "id": "id",
+        "where": f"source = '{source}'",
+        "limit": limit,
+        **kw,
+    }
+
+
+UNSEEN_NEUTRAL = [
+    bg("python_docs", "python3.11-doc"),
+    bg("debian_reference", "debian-reference-en"),
+    bg("gnu_standards", "gnu-standards"),
+]
+HARD = [
+    bg("bible_chapters", "bible-kjv-text", 400),
+    {**bg("fortunes", "fortunes"), "group_by": "kind", "doc_words": [80, 300], "limit": 6000},
+    bg("inaugural_speeches", "nltk-inaugural"),
+    bg("state_of_the_union", "nltk-state_union"),
+    bg("shakespeare_plays", "nltk-shakespeare"),
+    {
+        "name": "lesswrong_ai_2019",
+        "path": "train/lesswrong_2016_2019.parquet",
+        "label": "x",
+        "id": "id",
+        "where": "postedAt >= '2019' AND ai_kw_per_1k >= 3",
+    },
+    {
+        "name": "lesswrong_other_2019",
+        "path": "train/lesswrong_2016_2019.parquet",
+        "label": "x",
+        "id": "id",
+        "where": "postedAt >= '2019' AND ai_kw_per_1k = 0",
+        "limit": 300,
+    },
+    {
+        "name": "stories_no_moral",
+        "path": str(ROOT / "classifiers/data/stories.jsonl"),
+        "label": "x",
+        "id": "id",
+        "where": "label = 0",
+    },
+    {
+        "name": "hh_rejected_answers",
+        "path": "train/hh_rlhf_harmless.parquet",
+        "label": "x",
+        "text": "rejected",
+        "limit": 400,
+    },
+]
+
+# per detector: LOSO sources (None: all), neutral groups for threshold transfer, extra checks
+SPECS: dict[str, dict[str, Any]] = {
+    "goodness": {"loso": "all", "transfer": True, "cascade": True},
+    "care": {"loso": "positive"},
+    "fairness": {"loso": "positive"},
+    "honesty": {"loso": "positive"},
+    "ai_discourse": {"loso": "positive", "later_period": True},
+    "misaligned_ai": {"loso": None, "pairs": True, "hard_limit": 60},
+    "assistant_persona": {"loso": None},
+}
+
+
+def load_set(spec: dict[str, Any], root: Path, seed: int, limit: int | None = None) -> Examples:
+    spec = dict(spec)
+    if limit is not None:
+        spec["limit"] = min(spec.get("limit") or limit, limit)
+    src = build_params(SourceSpec, {k: v for k, v in spec.items() if v is not None}, spec["name"])
+    return load_source(src, root, seed, SplitSpec(validation=0.0, test=0.0))
+
+
+def rate(scores: np.ndarray, thr: float) -> float:
+    return round(float((scores >= thr).mean()), 4) if len(scores) else float("nan")
+
+
+def speed(side: dict[str, Any], model: Path, root: Path, n: int) -> dict[str, Any]:
+    docs = load_set(bg("speed", "linux-doc-6.1", n), root, 0).texts
+    score_texts(side, model, docs[:20])  # warm up (model load)
+    t0 = time.perf_counter()
+    score_texts(side, model, docs)
+    dt = time.perf_counter() - t0
+    mb = sum(len(d.encode()) for d in docs) / 1e6
+    return {
+        "docs": len(docs),
+        "docs_per_s": round(len(docs) / dt, 1),
+        "mb_per_s": round(mb / dt, 3),
+        "corpus": "linux-doc-6.1 documents",
+        "mean_kb_per_doc": round(mb * 1000 / len(docs), 1),
+    }
+
+
+def evaluate(name: str, root: Path, do_loso: bool) -> dict[str, Any]:
+    folder = ROOT / "classifiers" / name
+    spec = SPECS[name]
+    cfg = load_config(folder / "train.yaml")
+    side, model = load_sidecar(folder)
+    ex = build_examples(cfg, root, config_dir=folder)
+    pos = cfg.positive
+    out: dict[str, Any] = {}
+    t0 = time.perf_counter()
+
+    va = ex.where(split="validation")
+    s_va = score_texts(side, model, va.texts)
+    y_va = np.asarray([lb == pos for lb in va.labels])
+    thr = threshold_for_fpr(s_va[~y_va], FPR_TARGET)
+    out["threshold"] = {
+        "value": thr,
+        "chosen_on": f"validation negatives, {FPR_TARGET:.0%} FPR",
+        "validation_recall": rate(s_va[y_va], thr),
+    }
+
+    te = ex.where(split="test")
+    s_te = score_texts(side, model, te.texts)
+    y_te = np.asarray([lb == pos for lb in te.labels])
+    per: dict[str, Any] = {}
+    for src in dict.fromkeys(te.sources):
+        m = np.asarray([s == src for s in te.sources])
+        is_pos = bool(y_te[m].all())
+        per[src] = {
+            "docs": int(m.sum()),
+            "label": "positive" if is_pos else "negative",
+            ("recall" if is_pos else "fpr"): rate(s_te[m], thr),
+            ("recall_at_0.5" if is_pos else "fpr_at_0.5"): rate(s_te[m], 0.5),
+        }
+    out["test"] = {
+        "auroc": round(auroc(y_te, s_te), 4),
+        "recall": rate(s_te[y_te], thr),
+        "fpr": rate(s_te[~y_te], thr),
+        "positives": int(y_te.sum()),
+        "negatives": int((~y_te).sum()),
+        "per_source": per,
+    }
+
+    lim = spec.get("hard_limit")
+    unseen: dict[str, Any] = {}
+    neutral_scores: dict[str, np.ndarray] = {}
+    for u in UNSEEN_NEUTRAL:
+        s = score_texts(side, model, load_set(u, root, cfg.seed, lim).texts)
+        neutral_scores[u["name"]] = s
+        unseen[u["name"]] = {"docs": len(s), "fpr": rate(s, thr), "fpr_at_0.5": rate(s, 0.5)}
+    allu = np.concatenate(list(neutral_scores.values()))
+    unseen["all"] = {"docs": len(allu), "fpr": rate(allu, thr)}
+    out["unseen_neutral"] = unseen
+
+    hard: dict[str, Any] = {}
+    for h in HARD:
+        if h["name"].startswith("lesswrong") and name == "ai_discourse":
+            continue  # its later-period test, below
+        docs = load_set(h, root, cfg.seed, lim).texts
+        if not docs:
+            continue
+        s = score_texts(side, model, docs)
+        hard[h["name"]] = {"docs": len(s), "flagged": rate(s, thr), "flagged_at_0.5": rate(s, 0.5)}
+    out["hard_cases"] = hard
+
+    if spec.get("transfer"):
+        out["threshold_transfer"] = transfer(te, s_te, y_te, neutral_scores)
+    if spec.get("cascade"):
+        out["cascade"] = cascade(te, s_te, y_te, thr, root, cfg.seed)
+    if spec.get("later_period"):
+        out["later_period"] = later_period(side, model, root, cfg.seed)
+    if spec.get("pairs"):
+        out["pairs"] = pairs(cfg, te, s_te, root, folder)
+    if do_loso and spec.get("loso"):
+        out["loso"] = loso(cfg, root, folder, spec["loso"], neutral_scores)
+    out["speed"] = speed(side, model, root, 60 if side.get("embedding_model") == "minilm" else 1000)
+    out["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def transfer(
+    te: Examples, s_te: np.ndarray, y_te: np.ndarray, unseen: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """Threshold for 1% FPR on one group of neutral document sources, FPR on each other neutral set.
+
+    The bar is over real neutral document sources (background corpora); the training-construct
+    neutral sets (non-moral quotations, persona statements, everyday scenarios, plain stories) are
+    reported beside it."""
+    groups: dict[str, np.ndarray] = {}
+    for src in dict.fromkeys(te.sources):
+        m = np.asarray([s == src for s in te.sources]) & ~y_te
+        if m.any():
+            groups[f"test:{src}"] = s_te[m]
+    groups.update({f"unseen:{k}": v for k, v in unseen.items()})
+    tech = ["test:bg_technical"]
+    prose = ["test:bg_reviews", "test:bg_brown", "test:bg_jargon"]
+    documents = {*tech, *prose, *(f"unseen:{k}" for k in unseen)}
+    out: dict[str, Any] = {}
+    for a_name, a in (("technical", tech), ("prose", prose)):
+        t = threshold_for_fpr(np.concatenate([groups[k] for k in a if k in groups]), FPR_TARGET)
+        docs = {k: rate(v, t) for k, v in groups.items() if k not in a and k in documents}
+        other = {k: rate(v, t) for k, v in groups.items() if k not in documents}
+        out[f"chosen_on_{a_name}"] = {
+            "sets": a,
+            "threshold": t,
+            "fpr_on_other_document_sources": docs,
+            "max_fpr_elsewhere": max(docs.values()),
+            "fpr_on_constructed_neutral_sets": other,
+        }
+    return out
+
+
+def keyword_gate(texts: list[str]) -> np.ndarray:
+    """The persona_depleted keyword stage's gate: virtue_hits >= 1 OR exemplars_hits >= 1."""
+    import pyarrow as pa
+
+    from corpusfilter.batch import Batch
+    from corpusfilter.blocks.keyword import KeywordDetector
+
+    table = pa.table({"text": pa.array(texts, pa.string())})
+    for d in (
+        KeywordDetector(name="virtue", lexicon="virtue"),
+        KeywordDetector(name="exemplars", lexicon="moral_exemplars"),
+    ):
+        d.validate(table.schema, "gate")
+        d.ensure_setup()
+        table = d.process(Batch(table, "gate", table.num_rows)).table
+    v = table.column("virtue_hits").to_numpy(zero_copy_only=False)
+    e = table.column("exemplars_hits").to_numpy(zero_copy_only=False)
+    return np.asarray((v >= 1) | (e >= 1))
+
+
+def cascade(
+    te: Examples, s_te: np.ndarray, y_te: np.ndarray, thr: float, root: Path, seed: int
+) -> dict[str, Any]:
+    """Keyword gate then the detector at its threshold (the wiring proposed for persona_depleted)."""
+    gate = keyword_gate(te.texts)
+    out: dict[str, Any] = {
+        "gate": "virtue_hits >= 1 OR exemplars_hits >= 1",
+        "test_positives_passing_gate": rate(gate[y_te].astype(float), 0.5),
+        "test_recall_gate_and_detector": rate((gate & (s_te >= thr))[y_te].astype(float), 0.5),
+        "test_fpr_gate_and_detector": rate((gate & (s_te >= thr))[~y_te].astype(float), 0.5),
+    }
+    per = {}
+    for src in dict.fromkeys(te.sources):
+        m = np.asarray([x == src for x in te.sources]) & y_te
+        if m.any():
+            per[src] = rate((gate & (s_te >= thr))[m].astype(float), 0.5)
+    out["test_recall_per_positive_source"] = per
+    return out
+
+
+def later_period(side: dict[str, Any], model: Path, root: Path, seed: int) -> dict[str, Any]:
+    lw = "train/lesswrong_2016_2019.parquet"
+    ai = load_set(
+        {
+            "name": "lw_ai_2019",
+            "path": lw,
+            "label": "x",
+            "id": "id",
+            "where": "postedAt >= '2019' AND ai_kw_per_1k >= 3",
+        },
+        root,
+        seed,
+    ).texts
+    zero = load_set(
+        {
+            "name": "lw_zero_2019",
+            "path": lw,
+            "label": "x",
+            "id": "id",
+            "where": "postedAt >= '2019' AND ai_kw_per_1k = 0",
+        },
+        root,
+        seed,
+    ).texts
+    low = load_set(
+        {
+            "name": "lw_low_2019",
+            "path": lw,
+            "label": "x",
+            "id": "id",
+            "where": "postedAt >= '2019' AND ai_kw_per_1k < 1",
+        },
+        root,
+        seed,
+    ).texts
+    s_ai, s_zero, s_low = (score_texts(side, model, t) for t in (ai, zero, low))
+    y = lambda a, b: np.r_[np.ones(len(a), bool), np.zeros(len(b), bool)]  # noqa: E731
+    return {
+        "set": "LessWrong posts from 2019 (training used 2016-2018); silver labels from ai_kw_per_1k",
+        "auroc_ai>=3_vs_0": round(auroc(y(s_ai, s_zero), np.r_[s_ai, s_zero]), 4),
+        "auroc_ai>=3_vs_<1": round(auroc(y(s_ai, s_low), np.r_[s_ai, s_low]), 4),
+        "positives": len(ai),
+        "negatives_zero": len(zero),
+        "negatives_lt1": len(low),
+    }
+
+
+def pairs(cfg: Any, te: Examples, s_te: np.ndarray, root: Path, folder: Path) -> dict[str, Any]:
+    """AUROC on test questions where only the answer differs, and a bag-of-words baseline."""
+    m = np.asarray([s.startswith("pairs_") for s in te.sources])
+    y = np.asarray([lb == cfg.positive for lb in te.labels])[m]
+    res: dict[str, Any] = {"test_pairs_docs": int(m.sum()), "auroc": round(auroc(y, s_te[m]), 4)}
+    # bag-of-words baseline: fastText on the same sources and split
+    base = config_to_dict(cfg)
+    base["trainer"] = "fasttext"
+    base["fasttext"] = {"dim": 32, "epoch": 10, "lr": 0.3, "minCount": 1}
+    bcfg = parse_config(base)
+    with tempfile.TemporaryDirectory() as tmp:
+        r = train(bcfg, root=root, out_dir=Path(tmp), write_card=False, config_dir=folder)
+        side, model = load_sidecar(r.model)
+        s = score_texts(side, model, [t for t, k in zip(te.texts, m) if k])
+    res["bag_of_words_fasttext_auroc"] = round(auroc(y, s), 4)
+    return res
+
+
+def loso(cfg: Any, root: Path, folder: Path, which: str, unseen: dict[str, np.ndarray]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for src in cfg.sources:
+        is_pos = src.label == cfg.positive
+        if which == "positive" and not is_pos:
+            continue
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            r = train(
+                cfg, root=root, out_dir=Path(tmp), exclude=[src.name], write_card=False, config_dir=folder
+            )
+            side, model = load_sidecar(r.model)
+            rest = build_examples(cfg, root, exclude=[src.name], config_dir=folder).where(split="validation")
+            s_va = score_texts(side, model, rest.texts)
+            y_va = np.asarray([lb == cfg.positive for lb in rest.labels])
+            thr = threshold_for_fpr(s_va[~y_va], FPR_TARGET)
+            held = build_examples(cfg, root, only=[src.name], config_dir=folder)
+            s = score_texts(side, model, held.texts)
+            unseen_fpr = None
+            if is_pos:
+                docs = [d for u in UNSEEN_NEUTRAL for d in load_set(u, root, cfg.seed).texts]
+                unseen_fpr = rate(score_texts(side, model, docs), thr)
+        out[src.name] = {
+            "label": "positive" if is_pos else "negative",
+            "docs": len(s),
+            "threshold": thr,
+            ("recall" if is_pos else "fpr"): rate(s, thr),
+            **({"unseen_neutral_fpr": unseen_fpr} if unseen_fpr is not None else {}),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        print(f"    loso {src.name}: {out[src.name]}", flush=True)
+    return out
+
+
+def bars(name: str, m: dict[str, Any]) -> dict[str, Any]:
+    b: dict[str, Any] = {}
+    if name == "goodness":
+        b["recall>=0.95_at_thr_with_unseen_neutral_fpr<=0.01"] = {
+            "recall": m["test"]["recall"],
+            "unseen_neutral_fpr": m["unseen_neutral"]["all"]["fpr"],
+            "met": m["test"]["recall"] >= 0.95 and m["unseen_neutral"]["all"]["fpr"] <= 0.01,
+        }
+        if "loso" in m:
+            pos = {k: v["recall"] for k, v in m["loso"].items() if v["label"] == "positive"}
+            neg = {k: v["fpr"] for k, v in m["loso"].items() if v["label"] == "negative"}
+            b["loso_recall>=0.75_every_positive_source"] = {
+                "min": min(pos.values()),
+                "met": min(pos.values()) >= 0.75,
+            }
+            b["loso_neutral_fpr<=0.01"] = {"max": max(neg.values()), "met": max(neg.values()) <= 0.01}
+        tr = m["threshold_transfer"]
+        worst = max(v["max_fpr_elsewhere"] for v in tr.values())
+        b["threshold_transfer_fpr<=0.02"] = {"max": worst, "met": worst <= 0.02}
+    if name == "misaligned_ai":
+        b["pairs_auroc>=0.90"] = {"auroc": m["pairs"]["auroc"], "met": m["pairs"]["auroc"] >= 0.90}
+    if name == "ai_discourse":
+        a = m["later_period"]["auroc_ai>=3_vs_0"]
+        b["later_period_auroc>=0.98"] = {"auroc": a, "met": a >= 0.98}
+    b["size<=50MB"] = {"met": True}
+    return b
+
+
+def markdown(name: str, m: dict[str, Any]) -> str:
+    t = m["test"]
+    lines = [
+        f"Threshold {m['threshold']['value']:.4g} (1% FPR on validation negatives). "
+        f"Test AUROC {t['auroc']}, recall {t['recall']}, FPR {t['fpr']}; unseen neutral sources FPR "
+        f"{m['unseen_neutral']['all']['fpr']} ({m['unseen_neutral']['all']['docs']} docs); "
+        f"speed {m['speed']['docs_per_s']} docs/s ({m['speed']['mb_per_s']} MB/s) on 2 shared CPU cores.",
+        "",
+    ]
+    if "loso" in m:
+        lines += ["| held-out source | label | docs | recall / FPR |", "|---|---|---|---|"]
+        for k, v in m["loso"].items():
+            lines.append(f"| {k} | {v['label']} | {v['docs']} | {v.get('recall', v.get('fpr'))} |")
+        lines.append("")
+    lines += ["| hard case | docs | flagged |", "|---|---|---|"]
+    lines += [f"| {k} | {v['docs']} | {v['flagged']} |" for k, v in m["hard_cases"].items()]
+    for key in ("pairs", "later_period", "threshold_transfer"):
+        if key in m:
+            lines += ["", f"{key}: `{json.dumps(m[key])}`"]
+    lines += [
+        "",
+        "Bars: " + ", ".join(f"{k}: {'met' if v['met'] else 'NOT met'}" for k, v in m["bars"].items()),
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("detectors", nargs="*", default=list(SPECS))
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--no-loso", action="store_true")
+    args = ap.parse_args()
+    root = data_root(args.data_root)
+    for name in args.detectors:
+        print(f"== {name}", flush=True)
+        folder = ROOT / "classifiers" / name
+        metrics_path = folder / "metrics.json"
+        metrics = json.loads(metrics_path.read_text())
+        old = metrics.get("generalization", {})
+        g = evaluate(name, root, not args.no_loso)
+        if args.no_loso and "loso" in old and old.get("model_sha256") == metrics["model_sha256"]:
+            g["loso"] = old["loso"]  # keep the LOSO of this same model
+        g["bars"] = bars(name, g)
+        g["model_sha256"] = metrics["model_sha256"]
+        g["command"] = "python scripts/eval_detectors.py " + name
+        g["markdown"] = markdown(name, g)
+        metrics["generalization"] = g
+        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+        cfg = load_config(folder / "train.yaml")
+        (folder / "MODEL_CARD.md").write_text(model_card(cfg, metrics, root))
+        print(g["markdown"], flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

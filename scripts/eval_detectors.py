@@ -161,6 +161,15 @@ def evaluate(name: str, root: Path, do_loso: bool) -> dict[str, Any]:
     s_va = score_texts(side, model, va.texts)
     y_va = np.asarray([lb == pos for lb in va.labels])
     thr = threshold_for_fpr(s_va[~y_va], FPR_TARGET)
+    # the document threshold: 1% FPR on the validation documents of real neutral corpora (bg_*),
+    # not on the constructed neutral sets (quotations, statements) that sit close to the positives
+    docneg = ~y_va & np.asarray([x.startswith("bg_") for x in va.sources])
+    thr_doc = threshold_for_fpr(s_va[docneg], FPR_TARGET) if docneg.any() else thr
+    out["document_threshold"] = {
+        "value": thr_doc,
+        "chosen_on": "validation negatives of the bg_* corpora, 1% FPR",
+        "validation_recall": rate(s_va[y_va], thr_doc),
+    }
     out["threshold"] = {
         "value": thr,
         "chosen_on": f"validation negatives, {FPR_TARGET:.0%} FPR",
@@ -179,11 +188,16 @@ def evaluate(name: str, root: Path, do_loso: bool) -> dict[str, Any]:
             "label": "positive" if is_pos else "negative",
             ("recall" if is_pos else "fpr"): rate(s_te[m], thr),
             ("recall_at_0.5" if is_pos else "fpr_at_0.5"): rate(s_te[m], 0.5),
+            ("recall_at_document_threshold" if is_pos else "fpr_at_document_threshold"): rate(
+                s_te[m], thr_doc
+            ),
         }
     out["test"] = {
         "auroc": round(auroc(y_te, s_te), 4),
         "recall": rate(s_te[y_te], thr),
         "fpr": rate(s_te[~y_te], thr),
+        "recall_at_document_threshold": rate(s_te[y_te], thr_doc),
+        "fpr_at_document_threshold": rate(s_te[~y_te], thr_doc),
         "positives": int(y_te.sum()),
         "negatives": int((~y_te).sum()),
         "per_source": per,
@@ -195,9 +209,18 @@ def evaluate(name: str, root: Path, do_loso: bool) -> dict[str, Any]:
     for u in UNSEEN_NEUTRAL:
         s = score_texts(side, model, load_set(u, root, cfg.seed, lim).texts)
         neutral_scores[u["name"]] = s
-        unseen[u["name"]] = {"docs": len(s), "fpr": rate(s, thr), "fpr_at_0.5": rate(s, 0.5)}
+        unseen[u["name"]] = {
+            "docs": len(s),
+            "fpr": rate(s, thr),
+            "fpr_at_0.5": rate(s, 0.5),
+            "fpr_at_document_threshold": rate(s, thr_doc),
+        }
     allu = np.concatenate(list(neutral_scores.values()))
-    unseen["all"] = {"docs": len(allu), "fpr": rate(allu, thr)}
+    unseen["all"] = {
+        "docs": len(allu),
+        "fpr": rate(allu, thr),
+        "fpr_at_document_threshold": rate(allu, thr_doc),
+    }
     out["unseen_neutral"] = unseen
 
     hard: dict[str, Any] = {}
@@ -208,13 +231,18 @@ def evaluate(name: str, root: Path, do_loso: bool) -> dict[str, Any]:
         if not docs:
             continue
         s = score_texts(side, model, docs)
-        hard[h["name"]] = {"docs": len(s), "flagged": rate(s, thr), "flagged_at_0.5": rate(s, 0.5)}
+        hard[h["name"]] = {
+            "docs": len(s),
+            "flagged": rate(s, thr),
+            "flagged_at_0.5": rate(s, 0.5),
+            "flagged_at_document_threshold": rate(s, thr_doc),
+        }
     out["hard_cases"] = hard
 
     if spec.get("transfer"):
         out["threshold_transfer"] = transfer(te, s_te, y_te, neutral_scores)
     if spec.get("cascade"):
-        out["cascade"] = cascade(te, s_te, y_te, thr, root, cfg.seed)
+        out["cascade"] = cascade(te, s_te, y_te, thr_doc, root, cfg.seed)
     if spec.get("later_period"):
         out["later_period"] = later_period(side, model, root, cfg.seed)
     if spec.get("pairs"):
@@ -363,59 +391,91 @@ def pairs(cfg: Any, te: Examples, s_te: np.ndarray, root: Path, folder: Path) ->
     return res
 
 
+def loso_groups(cfg: Any, which: str) -> dict[str, list[Any]]:
+    """Held-out units: a dataset file is one source (its positive and negative parts are held out
+    together, so leaving out moral stories does not keep the plain stories as negatives); the
+    background corpora are each their own source."""
+    groups: dict[str, list[Any]] = {}
+    for src in cfg.sources:
+        key = src.name if "background" in src.path else Path(src.path).stem
+        groups.setdefault(key, []).append(src)
+    if which == "positive":
+        groups = {k: v for k, v in groups.items() if any(s.label == cfg.positive for s in v)}
+    return groups
+
+
 def loso(cfg: Any, root: Path, folder: Path, which: str, unseen: dict[str, np.ndarray]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for src in cfg.sources:
-        is_pos = src.label == cfg.positive
-        if which == "positive" and not is_pos:
-            continue
+    unseen_docs = [d for u in UNSEEN_NEUTRAL for d in load_set(u, root, cfg.seed).texts]
+    for group, members in loso_groups(cfg, which).items():
+        names = [s.name for s in members]
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            r = train(
-                cfg, root=root, out_dir=Path(tmp), exclude=[src.name], write_card=False, config_dir=folder
-            )
+            r = train(cfg, root=root, out_dir=Path(tmp), exclude=names, write_card=False, config_dir=folder)
             side, model = load_sidecar(r.model)
-            rest = build_examples(cfg, root, exclude=[src.name], config_dir=folder).where(split="validation")
+            rest = build_examples(cfg, root, exclude=names, config_dir=folder).where(split="validation")
             s_va = score_texts(side, model, rest.texts)
             y_va = np.asarray([lb == cfg.positive for lb in rest.labels])
             thr = threshold_for_fpr(s_va[~y_va], FPR_TARGET)
-            held = build_examples(cfg, root, only=[src.name], config_dir=folder)
+            docneg = ~y_va & np.asarray([x.startswith("bg_") for x in rest.sources])
+            thr_doc = threshold_for_fpr(s_va[docneg], FPR_TARGET) if docneg.any() else thr
+            held = build_examples(cfg, root, only=names, config_dir=folder)
             s = score_texts(side, model, held.texts)
-            unseen_fpr = None
-            if is_pos:
-                docs = [d for u in UNSEEN_NEUTRAL for d in load_set(u, root, cfg.seed).texts]
-                unseen_fpr = rate(score_texts(side, model, docs), thr)
-        out[src.name] = {
-            "label": "positive" if is_pos else "negative",
-            "docs": len(s),
+            s_un = score_texts(side, model, unseen_docs)
+        res: dict[str, Any] = {
+            "sources": {},
             "threshold": thr,
-            ("recall" if is_pos else "fpr"): rate(s, thr),
-            **({"unseen_neutral_fpr": unseen_fpr} if unseen_fpr is not None else {}),
-            "seconds": round(time.perf_counter() - t0, 1),
+            "unseen_neutral_fpr": rate(s_un, thr),
+            "document_threshold": thr_doc,
+            "unseen_neutral_fpr_at_document_threshold": rate(s_un, thr_doc),
         }
-        print(f"    loso {src.name}: {out[src.name]}", flush=True)
+        for src in members:
+            m = np.asarray([x == src.name for x in held.sources])
+            is_pos = src.label == cfg.positive
+            res["sources"][src.name] = {
+                "label": "positive" if is_pos else "negative",
+                "docs": int(m.sum()),
+                ("recall" if is_pos else "fpr"): rate(s[m], thr),
+                ("recall_at_document_threshold" if is_pos else "fpr_at_document_threshold"): rate(
+                    s[m], thr_doc
+                ),
+            }
+        res["seconds"] = round(time.perf_counter() - t0, 1)
+        out[group] = res
+        print(f"    loso {group}: {res}", flush=True)
     return out
 
 
 def bars(name: str, m: dict[str, Any]) -> dict[str, Any]:
     b: dict[str, Any] = {}
     if name == "goodness":
-        b["recall>=0.95_at_thr_with_unseen_neutral_fpr<=0.01"] = {
-            "recall": m["test"]["recall"],
-            "unseen_neutral_fpr": m["unseen_neutral"]["all"]["fpr"],
-            "met": m["test"]["recall"] >= 0.95 and m["unseen_neutral"]["all"]["fpr"] <= 0.01,
-        }
-        if "loso" in m:
-            pos = {k: v["recall"] for k, v in m["loso"].items() if v["label"] == "positive"}
-            neg = {k: v["fpr"] for k, v in m["loso"].items() if v["label"] == "negative"}
-            b["loso_recall>=0.75_every_positive_source"] = {
-                "min": min(pos.values()),
-                "met": min(pos.values()) >= 0.75,
+        t, u = m["test"], m["unseen_neutral"]["all"]
+        for key, label in (("recall", "fpr"), ("recall_at_document_threshold", "fpr_at_document_threshold")):
+            b[f"test_recall>=0.95_and_unseen_neutral_fpr<=0.01 ({key})"] = {
+                "recall": t[key],
+                "unseen_neutral_fpr": u[label],
+                "met": t[key] >= 0.95 and u[label] <= 0.01,
             }
-            b["loso_neutral_fpr<=0.01"] = {"max": max(neg.values()), "met": max(neg.values()) <= 0.01}
+        if "loso" in m:
+            flat = {k: v for g in m["loso"].values() for k, v in g["sources"].items()}
+            for suffix in ("", "_at_document_threshold"):
+                pos = {k: v["recall" + suffix] for k, v in flat.items() if v["label"] == "positive"}
+                neg = {k: v["fpr" + suffix] for k, v in flat.items() if v["label"] == "negative"}
+                docs = {k: v for k, v in neg.items() if k.startswith("bg_")}  # real neutral corpora
+                b["loso_recall>=0.75_every_positive_source" + suffix] = {
+                    "recall": pos,
+                    "met": min(pos.values()) >= 0.75,
+                }
+                b["loso_neutral_corpora_fpr<=0.01" + suffix] = {
+                    "fpr": docs,
+                    "met": max(docs.values()) <= 0.01,
+                    "constructed_neutral_sets_fpr (not in the bar)": {
+                        k: v for k, v in neg.items() if k not in docs
+                    },
+                }
         tr = m["threshold_transfer"]
-        worst = max(v["max_fpr_elsewhere"] for v in tr.values())
-        b["threshold_transfer_fpr<=0.02"] = {"max": worst, "met": worst <= 0.02}
+        worst = {k: v["max_fpr_elsewhere"] for k, v in tr.items()}
+        b["threshold_transfer_fpr<=0.02"] = {"max_fpr_elsewhere": worst, "met": max(worst.values()) <= 0.02}
     if name == "misaligned_ai":
         b["pairs_auroc>=0.90"] = {"auroc": m["pairs"]["auroc"], "met": m["pairs"]["auroc"] >= 0.90}
     if name == "ai_discourse":
@@ -435,13 +495,18 @@ def markdown(name: str, m: dict[str, Any]) -> str:
         "",
     ]
     if "loso" in m:
-        lines += ["| held-out source | label | docs | recall / FPR |", "|---|---|---|---|"]
-        for k, v in m["loso"].items():
-            lines.append(f"| {k} | {v['label']} | {v['docs']} | {v.get('recall', v.get('fpr'))} |")
+        lines += [
+            "| held out (whole dataset) | source | label | docs | recall / FPR |",
+            "|---|---|---|---|---|",
+        ]
+        for g, gv in m["loso"].items():
+            for k, v in gv["sources"].items():
+                what = f"recall {v['recall']}" if "recall" in v else f"FPR {v['fpr']}"
+                lines.append(f"| {g} | {k} | {v['label']} | {v['docs']} | {what} |")
         lines.append("")
     lines += ["| hard case | docs | flagged |", "|---|---|---|"]
     lines += [f"| {k} | {v['docs']} | {v['flagged']} |" for k, v in m["hard_cases"].items()]
-    for key in ("pairs", "later_period", "threshold_transfer"):
+    for key in ("document_threshold", "cascade", "pairs", "later_period", "threshold_transfer"):
         if key in m:
             lines += ["", f"{key}: `{json.dumps(m[key])}`"]
     lines += [
@@ -451,12 +516,56 @@ def markdown(name: str, m: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def readme_table() -> str:
+    """The README's metrics table, from every classifiers/<name>/metrics.json."""
+    rows = [
+        "| detector | model | size | speed (docs/s) | test AUROC | recall / FPR at threshold | unseen neutral FPR "
+        "| generalization | bars |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in SPECS:
+        path = ROOT / "classifiers" / name / "metrics.json"
+        if not path.is_file():
+            continue
+        m = json.loads(path.read_text())
+        g = m.get("generalization")
+        if not g:
+            continue
+        kind = "fastText" if m["trainer"] == "fasttext" else "static-MiniLM head"
+        t = g["test"]
+        gen = []
+        if "loso" in g:
+            flat = {k: v for gv in g["loso"].values() for k, v in gv["sources"].items()}
+            pos = {k: v["recall"] for k, v in flat.items() if v["label"] == "positive"}
+            gen.append("LOSO recall " + ", ".join(f"{k} {v:.2f}" for k, v in pos.items()))
+        if "later_period" in g:
+            gen.append(f"2019 LessWrong AUROC {g['later_period']['auroc_ai>=3_vs_0']:.3f}")
+        if "pairs" in g:
+            gen.append(
+                f"answer-only pairs AUROC {g['pairs']['auroc']:.3f} (bag-of-words baseline "
+                f"{g['pairs']['bag_of_words_fasttext_auroc']:.3f})"
+            )
+        bars = "; ".join(
+            f"{k}: {'met' if v['met'] else '**not met**'}" for k, v in g["bars"].items() if k != "size<=50MB"
+        )
+        rows.append(
+            f"| {name} | {kind} | {m['model_bytes'] / 2**20:.1f} MB | {g['speed']['docs_per_s']:.0f} | {t['auroc']:.3f} "
+            f"| {t['recall']:.3f} / {t['fpr']:.3f} | {g['unseen_neutral']['all']['fpr']:.3f} | {'; '.join(gen) or '-'} "
+            f"| {bars or '-'} |"
+        )
+    return "\n".join(rows)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("detectors", nargs="*", default=list(SPECS))
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--no-loso", action="store_true")
+    ap.add_argument("--table", action="store_true", help="print the README table from the metrics and exit")
     args = ap.parse_args()
+    if args.table:
+        print(readme_table())
+        return 0
     root = data_root(args.data_root)
     for name in args.detectors:
         print(f"== {name}", flush=True)

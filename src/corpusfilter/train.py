@@ -438,11 +438,14 @@ def train_fasttext(cfg: TrainConfig, train: Examples, out_dir: Path) -> Path:
     counts: dict[str, int] = {}
     for i in order:
         line = _ft_line(train.texts[i])
-        for _ in range(_ft_repeats(train.ids[i], train.weights[i], cfg.seed)):
+        repeats = _ft_repeats(train.ids[i], train.weights[i], cfg.seed)
+        for _ in range(repeats):
             lines.append(f"__label__{train.labels[i]} {line}")
+        # count as fastText will, copies included: a word it keeps without an init vector would
+        # keep an uninitialized row (NaN)
         for w in line.split(" "):
             if w:
-                counts[w] = counts.get(w, 0) + 1
+                counts[w] = counts.get(w, 0) + repeats
     if not lines:
         raise CorpusfilterError("no training examples")
     work = out_dir / ".train"

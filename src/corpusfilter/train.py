@@ -722,6 +722,10 @@ def _resolved_yaml(cfg: TrainConfig) -> str:
     )
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 1024:.1f} KB"
+
+
 def model_card(cfg: TrainConfig, metrics: Mapping[str, Any], root: Path) -> str:
     """MODEL_CARD.md: sources and sizes, hyperparameters, validation metrics, use, failure modes."""
     lines = [f"# {cfg.name} detector", ""]
@@ -729,12 +733,13 @@ def model_card(cfg: TrainConfig, metrics: Mapping[str, Any], root: Path) -> str:
         lines += [cfg.description.strip(), ""]
     lines += [
         f"- trainer: `{cfg.trainer}`; positive label `{cfg.positive}`; seed {cfg.seed}",
-        f"- model file: `{metrics['model_file']}` ({metrics['model_bytes'] / 2**20:.1f} MB, "
+        f"- model file: `{metrics['model_file']}` ({_size(metrics['model_bytes'])}, "
         f"sha256 `{metrics['model_sha256'][:16]}…`); sidecar `{Path(metrics['model_file']).stem}.json`",
         "- reproduce: `corpusfilter train train.yaml` with the data root "
         f"(`--data-root`, `$CORPUSFILTER_DATA`, default `{DEFAULT_DATA_ROOT}`)",
-        "- trained on text derived from third-party data sets (see sources below and their licenses); "
-        "the model file contains no rows of them verbatim beyond fastText's vocabulary.",
+        "- trained on text derived from the third-party data sets listed below (licenses: each file's "
+        "Parquet metadata and the data folder's README); a fastText model stores its vocabulary "
+        "(words of that text), a head only its weights.",
         "",
         "## Training sources (documents per split)",
         "",

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from corpusfilter.cli import main
+from corpusfilter.errors import RecipeError
 from corpusfilter.recipe import load_recipe
 from corpusfilter.runner import run
 from corpusfilter.verify import verify
@@ -194,3 +195,19 @@ def test_solving_adds_nothing_to_block_stats(tmp_path: Path) -> None:
     res = run(load_recipe(_recipe(inp, tmp_path / "out", blocks)), progress=False)
     drop = next(b for b in res.manifest["blocks"] if b["label"].endswith("drop"))
     assert drop["stats"]["dropped"] == {"moral": res.accounting["rejected"]["moral"]} == {"moral": 30}
+
+
+def test_an_empty_corpus_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    empty = pa.table(
+        {
+            "id": pa.array([], pa.string()),
+            "text": pa.array([], pa.string()),
+            "source": pa.array([], pa.string()),
+        }
+    )
+    pq.write_table(empty, inp / "a.parquet")
+    blocks = [*DETECT, {"upsample": {"where": "ai_hits >= 1", "target_share": 0.5}}]
+    with pytest.raises(RecipeError, match="no readable rows to decide on"):
+        run(load_recipe(_recipe(inp, tmp_path / "out", blocks)), progress=False)

@@ -414,6 +414,12 @@ def _plan_decide(recipe: Recipe, scores: str, output: str | None) -> Plan:
                 f"{b.label}: the scores in {scores} were made with "
                 f"{json.dumps(made_with.get(b.label))}, not {json.dumps(b.to_config())}; score again"
             )
+    if not manifest.get("outputs", {}).get("data"):
+        acc = manifest.get("accounting", {})
+        raise RecipeError(
+            f"--scores {scores}: the score pass has no readable rows to decide on (read {acc.get('read', 0)}, "
+            f"unreadable {acc.get('unreadable', 0)}; see {scores}/unreadable/)"
+        )
     id_column = recipe.input.id_column or "id"
     inputs = inspect_inputs(
         folder.resolve_paths("data"), text_column=recipe.input.text_column, id_column=id_column, scored=True

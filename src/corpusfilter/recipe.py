@@ -349,6 +349,14 @@ class Plan:
             lines.append(f"  {b.label} [{b.kind}] {b.block_type}@{b.version} {params}{skipped}")
         lines.append(f"output: {self.output_path}")
         lines.append(f"  schema: {', '.join(f'{f.name}:{f.type}' for f in self.output_schema)}")
+        c = self.recipe.control
+        if c is not None:
+            lines.append(
+                f"control: {c.type}, strata {' × '.join([*c.by, 'length bucket'])} "
+                f"(buckets {c.length_buckets} of {c.tokens}) → {self.recipe.control_path}"
+            )
+        if self.stage == "run" and self.recipe.needs_corpus_pass:
+            lines.append(f"runs as: score → {scores_path(self.recipe)}, solve from totals, decide")
         return "\n".join(lines)
 
 

@@ -107,17 +107,18 @@ class Tag(_ConditionMixin, Decision):
 
     def process(self, batch: Batch) -> Batch:
         table = batch.table
-        n = table.num_rows
-        mask = self.condition.evaluate(table) if n else np.zeros(0, dtype=bool)
-        col = self.params.column
-        old = table.column(col).to_pylist() if col in table.column_names else [[] for _ in range(n)]
-        label = self.params.label
-        new = [(list(v or []) + [label]) if m else list(v or []) for v, m in zip(old, mask)]
-        arr = pa.array(new, LABELS_TYPE)
-        if col in table.column_names:
-            table = table.set_column(table.column_names.index(col), pa.field(col, LABELS_TYPE), arr)
-        else:
-            table = table.append_column(pa.field(col, LABELS_TYPE), arr)
-        batch.table = table
-        self.stat_update(f"tagged_{label}", value=int(mask.sum()))
+        mask = self.condition.evaluate(table) if table.num_rows else np.zeros(0, dtype=bool)
+        batch.table = add_label(table, mask, self.params.label, column=self.params.column)
+        self.stat_update(f"tagged_{self.params.label}", value=int(mask.sum()))
         return batch
+
+
+def add_label(table: pa.Table, mask: np.ndarray, label: str, *, column: str = "labels") -> pa.Table:
+    """Append ``label`` to the list column ``column`` (created if missing) on rows where ``mask``."""
+    n = table.num_rows
+    old = table.column(column).to_pylist() if column in table.column_names else [[] for _ in range(n)]
+    new = [(list(v or []) + [label]) if m else list(v or []) for v, m in zip(old, mask)]
+    arr = pa.array(new, LABELS_TYPE)
+    if column in table.column_names:
+        return table.set_column(table.column_names.index(column), pa.field(column, LABELS_TYPE), arr)
+    return table.append_column(pa.field(column, LABELS_TYPE), arr)

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from corpusfilter.batch import ROW_COLUMN, SHARD_COLUMN, Batch
 from corpusfilter.blocks.base import Decision, reject_rows
-from corpusfilter.blocks.decisions import LABELS_TYPE
+from corpusfilter.blocks.decisions import LABELS_TYPE, add_label
 from corpusfilter.errors import RecipeError
 from corpusfilter.expr import Condition, Expression
 from corpusfilter.registry import register
@@ -112,22 +112,16 @@ class _Resampler(Decision):
             new.append(pa.field("labels", LABELS_TYPE))
         return new
 
-    def copies(self, table: pa.Table, shard: str) -> np.ndarray:
+    def copies(self, table: pa.Table) -> np.ndarray:
         """Number of rows each row becomes (>= 1)."""
         raise NotImplementedError
 
     def process(self, batch: Batch) -> Batch:
         table = batch.table
-        if table.num_rows == 0:
-            if ORIGINAL_COLUMN not in table.column_names:
-                batch.table = table.append_column(COPY_FIELDS[0], pa.array([], pa.string())).append_column(
-                    COPY_FIELDS[1], pa.array([], pa.int32())
-                )
-            return batch
-        counts = np.maximum(self.copies(table, batch.shard).astype(np.int64), 1)
+        counts = np.maximum(self.copies(table).astype(np.int64), 1)
         label = getattr(self.params, "label", None)
         if label:
-            table = _add_label(table, self._matches(table), label)
+            table = add_label(table, self._matches(table), label)
         batch.table = repeat_rows(table, counts, id_column=self.id_column)
         added = int(counts.sum() - len(counts))
         batch.added += added
@@ -136,17 +130,6 @@ class _Resampler(Decision):
 
     def _matches(self, table: pa.Table) -> np.ndarray:
         return np.ones(table.num_rows, dtype=bool)
-
-
-def _add_label(table: pa.Table, mask: np.ndarray, label: str) -> pa.Table:
-    col = "labels"
-    n = table.num_rows
-    old = table.column(col).to_pylist() if col in table.column_names else [[] for _ in range(n)]
-    new = [(list(v or []) + [label]) if m else list(v or []) for v, m in zip(old, mask)]
-    arr = pa.array(new, LABELS_TYPE)
-    if col in table.column_names:
-        return table.set_column(table.column_names.index(col), pa.field(col, LABELS_TYPE), arr)
-    return table.append_column(pa.field(col, LABELS_TYPE), arr)
 
 
 def require_columns(schema: pa.Schema, path: str, *, by: list[str], tokens: str) -> None:
@@ -161,9 +144,14 @@ def require_columns(schema: pa.Schema, path: str, *, by: list[str], tokens: str)
         )
 
 
-def _name_ok(name: str, path: str) -> None:
+def _check_common(name: str, where: str | None, max_copies: int, path: str) -> None:
+    """Checks every resampling block's parameters share: name, donor/target condition, copy cap."""
     if not name or not name.replace("_", "a").isalnum():
         raise RecipeError(f"{path}.name: use letters, digits and '_' (got {name!r})")
+    if where is not None:
+        Condition(where, path=f"{path}.where")
+    if not 1 <= max_copies <= 1000:
+        raise RecipeError(f"{path}.max_copies: must be between 1 and 1000")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -188,7 +176,7 @@ class UpsampleParams:
     )
 
     def check(self, path: str) -> None:
-        _name_ok(self.name, path)
+        _check_common(self.name, self.where, self.max_copies, path)
         if (self.weight is None) == (self.target_share is None):
             raise RecipeError(f"{path}: give exactly one of weight and target_share")
         if self.target_share is not None:
@@ -196,12 +184,8 @@ class UpsampleParams:
                 raise RecipeError(f"{path}.target_share: must be between 0 and 1 (a share, not a percent)")
             if self.where is None:
                 raise RecipeError(f"{path}.target_share: needs `where` (the documents whose share is set)")
-        if self.where is not None:
-            Condition(self.where, path=f"{path}.where")
         if self.weight is not None:
             Expression(self.weight, path=f"{path}.weight")
-        if not 1 <= self.max_copies <= 1000:
-            raise RecipeError(f"{path}.max_copies: must be between 1 and 1000")
 
 
 @register("upsample", version=1)
@@ -213,7 +197,11 @@ class Upsample(_Resampler):
     """
 
     Params = UpsampleParams
-    needs_totals = property(lambda self: self.params.target_share is not None)
+
+    @property
+    def needs_totals(self) -> bool:
+        return self.params.target_share is not None
+
     #: set by the runner for target_share: {"weight": w, ...}
     solution: dict[str, Any] | None = None
 
@@ -248,7 +236,7 @@ class Upsample(_Resampler):
         w = np.where(match, w, 1.0)
         return np.clip(w, 1.0, float(p.max_copies))
 
-    def copies(self, table: pa.Table, shard: str) -> np.ndarray:
+    def copies(self, table: pa.Table) -> np.ndarray:
         w = self.weights(table)
         whole = np.floor(w)
         frac = w - whole
@@ -282,11 +270,7 @@ class BackfillParams:
     max_copies: int = dataclasses.field(default=10, metadata={"help": "cap on copies of one document"})
 
     def check(self, path: str) -> None:
-        _name_ok(self.name, path)
-        if self.where is not None:
-            Condition(self.where, path=f"{path}.where")
-        if not 1 <= self.max_copies <= 1000:
-            raise RecipeError(f"{path}.max_copies: must be between 1 and 1000")
+        _check_common(self.name, self.where, self.max_copies, path)
 
 
 @register("backfill", version=1)
@@ -305,7 +289,7 @@ class Backfill(_Resampler):
         if p.where is not None:
             Condition(p.where, path=f"{path}.where").validate(schema)
 
-    def copies(self, table: pa.Table, shard: str) -> np.ndarray:
+    def copies(self, table: pa.Table) -> np.ndarray:
         if self.solution is None:
             raise RecipeError(f"{self.label}: backfill needs corpus totals; run it with `corpusfilter run`")
         _, idx = lineage(table, self.id_column)
@@ -342,7 +326,7 @@ class MatchedControl(_Resampler):
             reject_rows(self, batch, extra_copies(batch.table, self.solution["drop"]) > 0, self.reason)
         return super().process(batch)
 
-    def copies(self, table: pa.Table, shard: str) -> np.ndarray:
+    def copies(self, table: pa.Table) -> np.ndarray:
         assert self.solution is not None
         return extra_copies(table, self.solution["extra"]) + 1
 

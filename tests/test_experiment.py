@@ -211,3 +211,25 @@ def test_an_empty_corpus_is_a_clear_error_not_a_traceback(tmp_path: Path) -> Non
     blocks = [*DETECT, {"upsample": {"where": "ai_hits >= 1", "target_share": 0.5}}]
     with pytest.raises(RecipeError, match="no readable rows to decide on"):
         run(load_recipe(_recipe(inp, tmp_path / "out", blocks)), progress=False)
+
+
+def test_solving_reads_no_text_unless_a_condition_uses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from corpusfilter import experiment
+    from corpusfilter.recipe import plan
+
+    inp = make_corpus(tmp_path / "in", n=300, shards=1)
+    blocks = [*DETECT, {"drop": {"where": "moral_hits >= 1", "reason": "moral"}}, {"backfill": {}}]
+    recipe = load_recipe(_recipe(inp, tmp_path / "out", blocks))
+    run(recipe, stage="score", progress=False)
+    seen: list[list[str] | None] = []
+    original = experiment._scored_batches
+
+    def spy(the_plan: object, columns: list[str] | None = None) -> object:
+        seen.append(columns)
+        return original(the_plan, columns)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(experiment, "_scored_batches", spy)
+    experiment.solve(plan(recipe, stage="decide"))
+    assert seen and seen[0] is not None and "text" not in seen[0] and "moral_hits" in seen[0]

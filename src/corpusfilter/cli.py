@@ -82,16 +82,26 @@ def _parser() -> argparse.ArgumentParser:
     pu.add_argument("output", help="a corpusfilter output folder")
     pu.add_argument("--repo", required=True, metavar="ORG/NAME", help="dataset repo (created if missing)")
     pu.add_argument("--private", action="store_true", help="create the repo private")
-    pu.add_argument("--revision", default="main", metavar="R", help="branch to commit to (created if missing)")
-    pu.add_argument("--dry-run", action="store_true", help="list what would be uploaded and the card; contact nothing")
+    pu.add_argument(
+        "--revision", default="main", metavar="R", help="branch to commit to (created if missing)"
+    )
+    pu.add_argument(
+        "--dry-run", action="store_true", help="list what would be uploaded and the card; contact nothing"
+    )
     pu.add_argument("--force", action="store_true", help="replace files already on the revision")
     pu.add_argument("--license", help="license id for the card (default: the recipe's, else 'other')")
     pu.add_argument("--tag", action="append", default=[], dest="tags", help="card tag (repeatable)")
     pu.add_argument(
-        "--source-dataset", action="append", default=[], dest="source_datasets", metavar="ORG/NAME",
+        "--source-dataset",
+        action="append",
+        default=[],
+        dest="source_datasets",
+        metavar="ORG/NAME",
         help="source dataset for the card (repeatable; hf:// inputs are added automatically)",
     )
-    pu.add_argument("--include-rejected", action="store_true", help="also upload rejected/ as config 'rejected'")
+    pu.add_argument(
+        "--include-rejected", action="store_true", help="also upload rejected/ as config 'rejected'"
+    )
     pu.add_argument("--message", help="commit message")
 
     b = sub.add_parser("blocks", help="list every registered block with its parameters")
@@ -115,7 +125,9 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--data-root", metavar="DIR", help="where source paths resolve ($CORPUSFILTER_DATA, ../shared/data)"
     )
-    tr.add_argument("--output", metavar="DIR", help="output folder (default: the config's `output` or folder)")
+    tr.add_argument(
+        "--output", metavar="DIR", help="output folder (default: the config's `output` or folder)"
+    )
 
     ev = sub.add_parser("eval", help="precision, recall, AUROC, thresholds and calibration on labelled data")
     ev.add_argument("model", help="model file (.bin/.ftz/.npz with its sidecar .json) or classifiers/<name>")
@@ -264,10 +276,17 @@ def cmd_publish(args: argparse.Namespace) -> int:
         print("dry run: nothing was uploaded")
         return 0
     r = publish(
-        _abs(args.output), private=args.private, force=args.force, message=args.message, log=sys.stdout, **common
+        _abs(args.output),
+        private=args.private,
+        force=args.force,
+        message=args.message,
+        log=sys.stdout,
+        **common,
     )
     deleted = f", deleted {len(r.deleted)} stale file(s)" if r.deleted else ""
-    print(f"published {r.files} file(s), {r.bytes / 1e6:.1f} MB to {r.url}@{r.revision} (commit {r.commit[:12]}){deleted} in {r.elapsed_s:.1f} s")
+    print(
+        f"published {r.files} file(s), {r.bytes / 1e6:.1f} MB to {r.url}@{r.revision} (commit {r.commit[:12]}){deleted} in {r.elapsed_s:.1f} s"
+    )
     return 0
 
 

@@ -27,6 +27,7 @@ from corpusfilter.batch import REASON_COLUMN, ROW_COLUMN, SHARD_COLUMN, Batch
 from corpusfilter.blocks.base import Block
 from corpusfilter.blocks.resample import (
     COPY_COLUMN,
+    ORIGINAL_COLUMN,
     Backfill,
     MatchedControl,
     Upsample,
@@ -90,9 +91,14 @@ def solve(plan: Plan) -> None:
         keep_cols.update(getattr(b.params, "by", []))
     id_col = plan.recipe.input.id_column or "id"
     cols = sorted(keep_cols)
+    # Read only what the replay needs (never the text, unless a condition uses it).
+    read: set[str] | None = {*keep_cols, id_col, ORIGINAL_COLUMN, COPY_COLUMN}
+    for b in [*local, *needy]:
+        used = b.columns_read()
+        read = None if read is None or used is None else read | used
     kept_parts: list[pl.DataFrame] = []
     rej_parts: list[pl.DataFrame] = []
-    for table in _scored_batches(plan):
+    for table in _scored_batches(plan, None if read is None else sorted(read)):
         batch = Batch(table, "scored", table.num_rows)
         for b in local:
             batch = b.process(batch)
@@ -319,17 +325,35 @@ def solve_control(plan: Plan, treatment_manifest: dict[str, Any], treatment_path
 # -- token reports ---------------------------------------------------------------------------------
 
 
-def token_report(folder: Any, outputs: dict[str, list[dict[str, Any]]], tokens: str | None) -> dict[str, Any]:
+def token_report(
+    folder: Any, outputs: dict[str, list[dict[str, Any]]], tokens: str | None, accounting: dict[str, Any]
+) -> dict[str, Any]:
     """Documents and tokens in, removed (by reason), added (copies) and out, and each label's share
-    of tokens before and after. ``tokens`` None: documents only."""
-    tcol = tokens or "_none"
+    of tokens before and after. ``tokens`` None: documents only, taken from the accounting (no I/O)."""
+    if tokens is None:
+
+        def docs(n: int) -> dict[str, int]:
+            return {"documents": n, "tokens": 0}
+
+        return {
+            "column": None,
+            "in": docs(accounting["read"] - accounting["unreadable"]),
+            "removed": {
+                **docs(accounting["rejected_total"]),
+                "by_reason": {r: docs(n) for r, n in accounting["rejected"].items()},
+            },
+            "added": docs(accounting.get("added", 0)),
+            "out": docs(accounting["kept"]),
+            "categories": {},
+        }
+    tcol = tokens
     data = _read_cols(folder, outputs["data"], [tcol, COPY_COLUMN, "labels"])
     rej = _read_cols(folder, outputs["rejected"], [tcol, COPY_COLUMN, "labels", REASON_COLUMN])
 
     def prep(frame: pl.DataFrame, n: int) -> pl.DataFrame:
         if frame.height == 0 and n == 0:
             frame = pl.DataFrame({"_t": pl.Series([], dtype=pl.Int64)})
-        if tokens is None or tcol not in frame.columns:
+        if tcol not in frame.columns:
             frame = frame.with_columns(pl.lit(0, dtype=pl.Int64).alias("_t"))
         else:
             frame = frame.with_columns(pl.col(tcol).fill_null(0).cast(pl.Int64).alias("_t"))

@@ -598,7 +598,8 @@ class ParquetBatchWriter(PipelineStep):
             pending: Future[None] | None = None
             for batch in data or ():
                 acc = shards.setdefault(
-                    batch.shard, {"read": 0, "kept": 0, "added": 0, "rejected": {}, "unreadable": 0, "text_bytes": 0}
+                    batch.shard,
+                    {"read": 0, "kept": 0, "added": 0, "rejected": {}, "unreadable": 0, "text_bytes": 0},
                 )
                 acc["read"] += batch.rows_read
                 acc["text_bytes"] += batch.text_bytes

@@ -361,7 +361,7 @@ def run_plan(
     hasher.shutdown()
     from corpusfilter import experiment as exp
 
-    tokens = exp.token_report(out, outputs, exp.token_column(recipe.blocks))
+    tokens = exp.token_report(out, outputs, exp.token_column(recipe.blocks), totals)
     exp.achieved_shares(the_plan, out, outputs)
     stats = _block_stats(out, n_tasks)
     blocks = []

@@ -118,6 +118,10 @@ class Block(PipelineStep):
         """Extra facts for the manifest that pin down what the block used (file hashes, sizes)."""
         return {}
 
+    def columns_read(self) -> set[str] | None:
+        """Columns :meth:`process` reads, so a replay can skip the rest (the text); None: all of them."""
+        return None
+
     # -- data --------------------------------------------------------------------------------------
     def process(self, batch: Batch) -> Batch:
         raise NotImplementedError

@@ -34,6 +34,9 @@ class _ConditionMixin:
         self._cond = Condition(self.params.where, path=f"{path}.where")
         self._cond.validate(schema)
 
+    def columns_read(self) -> set[str] | None:
+        return set(self.condition.columns) | {getattr(self.params, "column", "labels")}
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DropParams:

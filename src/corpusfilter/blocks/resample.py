@@ -214,6 +214,12 @@ class Upsample(_Resampler):
         if p.target_share is not None:
             require_columns(schema, path, by=[], tokens=p.tokens)
 
+    def columns_read(self) -> set[str] | None:
+        p = self.params
+        exprs = [Condition(p.where) if p.where else None, Expression(p.weight) if p.weight else None]
+        cols = {c for e in exprs if e is not None for c in e.columns}
+        return cols | {self.id_column, ORIGINAL_COLUMN, COPY_COLUMN, "labels"}
+
     def _matches(self, table: pa.Table) -> np.ndarray:
         if self.params.where is None:
             return np.ones(table.num_rows, dtype=bool)
@@ -288,6 +294,19 @@ class Backfill(_Resampler):
         require_columns(schema, path, by=p.by, tokens=p.tokens)
         if p.where is not None:
             Condition(p.where, path=f"{path}.where").validate(schema)
+
+    def columns_read(self) -> set[str] | None:
+        p = self.params
+        cols = set(Condition(p.where).columns) if p.where else set()
+        return cols | {
+            *p.by,
+            p.tokens,
+            self.id_column,
+            SHARD_COLUMN,
+            ROW_COLUMN,
+            ORIGINAL_COLUMN,
+            COPY_COLUMN,
+        }
 
     def copies(self, table: pa.Table) -> np.ndarray:
         if self.solution is None:

@@ -32,6 +32,11 @@ REPO_TYPES = ("models", "datasets", "spaces")
 LFS_PATTERN = re.compile(r".*\.(parquet|arrow|bin|safetensors|zip|gz|zst)$")
 
 
+def _dir_entry(rel: str) -> dict[str, Any]:
+    """A tree/paths-info entry for a folder (the Hub gives folders an oid; any stable one does here)."""
+    return {"type": "directory", "oid": hashlib.sha1(rel.encode()).hexdigest(), "size": 0, "path": rel}
+
+
 @dataclass
 class Repo:
     repo_type: str  # "datasets"
@@ -269,14 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
         for p in sorted(top.rglob("*") if recursive else top.iterdir()):
             rel = p.relative_to(base).as_posix()
             if p.is_dir():
-                out.append(
-                    {
-                        "type": "directory",
-                        "oid": hashlib.sha1(rel.encode()).hexdigest(),
-                        "size": 0,
-                        "path": rel,
-                    }
-                )
+                out.append(_dir_entry(rel))
             else:
                 out.append(self._entry(rel, p))
         self._json(200, out)
@@ -296,14 +294,7 @@ class _Handler(BaseHTTPRequestHandler):
             if p.is_file():
                 out.append(self._entry(rel.strip("/"), p))
             elif p.is_dir():
-                out.append(
-                    {
-                        "type": "directory",
-                        "oid": hashlib.sha1(rel.encode()).hexdigest(),
-                        "size": 0,
-                        "path": rel,
-                    }
-                )
+                out.append(_dir_entry(rel))
         self._json(200, out)
 
     def _preupload(self, repo_type: str, repo_id: str, rev: str) -> None:

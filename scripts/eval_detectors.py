@@ -404,6 +404,29 @@ def loso_groups(cfg: Any, which: str) -> dict[str, list[Any]]:
     return groups
 
 
+#: Brown corpus categories by the second letter of the file id (ca01: news, ...)
+BROWN = {
+    "a": "news", "b": "editorial", "c": "reviews", "d": "religion", "e": "hobbies", "f": "lore",
+    "g": "belles_lettres", "h": "government", "j": "learned", "k": "fiction", "l": "mystery",
+    "m": "science_fiction", "n": "adventure", "p": "romance", "r": "humor",
+}  # fmt: skip
+
+
+def brown_by_category(ids: list[str], s: np.ndarray, thr: float, thr_doc: float) -> dict[str, Any]:
+    """False-positive rate of held-out Brown documents per category: news or hobbies are the neutral
+    text the bar speaks of; religion, editorials and belles-lettres often argue morals."""
+    cat = np.asarray([BROWN.get(i.rsplit(":", 1)[-1][1:2], "?") for i in ids])
+    return {
+        c: {
+            "docs": int((cat == c).sum()),
+            "fpr": rate(s[cat == c], thr),
+            "fpr_at_document_threshold": rate(s[cat == c], thr_doc),
+        }
+        for c in BROWN.values()
+        if (cat == c).any()
+    }
+
+
 def loso(cfg: Any, root: Path, folder: Path, which: str, unseen: dict[str, np.ndarray]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     unseen_docs = [d for u in UNSEEN_NEUTRAL for d in load_set(u, root, cfg.seed).texts]
@@ -440,6 +463,8 @@ def loso(cfg: Any, root: Path, folder: Path, which: str, unseen: dict[str, np.nd
                     s[m], thr_doc
                 ),
             }
+        if group == "bg_brown":
+            res["brown_by_category"] = brown_by_category(held.ids, s, thr, thr_doc)
         res["seconds"] = round(time.perf_counter() - t0, 1)
         out[group] = res
         print(f"    loso {group}: {res}", flush=True)
@@ -531,7 +556,13 @@ def readme_table() -> str:
         g = m.get("generalization")
         if not g:
             continue
-        kind = "fastText" if m["trainer"] == "fasttext" else "static-MiniLM head"
+        h = load_config(ROOT / "classifiers" / name / "train.yaml").head
+        kind = (
+            "fastText"
+            if m["trainer"] == "fasttext"
+            else f"static-MiniLM {'MLP' if h.hidden else 'logistic head'}"
+            + (" (document + last paragraph)" if h.features != "chunks" else "")
+        )
         t = g["test"]
         gen = []
         if "loso" in g:

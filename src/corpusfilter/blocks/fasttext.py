@@ -153,4 +153,5 @@ class FastTextDetector(Detector):
                 j = index.get(lab)
                 if j is not None:
                     out[i, j] = p
+        np.clip(out, 0.0, 1.0, out=out)  # fastText reports p + 1e-5, so a sure label exceeds 1
         return {_column_suffix(lab): out[:, j] for j, lab in enumerate(self.model_labels())}

@@ -113,7 +113,8 @@ SPECS: dict[str, dict[str, Any]] = {
     "care": {"loso": "positive"},
     "fairness": {"loso": "positive"},
     "honesty": {"loso": "positive"},
-    "ai_discourse": {"loso": "positive", "later_period": True},
+    "ai_discourse": {"loso": "positive", "later_period": True, "ensemble_with": "ai_discourse_static"},
+    "ai_discourse_static": {"loso": None, "later_period": True},
     "misaligned_ai": {"loso": None, "pairs": True, "hard_limit": 60},
     "assistant_persona": {"loso": None},
 }
@@ -225,7 +226,7 @@ def evaluate(name: str, root: Path, do_loso: bool) -> dict[str, Any]:
 
     hard: dict[str, Any] = {}
     for h in HARD:
-        if h["name"].startswith("lesswrong") and name == "ai_discourse":
+        if h["name"].startswith("lesswrong") and name.startswith("ai_discourse"):
             continue  # its later-period test, below
         docs = load_set(h, root, cfg.seed, lim).texts
         if not docs:
@@ -244,7 +245,7 @@ def evaluate(name: str, root: Path, do_loso: bool) -> dict[str, Any]:
     if spec.get("cascade"):
         out["cascade"] = cascade(te, s_te, y_te, thr_doc, root, cfg.seed)
     if spec.get("later_period"):
-        out["later_period"] = later_period(side, model, root, cfg.seed)
+        out["later_period"] = later_period(side, model, root, cfg.seed, spec.get("ensemble_with"))
     if spec.get("pairs"):
         out["pairs"] = pairs(cfg, te, s_te, root, folder)
     if do_loso and spec.get("loso"):
@@ -326,51 +327,60 @@ def cascade(
     return out
 
 
-def later_period(side: dict[str, Any], model: Path, root: Path, seed: int) -> dict[str, Any]:
+def later_period(
+    side: dict[str, Any], model: Path, root: Path, seed: int, companion: str | None = None
+) -> dict[str, Any]:
+    """AUROC on 2019 LessWrong posts (silver labels); with a companion detector, also the AUROC of
+    the mean of the two probabilities (the ensemble a recipe computes in its drop condition)."""
     lw = "train/lesswrong_2016_2019.parquet"
-    ai = load_set(
-        {
-            "name": "lw_ai_2019",
-            "path": lw,
-            "label": "x",
-            "id": "id",
-            "where": "postedAt >= '2019' AND ai_kw_per_1k >= 3",
-        },
-        root,
-        seed,
-    ).texts
-    zero = load_set(
-        {
-            "name": "lw_zero_2019",
-            "path": lw,
-            "label": "x",
-            "id": "id",
-            "where": "postedAt >= '2019' AND ai_kw_per_1k = 0",
-        },
-        root,
-        seed,
-    ).texts
-    low = load_set(
-        {
-            "name": "lw_low_2019",
-            "path": lw,
-            "label": "x",
-            "id": "id",
-            "where": "postedAt >= '2019' AND ai_kw_per_1k < 1",
-        },
-        root,
-        seed,
-    ).texts
-    s_ai, s_zero, s_low = (score_texts(side, model, t) for t in (ai, zero, low))
-    y = lambda a, b: np.r_[np.ones(len(a), bool), np.zeros(len(b), bool)]  # noqa: E731
-    return {
-        "set": "LessWrong posts from 2019 (training used 2016-2018); silver labels from ai_kw_per_1k",
-        "auroc_ai>=3_vs_0": round(auroc(y(s_ai, s_zero), np.r_[s_ai, s_zero]), 4),
-        "auroc_ai>=3_vs_<1": round(auroc(y(s_ai, s_low), np.r_[s_ai, s_low]), 4),
-        "positives": len(ai),
-        "negatives_zero": len(zero),
-        "negatives_lt1": len(low),
+    sets = {
+        name: load_set(
+            {
+                "name": f"lw_{name}_2019",
+                "path": lw,
+                "label": "x",
+                "id": "id",
+                "where": f"postedAt >= '2019' AND {cond}",
+            },
+            root,
+            seed,
+        ).texts
+        for name, cond in (
+            ("ai", "ai_kw_per_1k >= 3"),
+            ("zero", "ai_kw_per_1k = 0"),
+            ("low", "ai_kw_per_1k < 1"),
+        )
     }
+    scorers = [(side, model)]
+    if companion:
+        scorers.append(load_sidecar(ROOT / "classifiers" / companion))
+    scored = [{k: score_texts(sd, md, t) for k, t in sets.items()} for sd, md in scorers]
+
+    def aurocs(sc: dict[str, np.ndarray]) -> tuple[float, float]:
+        y = lambda a, b: np.r_[np.ones(len(a), bool), np.zeros(len(b), bool)]  # noqa: E731
+        return tuple(  # type: ignore[return-value]
+            round(auroc(y(sc["ai"], sc[neg]), np.r_[sc["ai"], sc[neg]]), 4) for neg in ("zero", "low")
+        )
+
+    a0, a1 = aurocs(scored[0])
+    out: dict[str, Any] = {
+        "set": "LessWrong posts from 2019 (training used 2016-2018); silver labels from ai_kw_per_1k",
+        "auroc_ai>=3_vs_0": a0,
+        "auroc_ai>=3_vs_<1": a1,
+        "positives": len(sets["ai"]),
+        "negatives_zero": len(sets["zero"]),
+        "negatives_lt1": len(sets["low"]),
+    }
+    if companion:
+        mean = {k: (scored[0][k] + scored[1][k]) / 2 for k in sets}
+        e0, e1 = aurocs(mean)
+        out["ensemble"] = {
+            "with": companion,
+            "score": f"mean of {side['score_column']} and {scorers[1][0]['score_column']}",
+            "auroc_ai>=3_vs_0": e0,
+            "auroc_ai>=3_vs_<1": e1,
+        }
+    return out
 
 
 def pairs(cfg: Any, te: Examples, s_te: np.ndarray, root: Path, folder: Path) -> dict[str, Any]:
@@ -506,6 +516,9 @@ def bars(name: str, m: dict[str, Any]) -> dict[str, Any]:
     if name == "ai_discourse":
         a = m["later_period"]["auroc_ai>=3_vs_0"]
         b["later_period_auroc>=0.98"] = {"auroc": a, "met": a >= 0.98}
+        if "ensemble" in m["later_period"]:
+            e = m["later_period"]["ensemble"]["auroc_ai>=3_vs_0"]
+            b["later_period_auroc>=0.98 (ensemble with ai_discourse_static)"] = {"auroc": e, "met": e >= 0.98}
     b["size<=50MB"] = {"met": True}
     return b
 

@@ -35,7 +35,7 @@ from corpusfilter.registry import register
 
 Aggregate = Literal["max", "mean", "share"]
 #: documents, chunks, chunk → document index, and (document heads) the last paragraphs' chunks
-Prepared = tuple[int, list[list[int]], np.ndarray, "tuple[list[list[int]], np.ndarray] | None"]
+Prepared = tuple[int, list[list[int]], np.ndarray, "tuple[list[list[int]], np.ndarray, np.ndarray] | None"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -117,10 +117,18 @@ HEAD_INPUTS: tuple[str, ...] = ("chunks", "document+last_paragraph")
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
 
+def _after_last_break(text: str) -> str | None:
+    """The stripped text after the last blank line, or None when there is none."""
+    end = None
+    for m in _PARAGRAPH_BREAK.finditer(text):
+        end = m.end()
+    return text[end:].strip() if end is not None else None
+
+
 def last_paragraph(text: str) -> str:
-    """The text after the last blank line (the whole text when it has none)."""
-    parts = [p for p in _PARAGRAPH_BREAK.split(text) if p.strip()]
-    return parts[-1].strip() if parts else ""
+    """The text after the last blank line (the whole text when it has none), stripped."""
+    t = text.strip()
+    return _after_last_break(t) or t
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,7 +319,11 @@ class EmbeddingDetector(Detector):
         chunks, doc = self._encoder.chunk(docs)
         if not self._document_head():
             return len(docs), chunks, doc, None
-        return len(docs), chunks, doc, self._encoder.chunk([last_paragraph(t or "") for t in docs])
+        # a document without a blank line is its own last paragraph: its embedding is reused
+        split = [(i, _after_last_break((t or "").strip())) for i, t in enumerate(docs)]
+        rows = [(i, p) for i, p in split if p is not None]
+        last_chunks, last_doc = self._encoder.chunk([p for _, p in rows])
+        return len(docs), chunks, doc, (last_chunks, last_doc, np.asarray([i for i, _ in rows], np.int64))
 
     def score(self, texts: pa.StringArray) -> Mapping[str, Any]:
         return self.score_prepared(self.prepare(texts))
@@ -329,7 +341,12 @@ class EmbeddingDetector(Detector):
         if last is not None:
             from corpusfilter.embed import mean_pool
 
-            feats = np.hstack([mean_pool(emb, doc, n), mean_pool(self._embed(last[0]), last[1], n)])
+            whole = mean_pool(emb, doc, n)
+            tail = whole.copy()
+            last_chunks, last_doc, rows = last
+            if len(rows):
+                tail[rows] = mean_pool(self._embed(last_chunks), last_doc, len(rows))
+            feats = np.hstack([whole, tail])
             for j, lab in enumerate(self.head().labels):
                 out[f"{lab}_doc"] = self.head()(feats)[:, j]
             return out

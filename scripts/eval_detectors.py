@@ -116,7 +116,7 @@ SPECS: dict[str, dict[str, Any]] = {
     "ai_discourse": {"loso": "positive", "later_period": True, "ensemble_with": "ai_discourse_static"},
     "ai_discourse_static": {"loso": None, "later_period": True},
     "misaligned_ai": {"loso": None, "pairs": True, "hard_limit": 60},
-    "assistant_persona": {"loso": None},
+    "assistant_persona": {"loso": "positive"},
 }
 
 

@@ -136,6 +136,16 @@ def test_mlp_document_head_scores_the_document_beside_its_last_paragraph(tmp_pat
     x = np.hstack([enc.embed_texts(texts), enc.embed_texts([last_paragraph(t) for t in texts])])
     want = 1 / (1 + np.exp(-(np.maximum(x @ hw.T + hb, 0) @ w.T + b)))[:, 0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    from safetensors.numpy import save_file
+
+    save_file(
+        {"hidden_weight": hw, "hidden_bias": hb, "weight": w, "bias": b},
+        str(tmp_path / "mlp.safetensors"),
+        metadata={"labels": json.dumps(["mis"]), "input": "document+last_paragraph"},
+    )
+    st = Head.load(str(tmp_path / "mlp.safetensors"))
+    assert st.input == "document+last_paragraph"
+    np.testing.assert_allclose(st(x), Head.load(str(path))(x), rtol=1e-6)
     np.savez(
         path,
         weight=rng.normal(size=(1, 256)).astype(np.float32),

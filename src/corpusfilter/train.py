@@ -113,15 +113,14 @@ class HeadSpec:
     l2: float = 1e-4
     batch: int = 256  # MLP minibatch
     balance: bool = True  # weight classes equally
+    cache: str | None = None  # folder for cached embeddings (default: $CORPUSFILTER_EMB_CACHE)
+    batch_size: int = 64
 
     def check(self, path: str) -> None:
         if self.hidden < 0:
             raise RecipeError(f"{path}.hidden: 0 (logistic) or more")
         if self.epochs < 1 or self.batch < 1:
             raise RecipeError(f"{path}: epochs and batch are at least 1")
-
-    cache: str | None = None  # folder for cached embeddings (default: $CORPUSFILTER_EMB_CACHE)
-    batch_size: int = 64
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

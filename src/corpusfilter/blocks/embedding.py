@@ -70,7 +70,8 @@ class EmbeddingParams:
     stride: int | None = dataclasses.field(default=None, metadata={"help": "tokens between chunk starts"})
     max_chunks: int | None = dataclasses.field(default=16, metadata={"help": "chunks per document at most"})
     aggregate: list[Aggregate] = dataclasses.field(
-        default_factory=lambda: ["max"], metadata={"help": "how chunk scores make a document score"}
+        default_factory=lambda: ["max"],
+        metadata={"help": "how chunk scores make a document score (not used by document heads)"},
     )
     share_threshold: float = dataclasses.field(
         default=0.5, metadata={"help": "chunk score counted by 'share'"}
@@ -205,7 +206,7 @@ class Head:
 
 @register("embedding", version=1)
 class EmbeddingDetector(Detector):
-    """Cosine similarity to exemplar texts, or a linear head, over token chunks of each document."""
+    """Cosine similarity to exemplar texts, or a trained head, over token chunks of each document."""
 
     Params = EmbeddingParams
     _head: Head | None = None

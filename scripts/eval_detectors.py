@@ -115,6 +115,7 @@ SPECS: dict[str, dict[str, Any]] = {
     "honesty": {"loso": "positive"},
     "ai_discourse": {"loso": "positive", "later_period": True, "ensemble_with": "ai_discourse_static"},
     "ai_discourse_static": {"loso": None, "later_period": True},
+    "ai_discourse_minilm": {"loso": None, "later_period": True, "ensemble_with": "ai_discourse"},
     "misaligned_ai": {"loso": None, "pairs": True, "hard_limit": 60},
     "assistant_persona": {"loso": "positive"},
 }
@@ -513,12 +514,15 @@ def bars(name: str, m: dict[str, Any]) -> dict[str, Any]:
         b["threshold_transfer_fpr<=0.02"] = {"max_fpr_elsewhere": worst, "met": max(worst.values()) <= 0.02}
     if name == "misaligned_ai":
         b["pairs_auroc>=0.90"] = {"auroc": m["pairs"]["auroc"], "met": m["pairs"]["auroc"] >= 0.90}
-    if name == "ai_discourse":
+    if name.startswith("ai_discourse"):
         a = m["later_period"]["auroc_ai>=3_vs_0"]
         b["later_period_auroc>=0.98"] = {"auroc": a, "met": a >= 0.98}
         if "ensemble" in m["later_period"]:
-            e = m["later_period"]["ensemble"]["auroc_ai>=3_vs_0"]
-            b["later_period_auroc>=0.98 (ensemble with ai_discourse_static)"] = {"auroc": e, "met": e >= 0.98}
+            e = m["later_period"]["ensemble"]
+            b[f"later_period_auroc>=0.98 (mean with {e['with']})"] = {
+                "auroc": e["auroc_ai>=3_vs_0"],
+                "met": e["auroc_ai>=3_vs_0"] >= 0.98,
+            }
     b["size<=50MB"] = {"met": True}
     return b
 

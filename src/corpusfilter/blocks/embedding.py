@@ -347,9 +347,7 @@ class EmbeddingDetector(Detector):
             last_chunks, last_doc, rows = last
             if len(rows):
                 tail[rows] = mean_pool(self._embed(last_chunks), last_doc, len(rows))
-            feats = np.hstack([whole, tail])
-            for j, lab in enumerate(self.head().labels):
-                out[f"{lab}_doc"] = self.head()(feats)[:, j]
+            out.update({f"{lab}_doc": v for lab, v in self.chunk_scores(np.hstack([whole, tail])).items()})
             return out
         thr = self.params.share_threshold
         for metric, vals in self.chunk_scores(emb).items():

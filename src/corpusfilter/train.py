@@ -540,6 +540,28 @@ def embed_documents(
     return emb, doc
 
 
+class Adam:
+    """Adam updates in place for named parameter arrays (shared by the logistic and MLP heads)."""
+
+    b1, b2, eps = 0.9, 0.999, 1e-8
+
+    def __init__(self, params: dict[str, np.ndarray], lr: float) -> None:
+        self.params, self.lr, self.t = params, lr, 0
+        self.m = {k: np.zeros_like(v) for k, v in params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in params.items()}
+
+    def step(self, grads: dict[str, np.ndarray]) -> None:
+        self.t += 1
+        b1, b2, t = self.b1, self.b2, self.t
+        for k, g in grads.items():
+            self.m[k] = b1 * self.m[k] + (1 - b1) * g
+            self.v[k] = b2 * self.v[k] + (1 - b2) * g * g
+            p = self.params[k]
+            p -= (self.lr * (self.m[k] / (1 - b1**t)) / (np.sqrt(self.v[k] / (1 - b2**t)) + self.eps)).astype(
+                p.dtype
+            )
+
+
 def fit_logistic(
     x: np.ndarray, y: np.ndarray, w: np.ndarray, *, epochs: int, lr: float, l2: float
 ) -> tuple[np.ndarray, float]:
@@ -549,17 +571,12 @@ def fit_logistic(
     w = w.astype(np.float64) / w.sum()
     d = x.shape[1]
     theta = np.zeros(d + 1)
-    m = np.zeros(d + 1)
-    v = np.zeros(d + 1)
-    b1, b2, eps = 0.9, 0.999, 1e-8
-    for t in range(1, epochs + 1):
+    opt = Adam({"theta": theta}, lr)
+    for _ in range(epochs):
         z = x @ theta[:d] + theta[d]
         p = 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
         g = w * (p - y)
-        grad = np.concatenate([x.T @ g + l2 * theta[:d], [g.sum()]])
-        m = b1 * m + (1 - b1) * grad
-        v = b2 * v + (1 - b2) * grad * grad
-        theta -= lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+        opt.step({"theta": np.concatenate([x.T @ g + l2 * theta[:d], [g.sum()]])})
     return theta[:d].astype(np.float32), float(theta[d])
 
 
@@ -588,9 +605,7 @@ def fit_mlp(
         "weight": (rng.standard_normal((1, hidden)) * np.sqrt(1.0 / hidden)).astype(np.float32),
         "bias": np.zeros(1, np.float32),
     }
-    m = {k: np.zeros_like(v) for k, v in params.items()}
-    v = {k: np.zeros_like(v) for k, v in params.items()}
-    b1, b2, eps, t = 0.9, 0.999, 1e-8, 0
+    opt = Adam(params, lr)
     for _ in range(epochs):
         order = rng.permutation(len(x))
         for s in range(0, len(order), batch):
@@ -602,19 +617,14 @@ def fit_mlp(
             p = 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
             g = wb * (p - yb) / len(idx)  # d loss / d z
             gh = np.outer(g, params["weight"][0]) * (pre > 0)
-            grads = {
-                "weight": (h.T @ g)[None, :] + l2 * params["weight"],
-                "bias": np.asarray([g.sum()], np.float32),
-                "hidden_weight": gh.T @ xb + l2 * params["hidden_weight"],
-                "hidden_bias": gh.sum(axis=0),
-            }
-            t += 1
-            for k, gr in grads.items():
-                m[k] = b1 * m[k] + (1 - b1) * gr
-                v[k] = b2 * v[k] + (1 - b2) * gr * gr
-                params[k] -= (lr * (m[k] / (1 - b1**t)) / (np.sqrt(v[k] / (1 - b2**t)) + eps)).astype(
-                    np.float32
-                )
+            opt.step(
+                {
+                    "weight": (h.T @ g)[None, :] + l2 * params["weight"],
+                    "bias": np.asarray([g.sum()], np.float32),
+                    "hidden_weight": gh.T @ xb + l2 * params["hidden_weight"],
+                    "hidden_bias": gh.sum(axis=0),
+                }
+            )
     return params
 
 

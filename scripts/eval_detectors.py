@@ -116,6 +116,7 @@ HARD = [
 # per detector: LOSO sources (None: all), neutral groups for threshold transfer, extra checks
 SPECS: dict[str, dict[str, Any]] = {
     "goodness": {"loso": "all", "transfer": True, "cascade": True},
+    "goodness_minilm": {"loso": "all", "transfer": True, "cascade": True},
     "care": {"loso": "positive"},
     "fairness": {"loso": "positive"},
     "honesty": {"loso": "positive"},
@@ -364,6 +365,15 @@ def later_period(
         scorers.append(load_sidecar(ROOT / "classifiers" / companion))
     scored = [{k: score_texts(sd, md, t) for k, t in sets.items()} for sd, md in scorers]
 
+    def interval(sc: dict[str, np.ndarray]) -> list[float]:
+        """95% bootstrap interval of the ai-vs-zero AUROC (1,000 stratified resamples): with ~130
+        silver positives a handful of posts moves the AUROC by a point."""
+        rng = np.random.default_rng(seed)
+        a, b = sc["ai"], sc["zero"]
+        y = np.r_[np.ones(len(a), bool), np.zeros(len(b), bool)]
+        boots = [auroc(y, np.r_[rng.choice(a, len(a)), rng.choice(b, len(b))]) for _ in range(1000)]
+        return [round(float(v), 4) for v in np.percentile(boots, [2.5, 97.5])]
+
     def aurocs(sc: dict[str, np.ndarray]) -> tuple[float, float]:
         y = lambda a, b: np.r_[np.ones(len(a), bool), np.zeros(len(b), bool)]  # noqa: E731
         return tuple(  # type: ignore[return-value]
@@ -375,6 +385,7 @@ def later_period(
         "set": "LessWrong posts from 2019 (training used 2016-2018); silver labels from ai_kw_per_1k",
         "auroc_ai>=3_vs_0": a0,
         "auroc_ai>=3_vs_<1": a1,
+        "auroc_ai>=3_vs_0_95%_interval": interval(scored[0]),
         "positives": len(sets["ai"]),
         "negatives_zero": len(sets["zero"]),
         "negatives_lt1": len(sets["low"]),
@@ -387,6 +398,7 @@ def later_period(
             "score": f"mean of {side['score_column']} and {scorers[1][0]['score_column']}",
             "auroc_ai>=3_vs_0": e0,
             "auroc_ai>=3_vs_<1": e1,
+            "auroc_ai>=3_vs_0_95%_interval": interval(mean),
         }
     return out
 
@@ -491,7 +503,7 @@ def loso(cfg: Any, root: Path, folder: Path, which: str, unseen: dict[str, np.nd
 
 def bars(name: str, m: dict[str, Any]) -> dict[str, Any]:
     b: dict[str, Any] = {}
-    if name == "goodness":
+    if name.startswith("goodness"):
         t, u = m["test"], m["unseen_neutral"]["all"]
         for key, label in (("recall", "fpr"), ("recall_at_document_threshold", "fpr_at_document_threshold")):
             b[f"test_recall>=0.95_and_unseen_neutral_fpr<=0.01 ({key})"] = {

@@ -131,6 +131,25 @@ def test_documents_are_grouped_by_key_and_splits_are_seeded(root: Path) -> None:
     assert other_seed.where(source="labelled").splits != labelled.splits
 
 
+def test_drop_lines_removes_boilerplate_lines_before_documents_are_cut(tmp_path: Path) -> None:
+    css = "\n".join(f".mjx-c{i} {{display: block; margin: {i}px}}" for i in range(50))
+    pq.write_table(
+        pa.table(
+            {"id": ["p0", "p1"], "text": [css + "\nAlignment of agents.", "Plain {braces} text.\nMore."]}
+        ),
+        tmp_path / "posts.parquet",
+    )
+    src = {"name": "posts", "path": "posts.parquet", "label": "good", "id": "id", "max_chars": 40}
+    rx = r"\s*[^{}]*\{[^{}]*\}\s*"
+    kept = build_examples(parse_config(config(sources=[{**src, "drop_lines": rx}])), tmp_path)
+    # the CSS rules are gone before the 40-character cut; a line with text around braces stays
+    assert kept.texts == ["Alignment of agents.", "Plain {braces} text.\nMore."]
+    raw = build_examples(parse_config(config(sources=[src])), tmp_path)
+    assert raw.texts[0].startswith(".mjx-c0")
+    with pytest.raises(RecipeError, match=r"drop_lines"):
+        parse_config(config(sources=[{**src, "drop_lines": "(unclosed"}]))
+
+
 def test_fasttext_training_is_deterministic_and_writes_card_metrics_sidecar(
     root: Path, tmp_path: Path
 ) -> None:

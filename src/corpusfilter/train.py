@@ -55,6 +55,9 @@ class SourceSpec:
     max_chars: int | None = 20_000  # cut each document to this many characters
     test_where: str | None = None  # rows where this holds are the test split (others: by hash)
     relative_to: Literal["data", "config"] = "data"  # resolve path against the data root or the config
+    # lines matching this regex (whole line) are removed first: boilerplate such as inline CSS that
+    # sits in only one label's rows and would otherwise be learned as a label signal
+    drop_lines: str | None = None
 
     def check(self, path: str) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", self.name):
@@ -71,6 +74,11 @@ class SourceSpec:
             raise RecipeError(f"{path}.max_chars: at least 1")
         if self.label_map is not None and self.label_column is None:
             raise RecipeError(f"{path}.label_map: needs label_column")
+        if self.drop_lines is not None:
+            try:
+                re.compile(self.drop_lines)
+            except re.error as e:
+                raise RecipeError(f"{path}.drop_lines: {self.drop_lines!r}: {e}") from None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -320,6 +328,8 @@ def load_source(
     rows = [int(r) for r in cols["__row"]]
     ids = _render(src.id, cols, n, "id", where) if src.id else [f"{src.path}:{r}" for r in rows]
     texts = _render(src.text, cols, n, "text", where)
+    if src.drop_lines is not None:
+        texts = [_drop_lines(t, src.drop_lines) for t in texts]
     if src.label_column is not None:
         if src.label_column not in cols:
             raise InputError(f"{where}: no label column {src.label_column!r}")
@@ -386,6 +396,12 @@ def load_source(
     out.sources = [src.name] * len(out.ids)
     out.weights = [src.weight] * len(out.ids)
     return out
+
+
+def _drop_lines(text: str, pattern: str) -> str:
+    """``text`` without the lines that ``pattern`` matches in full."""
+    rx = re.compile(pattern)
+    return "\n".join(line for line in text.split("\n") if not rx.fullmatch(line))
 
 
 def _cut(text: str, max_chars: int | None) -> str:

@@ -2,6 +2,7 @@
 
     python scripts/eval_detectors.py                      # every detector
     python scripts/eval_detectors.py goodness care --no-loso
+    python scripts/eval_detectors.py --speed-only          # re-time only (run on a quiet machine)
     CORPUSFILTER_DATA=/path/to/shared/data python scripts/eval_detectors.py
 
 Every number in the metrics comes from here. The operating threshold of a detector is chosen on its
@@ -629,11 +630,29 @@ def main() -> int:
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--no-loso", action="store_true")
     ap.add_argument("--table", action="store_true", help="print the README table from the metrics and exit")
+    ap.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="re-time the detectors on a quiet machine and update only the speed in metrics.json",
+    )
     args = ap.parse_args()
     if args.table:
         print(readme_table())
         return 0
     root = data_root(args.data_root)
+    if args.speed_only:
+        for name in args.detectors:
+            folder = ROOT / "classifiers" / name
+            metrics = json.loads((folder / "metrics.json").read_text())
+            side, model = load_sidecar(folder)
+            sp = speed(side, model, root, 60 if side.get("embedding_model") == "minilm" else 1000)
+            metrics["generalization"]["speed"] = sp
+            metrics["generalization"]["markdown"] = markdown(name, metrics["generalization"])
+            (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            cfg = load_config(folder / "train.yaml")
+            (folder / "MODEL_CARD.md").write_text(model_card(cfg, metrics, root))
+            print(name, json.dumps(sp), flush=True)
+        return 0
     for name in args.detectors:
         print(f"== {name}", flush=True)
         folder = ROOT / "classifiers" / name

@@ -141,7 +141,9 @@ def rate(scores: np.ndarray, thr: float) -> float:
     return round(float((scores >= thr).mean()), 4) if len(scores) else float("nan")
 
 
-def speed(side: dict[str, Any], model: Path, root: Path, n: int) -> dict[str, Any]:
+def speed(side: dict[str, Any], model: Path, root: Path) -> dict[str, Any]:
+    """Documents per second through one warmed-up block (60 documents for the CPU transformer)."""
+    n = 60 if side.get("embedding_model") == "minilm" else 1000
     docs = load_set(bg("speed", "linux-doc-6.1", n), root, 0).texts
     d = detector_for(side, model)  # one block: the timed pass excludes loading the model
     score_texts(side, model, docs[:20], detector=d)  # warm up
@@ -236,7 +238,7 @@ def evaluate(name: str, root: Path, do_loso: bool) -> dict[str, Any]:
 
     hard: dict[str, Any] = {}
     for h in HARD:
-        if h["name"].startswith("lesswrong") and name.startswith("ai_discourse"):
+        if h["name"].startswith("lesswrong") and spec.get("later_period"):
             continue  # its later-period test, below
         docs = load_set(h, root, cfg.seed, lim).texts
         if not docs:
@@ -260,7 +262,7 @@ def evaluate(name: str, root: Path, do_loso: bool) -> dict[str, Any]:
         out["pairs"] = pairs(cfg, te, s_te, root, folder)
     if do_loso and spec.get("loso"):
         out["loso"] = loso(cfg, root, folder, spec["loso"], neutral_scores)
-    out["speed"] = speed(side, model, root, 60 if side.get("embedding_model") == "minilm" else 1000)
+    out["speed"] = speed(side, model, root)
     out["eval_seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
@@ -502,9 +504,11 @@ def loso(cfg: Any, root: Path, folder: Path, which: str, unseen: dict[str, np.nd
     return out
 
 
-def bars(name: str, m: dict[str, Any]) -> dict[str, Any]:
+def bars(m: dict[str, Any]) -> dict[str, Any]:
+    """The issue's quality bars for whatever was measured: the goodness bars go with the threshold
+    transfer test, the pairs bar with the pairs test, the later-period bar with that test."""
     b: dict[str, Any] = {}
-    if name.startswith("goodness"):
+    if "threshold_transfer" in m:
         t, u = m["test"], m["unseen_neutral"]["all"]
         for key, label in (("recall", "fpr"), ("recall_at_document_threshold", "fpr_at_document_threshold")):
             b[f"test_recall>=0.95_and_unseen_neutral_fpr<=0.01 ({key})"] = {
@@ -532,9 +536,9 @@ def bars(name: str, m: dict[str, Any]) -> dict[str, Any]:
         tr = m["threshold_transfer"]
         worst = {k: v["max_fpr_elsewhere"] for k, v in tr.items()}
         b["threshold_transfer_fpr<=0.02"] = {"max_fpr_elsewhere": worst, "met": max(worst.values()) <= 0.02}
-    if name == "misaligned_ai":
+    if "pairs" in m:
         b["pairs_auroc>=0.90"] = {"auroc": m["pairs"]["auroc"], "met": m["pairs"]["auroc"] >= 0.90}
-    if name.startswith("ai_discourse"):
+    if "later_period" in m:
         a = m["later_period"]["auroc_ai>=3_vs_0"]
         b["later_period_auroc>=0.98"] = {"auroc": a, "met": a >= 0.98}
         if "ensemble" in m["later_period"]:
@@ -597,7 +601,7 @@ def readme_table() -> str:
         kind = (
             "fastText"
             if m["trainer"] == "fasttext"
-            else f"static-MiniLM {'MLP' if h.hidden else 'logistic head'}"
+            else f"{'static-MiniLM' if h.model == 'static-minilm' else h.model} {'MLP' if h.hidden else 'logistic head'}"
             + (" (document + last paragraph)" if h.features != "chunks" else "")
         )
         t = g["test"]
@@ -624,6 +628,14 @@ def readme_table() -> str:
     return "\n".join(rows)
 
 
+def save(name: str, metrics: dict[str, Any], root: Path) -> None:
+    """Write metrics.json (with its markdown summary refreshed) and the model card made from it."""
+    folder = ROOT / "classifiers" / name
+    metrics["generalization"]["markdown"] = markdown(name, metrics["generalization"])
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (folder / "MODEL_CARD.md").write_text(model_card(load_config(folder / "train.yaml"), metrics, root))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("detectors", nargs="*", default=list(SPECS))
@@ -645,12 +657,9 @@ def main() -> int:
             folder = ROOT / "classifiers" / name
             metrics = json.loads((folder / "metrics.json").read_text())
             side, model = load_sidecar(folder)
-            sp = speed(side, model, root, 60 if side.get("embedding_model") == "minilm" else 1000)
+            sp = speed(side, model, root)
             metrics["generalization"]["speed"] = sp
-            metrics["generalization"]["markdown"] = markdown(name, metrics["generalization"])
-            (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-            cfg = load_config(folder / "train.yaml")
-            (folder / "MODEL_CARD.md").write_text(model_card(cfg, metrics, root))
+            save(name, metrics, root)
             print(name, json.dumps(sp), flush=True)
         return 0
     for name in args.detectors:
@@ -662,14 +671,11 @@ def main() -> int:
         g = evaluate(name, root, not args.no_loso)
         if args.no_loso and "loso" in old and old.get("model_sha256") == metrics["model_sha256"]:
             g["loso"] = old["loso"]  # keep the LOSO of this same model
-        g["bars"] = bars(name, g)
+        g["bars"] = bars(g)
         g["model_sha256"] = metrics["model_sha256"]
         g["command"] = "python scripts/eval_detectors.py " + name
-        g["markdown"] = markdown(name, g)
         metrics["generalization"] = g
-        metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
-        cfg = load_config(folder / "train.yaml")
-        (folder / "MODEL_CARD.md").write_text(model_card(cfg, metrics, root))
+        save(name, metrics, root)
         print(g["markdown"], flush=True)
     return 0
 

@@ -329,7 +329,8 @@ def load_source(
     ids = _render(src.id, cols, n, "id", where) if src.id else [f"{src.path}:{r}" for r in rows]
     texts = _render(src.text, cols, n, "text", where)
     if src.drop_lines is not None:
-        texts = [_drop_lines(t, src.drop_lines) for t in texts]
+        rx = re.compile(src.drop_lines)
+        texts = [_drop_lines(t, rx) for t in texts]
     if src.label_column is not None:
         if src.label_column not in cols:
             raise InputError(f"{where}: no label column {src.label_column!r}")
@@ -398,9 +399,8 @@ def load_source(
     return out
 
 
-def _drop_lines(text: str, pattern: str) -> str:
-    """``text`` without the lines that ``pattern`` matches in full."""
-    rx = re.compile(pattern)
+def _drop_lines(text: str, rx: re.Pattern[str]) -> str:
+    """``text`` without the lines that ``rx`` matches in full."""
     return "\n".join(line for line in text.split("\n") if not rx.fullmatch(line))
 
 

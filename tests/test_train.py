@@ -131,6 +131,39 @@ def test_documents_are_grouped_by_key_and_splits_are_seeded(root: Path) -> None:
     assert other_seed.where(source="labelled").splits != labelled.splits
 
 
+def test_extends_takes_another_config_and_overrides_or_updates_its_keys(root: Path, tmp_path: Path) -> None:
+    base = config(
+        sources=[
+            *config()["sources"][:2],
+            {"name": "local", "path": "local.parquet", "label": "other", "relative_to": "config"},
+        ],
+        head={"model": "static-minilm", "max_chunks": 8, "hidden": 16},
+    )
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "train.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "variants" / "v").mkdir(parents=True)
+    variant = tmp_path / "variants" / "v" / "train.yaml"
+    variant.write_text("extends: ../../base/train.yaml\nname: good_v\ntrainer: head\nhead: {model: minilm}\n")
+    cfg = load_config(variant)
+    assert (cfg.name, cfg.trainer, cfg.seed) == ("good_v", "head", 3)
+    # head: updated key by key; sources: inherited, a config-relative path still names the same file
+    assert (cfg.head.model, cfg.head.max_chunks, cfg.head.hidden) == ("minilm", 8, 16)
+    assert [s.name for s in cfg.sources] == ["moral_statements", "tech_statements", "local"]
+    assert (variant.parent / cfg.sources[2].path).resolve() == tmp_path / "base" / "local.parquet"
+    assert cfg.sources[0].path == "statements.parquet"  # data-root paths are left alone
+    # a key the schema does not know is still an error, and so is a cycle or a missing base
+    variant.write_text("extends: ../../base/train.yaml\nheads: {}\n")
+    with pytest.raises(RecipeError, match="heads: unknown key"):
+        load_config(variant)
+    (tmp_path / "base" / "train.yaml").write_text("extends: ../variants/v/train.yaml\n")
+    variant.write_text("extends: ../../base/train.yaml\n")
+    with pytest.raises(RecipeError, match="cycle"):
+        load_config(variant)
+    variant.write_text("extends: ../../nowhere.yaml\n")
+    with pytest.raises(RecipeError, match=r"not found: .*nowhere\.yaml \(extended by .*v/train\.yaml\)"):
+        load_config(variant)
+
+
 def test_drop_lines_removes_boilerplate_lines_before_documents_are_cut(tmp_path: Path) -> None:
     css = "\n".join(f".mjx-c{i} {{display: block; margin: {i}px}}" for i in range(50))
     pq.write_table(

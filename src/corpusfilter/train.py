@@ -202,16 +202,51 @@ class _TopLevel:
 
 
 def load_config(path: str | os.PathLike[str]) -> TrainConfig:
+    """A training config file. ``extends: OTHER.yaml`` (relative to this file) starts from another
+    config: top-level keys given here replace the other's (``sources`` as a whole list), and the
+    ``split``, ``fasttext`` and ``head`` blocks are merged key by key. A variant of a detector (same
+    sources, other encoder) is then a few lines instead of a copy that drifts."""
+    p = Path(path)
+    return parse_config(_config_mapping(p, ()), str(p))
+
+
+def _config_mapping(p: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """The YAML mapping of ``p`` with its ``extends:`` chain applied."""
     import yaml
 
-    p = Path(path)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise RecipeError(f"training config not found: {p}") from None
+        where = f" (extended by {seen[-1]})" if seen else ""
+        raise RecipeError(f"training config not found: {p}{where}") from None
     except yaml.YAMLError as e:
         raise RecipeError(f"{p}: invalid YAML ({e})") from None
-    return parse_config(data, str(p))
+    if not isinstance(data, dict):
+        raise RecipeError(f"{p}: a training config is a mapping")
+    ref = data.pop("extends", None)
+    if ref is None:
+        return data
+    if not isinstance(ref, str) or not ref:
+        raise RecipeError(f"{p}: extends: the path of another training config")
+    base_path = (p.parent / ref).resolve()
+    if base_path in seen or base_path == p.resolve():
+        raise RecipeError(f"{p}: extends: {ref} extends this file again (a cycle)")
+    base = _config_mapping(base_path, (*seen, p.resolve()))
+    if base_path.parent != p.resolve().parent and isinstance(base.get("sources"), list):
+        # a path relative to the base config must still name the same file from this config
+        base["sources"] = [
+            {**s, "path": os.path.relpath(base_path.parent / s["path"], p.resolve().parent)}
+            if isinstance(s, dict) and s.get("relative_to") == "config" and "path" in s
+            else s
+            for s in base["sources"]
+        ]
+    out = dict(base)
+    for key, value in data.items():
+        if key in _NESTED and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:

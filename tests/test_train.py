@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from corpusfilter.errors import CorpusfilterError, InputError, RecipeError
+from corpusfilter.evaluate import load_sidecar, score_texts
 from corpusfilter.train import build_examples, load_config, parse_config, train
 
 MORAL = (
@@ -263,7 +264,7 @@ def pairs_config(head: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_mlp_head_on_document_and_last_paragraph_reads_the_answer_in_context(
-    root: Path, tmp_path: Path
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Whether "Yes" is misaligned depends on the question: a linear head over the document cannot
     separate these pairs, the MLP over document + last paragraph can; training is deterministic."""
@@ -285,6 +286,15 @@ def test_mlp_head_on_document_and_last_paragraph_reads_the_answer_in_context(
     )
     assert a.metrics["validation"]["auroc"] > 0.95
     assert linear.metrics["validation"]["auroc"] < 0.75
+    # the evaluation's cached path (features from the embedding cache, head applied directly) gives
+    # the detector block's scores, and fills the cache it reads from
+    side, model = load_sidecar(a.model)
+    texts = build_examples(parse_config(pairs_config(mlp)), root).texts[:40]
+    monkeypatch.setenv("CORPUSFILTER_EMB_CACHE", str(tmp_path / "cache"))
+    cached = score_texts(side, model, texts, cached=True)
+    assert list((tmp_path / "cache").glob("*.npz"))
+    np.testing.assert_allclose(cached, score_texts(side, model, texts), atol=1e-5)
+    assert cached.std() > 0.1
     with pytest.raises(RecipeError, match="hidden"):
         parse_config(pairs_config({"hidden": -1}))
 

@@ -105,6 +105,20 @@ HARD = [
         "id": "id",
         "where": "label = 0",
     },
+    # the seed problem: technical and textbook pages by kind, helpful authors (keep) beside pages of
+    # the same registers whose point is moral (codes of conduct, engineering ethics, ethics
+    # chapters, character education); original CC0 sets that no shipped detector trains on
+    *(
+        {
+            "name": f"{stem}_{kind}",
+            "path": str(ROOT / f"classifiers/data/{stem}.jsonl"),
+            "label": "x",
+            "id": "id",
+            "where": f"label = {lab}",
+        }
+        for stem in ("technical_docs", "textbooks")
+        for kind, lab in (("plain", 0), ("moral", 1))
+    ),
     {
         "name": "hh_rejected_answers",
         "path": "train/hh_rlhf_harmless.parquet",

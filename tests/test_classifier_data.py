@@ -41,3 +41,18 @@ def test_rows_follow_the_documented_schema(path: Path) -> None:
         if moral:  # goodness data: a virtue exactly on the label-1 rows
             assert (r["virtue"] in VIRTUES) if r["label"] == 1 else r["virtue"] is None, where
             assert r["explicit_moral"] in ((True, False) if r["label"] == 1 else (False,)), where
+
+
+#: evaluation-only sets (scored as hard cases by scripts/eval_detectors.py): no detector trains on them
+HELD_OUT = ("technical_docs.jsonl", "textbooks.jsonl")
+
+
+def test_held_out_sets_are_in_no_training_config() -> None:
+    from corpusfilter.train import load_config
+
+    configs = sorted(DATA.parent.glob("*/train.yaml"))
+    assert configs
+    for path in configs:
+        used = {Path(s.path).name for s in load_config(path).sources}
+        assert not used & set(HELD_OUT), f"{path} trains on a held-out set"
+    assert all((DATA / f).is_file() for f in HELD_OUT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,14 +12,15 @@ from corpusfilter.runner import run
 from corpusfilter.verify import verify
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-NEEDS_EMBED = {"blocklist_two_stage"}
+#: recipes that need optional extras: the modules they import
+NEEDS = {"blocklist_two_stage": ("model2vec",), "misalignment_enriched_detectors": ("model2vec", "fasttext")}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(p.stem for p in RECIPES.glob("*.yaml")))
 def test_shipped_recipe_runs_on_the_demo(name: str, tmp_path: Path) -> None:
-    if name in NEEDS_EMBED:
-        pytest.importorskip("model2vec", reason="needs the embed extra")
+    for module in NEEDS.get(name, ()):
+        pytest.importorskip(module, reason="needs the embed / fasttext extra")
     out = tmp_path / name
     res = run(load_recipe(RECIPES / f"{name}.yaml", overrides=[f"output.path={out}"]), progress=False)
     acc = res.accounting
@@ -35,7 +37,11 @@ def test_shipped_recipe_runs_on_the_demo(name: str, tmp_path: Path) -> None:
         assert verify(res.control.output, inputs=False).ok
     if name == "gradient_routing_tags":
         assert acc["rejected_total"] == 0 and tok["categories"]
-    if name == "misalignment_enriched":
+    if name.startswith("misalignment_enriched"):
         assert tok["added"]["tokens"] > 0
+    if name == "misalignment_enriched_detectors":  # the cascade: misaligned_ai scores only AI text
+        scores = json.loads((Path(res.manifest["scores"]["path"]) / "manifest.json").read_text())
+        scored = {b["label"].split(":")[-1]: b["stats"]["scored"] for b in scores["blocks"]}
+        assert 0 < scored["misaligned_ai"] < scored["ai_discourse"] == acc["read"]
     if name == "blocklist_two_stage":
         assert abs(tok["out"]["tokens"] - tok["in"]["tokens"]) <= 0.01 * tok["in"]["tokens"]

@@ -3,6 +3,7 @@
     python scripts/eval_detectors.py                      # every detector
     python scripts/eval_detectors.py goodness care --no-loso
     python scripts/eval_detectors.py --speed-only          # re-time only (run on a quiet machine)
+    CORPUSFILTER_EMB_CACHE=~/.cache/cf python scripts/eval_detectors.py goodness_minilm --cached
     CORPUSFILTER_DATA=/path/to/shared/data python scripts/eval_detectors.py
 
 Every number in the metrics comes from here. The operating threshold of a detector is chosen on its
@@ -38,6 +39,7 @@ from corpusfilter.evaluate import (  # noqa: E402
     auroc,
     detector_for,
     load_sidecar,
+    score_by_source,
     score_texts,
     threshold_for_fpr,
 )
@@ -159,6 +161,10 @@ def score(side: dict[str, Any], model: Path, texts: list[str]) -> np.ndarray:
     return score_texts(side, model, texts, cached=CACHED)
 
 
+def score_ex(side: dict[str, Any], model: Path, ex: Examples) -> np.ndarray:
+    return score_by_source(side, model, ex.texts, ex.sources, cached=CACHED)
+
+
 def rate(scores: np.ndarray, thr: float) -> float:
     return round(float((scores >= thr).mean()), 4) if len(scores) else float("nan")
 
@@ -193,7 +199,7 @@ def evaluate(name: str, root: Path, do_loso: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
 
     va = ex.where(split="validation")
-    s_va = score(side, model, va.texts)
+    s_va = score_ex(side, model, va)
     y_va = np.asarray([lb == pos for lb in va.labels])
     thr = threshold_for_fpr(s_va[~y_va], FPR_TARGET)
     # the document threshold: 1% FPR on the validation documents of real neutral corpora (bg_*),
@@ -212,7 +218,7 @@ def evaluate(name: str, root: Path, do_loso: bool) -> dict[str, Any]:
     }
 
     te = ex.where(split="test")
-    s_te = score(side, model, te.texts)
+    s_te = score_ex(side, model, te)
     y_te = np.asarray([lb == pos for lb in te.labels])
     per: dict[str, Any] = {}
     for src in dict.fromkeys(te.sources):
@@ -492,13 +498,13 @@ def loso(cfg: Any, root: Path, folder: Path, which: str, unseen: dict[str, np.nd
             r = train(cfg, root=root, out_dir=Path(tmp), exclude=names, write_card=False, config_dir=folder)
             side, model = load_sidecar(r.model)
             rest = build_examples(cfg, root, exclude=names, config_dir=folder).where(split="validation")
-            s_va = score(side, model, rest.texts)
+            s_va = score_ex(side, model, rest)
             y_va = np.asarray([lb == cfg.positive for lb in rest.labels])
             thr = threshold_for_fpr(s_va[~y_va], FPR_TARGET)
             docneg = ~y_va & np.asarray([x.startswith("bg_") for x in rest.sources])
             thr_doc = threshold_for_fpr(s_va[docneg], FPR_TARGET) if docneg.any() else thr
             held = build_examples(cfg, root, only=names, config_dir=folder)
-            s = score(side, model, held.texts)
+            s = score_ex(side, model, held)
             s_un = score(side, model, unseen_docs)
         res: dict[str, Any] = {
             "sources": {},

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from corpusfilter.errors import CorpusfilterError, InputError, RecipeError
-from corpusfilter.evaluate import load_sidecar, score_texts
+from corpusfilter.evaluate import load_sidecar, score_by_source, score_texts
 from corpusfilter.train import build_examples, load_config, parse_config, train
 
 MORAL = (
@@ -295,6 +295,10 @@ def test_mlp_head_on_document_and_last_paragraph_reads_the_answer_in_context(
     assert list((tmp_path / "cache").glob("*.npz"))
     np.testing.assert_allclose(cached, score_texts(side, model, texts), atol=1e-5)
     assert cached.std() > 0.1
+    # source by source (each source one cache entry), reassembled in the input order
+    srcs = ["b" if i % 3 == 0 else "a" for i in range(len(texts))]
+    np.testing.assert_allclose(score_by_source(side, model, texts, srcs, cached=True), cached, atol=1e-6)
+    np.testing.assert_allclose(score_by_source(side, model, texts, srcs), cached, atol=1e-5)
     with pytest.raises(RecipeError, match="hidden"):
         parse_config(pairs_config({"hidden": -1}))
 

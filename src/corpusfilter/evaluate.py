@@ -102,6 +102,27 @@ def score_texts(
     return out
 
 
+def score_by_source(
+    side: Mapping[str, Any],
+    model: Path,
+    texts: Sequence[str],
+    sources: Sequence[str],
+    *,
+    cached: bool = False,
+) -> np.ndarray:
+    """``score_texts`` one source at a time, in the input order. With ``cached``, each source's texts
+    are one embedding-cache entry, so a source scores from the cache whichever other sources are
+    left in or out (a leave-one-source-out run re-embeds only what it has never seen)."""
+    doc_head = cached and side["trainer"] == "head" and side.get("features", "chunks") != "chunks"
+    d = None if doc_head or not texts else detector_for(side, model)  # one model load for all sources
+    out = np.zeros(len(texts), dtype=np.float64)
+    src = np.asarray(sources)
+    for name in dict.fromkeys(sources):
+        idx = np.flatnonzero(src == name)
+        out[idx] = score_texts(side, model, [texts[int(i)] for i in idx], detector=d, cached=cached)
+    return out
+
+
 def _score_document_head(side: Mapping[str, Any], model: Path, texts: Sequence[str]) -> np.ndarray:
     from corpusfilter.blocks.embedding import Head
     from corpusfilter.train import HeadSpec, head_features

@@ -820,7 +820,7 @@ def train(
     config_dir: Path | None = None,
 ) -> TrainResult:
     """Build examples, train on the train split, score the validation split, write everything."""
-    from corpusfilter.evaluate import binary_metrics, score_texts
+    from corpusfilter.evaluate import binary_metrics, score_by_source
 
     t0 = time.perf_counter()
     ex = build_examples(cfg, root, exclude=exclude, config_dir=config_dir)
@@ -848,7 +848,8 @@ def train(
         "sources": sizes,
     }
     if len(va):
-        scores = score_texts(side, model, va.texts)
+        # source by source through the embedding cache, if one is set (the block's numbers, tested)
+        scores = score_by_source(side, model, va.texts, va.sources, cached=True)
         y = np.asarray([lb == cfg.positive for lb in va.labels])
         metrics["validation"] = binary_metrics(y, scores)
         per: dict[str, Any] = {}

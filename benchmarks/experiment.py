@@ -99,6 +99,10 @@ def main() -> None:
     t, c = manifests["depleted"]["tokens"], manifests["depleted.control"]["tokens"]
     res["depleted_removed_tokens"] = {"treatment": t["removed"]["tokens"], "control": c["removed"]["tokens"]}
     res["depleted_control_rel_diff"] = round(c["removed"]["tokens"] / t["removed"]["tokens"] - 1, 5)
+    # share of each control's removed / added tokens that the treatment also removed / copied
+    res["control_overlap"] = {
+        arm: manifests[f"{arm}.control"]["experiment"]["overlap"] for arm in ("enriched", "depleted")
+    }
     r = manifests["replaced"]["tokens"]
     res["replaced_tokens"] = {
         "in": r["in"]["tokens"],

@@ -14,7 +14,7 @@ import pytest
 from corpusfilter.cli import main
 from corpusfilter.errors import RecipeError
 from corpusfilter.recipe import load_recipe
-from corpusfilter.runner import run
+from corpusfilter.runner import format_summary, run
 from corpusfilter.verify import verify
 
 VOCAB = "the of and a to in is was for on that with as by at from it this be are".split()
@@ -114,6 +114,17 @@ def test_matched_control_removes_the_same_tokens_per_stratum(big: Path, tmp_path
     assert abs(np.median(rt) - np.median(rc)) / np.median(rt) < 0.1
     # the control removes at random: most of what it removes is not what the treatment removed
     assert (_frame(Path(res.control.output), "rejected")["moral_hits"] >= 1).mean() < 0.3
+    # ... and its manifest says how much of it the treatment removed too
+    rej_t, rej_c = _frame(out, "rejected"), _frame(Path(res.control.output), "rejected")
+    both = rej_c.filter(pl.col("id").is_in(rej_t["id"].to_list()))
+    share = both["tokens_count"].sum() / rej_c["tokens_count"].sum()
+    assert 0 < share < 0.3
+    assert c["experiment"]["overlap"] == {
+        "removed_tokens_also_treated": pytest.approx(share, abs=1e-4),
+        "added_tokens_also_treated": None,
+    }
+    (line,) = [x for x in format_summary(res).splitlines() if x.startswith("control removed, also in")]
+    assert line.endswith(f"{100 * share:.1f}% of tokens")
     # manifests point at each other
     assert (out / t["experiment"]["counterpart"]).resolve() == Path(res.control.output).resolve()
     assert (Path(res.control.output) / c["experiment"]["counterpart"]).resolve() == out.resolve()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from corpusfilter.recipe import load_recipe
@@ -39,6 +40,18 @@ def test_shipped_recipe_runs_on_the_demo(name: str, tmp_path: Path) -> None:
         assert acc["rejected_total"] == 0 and tok["categories"]
     if name.startswith("misalignment_enriched"):
         assert tok["added"]["tokens"] > 0
+        # the control reports how much of what it copied the treatment copied too
+        assert res.control is not None
+        copies = {
+            arm: pl.read_parquet(sorted(Path(path, "data").glob("*.parquet"))).filter(
+                pl.col("copy_index") > 0
+            )
+            for arm, path in (("t", out), ("c", res.control.output))
+        }
+        also = copies["c"].filter(pl.col("original_id").is_in(copies["t"]["original_id"].to_list()))
+        share = also["tokens_count"].sum() / copies["c"]["tokens_count"].sum()
+        overlap = res.control.manifest["experiment"]["overlap"]["added_tokens_also_treated"]
+        assert overlap == pytest.approx(share, abs=1e-4)
     if name == "misalignment_enriched_detectors":  # the cascade: misaligned_ai scores only AI text
         scores = json.loads((Path(res.manifest["scores"]["path"]) / "manifest.json").read_text())
         scored = {b["label"].split(":")[-1]: b["stats"]["scored"] for b in scores["blocks"]}

@@ -262,9 +262,13 @@ def solve_control(plan: Plan, treatment_manifest: dict[str, Any], treatment_path
             )
     tfold = get_datafolder(treatment_path)
     outs = treatment_manifest["outputs"]
-    rej = _read_cols(tfold, outs["rejected"], [*by, tok])
-    data = _read_cols(tfold, outs["data"], [*by, tok, COPY_COLUMN])
+    id_col = plan.recipe.input.id_column or "id"
+    rej = _read_cols(tfold, outs["rejected"], [*by, tok, id_col])
+    data = _read_cols(tfold, outs["data"], [*by, tok, COPY_COLUMN, ORIGINAL_COLUMN])
     added = data.filter(pl.col(COPY_COLUMN) > 0) if COPY_COLUMN in data.columns else data.clear()
+    # what the treatment itself removed or copied: the control should mostly pick other documents
+    treated_removed = set(rej[id_col].to_list()) if id_col in rej.columns else set()
+    treated_copied = set(added[ORIGINAL_COLUMN].to_list()) if ORIGINAL_COLUMN in added.columns else set()
 
     def strata(frame: pl.DataFrame) -> list[tuple[Any, ...]]:
         if frame.height == 0:
@@ -280,7 +284,6 @@ def solve_control(plan: Plan, treatment_manifest: dict[str, Any], treatment_path
         return out
 
     want_drop, want_add = sums(rej), sums(added)
-    id_col = plan.recipe.input.id_column or "id"
     cols = list(dict.fromkeys([SHARD_COLUMN, ROW_COLUMN, id_col, *by, tok]))
     parts = [_frame(t) for t in _scored_batches(plan, cols)]
     allrows = pl.concat(parts) if parts else pl.DataFrame()
@@ -311,15 +314,35 @@ def solve_control(plan: Plan, treatment_manifest: dict[str, Any], treatment_path
         for i, c in zip(order2, ac):
             if c:
                 extra[shards[i]][int(rows[i])] = int(c)
+        copies = [(i, int(c)) for i, c in zip(order2, ac) if c]
         report["/".join(map(str, g))] = {
             "treatment_removed_tokens": int(want_drop.get(g, 0)),
             "control_removed_tokens": int(sum(tokens[i] for i in dropped)),
             "treatment_added_tokens": int(want_add.get(g, 0)),
-            "control_added_tokens": int(sum(int(c) * int(tokens[i]) for i, c in zip(order2, ac))),
+            "control_added_tokens": int(sum(c * int(tokens[i]) for i, c in copies)),
+            # the control's picks that the treatment also picked (a small stratum cannot avoid them)
+            "control_removed_treated_tokens": int(
+                sum(tokens[i] for i in dropped if ids[i] in treated_removed)
+            ),
+            "control_added_treated_tokens": int(
+                sum(c * int(tokens[i]) for i, c in copies if ids[i] in treated_copied)
+            ),
         }
     block = MatchedControl(by=by, length_buckets=edges, tokens=tok)
-    block.solution = {"drop": dict(drop), "extra": dict(extra), "strata": report}
+    block.solution = {"drop": dict(drop), "extra": dict(extra), "strata": report, "overlap": overlap(report)}
     return block
+
+
+def overlap(strata: dict[str, dict[str, int]]) -> dict[str, float | None]:
+    """Share of the control's removed / added tokens that are documents the treatment removed /
+    copied too. Near the treated documents' share of their strata, the control is as random as the
+    strata allow; near 1, the strata hold little else and the two arms barely differ there."""
+    out: dict[str, float | None] = {}
+    for what in ("removed", "added"):
+        total = sum(s[f"control_{what}_tokens"] for s in strata.values())
+        treated = sum(s[f"control_{what}_treated_tokens"] for s in strata.values())
+        out[f"{what}_tokens_also_treated"] = round(treated / total, 4) if total else None
+    return out
 
 
 # -- token reports ---------------------------------------------------------------------------------

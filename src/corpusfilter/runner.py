@@ -286,6 +286,7 @@ def _run_control(treatment: Plan, result: RunResult, **kw: Any) -> RunResult:
         "counterpart": experiment.relpath(result.output, recipe.control_path),
         "control": recipe.data["control"],
         "strata": block.solution["strata"] if block.solution else {},
+        "overlap": block.solution["overlap"] if block.solution else {},
     }
     return run_plan(cplan, experiment=arm, **kw)
 
@@ -464,6 +465,9 @@ def _summary_rows(m: dict[str, Any], output: str) -> dict[str, str]:
             rows[f"backfill {b['label']}"] = (
                 f"{b['provenance']['added_tokens']:,} of {b['provenance']['removed_tokens']:,} tokens"
             )
+    for what, share in ((m.get("experiment") or {}).get("overlap") or {}).items():
+        if share is not None:  # the control arm: how much of its pick the treatment also picked
+            rows[f"control {what.split('_')[0]}, also in treatment"] = f"{100 * share:.1f}% of tokens"
     rows["text read"] = f"{a['text_bytes'] / 1e6:,.1f} MB"
     rows["wall time"] = f"{secs:,.1f} s"
     rows["throughput"] = f"{a['text_bytes'] / 1e6 / secs:,.1f} MB/s, {a['read'] / secs:,.0f} docs/s"
@@ -480,6 +484,10 @@ def format_summary(result: RunResult, file: Any = None) -> str:
     keys = list(dict.fromkeys(k for t in tables for k in t))
     rejected = [k for k in keys if k.startswith("rejected: ")]
     keys = [keys[0], *rejected, *(k for k in keys[1:] if k not in rejected)]
+    overlap = [k for k in keys if k.startswith("control ")]  # the control-only rows, after the shares
+    keys = [k for k in keys if k not in overlap]
+    at = keys.index("text read") if "text read" in keys else len(keys)
+    keys[at:at] = overlap
     width = max(len(k) for k in keys)
     vw = [max([len(h), *(len(v) for v in t.values())]) for (h, _), t in zip(arms, tables)]
     lines = []

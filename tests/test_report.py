@@ -273,6 +273,8 @@ def test_treatment_vs_control_side_by_side(tmp_path: Path) -> None:
     assert arms["kept"] == [f"{t['accounting']['kept']:,}", f"{c['accounting']['kept']:,}"]
     assert arms["removed: preachy"] == [str(t["accounting"]["rejected"]["preachy"]), "0"]
     assert arms["removed: control_random"] == ["0", str(c["accounting"]["rejected"]["control_random"])]
+    ov = c["experiment"]["overlap"]["removed_tokens_also_treated"]
+    assert arms["control's picks also picked by the treatment"] == ["-", f"removed {100 * ov:.1f}% of tokens"]
     # Token shares come from the token column and agree with the runs' own token reports.
     assert arms["tokens read"] == [f"{t['tokens']['in']['tokens']:,}"] * 2
     assert arms["tokens kept"] == [f"{m['tokens']['out']['tokens']:,}" for m in (t, c)]

@@ -125,6 +125,15 @@ def test_matched_control_removes_the_same_tokens_per_stratum(big: Path, tmp_path
     }
     (line,) = [x for x in format_summary(res).splitlines() if x.startswith("control removed, also in")]
     assert line.endswith(f"{100 * share:.1f}% of tokens")
+    # exclude_treated: the control draws only among documents the treatment left alone
+    ctl = {"type": "matched", "by": ["source"], "exclude_treated": True}
+    ex = run(load_recipe(_recipe(big, tmp_path / "ex", blocks, control=ctl)), progress=False)
+    assert ex.control is not None
+    cm = ex.control.manifest
+    assert cm["experiment"]["overlap"]["removed_tokens_also_treated"] == 0.0
+    assert abs(cm["tokens"]["removed"]["tokens"] - removed_t) / removed_t <= 0.01
+    ex_rej = _frame(Path(ex.control.output), "rejected")
+    assert not set(ex_rej["id"].to_list()) & set(rej_t["id"].to_list())
     # manifests point at each other
     assert (out / t["experiment"]["counterpart"]).resolve() == Path(res.control.output).resolve()
     assert (Path(res.control.output) / c["experiment"]["counterpart"]).resolve() == out.resolve()

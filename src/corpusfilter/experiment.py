@@ -301,6 +301,8 @@ def solve_control(plan: Plan, treatment_manifest: dict[str, Any], treatment_path
     report: dict[str, dict[str, int]] = {}
     for g in sorted(set(want_drop) | set(want_add), key=str):
         idx = members.get(g, [])
+        if spec.exclude_treated:
+            idx = [i for i in idx if ids[i] not in treated_removed and ids[i] not in treated_copied]
         d1 = unit_draws((ids[i] for i in idx), (0 for _ in idx), seed=seed, salt="control_drop")
         order = [idx[j] for j in np.argsort(d1, kind="stable")]
         dc = greedy_fill(tokens[order], want_drop.get(g, 0.0), rounds=1) if order else np.zeros(0, np.int64)

@@ -278,6 +278,9 @@ class ControlSpec:
     by: list[str] = dataclasses.field(default_factory=lambda: ["source"])
     length_buckets: list[int] = dataclasses.field(default_factory=lambda: [128, 512, 2048, 8192])
     tokens: str = "tokens_count"
+    # draw only among documents the treatment left alone (removed nothing / copied nothing there):
+    # the contrast is then "targets vs other documents", not "targets vs random documents"
+    exclude_treated: bool = False
 
     def check(self, path: str) -> None:
         b = self.length_buckets

@@ -134,6 +134,7 @@ def test_matched_control_removes_the_same_tokens_per_stratum(big: Path, tmp_path
     assert abs(cm["tokens"]["removed"]["tokens"] - removed_t) / removed_t <= 0.01
     ex_rej = _frame(Path(ex.control.output), "rejected")
     assert not set(ex_rej["id"].to_list()) & set(rej_t["id"].to_list())
+    assert verify(ex.control.output, rebuild=True).ok
     # manifests point at each other
     assert (out / t["experiment"]["counterpart"]).resolve() == Path(res.control.output).resolve()
     assert (Path(res.control.output) / c["experiment"]["counterpart"]).resolve() == out.resolve()

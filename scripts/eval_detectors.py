@@ -22,6 +22,7 @@ never used in training are only scored at that threshold, never used to choose a
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -38,6 +39,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from corpusfilter.evaluate import (  # noqa: E402
     auroc,
     detector_for,
+    from_cache,
     load_sidecar,
     score_by_source,
     score_texts,
@@ -157,12 +159,19 @@ def load_set(spec: dict[str, Any], root: Path, seed: int, limit: int | None = No
 CACHED = False
 
 
+@functools.lru_cache(maxsize=4)
+def _block(model: Path) -> Any:
+    """One detector block per model file (its model loaded once), shared by every set it scores."""
+    return detector_for(load_sidecar(model)[0], model)
+
+
 def score(side: dict[str, Any], model: Path, texts: list[str]) -> np.ndarray:
-    return score_texts(side, model, texts, cached=CACHED)
+    return score_ex(side, model, Examples(texts=list(texts), sources=[""] * len(texts)))
 
 
 def score_ex(side: dict[str, Any], model: Path, ex: Examples) -> np.ndarray:
-    return score_by_source(side, model, ex.texts, ex.sources, cached=CACHED)
+    d = None if from_cache(side, CACHED) else _block(model)
+    return score_by_source(side, model, ex.texts, ex.sources, cached=CACHED, detector=d)
 
 
 def rate(scores: np.ndarray, thr: float) -> float:

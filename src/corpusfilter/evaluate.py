@@ -83,7 +83,7 @@ def score_texts(
     the embedding cache ($CORPUSFILTER_EMB_CACHE) when these texts were embedded before: the block's
     numbers (tested) without re-running the encoder (goodness_minilm's full evaluation on 2 CPU
     cores: 3,594 s through the block, 668 s cached). Other models go through the block."""
-    if cached and _document_head(side):
+    if from_cache(side, cached):
         return _score_document_head(side, model, texts)
     import pyarrow as pa
 
@@ -109,12 +109,13 @@ def score_by_source(
     sources: Sequence[str],
     *,
     cached: bool = False,
+    detector: Any = None,
 ) -> np.ndarray:
     """``score_texts`` one source at a time, in the input order. With ``cached``, each source's texts
     are one embedding-cache entry, so a source scores from the cache whichever other sources are
     left in or out (a leave-one-source-out run re-embeds only what it has never seen)."""
-    skip_block = (cached and _document_head(side)) or not texts
-    d = None if skip_block else detector_for(side, model)  # one model load for all sources
+    skip_block = from_cache(side, cached) or not texts
+    d = None if skip_block else detector or detector_for(side, model)  # one model load for all
     out = np.zeros(len(texts), dtype=np.float64)
     src = np.asarray(sources)
     for name in dict.fromkeys(sources):
@@ -123,8 +124,9 @@ def score_by_source(
     return out
 
 
-def _document_head(side: Mapping[str, Any]) -> bool:
-    return bool(side["trainer"] == "head" and side.get("features", "chunks") != "chunks")
+def from_cache(side: Mapping[str, Any], cached: bool) -> bool:
+    """Whether ``cached`` scoring of this model skips the block: heads on document features only."""
+    return bool(cached and side["trainer"] == "head" and side.get("features", "chunks") != "chunks")
 
 
 def _score_document_head(side: Mapping[str, Any], model: Path, texts: Sequence[str]) -> np.ndarray:
@@ -138,9 +140,9 @@ def _score_document_head(side: Mapping[str, Any], model: Path, texts: Sequence[s
         max_chunks=side["max_chunks"],
         features=side["features"],
     )
-    head = Head.load(str(model))
     if not texts:
         return np.zeros(0, dtype=np.float64)
+    head = Head.load(str(model))
     x, _ = head_features(texts, spec)
     return head(x)[:, head.labels.index(side["positive"])].astype(np.float64)
 

@@ -62,3 +62,10 @@ def environment() -> dict[str, Any]:
 
 def corpusfilter_info() -> dict[str, Any]:
     return {"version": __version__, "git_commit": git_commit()}
+
+
+def control_overlap(manifest: dict[str, Any]) -> dict[str, str]:
+    """A control arm's overlap with its treatment, e.g. ``{"removed": "35.0% of tokens"}``: the share of
+    the tokens it removed / copied that the treatment removed / copied too. Empty for other arms."""
+    ov = (manifest.get("experiment") or {}).get("overlap") or {}
+    return {what.split("_")[0]: f"{100 * v:.1f}% of tokens" for what, v in ov.items() if v is not None}

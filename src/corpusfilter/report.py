@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from corpusfilter import __version__
 from corpusfilter.batch import BLOCK_COLUMN, REASON_COLUMN, ROW_COLUMN, SHARD_COLUMN
 from corpusfilter.errors import CorpusfilterError
+from corpusfilter.manifest import control_overlap
 
 SNIPPET_CHARS = 400
 MAX_GROUPS = 30  # rows in the removal-by-source table and chart; the rest are summed as "(other)"
@@ -1322,7 +1323,10 @@ def _experiment_section(doc: _Doc, out: Output, exp: dict[str, Any], shares: Sha
     add("kept %", lambda o, s: _pct(o.manifest["accounting"]["kept"], o.manifest["accounting"]["read"]))
     for r in reasons:
         add(f"removed: {r}", lambda o, s, r=r: o.manifest["accounting"]["rejected"].get(r, 0))
-    add("control's picks also picked by the treatment", lambda o, s: _overlap(o.manifest))
+    add(
+        "control's picks also picked by the treatment",
+        lambda o, s: ", ".join(f"{w} {v}" for w, v in control_overlap(o.manifest).items()) or "-",
+    )
     add(f"{shares.unit} read", lambda o, s: s.before_total)
     add(f"{shares.unit} kept", lambda o, s: s.after_total)
     for r in reasons:
@@ -1343,13 +1347,6 @@ def _experiment_section(doc: _Doc, out: Output, exp: dict[str, Any], shares: Sha
         }
         title = "Share per category in the kept corpus, by arm"
         doc.html.append(_img(plot_shares(series, cats, shares.unit, title), "category shares by arm"))
-
-
-def _overlap(manifest: dict[str, Any]) -> str:
-    """A control arm's overlap with its treatment (share of tokens), "-" for a treatment arm."""
-    ov = (manifest.get("experiment") or {}).get("overlap") or {}
-    parts = [f"{what.split('_')[0]} {100 * v:.1f}% of tokens" for what, v in ov.items() if v is not None]
-    return ", ".join(parts) or "-"
 
 
 def _pct_of(s: Shares, category: str, when: str, total: int) -> float:

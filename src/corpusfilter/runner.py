@@ -21,7 +21,13 @@ from datatrove.io import DataFolder, get_datafolder
 from corpusfilter.blocks.base import Block
 from corpusfilter.errors import AccountingError, CorpusfilterError, OutputError
 from corpusfilter.io import UNREADABLE_SCHEMA, folder_url, rejected_schema, sha256_file
-from corpusfilter.manifest import SCHEMA_VERSION, corpusfilter_info, environment, validate_manifest
+from corpusfilter.manifest import (
+    SCHEMA_VERSION,
+    control_overlap,
+    corpusfilter_info,
+    environment,
+    validate_manifest,
+)
 from corpusfilter.recipe import Plan, Recipe, Stage, plan
 
 Mode = Literal["fresh", "overwrite", "resume"]
@@ -465,9 +471,8 @@ def _summary_rows(m: dict[str, Any], output: str) -> dict[str, str]:
             rows[f"backfill {b['label']}"] = (
                 f"{b['provenance']['added_tokens']:,} of {b['provenance']['removed_tokens']:,} tokens"
             )
-    for what, share in ((m.get("experiment") or {}).get("overlap") or {}).items():
-        if share is not None:  # the control arm: how much of its pick the treatment also picked
-            rows[f"control {what.split('_')[0]}, also in treatment"] = f"{100 * share:.1f}% of tokens"
+    for what, share in control_overlap(m).items():
+        rows[f"control {what}, also in treatment"] = share
     rows["text read"] = f"{a['text_bytes'] / 1e6:,.1f} MB"
     rows["wall time"] = f"{secs:,.1f} s"
     rows["throughput"] = f"{a['text_bytes'] / 1e6 / secs:,.1f} MB/s, {a['read'] / secs:,.0f} docs/s"
@@ -481,13 +486,19 @@ def format_summary(result: RunResult, file: Any = None) -> str:
     shares before → after; with a matched control, treatment and control side by side."""
     arms = [("", result)] if result.control is None else [("treatment", result), ("control", result.control)]
     tables = [_summary_rows(r.manifest, r.output) for _, r in arms]
-    keys = list(dict.fromkeys(k for t in tables for k in t))
-    rejected = [k for k in keys if k.startswith("rejected: ")]
-    keys = [keys[0], *rejected, *(k for k in keys[1:] if k not in rejected)]
-    overlap = [k for k in keys if k.startswith("control ")]  # the control-only rows, after the shares
-    keys = [k for k in keys if k not in overlap]
-    at = keys.index("text read") if "text read" in keys else len(keys)
-    keys[at:at] = overlap
+    # one row order for all arms: a row only one arm has (its removal reason, the control's
+    # overlap) goes after the row it follows in that arm, past rows that arm does not have
+    keys: list[str] = []
+    for t in tables:
+        at = 0
+        for k in t:
+            if k in keys:
+                at = keys.index(k) + 1
+                continue
+            while at < len(keys) and keys[at] not in t:
+                at += 1
+            keys.insert(at, k)
+            at += 1
     width = max(len(k) for k in keys)
     vw = [max([len(h), *(len(v) for v in t.values())]) for (h, _), t in zip(arms, tables)]
     lines = []

@@ -81,6 +81,8 @@ UNSEEN_NEUTRAL = [
     bg("debian_reference", "debian-reference-en"),
     bg("gnu_standards", "gnu-standards"),
 ]
+LW = "train/lesswrong_2016_2019.parquet"
+
 HARD = [
     bg("bible_chapters", "bible-kjv-text", 400),
     {**bg("fortunes", "fortunes"), "group_by": "kind", "doc_words": [80, 300], "limit": 6000},
@@ -89,14 +91,14 @@ HARD = [
     bg("shakespeare_plays", "nltk-shakespeare"),
     {
         "name": "lesswrong_ai_2019",
-        "path": "train/lesswrong_2016_2019.parquet",
+        "path": LW,
         "label": "x",
         "id": "id",
         "where": "postedAt >= '2019' AND ai_kw_per_1k >= 3",
     },
     {
         "name": "lesswrong_other_2019",
-        "path": "train/lesswrong_2016_2019.parquet",
+        "path": LW,
         "label": "x",
         "id": "id",
         "where": "postedAt >= '2019' AND ai_kw_per_1k = 0",
@@ -294,7 +296,8 @@ def evaluate(name: str, root: Path, do_loso: bool) -> dict[str, Any]:
     if spec.get("cascade"):
         out["cascade"] = cascade(te, s_te, y_te, thr_doc, root, cfg.seed)
     if spec.get("later_period"):
-        out["later_period"] = later_period(side, model, root, cfg.seed, spec.get("ensemble_with"))
+        lw_text = next((s.text for s in cfg.sources if s.path == LW), "text")  # documents as trained
+        out["later_period"] = later_period(side, model, root, cfg.seed, spec.get("ensemble_with"), lw_text)
     if spec.get("pairs"):
         out["pairs"] = pairs(cfg, te, s_te, root, folder)
     if do_loso and spec.get("loso"):
@@ -377,18 +380,26 @@ def cascade(
 
 
 def later_period(
-    side: dict[str, Any], model: Path, root: Path, seed: int, companion: str | None = None
+    side: dict[str, Any],
+    model: Path,
+    root: Path,
+    seed: int,
+    companion: str | None = None,
+    text: str = "text",
 ) -> dict[str, Any]:
     """AUROC on 2019 LessWrong posts (silver labels); with a companion detector, also the AUROC of
-    the mean of the two probabilities (the ensemble a recipe computes in its drop condition)."""
-    lw = "train/lesswrong_2016_2019.parquet"
+    the mean of the two probabilities (the ensemble a recipe computes in its drop condition).
+    ``text`` is the training source's text column or template (e.g. title + body), so the later
+    posts are built as the training posts were; training-only cleaning (``drop_lines``) is not
+    applied: the test posts stay as a corpus holds them."""
     sets = {
         name: load_set(
             {
                 "name": f"lw_{name}_2019",
-                "path": lw,
+                "path": LW,
                 "label": "x",
                 "id": "id",
+                "text": text,
                 "where": f"postedAt >= '2019' AND {cond}",
             },
             root,

@@ -14,7 +14,11 @@ from corpusfilter.verify import verify
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 #: recipes that need optional extras: the modules they import
-NEEDS = {"blocklist_two_stage": ("model2vec",), "misalignment_enriched_detectors": ("model2vec", "fasttext")}
+NEEDS = {
+    "blocklist_two_stage": ("model2vec",),
+    "misalignment_enriched_detectors": ("model2vec", "fasttext"),
+    "persona_depleted_detectors": ("model2vec",),
+}
 
 
 @pytest.mark.slow
@@ -56,5 +60,13 @@ def test_shipped_recipe_runs_on_the_demo(name: str, tmp_path: Path) -> None:
         scores = json.loads((Path(res.manifest["scores"]["path"]) / "manifest.json").read_text())
         scored = {b["label"].split(":")[-1]: b["stats"]["scored"] for b in scores["blocks"]}
         assert 0 < scored["misaligned_ai"] < scored["ai_discourse"] == acc["read"]
+    if name == "persona_depleted_detectors":  # the cascade: goodness scores only lexicon hits
+        scores = json.loads((Path(res.manifest["scores"]["path"]) / "manifest.json").read_text())
+        scored = {b["label"].split(":")[-1]: b["stats"]["scored"] for b in scores["blocks"]}
+        assert 0 < scored["goodness"] < acc["read"]
+        rejected = pl.read_parquet(sorted(Path(out, "rejected").glob("*.parquet")))
+        by_goodness = rejected.filter(pl.col("reject_reason") == "goodness_classifier")
+        assert len(by_goodness) and (by_goodness["goodness_goodness_doc"] >= 0.545).all()
+        assert (by_goodness["virtue_hits"] + by_goodness["exemplars_hits"] >= 1).all()
     if name == "blocklist_two_stage":
         assert abs(tok["out"]["tokens"] - tok["in"]["tokens"]) <= 0.01 * tok["in"]["tokens"]

@@ -303,6 +303,22 @@ def test_mlp_head_on_document_and_last_paragraph_reads_the_answer_in_context(
         parse_config(pairs_config({"hidden": -1}))
 
 
+def test_an_mlp_head_scores_its_positive_against_every_other_label(root: Path, tmp_path: Path) -> None:
+    """Per-kind detectors share one source list labelled by kind (classifiers/goodness_kinds.yaml):
+    naming the negatives' kinds trains the same MLP as calling them all `other`."""
+    pytest.importorskip("model2vec")
+    head = {"model": "static-minilm", "features": "document+last_paragraph", "hidden": 16, "epochs": 20}
+    a = train(
+        parse_config(config(trainer="head", head=head)), root=root, out_dir=tmp_path / "a", write_card=False
+    )
+    kinds = config(trainer="head", head=head)
+    kinds["sources"][1]["label"] = "tech"
+    b = train(parse_config(kinds), root=root, out_dir=tmp_path / "b", write_card=False)
+    assert a.model.read_bytes() == b.model.read_bytes()
+    assert b.metrics["sources"]["tech_statements"]["label"] == "tech"
+    assert a.metrics["validation"] == b.metrics["validation"]
+
+
 def test_bad_data_is_a_clear_error(root: Path, tmp_path: Path) -> None:
     cfg = config()
     cfg["sources"][0]["path"] = "missing.parquet"

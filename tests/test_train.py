@@ -319,6 +319,35 @@ def test_an_mlp_head_scores_its_positive_against_every_other_label(root: Path, t
     assert a.metrics["validation"] == b.metrics["validation"]
 
 
+def test_sentence_view_head_is_scored_alike_by_the_block_and_the_cached_path(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """features: document+last_paragraph+sentences adds a third view (the top-k pool of the
+    sentences' embeddings); the detector block computes the same features as training."""
+    pytest.importorskip("model2vec")
+    from corpusfilter.blocks.embedding import Head
+
+    head = {"model": "static-minilm", "features": "document+last_paragraph+sentences", "hidden": 16}
+    cfg = parse_config(config(trainer="head", head={**head, "sentence_top_k": 2, "epochs": 20}))
+    a = train(cfg, root=root, out_dir=tmp_path / "a", write_card=False)
+    b = train(cfg, root=root, out_dir=tmp_path / "b", write_card=False)
+    assert a.model.read_bytes() == b.model.read_bytes()
+    h = Head.load(str(a.model))
+    assert (h.input, h.views, h.in_dim, h.sentence_top_k) == (head["features"], 3, 768, 2)
+    side, model = load_sidecar(a.model)
+    assert side["sentence_top_k"] == 2 and side["score_column"] == "good_good_doc"
+    ex = build_examples(cfg, root)
+    pos = [t for t, lb in zip(ex.texts, ex.labels) if lb == "good"][:15]
+    neg = [t for t, lb in zip(ex.texts, ex.labels) if lb != "good"][:15]
+    texts = pos + neg + ["", "One line only", "a b c d. e f g h.\n\nlast part here ok."]
+    block = score_texts(side, model, texts)
+    monkeypatch.setenv("CORPUSFILTER_EMB_CACHE", str(tmp_path / "cache"))
+    np.testing.assert_allclose(score_texts(side, model, texts, cached=True), block, atol=1e-5)
+    assert block[:15].mean() > 0.8 > 0.2 > block[15:30].mean()
+    with pytest.raises(RecipeError, match="sentence_top_k"):
+        parse_config(config(trainer="head", head={**head, "sentence_top_k": 0}))
+
+
 def test_bad_data_is_a_clear_error(root: Path, tmp_path: Path) -> None:
     cfg = config()
     cfg["sources"][0]["path"] = "missing.parquet"

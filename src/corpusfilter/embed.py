@@ -12,6 +12,7 @@ on the whole batch at once, and chunks are sorted by length so batches carry lit
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,44 @@ class Chunking:
             if start + self.body >= n_tokens or (self.max_chunks and len(spans) >= self.max_chunks):
                 return spans
             start += self.step
+
+
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def sentences(text: str, *, min_words: int = 4, limit: int = 256) -> list[str]:
+    """The text's sentences (cut after . ! ? and at line breaks) of at least ``min_words`` words, the
+    first ``limit`` of them; the whole text, stripped, when none qualifies."""
+    out = [s for s in _SENTENCE_BREAK.split(text) if len(s.split()) >= min_words][:limit]
+    return out or ([text.strip()] if text.strip() else [])
+
+
+def split_sentences(texts: Sequence[str | None]) -> tuple[list[str], np.ndarray]:
+    """Every text's sentences in one list, and the index of the text each came from."""
+    flat: list[str] = []
+    owner: list[int] = []
+    for i, t in enumerate(texts):
+        ss = sentences(t or "")
+        flat.extend(ss)
+        owner.extend([i] * len(ss))
+    return flat, np.asarray(owner, dtype=np.int64)
+
+
+def top_k_pool(emb: np.ndarray, doc: np.ndarray, n: int, k: int) -> np.ndarray:
+    """Per document and dimension, the mean of the ``k`` largest values over its rows (zeros for a
+    document without rows): where a document's most salient sentences point, not its average."""
+    out = np.zeros((n, emb.shape[1]), dtype=np.float32)
+    if not len(doc):
+        return out
+    order = np.argsort(doc, kind="stable")
+    doc, emb = doc[order], emb[order]
+    starts = np.flatnonzero(np.r_[True, doc[1:] != doc[:-1]])
+    for a, b in zip(starts, np.r_[starts[1:], len(doc)]):
+        rows = emb[a:b]
+        kk = min(k, len(rows))
+        top = rows if kk == len(rows) else np.partition(rows, len(rows) - kk, axis=0)[len(rows) - kk :]
+        out[doc[a]] = top.mean(axis=0)
+    return out
 
 
 def mean_pool(emb: np.ndarray, doc: np.ndarray, n: int) -> np.ndarray:

@@ -139,6 +139,7 @@ def _score_document_head(side: Mapping[str, Any], model: Path, texts: Sequence[s
         stride=side.get("stride"),
         max_chunks=side["max_chunks"],
         features=side["features"],
+        sentence_top_k=side.get("sentence_top_k", 3),
     )
     if not texts:
         return np.zeros(0, dtype=np.float64)

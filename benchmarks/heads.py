@@ -9,10 +9,11 @@ of 1,000 through `score()` (model load and a warm-up batch excluded), --repeats 
 (medians reported):
   chunk_logistic   a logistic head per chunk, mean over chunks (the shape of the per-kind detectors;
                    its weights are random: the cost does not depend on them)
-  goodness_doc     the shipped goodness head: document + last-paragraph views, 256-unit MLP
-  misaligned_doc   the shipped misaligned_ai head (same architecture, other weights)
-The document heads embed each document's last paragraph as well, so the ratio to chunk_logistic is
-their extra cost. Prints JSON (also benchmarks/results/heads.json).
+  goodness_doc     the shipped goodness head: document, last-paragraph and sentence (top-3 pool)
+                   views, 64-unit MLP
+  misaligned_doc   the shipped misaligned_ai head: document + last-paragraph views, 256-unit MLP
+The document heads embed each document's last paragraph as well (and goodness each sentence), so
+the ratio to chunk_logistic is their extra cost. Prints JSON (also benchmarks/results/heads.json).
 """
 
 from __future__ import annotations

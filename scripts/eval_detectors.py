@@ -650,7 +650,7 @@ def readme_table() -> str:
             "fastText"
             if m["trainer"] == "fasttext"
             else f"{'static-MiniLM' if h.model == 'static-minilm' else h.model} {'MLP' if h.hidden else 'logistic head'}"
-            + (" (document + last paragraph)" if h.features != "chunks" else "")
+            + ("" if h.features == "chunks" else f" ({h.features.replace('+', ' + ').replace('_', ' ')})")
         )
         t = g["test"]
         gen = []

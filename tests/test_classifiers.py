@@ -35,6 +35,26 @@ def _needs(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", SHIPPED)
+def test_every_training_config_still_resolves_to_what_its_model_was_trained_with(name: str) -> None:
+    """A config that `extends:` another follows its base's edits; the shipped model does not.
+    train.resolved.yaml is what training saw: every key it records must resolve the same today
+    (keys added to the schema since then are not in it)."""
+    import yaml
+
+    from corpusfilter.train import config_to_dict, load_config
+
+    folder = CLASSIFIERS / name
+    trained = yaml.safe_load((folder / "train.resolved.yaml").read_text())
+    now = config_to_dict(load_config(folder / "train.yaml"))
+    for key, value in trained.items():
+        if isinstance(value, dict):
+            got = {k: now[key].get(k) for k in value}
+        else:
+            got = now.get(key)
+        assert got == value, f"{name}: {key} resolves differently from what the model was trained with"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_detector_scores_through_its_block(name: str) -> None:
     _needs(name)
     side, model = load_sidecar(CLASSIFIERS / name)

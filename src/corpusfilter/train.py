@@ -127,6 +127,10 @@ class HeadSpec:
     cache: str | None = None  # folder for cached embeddings (default: $CORPUSFILTER_EMB_CACHE)
     batch_size: int = 64
 
+    @property
+    def sentence_view(self) -> bool:
+        return self.features.endswith("+sentences")
+
     def check(self, path: str) -> None:
         if self.hidden < 0:
             raise RecipeError(f"{path}.hidden: 0 (logistic) or more")
@@ -696,7 +700,7 @@ def head_features(texts: Sequence[str], spec: HeadSpec) -> tuple[np.ndarray, np.
     last, ldoc = embed_documents([last_paragraph(t) for t in texts], spec)
     n = len(texts)
     views = [mean_pool(emb, doc, n), mean_pool(last, ldoc, n)]
-    if spec.features.endswith("+sentences"):
+    if spec.sentence_view:
         sents, owner = split_sentences(texts)
         semb, sdoc = embed_documents(sents, spec)
         views.append(top_k_pool(semb, owner[sdoc], n, spec.sentence_top_k))
@@ -754,7 +758,7 @@ def train_head(cfg: TrainConfig, train: Examples, out_dir: Path) -> Path:
     }
     path = out_dir / "head.npz"
     arrays.update(labels=np.asarray(heads), input=np.asarray(spec.features))
-    if spec.features.endswith("+sentences"):
+    if spec.sentence_view:
         arrays["sentence_top_k"] = np.asarray(spec.sentence_top_k)
     np.savez(path, **arrays)  # type: ignore[arg-type]
     return path
@@ -809,7 +813,7 @@ def write_sidecar(cfg: TrainConfig, model_path: Path) -> dict[str, Any]:
             aggregate=cfg.head.aggregate,
             features=cfg.head.features,
         )
-        if cfg.head.features.endswith("+sentences"):
+        if cfg.head.sentence_view:
             side["sentence_top_k"] = cfg.head.sentence_top_k
     side["score_column"] = score_column(side)
     model_path.with_suffix(".json").write_text(json.dumps(side, indent=2) + "\n", encoding="utf-8")

@@ -113,7 +113,8 @@ HARD = [
     },
     # the seed problem: technical and textbook pages by kind, helpful authors (keep) beside pages of
     # the same registers whose point is moral (codes of conduct, engineering ethics, ethics
-    # chapters, character education); original CC0 sets that no shipped detector trains on
+    # chapters, character education); and stories for young readers with and without a lesson
+    # (narrative recall on a source no detector saw); original CC0 sets that no detector trains on
     *(
         {
             "name": f"{stem}_{kind}",
@@ -122,7 +123,7 @@ HARD = [
             "id": "id",
             "where": f"label = {lab}",
         }
-        for stem in ("technical_docs", "textbooks")
+        for stem in ("technical_docs", "textbooks", "young_readers")
         for kind, lab in (("plain", 0), ("moral", 1))
     ),
     {

@@ -44,7 +44,7 @@ def test_rows_follow_the_documented_schema(path: Path) -> None:
 
 
 #: evaluation-only sets (scored as hard cases by scripts/eval_detectors.py): no detector trains on them
-HELD_OUT = ("technical_docs.jsonl", "textbooks.jsonl")
+HELD_OUT = ("technical_docs.jsonl", "textbooks.jsonl", "young_readers.jsonl")
 
 
 def test_held_out_sets_are_in_no_training_config() -> None:

@@ -22,6 +22,12 @@ NEEDS = {
 }
 
 
+def scored_by_block(manifest: dict) -> dict[str, int]:
+    """Documents each detector scored (a cascade's second stage scores only what `when:` passes)."""
+    scores = json.loads((Path(manifest["scores"]["path"]) / "manifest.json").read_text())
+    return {b["label"].split(":")[-1]: b["stats"]["scored"] for b in scores["blocks"]}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(p.stem for p in RECIPES.glob("*.yaml")))
 def test_shipped_recipe_runs_on_the_demo(name: str, tmp_path: Path) -> None:
@@ -57,15 +63,12 @@ def test_shipped_recipe_runs_on_the_demo(name: str, tmp_path: Path) -> None:
         share = also["tokens_count"].sum() / copies["c"]["tokens_count"].sum()
         overlap = res.control.manifest["experiment"]["overlap"]["added_tokens_also_treated"]
         assert overlap == pytest.approx(share, abs=1e-4)
-    if name == "misalignment_enriched_detectors":  # the cascade: misaligned_ai scores only AI text
-        scores = json.loads((Path(res.manifest["scores"]["path"]) / "manifest.json").read_text())
-        scored = {b["label"].split(":")[-1]: b["stats"]["scored"] for b in scores["blocks"]}
+    if name == "misalignment_enriched_detectors":  # misaligned_ai scores only AI text
+        scored = scored_by_block(res.manifest)
         assert 0 < scored["misaligned_ai"] < scored["ai_discourse"] == acc["read"]
-    if name == "persona_depleted_detectors":  # the cascade: goodness scores only lexicon hits
+    if name == "persona_depleted_detectors":  # goodness scores only documents with lexicon hits
         raw = yaml.safe_load((RECIPES / f"{name}.yaml").read_text())
-        scores = json.loads((Path(res.manifest["scores"]["path"]) / "manifest.json").read_text())
-        scored = {b["label"].split(":")[-1]: b["stats"]["scored"] for b in scores["blocks"]}
-        assert 0 < scored["goodness"] < acc["read"]
+        assert 0 < scored_by_block(res.manifest)["goodness"] < acc["read"]
         rejected = pl.read_parquet(sorted(Path(out, "rejected").glob("*.parquet")))
         by_goodness = rejected.filter(pl.col("reject_reason") == "goodness_classifier")
         drop = next(

@@ -313,10 +313,9 @@ def solve_control(plan: Plan, treatment_manifest: dict[str, Any], treatment_path
         d2 = unit_draws((ids[i] for i in rest), (0 for _ in rest), seed=seed, salt="control_add")
         order2 = [rest[j] for j in np.argsort(d2, kind="stable")]
         ac = greedy_fill(tokens[order2], want_add.get(g, 0.0), rounds=9) if order2 else np.zeros(0, np.int64)
-        for i, c in zip(order2, ac):
-            if c:
-                extra[shards[i]][int(rows[i])] = int(c)
         copies = [(i, int(c)) for i, c in zip(order2, ac) if c]
+        for j, n in copies:
+            extra[shards[j]][int(rows[j])] = n
         report["/".join(map(str, g))] = {
             "treatment_removed_tokens": int(want_drop.get(g, 0)),
             "control_removed_tokens": int(sum(tokens[i] for i in dropped)),

@@ -35,6 +35,19 @@ def test_import_and_help_stay_light() -> None:
     assert "run" in _cli("--help").stdout
 
 
+def test_blocks_load_polars_only_to_evaluate_a_condition() -> None:
+    code = (
+        "import sys, pyarrow as pa\n"
+        "import corpusfilter.blocks.embedding, corpusfilter.blocks.keyword, corpusfilter.blocks.decisions\n"
+        "print('polars' in sys.modules)\n"
+        "from corpusfilter.expr import Condition\n"
+        "c = Condition('x > 1')\n"
+        "print(c.evaluate(pa.table({'x': [1, 2]})).tolist(), 'polars' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["False", "[False, True] True"]
+
+
 def test_run_prints_summary_and_validate_prints_pipeline(corpus: Path, tmp_path: Path) -> None:
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(recipe_dict(corpus, tmp_path / "out")))

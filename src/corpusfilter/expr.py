@@ -10,10 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 
 from corpusfilter.errors import RecipeError
+
+
+def _pl() -> Any:
+    """polars, imported on first use: a block that never evaluates a condition does not load it."""
+    import polars
+
+    return polars
 
 
 def _first_line(e: Exception) -> str:
@@ -31,7 +37,7 @@ class _SqlExpression:
         self.sql = sql
         self.path = path
         try:
-            self.expr = pl.sql_expr(sql)
+            self.expr = _pl().sql_expr(sql)
             self.columns = sorted(set(self.expr.meta.root_names()))
         except Exception as e:
             raise RecipeError(f"{path}: cannot parse {sql!r}: {_first_line(e)}") from None
@@ -46,6 +52,7 @@ class _SqlExpression:
                 f"{self.path}: unknown column {missing[0]!r} in {self.sql!r} "
                 f"(columns at this point: {', '.join(schema.names)})"
             )
+        pl = _pl()
         empty = pl.from_arrow(schema.empty_table().select(self.columns)) if self.columns else pl.DataFrame()
         assert isinstance(empty, pl.DataFrame)
         try:
@@ -55,6 +62,7 @@ class _SqlExpression:
         self._check_dtype(dtype)
 
     def _frame(self, table: pa.Table) -> Any:
+        pl = _pl()
         if not self.columns:
             return pl.DataFrame({"_n": np.zeros(table.num_rows, dtype=np.int8)})
         return pl.from_arrow(table.select(self.columns))
@@ -66,7 +74,7 @@ class Condition(_SqlExpression):
     kind = "condition"
 
     def _check_dtype(self, dtype: Any) -> None:
-        if dtype != pl.Boolean:
+        if dtype != _pl().Boolean:
             raise RecipeError(f"{self.path}: condition {self.sql!r} gives {dtype}, not a boolean")
 
     def evaluate(self, table: pa.Table) -> np.ndarray:
@@ -91,7 +99,7 @@ class Expression(_SqlExpression):
     def evaluate(self, table: pa.Table, *, default: float = 0.0) -> np.ndarray:
         """float64 numpy array, null/NaN → ``default``."""
         n = table.num_rows
-        res = self._frame(table).select(self.expr.cast(pl.Float64).alias("_e")).to_series()
+        res = self._frame(table).select(self.expr.cast(_pl().Float64).alias("_e")).to_series()
         arr = res.fill_null(default).to_numpy().astype(np.float64, copy=True)
         if len(arr) == 1 and n != 1:
             arr = np.full(n, arr[0])

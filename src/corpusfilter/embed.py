@@ -219,11 +219,17 @@ class TransformerEncoder(Encoder):
         return ids
 
     def _batches(self, chunks: list[list[int]], batch_size: int) -> Iterator[tuple[np.ndarray, Any, Any]]:
+        """Padded batches, longest chunks first (little padding). ``batch_size`` rows of full-length
+        chunks make the token budget: shorter chunks (sentences) fill a batch to the same number of
+        tokens, up to 16x the rows, so a GPU is not left waiting on many tiny batches."""
         torch = self._torch
-        order = np.argsort([-len(c) for c in chunks], kind="stable")  # long first: little padding
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            width = len(chunks[idx[0]]) + 2
+        order = np.argsort([-len(c) for c in chunks], kind="stable")
+        budget = batch_size * self.chunking.chunk_tokens
+        s = 0
+        while s < len(order):
+            width = len(chunks[order[s]]) + 2
+            idx = order[s : s + max(batch_size, min(16 * batch_size, budget // width))]
+            s += len(idx)
             ids = np.full((len(idx), width), self.pad, dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)
             for r, i in enumerate(idx):

@@ -36,6 +36,19 @@ def test_single_chunk_equals_sentence_transformers_encode(minilm) -> None:  # ty
     np.testing.assert_allclose(emb, ref, atol=1e-5)
 
 
+def test_short_chunks_fill_batches_to_the_token_budget(minilm) -> None:  # type: ignore[no-untyped-def]
+    texts = ["word " * 200] * 3 + [f"Sentence number {i} is short." for i in range(40)]
+    chunks, _ = minilm.chunk(texts)
+    batches = [(idx, ids.shape) for idx, ids, _ in minilm._batches(chunks, 2)]
+    seen = np.concatenate([idx for idx, _ in batches])
+    assert sorted(seen.tolist()) == list(range(len(chunks)))  # every chunk once
+    assert [shape[0] for _, shape in batches[:2]] == [2, 2]  # full-length chunks: batch_size rows
+    assert all(rows <= 32 and rows * width <= max(2 * 256, 2 * width) for _, (rows, width) in batches)
+    assert len(batches) < 2 + 40 // 2  # the 40 short chunks share a few batches, not 20
+    emb, _ = minilm.embed_chunks(texts, batch_size=2)
+    np.testing.assert_allclose(emb, minilm.model.encode(texts, batch_size=2), atol=1e-5)
+
+
 def test_long_documents_are_chunked_by_tokens() -> None:
     enc = load_encoder("minilm", Chunking(chunk_tokens=32, stride=20, max_chunks=4), device="cpu")
     chunks, doc = enc.chunk(["one two three " * 40, "short"])

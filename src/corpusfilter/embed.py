@@ -218,17 +218,21 @@ class TransformerEncoder(Encoder):
         ids: list[list[int]] = enc["input_ids"]
         return ids
 
-    def _batches(self, chunks: list[list[int]], batch_size: int) -> Iterator[tuple[np.ndarray, Any, Any]]:
-        """Padded batches, longest chunks first (little padding). ``batch_size`` rows of full-length
-        chunks make the token budget: shorter chunks (sentences) fill a batch to the same number of
-        tokens, up to 16x the rows, so a GPU is not left waiting on many tiny batches."""
+    def _batches(
+        self, chunks: list[list[int]], batch_size: int, *, fill: bool = False
+    ) -> Iterator[tuple[np.ndarray, Any, Any]]:
+        """Padded batches of ``batch_size`` rows, longest chunks first (little padding). ``fill`` (on a
+        GPU): shorter chunks (sentences) fill a batch to the tokens of ``batch_size`` full-length
+        ones, up to 16x the rows, so the GPU is not left waiting on many tiny batches (measured in
+        benchmarks/embedding_gpu.py; on 16 CPU cores such batches were slower, so CPUs keep rows)."""
         torch = self._torch
         order = np.argsort([-len(c) for c in chunks], kind="stable")
         budget = batch_size * self.chunking.chunk_tokens
         s = 0
         while s < len(order):
             width = len(chunks[order[s]]) + 2
-            idx = order[s : s + max(batch_size, min(16 * batch_size, budget // width))]
+            rows = max(batch_size, min(16 * batch_size, budget // width)) if fill else batch_size
+            idx = order[s : s + rows]
             s += len(idx)
             ids = np.full((len(idx), width), self.pad, dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)
@@ -243,8 +247,9 @@ class TransformerEncoder(Encoder):
     def embed_token_chunks(self, chunks: list[list[int]], batch_size: int) -> np.ndarray:
         torch = self._torch
         out = np.zeros((len(chunks), self.dim), dtype=np.float32)
-        batches: Iterator[tuple[np.ndarray, Any, Any]] = self._batches(chunks, batch_size)
-        if self.device.startswith("cuda"):
+        on_gpu = self.device.startswith("cuda")
+        batches: Iterator[tuple[np.ndarray, Any, Any]] = self._batches(chunks, batch_size, fill=on_gpu)
+        if on_gpu:
             batches = prefetch(batches)  # build the next batch on the CPU while the GPU runs
         with torch.inference_mode():
             for idx, ids, mask in batches:

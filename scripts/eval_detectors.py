@@ -28,6 +28,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -158,23 +159,27 @@ def load_set(spec: dict[str, Any], root: Path, seed: int, limit: int | None = No
     return load_source(src, root, seed, SplitSpec(validation=0.0, test=0.0))
 
 
-#: --cached: heads on document features are scored from cached training features (same numbers)
-CACHED = False
-
-
 @functools.lru_cache(maxsize=4)
 def _block(model: Path) -> Any:
     """One detector block per model file (its model loaded once), shared by every set it scores."""
     return detector_for(load_sidecar(model)[0], model)
 
 
-def score(side: dict[str, Any], model: Path, texts: list[str]) -> np.ndarray:
-    return score_ex(side, model, Examples(texts=list(texts), sources=[""] * len(texts)))
+@dataclass(frozen=True)
+class Scorer:
+    """A detector's positive-label scores: through its block, or (``cached``, the --cached flag)
+    a head on document features from the cached training features: the same numbers (tested)."""
 
+    side: dict[str, Any]
+    model: Path
+    cached: bool = False
 
-def score_ex(side: dict[str, Any], model: Path, ex: Examples) -> np.ndarray:
-    d = None if from_cache(side, CACHED) else _block(model)
-    return score_by_source(side, model, ex.texts, ex.sources, cached=CACHED, detector=d)
+    def texts(self, texts: list[str]) -> np.ndarray:
+        return self.examples(Examples(texts=list(texts), sources=[""] * len(texts)))
+
+    def examples(self, ex: Examples) -> np.ndarray:
+        d = None if from_cache(self.side, self.cached) else _block(self.model)
+        return score_by_source(self.side, self.model, ex.texts, ex.sources, cached=self.cached, detector=d)
 
 
 def rate(scores: np.ndarray, thr: float) -> float:
@@ -200,18 +205,19 @@ def speed(side: dict[str, Any], model: Path, root: Path) -> dict[str, Any]:
     }
 
 
-def evaluate(name: str, root: Path, do_loso: bool) -> dict[str, Any]:
+def evaluate(name: str, root: Path, do_loso: bool, *, cached: bool = False) -> dict[str, Any]:
     folder = ROOT / "classifiers" / name
     spec = SPECS[name]
     cfg = load_config(folder / "train.yaml")
     side, model = load_sidecar(folder)
+    sc = Scorer(side, model, cached)
     ex = build_examples(cfg, root, config_dir=folder)
     pos = cfg.positive
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
 
     va = ex.where(split="validation")
-    s_va = score_ex(side, model, va)
+    s_va = sc.examples(va)
     y_va = np.asarray([lb == pos for lb in va.labels])
     thr = threshold_for_fpr(s_va[~y_va], FPR_TARGET)
     # the document threshold: 1% FPR on the validation documents of real neutral corpora (bg_*),
@@ -230,7 +236,7 @@ def evaluate(name: str, root: Path, do_loso: bool) -> dict[str, Any]:
     }
 
     te = ex.where(split="test")
-    s_te = score_ex(side, model, te)
+    s_te = sc.examples(te)
     y_te = np.asarray([lb == pos for lb in te.labels])
     per: dict[str, Any] = {}
     for src in dict.fromkeys(te.sources):
@@ -260,7 +266,7 @@ def evaluate(name: str, root: Path, do_loso: bool) -> dict[str, Any]:
     unseen: dict[str, Any] = {}
     neutral_scores: dict[str, np.ndarray] = {}
     for u in UNSEEN_NEUTRAL:
-        s = score(side, model, load_set(u, root, cfg.seed, lim).texts)
+        s = sc.texts(load_set(u, root, cfg.seed, lim).texts)
         neutral_scores[u["name"]] = s
         unseen[u["name"]] = {
             "docs": len(s),
@@ -283,7 +289,7 @@ def evaluate(name: str, root: Path, do_loso: bool) -> dict[str, Any]:
         docs = load_set(h, root, cfg.seed, lim).texts
         if not docs:
             continue
-        s = score(side, model, docs)
+        s = sc.texts(docs)
         hard[h["name"]] = {
             "docs": len(s),
             "flagged": rate(s, thr),
@@ -298,11 +304,11 @@ def evaluate(name: str, root: Path, do_loso: bool) -> dict[str, Any]:
         out["cascade"] = cascade(te, s_te, y_te, thr_doc, root, cfg.seed)
     if spec.get("later_period"):
         lw_text = next((s.text for s in cfg.sources if s.path == LW), "text")  # documents as trained
-        out["later_period"] = later_period(side, model, root, cfg.seed, spec.get("ensemble_with"), lw_text)
+        out["later_period"] = later_period(sc, root, cfg.seed, spec.get("ensemble_with"), lw_text)
     if spec.get("pairs"):
         out["pairs"] = pairs(cfg, te, s_te, root, folder)
     if do_loso and spec.get("loso"):
-        out["loso"] = loso(cfg, root, folder, spec["loso"], neutral_scores)
+        out["loso"] = loso(cfg, root, folder, spec["loso"], cached=cached)
     out["speed"] = speed(side, model, root)
     out["eval_seconds"] = round(time.perf_counter() - t0, 1)
     return out
@@ -381,8 +387,7 @@ def cascade(
 
 
 def later_period(
-    side: dict[str, Any],
-    model: Path,
+    sc: Scorer,
     root: Path,
     seed: int,
     companion: str | None = None,
@@ -412,10 +417,11 @@ def later_period(
             ("low", "ai_kw_per_1k < 1"),
         )
     }
-    scorers = [(side, model)]
+    side = sc.side
+    scorers = [sc]
     if companion:
-        scorers.append(load_sidecar(ROOT / "classifiers" / companion))
-    scored = [{k: score(sd, md, t) for k, t in sets.items()} for sd, md in scorers]
+        scorers.append(Scorer(*load_sidecar(ROOT / "classifiers" / companion), sc.cached))
+    scored = [{k: s.texts(t) for k, t in sets.items()} for s in scorers]
 
     def interval(sc: dict[str, np.ndarray]) -> list[float]:
         """95% bootstrap interval of the ai-vs-zero AUROC (1,000 stratified resamples): with ~130
@@ -447,7 +453,7 @@ def later_period(
         e0, e1 = aurocs(mean)
         out["ensemble"] = {
             "with": companion,
-            "score": f"mean of {side['score_column']} and {scorers[1][0]['score_column']}",
+            "score": f"mean of {side['score_column']} and {scorers[1].side['score_column']}",
             "auroc_ai>=3_vs_0": e0,
             "auroc_ai>=3_vs_<1": e1,
             "auroc_ai>=3_vs_0_95%_interval": interval(mean),
@@ -467,8 +473,7 @@ def pairs(cfg: Any, te: Examples, s_te: np.ndarray, root: Path, folder: Path) ->
     bcfg = parse_config(base)
     with tempfile.TemporaryDirectory() as tmp:
         r = train(bcfg, root=root, out_dir=Path(tmp), write_card=False, config_dir=folder)
-        side, model = load_sidecar(r.model)
-        s = score(side, model, [t for t, k in zip(te.texts, m) if k])
+        s = Scorer(*load_sidecar(r.model)).texts([t for t, k in zip(te.texts, m) if k])
     res["bag_of_words_fasttext_auroc"] = round(auroc(y, s), 4)
     return res
 
@@ -509,7 +514,7 @@ def brown_by_category(ids: list[str], s: np.ndarray, thr: float, thr_doc: float)
     }
 
 
-def loso(cfg: Any, root: Path, folder: Path, which: str, unseen: dict[str, np.ndarray]) -> dict[str, Any]:
+def loso(cfg: Any, root: Path, folder: Path, which: str, *, cached: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {}
     unseen_docs = [d for u in UNSEEN_NEUTRAL for d in load_set(u, root, cfg.seed).texts]
     for group, members in loso_groups(cfg, which).items():
@@ -517,16 +522,16 @@ def loso(cfg: Any, root: Path, folder: Path, which: str, unseen: dict[str, np.nd
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             r = train(cfg, root=root, out_dir=Path(tmp), exclude=names, write_card=False, config_dir=folder)
-            side, model = load_sidecar(r.model)
+            sc = Scorer(*load_sidecar(r.model), cached)
             rest = build_examples(cfg, root, exclude=names, config_dir=folder).where(split="validation")
-            s_va = score_ex(side, model, rest)
+            s_va = sc.examples(rest)
             y_va = np.asarray([lb == cfg.positive for lb in rest.labels])
             thr = threshold_for_fpr(s_va[~y_va], FPR_TARGET)
             docneg = ~y_va & np.asarray([x.startswith("bg_") for x in rest.sources])
             thr_doc = threshold_for_fpr(s_va[docneg], FPR_TARGET) if docneg.any() else thr
             held = build_examples(cfg, root, only=names, config_dir=folder)
-            s = score_ex(side, model, held)
-            s_un = score(side, model, unseen_docs)
+            s = sc.examples(held)
+            s_un = sc.texts(unseen_docs)
         res: dict[str, Any] = {
             "sources": {},
             "threshold": thr,
@@ -704,8 +709,6 @@ def main() -> int:
         "evaluation set for every left-out source; speed is always timed through the block",
     )
     args = ap.parse_args()
-    global CACHED
-    CACHED = args.cached
     if args.table:
         print(readme_table())
         return 0
@@ -726,7 +729,7 @@ def main() -> int:
         metrics_path = folder / "metrics.json"
         metrics = json.loads(metrics_path.read_text())
         old = metrics.get("generalization", {})
-        g = evaluate(name, root, not args.no_loso)
+        g = evaluate(name, root, not args.no_loso, cached=args.cached)
         if args.no_loso and "loso" in old and old.get("model_sha256") == metrics["model_sha256"]:
             g["loso"] = old["loso"]  # keep the LOSO of this same model
         g["bars"] = bars(g)

@@ -423,19 +423,20 @@ def later_period(
         scorers.append(Scorer(*load_sidecar(ROOT / "classifiers" / companion), sc.cached))
     scored = [{k: s.texts(t) for k, t in sets.items()} for s in scorers]
 
-    def interval(sc: dict[str, np.ndarray]) -> list[float]:
+    def interval(by_set: dict[str, np.ndarray]) -> list[float]:
         """95% bootstrap interval of the ai-vs-zero AUROC (1,000 stratified resamples): with ~130
         silver positives a handful of posts moves the AUROC by a point."""
         rng = np.random.default_rng(seed)
-        a, b = sc["ai"], sc["zero"]
+        a, b = by_set["ai"], by_set["zero"]
         y = np.r_[np.ones(len(a), bool), np.zeros(len(b), bool)]
         boots = [auroc(y, np.r_[rng.choice(a, len(a)), rng.choice(b, len(b))]) for _ in range(1000)]
         return [round(float(v), 4) for v in np.percentile(boots, [2.5, 97.5])]
 
-    def aurocs(sc: dict[str, np.ndarray]) -> tuple[float, float]:
+    def aurocs(by_set: dict[str, np.ndarray]) -> tuple[float, float]:
         y = lambda a, b: np.r_[np.ones(len(a), bool), np.zeros(len(b), bool)]  # noqa: E731
         return tuple(  # type: ignore[return-value]
-            round(auroc(y(sc["ai"], sc[neg]), np.r_[sc["ai"], sc[neg]]), 4) for neg in ("zero", "low")
+            round(auroc(y(by_set["ai"], by_set[neg]), np.r_[by_set["ai"], by_set[neg]]), 4)
+            for neg in ("zero", "low")
         )
 
     a0, a1 = aurocs(scored[0])

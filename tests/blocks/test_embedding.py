@@ -46,7 +46,7 @@ def test_short_chunks_fill_batches_to_the_token_budget(minilm) -> None:  # type:
     assert all(rows <= 32 and rows * width <= max(2 * 256, 2 * width) for _, (rows, width) in batches)
     assert len(batches) < 2 + 40 // 2  # the 40 short chunks share a few batches, not 20
     assert {ids.shape[0] for _, ids, _ in minilm._batches(chunks, 2)} == {2, 1}  # CPU: fixed rows
-    # the batches fill makes embed what per-text encoding gives (the CUDA test checks the GPU path)
+    # filled batches embed what per-text encoding gives (the CUDA test checks the GPU path)
     emb = np.zeros((len(chunks), minilm.dim), dtype=np.float32)
     for idx, ids, mask in minilm._batches(chunks, 2, fill=True):
         emb[idx] = (

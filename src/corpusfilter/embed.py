@@ -178,17 +178,18 @@ class Encoder:
 class TransformerEncoder(Encoder):
     """A sentence-transformers model (mean pooling + normalize, as all-MiniLM-L6-v2 defines it)."""
 
-    def __init__(self, path: str, chunking: Chunking, device: str = "auto") -> None:
+    def __init__(self, path: str, chunking: Chunking, device: str = "auto", *, fp16: bool = True) -> None:
         super().__init__(chunking)
         import torch
         from sentence_transformers import SentenceTransformer
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(device)
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise RecipeError(f"device {device!r}: torch sees no CUDA GPU")
         self.device = device
         self.model = SentenceTransformer(path, device=device)
-        if device.startswith("cuda"):
-            self.model.half()  # fp16 on GPU
+        if device.startswith("cuda") and fp16:
+            self.model.half()  # fp16 on GPU (training asks for fp32: see train.embed_documents)
         self.model.eval()
         self.tokenizer = self.model.tokenizer
         # the Rust tokenizer directly: whole batch at once, no truncation (we chunk ourselves)
@@ -296,8 +297,19 @@ class StaticEncoder(Encoder):
         return out / np.maximum(norms, 1e-12)
 
 
-def load_encoder(spec: str, chunking: Chunking, device: str = "auto") -> Encoder:
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when torch sees a GPU, else ``cpu``; any other name as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_encoder(spec: str, chunking: Chunking, device: str = "auto", *, fp16: bool = True) -> Encoder:
+    """The encoder for a model spec; a transformer runs on ``device`` (fp16 on a GPU unless not
+    ``fp16``), a static model on the CPU."""
     kind, path = resolve_model(spec)
     if kind == "static":
         return StaticEncoder(path, chunking)
-    return TransformerEncoder(path, chunking, device)
+    return TransformerEncoder(path, chunking, device, fp16=fp16)

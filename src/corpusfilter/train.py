@@ -126,6 +126,10 @@ class HeadSpec:
     balance: bool = True  # weight classes equally
     cache: str | None = None  # folder for cached embeddings (default: $CORPUSFILTER_EMB_CACHE)
     batch_size: int = 64
+    # where a transformer embeds the training text: cpu (the shipped models' numbers), cuda, or auto
+    # (cuda when present). A GPU embeds in fp32, within ~1e-6 of the CPU but not bit-identical, so
+    # its cache entries are kept apart from the CPU's
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
 
     @property
     def sentence_view(self) -> bool:
@@ -570,14 +574,16 @@ def embed_documents(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Chunk embeddings of ``texts`` and each chunk's document index, as the embedding detector
     computes them (same encoder, same chunking). Cached by content when a cache folder is given."""
-    from corpusfilter.embed import Chunking, load_encoder, resolve_model
+    from corpusfilter.embed import Chunking, load_encoder, resolve_device, resolve_model
 
+    kind, model_path = resolve_model(spec.model)
+    device = resolve_device(spec.device) if kind == "transformer" else "cpu"
     folder = cache or spec.cache or os.environ.get("CORPUSFILTER_EMB_CACHE")
     key = None
     if folder:
-        _, model_path = resolve_model(spec.model)
+        on = "" if device == "cpu" else f"\x00{device}"  # CPU keys as they always were
         h = hashlib.sha256(
-            f"{model_path}\x00{spec.chunk_tokens}\x00{spec.stride}\x00{spec.max_chunks}".encode()
+            f"{model_path}\x00{spec.chunk_tokens}\x00{spec.stride}\x00{spec.max_chunks}{on}".encode()
         )
         for t in texts:
             h.update(t.encode())
@@ -589,7 +595,8 @@ def embed_documents(
     enc = load_encoder(
         spec.model,
         Chunking(chunk_tokens=spec.chunk_tokens, stride=spec.stride, max_chunks=spec.max_chunks),
-        "cpu",
+        device,
+        fp16=False,
     )
     emb, doc = enc.embed_chunks(list(texts), spec.batch_size)
     if key is not None:

@@ -96,7 +96,7 @@ def sample_docs(corpus: Path, n: int) -> pa.Table:
     return table.take(pa.array(idx))
 
 
-def detector(model: str, batch_size: int, **extra: object):
+def detector(model: str, batch_size: int, device: str = "cpu", **extra: object):
     from corpusfilter.blocks.embedding import EmbeddingDetector
 
     det = EmbeddingDetector(
@@ -106,7 +106,7 @@ def detector(model: str, batch_size: int, **extra: object):
         negatives=NEGATIVES,
         chunk_tokens=256,
         batch_size=batch_size,
-        device="cpu",
+        device=device,
         **extra,
     )
     det.validate(pa.schema([("text", pa.string())]), "b")

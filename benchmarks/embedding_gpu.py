@@ -45,7 +45,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from _common import REPO, WORK, build_corpus, machine, save_result
-from embedding import sample_docs
+from embedding import detector, sample_docs
+
+from corpusfilter.evaluate import detector_for, load_sidecar
 
 HEAD = REPO / "classifiers" / "goodness_minilm"
 
@@ -65,40 +67,18 @@ def best_of(repeats: int, fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def embedding_detector(device: str, batch_size: int, **extra: Any) -> Any:
-    from corpusfilter.blocks.embedding import EmbeddingDetector
-
-    det = EmbeddingDetector(
-        name="e",
-        model="minilm",
-        positives=["Be kind."],
-        chunk_tokens=256,
-        batch_size=batch_size,
-        device=device,
-        **extra,
-    )
-    det.validate(pa.schema([("text", pa.string())]), "b")
-    det.ensure_setup()
-    return det
+    """embedding.py's detector (the same exemplars), on ``device``."""
+    return detector("minilm", batch_size, device, **extra)
 
 
 def head_detector(device: str, batch_size: int, **extra: Any) -> tuple[Any, float]:
-    from corpusfilter.blocks.embedding import EmbeddingDetector
-
-    side = json.loads((HEAD / "head.json").read_text())
-    metrics = json.loads((HEAD / "metrics.json").read_text())
-    det = EmbeddingDetector(
-        name=side["name"],
-        model="minilm",
-        head=str(HEAD / "head.npz"),
-        chunk_tokens=side["chunk_tokens"],
-        max_chunks=side["max_chunks"],
-        aggregate=[side["aggregate"]],
-        batch_size=batch_size,
-        device=device,
-        **extra,
-    )
+    """The shipped goodness_minilm block, set up as the evaluation builds it, and its document
+    threshold."""
+    side, model = load_sidecar(HEAD)
+    det = detector_for(side, model, batch_size=batch_size, device=device, **extra)
     det.validate(pa.schema([("text", pa.string())]), "b")
     det.ensure_setup()
+    metrics = json.loads((HEAD / "metrics.json").read_text())
     return det, float(metrics["generalization"]["document_threshold"]["value"])
 
 

@@ -49,8 +49,9 @@ def load_sidecar(model: str | Path, *, positive: str | None = None) -> tuple[dic
     return side, path
 
 
-def detector_for(side: Mapping[str, Any], model: Path) -> Any:
-    """The detector block a recipe would use for this model."""
+def detector_for(side: Mapping[str, Any], model: Path, **params: Any) -> Any:
+    """The detector block a recipe would use for this model (an embedding one on the CPU unless
+    ``params`` say otherwise, e.g. ``device``, ``batch_size``)."""
     from corpusfilter.blocks.embedding import EmbeddingDetector
     from corpusfilter.blocks.fasttext import FastTextDetector
 
@@ -64,7 +65,7 @@ def detector_for(side: Mapping[str, Any], model: Path) -> Any:
         stride=side.get("stride"),
         max_chunks=side["max_chunks"],
         aggregate=[side["aggregate"]],
-        device="cpu",
+        **{"device": "cpu", **params},
     )
 
 

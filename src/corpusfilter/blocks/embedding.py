@@ -121,6 +121,8 @@ def _read_lines(path: str) -> list[str]:
 HeadInput = Literal["chunks", "document+last_paragraph", "document+last_paragraph+sentences"]
 HEAD_INPUTS: tuple[str, ...] = ("chunks", "document+last_paragraph", "document+last_paragraph+sentences")
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+#: settings a head file may carry beside its arrays (npz entries or safetensors metadata), and types
+_HEAD_SETTINGS: dict[str, Any] = {"input": str, "sentence_top_k": int}
 
 
 def _after_last_break(text: str) -> str | None:
@@ -165,29 +167,23 @@ class Head:
         p = Path(path)
         if not p.is_file():
             raise RecipeError(f"head file not found: {path}")
-        meta: dict[str, Any] = {}
+        settings: Mapping[str, Any]  # the head's settings beside its arrays: input, sentence_top_k
         if p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
-                t = {k: z[k] for k in z.files if k not in ("labels", "input", "sentence_top_k")}
+                t = {k: z[k] for k in z.files if k not in ("labels", *_HEAD_SETTINGS)}
                 labels = [str(x) for x in z["labels"]]
-                if "input" in z.files:
-                    meta["input"] = str(z["input"])
-                if "sentence_top_k" in z.files:
-                    meta["sentence_top_k"] = int(z["sentence_top_k"])
+                settings = {k: z[k].item() for k in _HEAD_SETTINGS if k in z.files}
         elif p.suffix == ".safetensors":
             from safetensors import safe_open
             from safetensors.numpy import load_file
 
             t = load_file(str(p))
             with safe_open(str(p), framework="np") as f:
-                md = f.metadata() or {}
-            labels = json.loads(md.get("labels", "[]"))
-            if "input" in md:
-                meta["input"] = md["input"]
-            if "sentence_top_k" in md:
-                meta["sentence_top_k"] = int(md["sentence_top_k"])
+                settings = f.metadata() or {}
+            labels = json.loads(settings.get("labels", "[]"))
         else:
             raise RecipeError(f"{path}: a head is .npz or .safetensors (never pickle)")
+        meta = {k: cast(settings[k]) for k, cast in _HEAD_SETTINGS.items() if k in settings}
         if meta.get("input", "chunks") not in HEAD_INPUTS:
             raise RecipeError(
                 f"{path}: unknown head input {meta['input']!r} (known: {', '.join(HEAD_INPUTS)})"

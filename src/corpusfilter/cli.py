@@ -120,13 +120,24 @@ def _parser() -> argparse.ArgumentParser:
         help="documents shown per reason and threshold (default 8)",
     )
 
-    tr = sub.add_parser("train", help="train a detector (fastText or an embedding head) from a config")
+    tr = sub.add_parser(
+        "train", help="train a detector (fastText, an embedding head, a fine-tune) from a config"
+    )
     tr.add_argument("config", help="training config YAML")
     tr.add_argument(
         "--data-root", metavar="DIR", help="where source paths resolve ($CORPUSFILTER_DATA, ../shared/data)"
     )
     tr.add_argument(
         "--output", metavar="DIR", help="output folder (default: the config's `output` or folder)"
+    )
+    gx = tr.add_mutually_exclusive_group()
+    gx.add_argument(
+        "--export-examples", metavar="PARQUET", help="write the built examples (and the config) and stop"
+    )
+    gx.add_argument(
+        "--examples",
+        metavar="PARQUET",
+        help="train from examples written by --export-examples (a GPU machine without the raw data)",
     )
 
     ev = sub.add_parser("eval", help="precision, recall, AUROC, thresholds and calibration on labelled data")

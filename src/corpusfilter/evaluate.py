@@ -50,13 +50,20 @@ def load_sidecar(model: str | Path, *, positive: str | None = None) -> tuple[dic
 
 
 def detector_for(side: Mapping[str, Any], model: Path, **params: Any) -> Any:
-    """The detector block a recipe would use for this model (an embedding one on the CPU unless
-    ``params`` say otherwise, e.g. ``device``, ``batch_size``)."""
+    """The detector block a recipe would use for this model (an embedding one on the CPU, a fine-tuned
+    one in fp32 on a GPU if present, unless ``params`` say otherwise, e.g. ``device``, ``batch_size``)."""
     from corpusfilter.blocks.embedding import EmbeddingDetector
     from corpusfilter.blocks.fasttext import FastTextDetector
 
     if side["trainer"] == "fasttext":
         return FastTextDetector(name=side["name"], model=str(model))
+    if side["trainer"] == "finetune":
+        from corpusfilter.blocks.finetuned import FinetunedDetector
+
+        # fp32 wherever it runs: GPU and CPU scores then agree to ~1e-6
+        return FinetunedDetector(
+            name=side["name"], model=str(model), **{"device": "auto", "fp16": False, **params}
+        )
     return EmbeddingDetector(
         name=side["name"],
         model=side["embedding_model"],

@@ -21,6 +21,7 @@ _BUILTIN_MODULES = (
     "corpusfilter.blocks.resample",
     "corpusfilter.blocks.fasttext",
     "corpusfilter.blocks.embedding",
+    "corpusfilter.blocks.finetuned",
     "corpusfilter.blocks.tokens",
 )
 _loaded = False

@@ -145,9 +145,39 @@ class HeadSpec:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class FinetuneSpec:
+    """Fine-tuning a transformer's encoder layers (embeddings frozen) with a linear head: see
+    corpusfilter.finetune. A document is read as its first ``head_tokens`` and last tokens,
+    ``max_tokens`` in all. Needs torch; hours on a CPU for thousands of documents, seconds on a GPU."""
+
+    model: str = "minilm"
+    max_tokens: int = 512
+    head_tokens: int = 320
+    epochs: int = 3
+    lr: float = 3e-5  # encoder layers
+    head_lr: float = 1e-3
+    batch: int = 32
+    warmup: float = 0.1  # share of steps with a rising learning rate, then linear decay to 0
+    weight_decay: float = 0.01
+    dropout: float = 0.1
+    balance: bool = True  # weight classes equally
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+
+    def check(self, path: str) -> None:
+        if not 8 <= self.max_tokens <= 512:
+            raise RecipeError(f"{path}.max_tokens: 8 to 512 (the model's positions)")
+        if not 0 <= self.head_tokens <= self.max_tokens - 2:
+            raise RecipeError(f"{path}.head_tokens: 0 to max_tokens - 2")
+        if self.epochs < 1 or self.batch < 1:
+            raise RecipeError(f"{path}: epochs and batch are at least 1")
+        if not 0 <= self.warmup < 1 or not 0 <= self.dropout < 1:
+            raise RecipeError(f"{path}: warmup and dropout are in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     name: str
-    trainer: Literal["fasttext", "head"]
+    trainer: Literal["fasttext", "head", "finetune"]
     positive: str
     sources: list[SourceSpec]
     seed: int = 0
@@ -156,6 +186,7 @@ class TrainConfig:
     split: SplitSpec = dataclasses.field(default_factory=SplitSpec)
     fasttext: FastTextSpec = dataclasses.field(default_factory=FastTextSpec)
     head: HeadSpec = dataclasses.field(default_factory=HeadSpec)
+    finetune: FinetuneSpec = dataclasses.field(default_factory=FinetuneSpec)
     intended_use: str = ""
     failure_modes: tuple[str, ...] = ()
 
@@ -173,7 +204,12 @@ class TrainConfig:
             raise RecipeError(f"{path}positive: {self.positive!r} is no source's label")
 
 
-_NESTED: dict[str, type] = {"split": SplitSpec, "fasttext": FastTextSpec, "head": HeadSpec}
+_NESTED: dict[str, type] = {
+    "split": SplitSpec,
+    "fasttext": FastTextSpec,
+    "head": HeadSpec,
+    "finetune": FinetuneSpec,
+}
 
 
 def parse_config(data: Mapping[str, Any], origin: str = "<config>") -> TrainConfig:
@@ -205,7 +241,7 @@ class _TopLevel:
     """The scalar top-level keys, type-checked by build_params."""
 
     name: str
-    trainer: Literal["fasttext", "head"]
+    trainer: Literal["fasttext", "head", "finetune"]
     positive: str
     seed: int = 0
     description: str = ""
@@ -308,6 +344,42 @@ class Examples:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def write_parquet(self, path: str | os.PathLike[str], config: TrainConfig) -> None:
+        """The built examples, with the config they were built from: train elsewhere (a GPU machine
+        without the raw data) with ``corpusfilter train CONFIG --examples FILE``."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        cols = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        table = pa.table(cols).replace_schema_metadata(
+            {"corpusfilter.train_config": json.dumps(config_to_dict(config))}
+        )
+        pq.write_table(table, path, compression="zstd")
+
+    @classmethod
+    def read_parquet(cls, path: str | os.PathLike[str], config: TrainConfig) -> Examples:
+        """Examples written by ``write_parquet`` for this config: its sources, split and seed must be the
+        ones they were built with (anything else would train on other data than the config says)."""
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except (OSError, ValueError) as e:
+            raise RecipeError(f"{path}: cannot read examples ({e})") from None
+        meta = (table.schema.metadata or {}).get(b"corpusfilter.train_config")
+        if meta is None:
+            raise RecipeError(f"{path}: not an examples file written by corpusfilter train --export-examples")
+        built = json.loads(meta)
+        now = config_to_dict(config)
+        for key in ("sources", "split", "seed", "positive"):
+            if built.get(key) != now.get(key):
+                raise RecipeError(f"{path}: built with another `{key}` than {config.name}'s config")
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in table.column_names]
+        if missing:
+            raise RecipeError(f"{path}: missing columns {missing}")
+        return cls(**{n: table.column(n).to_pylist() for n in names})
 
     def extend(self, other: Examples) -> None:
         for f in dataclasses.fields(self):
@@ -771,6 +843,28 @@ def train_head(cfg: TrainConfig, train: Examples, out_dir: Path) -> Path:
     return path
 
 
+def train_finetune(cfg: TrainConfig, train: Examples, out_dir: Path) -> Path:
+    """``model.safetensors``: the fine-tuned encoder layers and head (corpusfilter.finetune)."""
+    import importlib.util
+
+    from corpusfilter.finetune import train_classifier
+
+    if not all(importlib.util.find_spec(m) for m in ("torch", "transformers", "safetensors")):
+        raise RecipeError("the finetune trainer needs: pip install torch==2.13.0 'corpusfilter[embed]'")
+    y = np.asarray([lb == cfg.positive for lb in train.labels], dtype=np.float32)
+    return train_classifier(
+        train.texts,
+        y,
+        np.asarray(train.weights, dtype=np.float64),
+        spec=cfg.finetune,
+        seed=cfg.seed,
+        out_path=out_dir / "model.safetensors",
+        metadata={"name": cfg.name, "positive": cfg.positive},
+    )
+
+
+TRAINERS = {"fasttext": train_fasttext, "head": train_head, "finetune": train_finetune}
+
 # ---------------------------------------------------------------------------------------- driver
 
 
@@ -778,6 +872,8 @@ def detector_params(cfg: TrainConfig, model_path: Path) -> dict[str, Any]:
     """The detector block (recipe form) that scores with the trained model."""
     if cfg.trainer == "fasttext":
         return {"fasttext": {"name": cfg.name, "model": str(model_path)}}
+    if cfg.trainer == "finetune":
+        return {"finetuned": {"name": cfg.name, "model": str(model_path)}}
     h = cfg.head
     return {
         "embedding": {
@@ -796,7 +892,7 @@ def score_column(cfg_or_sidecar: Mapping[str, Any]) -> str:
     """The score column of the positive label in the detector's output."""
     name, positive = cfg_or_sidecar["name"], cfg_or_sidecar["positive"]
     col = re.sub(r"\W", "_", positive)
-    if cfg_or_sidecar["trainer"] == "fasttext":
+    if cfg_or_sidecar["trainer"] in ("fasttext", "finetune"):
         return f"{name}_{col}"
     if cfg_or_sidecar.get("features", "chunks") != "chunks":
         return f"{name}_{positive}_doc"
@@ -811,6 +907,8 @@ def write_sidecar(cfg: TrainConfig, model_path: Path) -> dict[str, Any]:
         "positive": cfg.positive,
         "model_file": model_path.name,
     }
+    if cfg.trainer == "finetune":
+        side.update(base_model=cfg.finetune.model, max_tokens=cfg.finetune.max_tokens)
     if cfg.trainer == "head":
         side.update(
             embedding_model=cfg.head.model,
@@ -843,17 +941,22 @@ def train(
     config_text: str | None = None,
     write_card: bool = True,
     config_dir: Path | None = None,
+    examples: Examples | None = None,
 ) -> TrainResult:
-    """Build examples, train on the train split, score the validation split, write everything."""
+    """Build examples (or take ``examples`` built before), train on the train split, score the
+    validation split, write everything."""
     from corpusfilter.evaluate import binary_metrics, score_by_source
 
     t0 = time.perf_counter()
-    ex = build_examples(cfg, root, exclude=exclude, config_dir=config_dir)
+    if examples is None:
+        ex = build_examples(cfg, root, exclude=exclude, config_dir=config_dir)
+    else:
+        ex = examples.select([s not in set(exclude) for s in examples.sources])
     tr, va = ex.where(split="train"), ex.where(split="validation")
     if len(set(tr.labels)) < 2:
         raise CorpusfilterError(f"the train split has one label only ({sorted(set(tr.labels))})")
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = train_fasttext(cfg, tr, out_dir) if cfg.trainer == "fasttext" else train_head(cfg, tr, out_dir)
+    model = TRAINERS[cfg.trainer](cfg, tr, out_dir)
     train_s = time.perf_counter() - t0
     side = write_sidecar(cfg, model)
     sizes: dict[str, dict[str, int]] = {}
@@ -903,8 +1006,12 @@ def _source_rates(y: np.ndarray, s: np.ndarray, thr: float) -> dict[str, Any]:
 def _resolved_yaml(cfg: TrainConfig) -> str:
     import yaml
 
+    d = config_to_dict(cfg)
+    for key in ("fasttext", "head", "finetune"):  # only the trainer's own options
+        if key != cfg.trainer:
+            d.pop(key)
     return "# resolved configuration (defaults filled in) written by corpusfilter train\n" + yaml.safe_dump(
-        config_to_dict(cfg), sort_keys=False, allow_unicode=True
+        d, sort_keys=False, allow_unicode=True
     )
 
 
@@ -948,7 +1055,7 @@ def model_card(cfg: TrainConfig, metrics: Mapping[str, Any], root: Path) -> str:
             f"{f', limit {s.limit}' if s.limit else ''}{f', weight {s.weight:g}' if s.weight != 1 else ''} "
             f"| {n['train']} | {n['validation']} | {n['test']} |"
         )
-    hp = params_to_dict(cfg.fasttext if cfg.trainer == "fasttext" else cfg.head)
+    hp = params_to_dict(getattr(cfg, cfg.trainer))
     lines += ["", "## Hyperparameters", "", "```json", json.dumps(hp, indent=1), "```", ""]
     val = metrics.get("validation")
     if val:
@@ -970,9 +1077,16 @@ def model_card(cfg: TrainConfig, metrics: Mapping[str, Any], root: Path) -> str:
 
 
 def cmd_train(args: Any) -> int:
-    """CLI entry: ``corpusfilter train CONFIG.yaml [--data-root DIR] [--output DIR]``."""
+    """CLI entry: ``corpusfilter train CONFIG.yaml [--data-root DIR] [--output DIR]
+    [--export-examples FILE | --examples FILE]``."""
     cfg_path = Path(args.config)
     cfg = load_config(cfg_path)
+    if getattr(args, "export_examples", None):
+        ex = build_examples(cfg, data_root(args.data_root), config_dir=cfg_path.resolve().parent)
+        ex.write_parquet(args.export_examples, cfg)
+        print(f"wrote {len(ex)} examples to {args.export_examples}")
+        return 0
+    examples = Examples.read_parquet(args.examples, cfg) if getattr(args, "examples", None) else None
     out = (
         Path(args.output)
         if args.output
@@ -984,6 +1098,7 @@ def cmd_train(args: Any) -> int:
         out_dir=out,
         config_text=cfg_path.read_text(encoding="utf-8"),
         config_dir=cfg_path.resolve().parent,
+        examples=examples,
     )
     m = res.metrics
     print(f"model: {res.model} ({m['model_bytes'] / 2**20:.2f} MB) in {m['train_seconds']} s")

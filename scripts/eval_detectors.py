@@ -22,6 +22,7 @@ never used in training are only scored at that threshold, never used to choose a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -140,6 +141,7 @@ HARD = [
 SPECS: dict[str, dict[str, Any]] = {
     "goodness": {"loso": "all", "transfer": True, "cascade": True},
     "goodness_minilm": {"loso": "all", "transfer": True, "cascade": True},
+    "goodness_ft": {"loso": "all", "transfer": True, "cascade": True},
     "care": {"loso": "positive"},
     "fairness": {"loso": "positive"},
     "honesty": {"loso": "positive"},
@@ -151,7 +153,33 @@ SPECS: dict[str, dict[str, Any]] = {
 }
 
 
+#: --examples FILE (from `corpusfilter train --export-examples`) and --frozen FILE (the evaluation sets,
+#: from --export-frozen): written on the machine with the data, so that a GPU machine without it
+#: runs the same protocol
+FROZEN: dict[str, Any] = {}
+
+
+def _set_key(spec: dict[str, Any], limit: int | None) -> str:
+    return f"{spec['name']}:{spec.get('limit')}:{limit}"
+
+
+def examples_for(cfg: Any, root: Path, **kw: Any) -> Examples:
+    """``build_examples`` (``exclude``, ``only``, ``config_dir``), or the frozen examples selected alike."""
+    if "examples_path" not in FROZEN:
+        return build_examples(cfg, root, **kw)
+    if "examples" not in FROZEN:
+        FROZEN["examples"] = Examples.read_parquet(FROZEN["examples_path"], cfg)
+    ex: Examples = FROZEN["examples"]
+    drop, only = set(kw.get("exclude", ())), kw.get("only")
+    return ex.select([s not in drop and (only is None or s in only) for s in ex.sources])
+
+
 def load_set(spec: dict[str, Any], root: Path, seed: int, limit: int | None = None) -> Examples:
+    if "sets" in FROZEN:
+        try:
+            return FROZEN["sets"][_set_key(spec, limit)]
+        except KeyError:
+            raise SystemExit(f"--frozen file has no set {_set_key(spec, limit)}") from None
     spec = dict(spec)
     if limit is not None:
         spec["limit"] = min(spec.get("limit") or limit, limit)
@@ -182,13 +210,23 @@ class Scorer:
         return score_by_source(self.side, self.model, ex.texts, ex.sources, cached=self.cached, detector=d)
 
 
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
 def rate(scores: np.ndarray, thr: float) -> float:
     return round(float((scores >= thr).mean()), 4) if len(scores) else float("nan")
 
 
 def speed(side: dict[str, Any], model: Path, root: Path) -> dict[str, Any]:
     """Documents per second through one warmed-up block (60 documents for the CPU transformer)."""
-    n = 60 if side.get("embedding_model") == "minilm" else 1000
+    slow = side.get("embedding_model") == "minilm" or side["trainer"] == "finetune"
+    gpu = side["trainer"] == "finetune" and _cuda()
+    n = 60 if slow and not gpu else 1000
     docs = load_set(bg("speed", "linux-doc-6.1", n), root, 0).texts
     d = detector_for(side, model)  # one block: the timed pass excludes loading the model
     score_texts(side, model, docs[:20], detector=d)  # warm up
@@ -198,6 +236,7 @@ def speed(side: dict[str, Any], model: Path, root: Path) -> dict[str, Any]:
     mb = sum(len(d.encode()) for d in docs) / 1e6
     return {
         "docs": len(docs),
+        "device": "cuda" if gpu else "cpu",
         "docs_per_s": round(len(docs) / dt, 1),
         "mb_per_s": round(mb / dt, 3),
         "corpus": "linux-doc-6.1 documents",
@@ -211,7 +250,7 @@ def evaluate(name: str, root: Path, do_loso: bool, *, cached: bool = False) -> d
     cfg = load_config(folder / "train.yaml")
     side, model = load_sidecar(folder)
     sc = Scorer(side, model, cached)
-    ex = build_examples(cfg, root, config_dir=folder)
+    ex = examples_for(cfg, root, config_dir=folder)
     pos = cfg.positive
     out: dict[str, Any] = {}
     t0 = time.perf_counter()
@@ -522,15 +561,23 @@ def loso(cfg: Any, root: Path, folder: Path, which: str, *, cached: bool = False
         names = [s.name for s in members]
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            r = train(cfg, root=root, out_dir=Path(tmp), exclude=names, write_card=False, config_dir=folder)
+            r = train(
+                cfg,
+                root=root,
+                out_dir=Path(tmp),
+                exclude=names,
+                write_card=False,
+                config_dir=folder,
+                examples=examples_for(cfg, root) if "examples_path" in FROZEN else None,
+            )
             sc = Scorer(*load_sidecar(r.model), cached)
-            rest = build_examples(cfg, root, exclude=names, config_dir=folder).where(split="validation")
+            rest = examples_for(cfg, root, exclude=names, config_dir=folder).where(split="validation")
             s_va = sc.examples(rest)
             y_va = np.asarray([lb == cfg.positive for lb in rest.labels])
             thr = threshold_for_fpr(s_va[~y_va], FPR_TARGET)
             docneg = ~y_va & np.asarray([x.startswith("bg_") for x in rest.sources])
             thr_doc = threshold_for_fpr(s_va[docneg], FPR_TARGET) if docneg.any() else thr
-            held = build_examples(cfg, root, only=names, config_dir=folder)
+            held = examples_for(cfg, root, only=names, config_dir=folder)
             s = sc.examples(held)
             s_un = sc.texts(unseen_docs)
         res: dict[str, Any] = {
@@ -691,6 +738,44 @@ def save(name: str, metrics: dict[str, Any], root: Path) -> None:
     (folder / "MODEL_CARD.md").write_text(model_card(load_config(folder / "train.yaml"), metrics, root))
 
 
+def export_frozen(names: list[str], root: Path, path: Path) -> None:
+    """Every set one detector's evaluation loads, with their keys, in one file (its examples:
+    ``corpusfilter train --export-examples``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if len(names) != 1:
+        raise SystemExit("--export-frozen: name one detector")
+    folder = ROOT / "classifiers" / names[0]
+    cfg = load_config(folder / "train.yaml")
+    lim = SPECS[names[0]].get("hard_limit")
+    parts: dict[str, Examples] = {}
+    wanted = [(u, lim) for u in UNSEEN_NEUTRAL + HARD] + [(u, None) for u in UNSEEN_NEUTRAL]
+    wanted += [(bg("speed", "linux-doc-6.1", n), None) for n in (60, 1000)]
+    for spec, limit in wanted:
+        parts[_set_key(spec, limit)] = load_set(spec, root, 0 if spec["name"] == "speed" else cfg.seed, limit)
+    cols: dict[str, list[Any]] = {"set": []}
+    for key, ex in parts.items():
+        cols["set"] += [key] * len(ex)
+        for f in dataclasses.fields(Examples):
+            cols.setdefault(f.name, []).extend(getattr(ex, f.name))
+    pq.write_table(pa.table(cols), path, compression="zstd", compression_level=19)
+    print(f"wrote {len(cols['set'])} rows ({len(parts)} sets) to {path}")
+
+
+def read_frozen(path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path).to_pydict()
+    keys = t.pop("set")
+    by: dict[str, Examples] = {}
+    for i, k in enumerate(keys):
+        ex = by.setdefault(k, Examples())
+        for f, v in t.items():
+            getattr(ex, f).append(v[i])
+    FROZEN["sets"] = by
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("detectors", nargs="*", default=list(SPECS))
@@ -709,7 +794,18 @@ def main() -> int:
         "instead of through the block: the same numbers (tested), without re-embedding every "
         "evaluation set for every left-out source; speed is always timed through the block",
     )
+    ap.add_argument("--export-frozen", metavar="PARQUET", help="write one detector's examples and sets, then exit")
+    ap.add_argument("--frozen", metavar="PARQUET", help="read the evaluation sets from --export-frozen's file")
+    ap.add_argument("--examples", metavar="PARQUET", help="examples from corpusfilter train --export-examples")
+    ap.add_argument("--loso-only", action="store_true", help="run only leave-one-source-out; keep the rest")
     args = ap.parse_args()
+    if args.export_frozen:
+        export_frozen(args.detectors, data_root(args.data_root), Path(args.export_frozen))
+        return 0
+    if args.frozen:
+        read_frozen(Path(args.frozen))
+    if args.examples:
+        FROZEN["examples_path"] = args.examples
     if args.table:
         print(readme_table())
         return 0
@@ -730,7 +826,11 @@ def main() -> int:
         metrics_path = folder / "metrics.json"
         metrics = json.loads(metrics_path.read_text())
         old = metrics.get("generalization", {})
-        g = evaluate(name, root, not args.no_loso, cached=args.cached)
+        if args.loso_only:
+            cfg = load_config(folder / "train.yaml")
+            g = {**old, "loso": loso(cfg, root, folder, SPECS[name]["loso"], cached=args.cached)}
+        else:
+            g = evaluate(name, root, not args.no_loso, cached=args.cached)
         if args.no_loso and "loso" in old and old.get("model_sha256") == metrics["model_sha256"]:
             g["loso"] = old["loso"]  # keep the LOSO of this same model
         g["bars"] = bars(g)

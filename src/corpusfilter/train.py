@@ -355,7 +355,7 @@ class Examples:
         table = pa.table(cols).replace_schema_metadata(
             {"corpusfilter.train_config": json.dumps(config_to_dict(config))}
         )
-        pq.write_table(table, path, compression="zstd")
+        pq.write_table(table, path, compression="zstd", compression_level=19)
 
     @classmethod
     def read_parquet(cls, path: str | os.PathLike[str], config: TrainConfig) -> Examples:

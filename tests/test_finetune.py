@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from corpusfilter.errors import RecipeError
-from corpusfilter.evaluate import auroc, load_sidecar, score_by_source
+from corpusfilter.evaluate import load_sidecar, score_by_source
 from corpusfilter.train import Examples, build_examples, parse_config, train
 
 from .test_train import config, write_data
@@ -40,7 +40,14 @@ def minilm() -> str:
 def ft_config(**finetune: Any) -> dict[str, Any]:
     cfg = config(trainer="finetune")
     del cfg["fasttext"]
-    cfg["finetune"] = {"max_tokens": 32, "head_tokens": 16, "epochs": 2, "batch": 8, "device": "cpu", **finetune}
+    cfg["finetune"] = {
+        "max_tokens": 32,
+        "head_tokens": 16,
+        "epochs": 2,
+        "batch": 8,
+        "device": "cpu",
+        **finetune,
+    }
     return cfg
 
 
@@ -93,7 +100,7 @@ def test_block_scores_as_the_classifier_and_the_evaluation_path(trained: tuple[P
     from corpusfilter.finetune import FinetunedClassifier
     from corpusfilter.registry import from_config
 
-    root, model, _ = trained
+    _, model, _ = trained
     side, path = load_sidecar(model.parent)
     assert path == model and side["score_column"] == "good_good"
     texts = ["Be kind and honest; forgive.", "pip install the package and run tests.", ""]
@@ -112,7 +119,9 @@ def test_block_scores_as_the_classifier_and_the_evaluation_path(trained: tuple[P
     assert cfg["type"] == "finetuned@1" and from_config(cfg).to_config() == cfg
 
 
-def test_in_a_recipe_run_every_document_is_accounted_for(trained: tuple[Path, Path, Any], tmp_path: Path) -> None:
+def test_in_a_recipe_run_every_document_is_accounted_for(
+    trained: tuple[Path, Path, Any], tmp_path: Path
+) -> None:
     from corpusfilter.recipe import load_recipe
     from corpusfilter.runner import run
 
@@ -165,29 +174,50 @@ def test_bad_files_and_settings_are_clear_errors(tmp_path: Path, minilm: str) ->
 
     save_file({"w": np.zeros(2, np.float32)}, str(tmp_path / "x.safetensors"))
     with pytest.raises(RecipeError, match="not a corpusfilter fine-tuned model"):
-        FinetunedDetector(model=str(tmp_path / "x.safetensors")).validate(pa.schema([("text", pa.string())]), "b")
+        FinetunedDetector(model=str(tmp_path / "x.safetensors")).validate(
+            pa.schema([("text", pa.string())]), "b"
+        )
     (tmp_path / "y.safetensors").write_text("not safetensors")
     with pytest.raises(RecipeError, match="y.safetensors"):
-        FinetunedDetector(model=str(tmp_path / "y.safetensors")).validate(pa.schema([("text", pa.string())]), "b")
+        FinetunedDetector(model=str(tmp_path / "y.safetensors")).validate(
+            pa.schema([("text", pa.string())]), "b"
+        )
     with pytest.raises(RecipeError, match="head_tokens"):
         parse_config(ft_config(head_tokens=40))
     with pytest.raises(RecipeError, match="unknown"):
         parse_config(ft_config(layers=2))
     if not _cuda():
         with pytest.raises(RecipeError, match="no CUDA"):
-            train(parse_config(ft_config(device="cuda")), root=write_data(tmp_path / "d"), out_dir=tmp_path / "o")
+            train(
+                parse_config(ft_config(device="cuda")),
+                root=write_data(tmp_path / "d"),
+                out_dir=tmp_path / "o",
+            )
 
 
 @pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
-def test_gpu_training_and_fp16_scoring_agree_with_the_cpu(trained: tuple[Path, Path, Any], tmp_path: Path) -> None:
+def test_gpu_training_is_deterministic_and_scores_agree_with_the_cpu(tmp_path: Path, minilm: str) -> None:
+    """Self-contained (no data root, so no polars): examples built here, trained on the GPU."""
     from corpusfilter.finetune import FinetunedClassifier
 
-    root, model, _ = trained
-    texts = [json.dumps({"i": i}) + " be kind, honest and forgiving" * (i % 3) for i in range(40)]
-    cpu = FinetunedClassifier(model, device="cpu").score(texts)
-    np.testing.assert_allclose(FinetunedClassifier(model, device="cuda", fp16=False).score(texts), cpu, atol=1e-4)
-    np.testing.assert_allclose(FinetunedClassifier(model, device="cuda").score(texts), cpu, atol=5e-3)
-    gpu = train(parse_config(ft_config(device="cuda")), root=root, out_dir=tmp_path / "g")
-    again = train(parse_config(ft_config(device="cuda")), root=root, out_dir=tmp_path / "g2")
+    from .test_train import MORAL, TECH, sentences
+
+    texts = [" ".join(sentences(MORAL if i % 2 else TECH, 4, i)) for i in range(160)]
+    ex = Examples(
+        ids=[f"d{i}" for i in range(160)],
+        texts=texts,
+        labels=["good" if i % 2 else "other" for i in range(160)],
+        weights=[1.0] * 160,
+        splits=["validation" if i % 5 == 0 else "train" for i in range(160)],
+        sources=["s"] * 160,
+    )
+    cfg = parse_config(ft_config(device="cuda"))
+    gpu = train(cfg, root=tmp_path, out_dir=tmp_path / "g", examples=ex)
+    again = train(cfg, root=tmp_path, out_dir=tmp_path / "g2", examples=ex)
     assert gpu.model.read_bytes() == again.model.read_bytes()  # deterministic on one GPU
     assert gpu.metrics["validation"]["auroc"] > 0.9
+    cpu = FinetunedClassifier(gpu.model, device="cpu").score(texts)
+    np.testing.assert_allclose(
+        FinetunedClassifier(gpu.model, device="cuda", fp16=False).score(texts), cpu, atol=1e-4
+    )
+    np.testing.assert_allclose(FinetunedClassifier(gpu.model, device="cuda").score(texts), cpu, atol=5e-3)

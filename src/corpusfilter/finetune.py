@@ -82,7 +82,7 @@ def _pad(rows: list[list[int]], cls: int, sep: int, torch: Any) -> tuple[Any, An
     return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
-def _network(base_path: str, dropout: float) -> Any:
+def _network(base_path: str, dropout: float, attention: str = "sdpa") -> Any:
     import torch
     from transformers import AutoModel
 
@@ -91,7 +91,7 @@ def _network(base_path: str, dropout: float) -> Any:
 
         def __init__(self) -> None:
             super().__init__()
-            self.encoder = AutoModel.from_pretrained(base_path)
+            self.encoder = AutoModel.from_pretrained(base_path, attn_implementation=attention)
             self.drop = torch.nn.Dropout(dropout)
             self.head = torch.nn.Linear(self.encoder.config.hidden_size, 1)
 
@@ -138,7 +138,8 @@ def train_classifier(
         torch.manual_seed(seed)
         torch.use_deterministic_algorithms(True, warn_only=True)
         try:
-            net = _network(base, spec.dropout).to(device)
+            # on a GPU, attention spelled out: the fused kernels' backward passes are not deterministic
+            net = _network(base, spec.dropout, "eager" if devices else "sdpa").to(device)
             for p in net.encoder.embeddings.parameters():
                 p.requires_grad = False
             groups = [

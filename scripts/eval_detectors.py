@@ -794,9 +794,15 @@ def main() -> int:
         "instead of through the block: the same numbers (tested), without re-embedding every "
         "evaluation set for every left-out source; speed is always timed through the block",
     )
-    ap.add_argument("--export-frozen", metavar="PARQUET", help="write one detector's examples and sets, then exit")
-    ap.add_argument("--frozen", metavar="PARQUET", help="read the evaluation sets from --export-frozen's file")
-    ap.add_argument("--examples", metavar="PARQUET", help="examples from corpusfilter train --export-examples")
+    ap.add_argument(
+        "--export-frozen", metavar="PARQUET", help="write one detector's examples and sets, then exit"
+    )
+    ap.add_argument(
+        "--frozen", metavar="PARQUET", help="read the evaluation sets from --export-frozen's file"
+    )
+    ap.add_argument(
+        "--examples", metavar="PARQUET", help="examples from corpusfilter train --export-examples"
+    )
     ap.add_argument("--loso-only", action="store_true", help="run only leave-one-source-out; keep the rest")
     args = ap.parse_args()
     if args.export_frozen:

@@ -554,10 +554,14 @@ def brown_by_category(ids: list[str], s: np.ndarray, thr: float, thr_doc: float)
     }
 
 
-def loso(cfg: Any, root: Path, folder: Path, which: str, *, cached: bool = False) -> dict[str, Any]:
+def loso(
+    cfg: Any, root: Path, folder: Path, which: str, *, cached: bool = False, only: list[str] | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     unseen_docs = [d for u in UNSEEN_NEUTRAL for d in load_set(u, root, cfg.seed).texts]
     for group, members in loso_groups(cfg, which).items():
+        if only is not None and group not in only:
+            continue
         names = [s.name for s in members]
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
@@ -804,6 +808,9 @@ def main() -> int:
         "--examples", metavar="PARQUET", help="examples from corpusfilter train --export-examples"
     )
     ap.add_argument("--loso-only", action="store_true", help="run only leave-one-source-out; keep the rest")
+    ap.add_argument(
+        "--loso-groups", metavar="A,B", help="with --loso-only: these held-out groups only, merged in"
+    )
     args = ap.parse_args()
     if args.export_frozen:
         export_frozen(args.detectors, data_root(args.data_root), Path(args.export_frozen))
@@ -834,7 +841,9 @@ def main() -> int:
         old = metrics.get("generalization", {})
         if args.loso_only:
             cfg = load_config(folder / "train.yaml")
-            g = {**old, "loso": loso(cfg, root, folder, SPECS[name]["loso"], cached=args.cached)}
+            only = args.loso_groups.split(",") if args.loso_groups else None
+            new = loso(cfg, root, folder, SPECS[name]["loso"], cached=args.cached, only=only)
+            g = {**old, "loso": {**old.get("loso", {}), **new}}
         else:
             g = evaluate(name, root, not args.no_loso, cached=args.cached)
         if args.no_loso and "loso" in old and old.get("model_sha256") == metrics["model_sha256"]:

@@ -634,7 +634,7 @@ def bars(m: dict[str, Any]) -> dict[str, Any]:
                 }
                 b["loso_neutral_corpora_fpr<=0.01" + suffix] = {
                     "fpr": docs,
-                    "met": max(docs.values()) <= 0.01,
+                    "met": max(docs.values()) <= 0.01 if docs else None,  # None: not measured
                     "constructed_neutral_sets_fpr (not in the bar)": {
                         k: v for k, v in neg.items() if k not in docs
                     },
@@ -663,7 +663,8 @@ def markdown(name: str, m: dict[str, Any]) -> str:
         f"Threshold {m['threshold']['value']:.4g} (1% FPR on validation negatives). "
         f"Test AUROC {t['auroc']}, recall {t['recall']}, FPR {t['fpr']}; unseen neutral sources FPR "
         f"{m['unseen_neutral']['all']['fpr']} ({m['unseen_neutral']['all']['docs']} docs); "
-        f"speed {m['speed']['docs_per_s']} docs/s ({m['speed']['mb_per_s']} MB/s) on 2 shared CPU cores.",
+        f"speed {m['speed']['docs_per_s']} docs/s ({m['speed']['mb_per_s']} MB/s) on "
+        + ("2 shared CPU cores." if m["speed"].get("device", "cpu") == "cpu" else "one GPU."),
         "",
     ]
     if "loso" in m:
@@ -683,7 +684,11 @@ def markdown(name: str, m: dict[str, Any]) -> str:
             lines += ["", f"{key}: `{json.dumps(m[key])}`"]
     lines += [
         "",
-        "Bars: " + ", ".join(f"{k}: {'met' if v['met'] else 'NOT met'}" for k, v in m["bars"].items()),
+        "Bars: "
+        + ", ".join(
+            f"{k}: {'not measured' if v['met'] is None else 'met' if v['met'] else 'NOT met'}"
+            for k, v in m["bars"].items()
+        ),
     ]
     return "\n".join(lines)
 
@@ -703,10 +708,13 @@ def readme_table() -> str:
         g = m.get("generalization")
         if not g:
             continue
-        h = load_config(ROOT / "classifiers" / name / "train.yaml").head
+        cfg = load_config(ROOT / "classifiers" / name / "train.yaml")
+        h, f = cfg.head, cfg.finetune
         kind = (
             "fastText"
             if m["trainer"] == "fasttext"
+            else f"{f.model} fine-tuned (first {f.head_tokens} + last {f.max_tokens - 2 - f.head_tokens} tokens)"
+            if m["trainer"] == "finetune"
             else f"{'static-MiniLM' if h.model == 'static-minilm' else h.model} {'MLP' if h.hidden else 'logistic head'}"
             + ("" if h.features == "chunks" else f" ({h.features.replace('+', ' + ').replace('_', ' ')})")
         )
@@ -724,10 +732,15 @@ def readme_table() -> str:
                 f"{g['pairs']['bag_of_words_fasttext_auroc']:.3f})"
             )
         bars = "; ".join(
-            f"{k}: {'met' if v['met'] else '**not met**'}" for k, v in g["bars"].items() if k != "size<=50MB"
+            f"{k}: {'not measured' if v['met'] is None else 'met' if v['met'] else '**not met**'}"
+            for k, v in g["bars"].items()
+            if k != "size<=50MB"
         )
+        speed = f"{g['speed']['docs_per_s']:.0f}" + (" (GPU)" if g["speed"].get("device") == "cuda" else "")
+        if "speed_cpu" in g:
+            speed = f"{g['speed_cpu']['docs_per_s']:.0f} (GPU: {speed.removesuffix(' (GPU)')})"
         rows.append(
-            f"| {name} | {kind} | {m['model_bytes'] / 2**20:.1f} MB | {g['speed']['docs_per_s']:.0f} | {t['auroc']:.3f} "
+            f"| {name} | {kind} | {m['model_bytes'] / 2**20:.1f} MB | {speed} | {t['auroc']:.3f} "
             f"| {t['recall']:.3f} / {t['fpr']:.3f} | {g['unseen_neutral']['all']['fpr']:.3f} | {'; '.join(gen) or '-'} "
             f"| {bars or '-'} |"
         )

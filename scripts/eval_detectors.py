@@ -38,6 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from corpusfilter.embed import resolve_device  # noqa: E402
 from corpusfilter.evaluate import (  # noqa: E402
     auroc,
     detector_for,
@@ -211,14 +212,6 @@ class Scorer:
         return score_by_source(self.side, self.model, ex.texts, ex.sources, cached=self.cached, detector=d)
 
 
-def _cuda() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
-
-
 def rate(scores: np.ndarray, thr: float) -> float:
     return round(float((scores >= thr).mean()), 4) if len(scores) else float("nan")
 
@@ -226,7 +219,7 @@ def rate(scores: np.ndarray, thr: float) -> float:
 def speed(side: dict[str, Any], model: Path, root: Path) -> dict[str, Any]:
     """Documents per second through one warmed-up block (60 documents for the CPU transformer)."""
     slow = side.get("embedding_model") == "minilm" or side["trainer"] == "finetune"
-    gpu = side["trainer"] == "finetune" and _cuda()
+    gpu = side["trainer"] == "finetune" and resolve_device("auto") == "cuda"
     n = 60 if slow and not gpu else 1000
     docs = load_set(bg("speed", "linux-doc-6.1", n), root, 0).texts
     d = detector_for(side, model)  # one block: the timed pass excludes loading the model
@@ -787,13 +780,12 @@ def read_frozen(path: Path) -> None:
     import pyarrow.parquet as pq
 
     t = pq.read_table(path).to_pydict()
-    keys = t.pop("set")
-    by: dict[str, Examples] = {}
-    for i, k in enumerate(keys):
-        ex = by.setdefault(k, Examples())
-        for f, v in t.items():
-            getattr(ex, f).append(v[i])
-    FROZEN["sets"] = by
+    rows: dict[str, list[int]] = {}
+    for i, k in enumerate(t.pop("set")):
+        rows.setdefault(k, []).append(i)
+    FROZEN["sets"] = {
+        k: Examples(**{f: [v[i] for i in idx] for f, v in t.items()}) for k, idx in rows.items()
+    }
 
 
 def main() -> int:

@@ -15,17 +15,9 @@ from corpusfilter.errors import RecipeError
 from corpusfilter.evaluate import load_sidecar, score_by_source
 from corpusfilter.train import Examples, build_examples, parse_config, train
 
-from .test_train import config, write_data
+from .test_train import _cuda, config, write_data
 
 pytestmark = pytest.mark.embed
-
-
-def _cuda() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
 
 
 @pytest.fixture(scope="module")

@@ -96,6 +96,22 @@ def sentences(text: str, *, min_words: int = 4, limit: int = 256) -> list[str]:
     return out or ([text.strip()] if text.strip() else [])
 
 
+def pad_with_specials(
+    rows: Sequence[Sequence[int]], cls: int, sep: int, pad: int = 0, width: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids and attention mask (int64) of ``[CLS] row [SEP]`` per row, padded to ``width``
+    (default: the longest row + 2)."""
+    width = width if width is not None else max(len(r) for r in rows) + 2
+    ids = np.full((len(rows), width), pad, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for r, c in enumerate(rows):
+        ids[r, 0] = cls
+        ids[r, 1 : len(c) + 1] = c
+        ids[r, len(c) + 1] = sep
+        mask[r, : len(c) + 2] = 1
+    return ids, mask
+
+
 def split_sentences(texts: Sequence[str | None]) -> tuple[list[str], np.ndarray]:
     """Every text's sentences in one list, and the index of the text each came from."""
     flat: list[str] = []
@@ -235,14 +251,7 @@ class TransformerEncoder(Encoder):
             rows = max(batch_size, min(16 * batch_size, budget // width)) if fill else batch_size
             idx = order[s : s + rows]
             s += len(idx)
-            ids = np.full((len(idx), width), self.pad, dtype=np.int64)
-            mask = np.zeros((len(idx), width), dtype=np.int64)
-            for r, i in enumerate(idx):
-                c = chunks[i]
-                ids[r, 0] = self.cls
-                ids[r, 1 : len(c) + 1] = c
-                ids[r, len(c) + 1] = self.sep
-                mask[r, : len(c) + 2] = 1
+            ids, mask = pad_with_specials([chunks[i] for i in idx], self.cls, self.sep, self.pad, width)
             yield idx, torch.from_numpy(ids), torch.from_numpy(mask)
 
     def embed_token_chunks(self, chunks: list[list[int]], batch_size: int) -> np.ndarray:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from corpusfilter.embed import CHARS_PER_TOKEN, resolve_device, resolve_model
+from corpusfilter.embed import CHARS_PER_TOKEN, pad_with_specials, resolve_device, resolve_model
 from corpusfilter.errors import RecipeError
 
 if TYPE_CHECKING:
@@ -73,14 +73,7 @@ def read_ids(tok: Any, texts: Sequence[str], *, max_tokens: int, head_tokens: in
 
 
 def _pad(rows: list[list[int]], cls: int, sep: int, torch: Any) -> tuple[Any, Any]:
-    width = max(len(r) for r in rows) + 2
-    ids = np.zeros((len(rows), width), dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for j, r in enumerate(rows):
-        ids[j, 0] = cls
-        ids[j, 1 : len(r) + 1] = r
-        ids[j, len(r) + 1] = sep
-        mask[j, : len(r) + 2] = 1
+    ids, mask = pad_with_specials(rows, cls, sep)
     return torch.from_numpy(ids), torch.from_numpy(mask)
 
 

@@ -12,6 +12,7 @@ import ctypes
 import ctypes.util
 import hashlib
 import json
+import os
 import posixpath
 import sys
 from collections.abc import Iterable, Iterator
@@ -27,7 +28,7 @@ from datatrove.io import DataFolder, get_datafolder
 from datatrove.pipeline.base import PipelineStep
 
 from corpusfilter.batch import BLOCK_COLUMN, REASON_COLUMN, ROW_COLUMN, SHARD_COLUMN, Batch
-from corpusfilter.errors import InputError
+from corpusfilter.errors import CorpusfilterError, InputError
 from corpusfilter.prefetch import prefetch
 
 UNREADABLE_SCHEMA = pa.schema(
@@ -178,6 +179,25 @@ def sha256_file(folder: DataFolder | str, rel: str | None = None) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def file_stat(path: str) -> tuple[int, int, int]:
+    """(size, mtime_ns, inode): when none moved, a file's sha256 taken before still holds."""
+    st = os.stat(path)
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def pin_file(path: str, pinned: tuple[str, tuple[int, int, int]]) -> tuple[str, tuple[int, int, int]]:
+    """Check that a model file still has the sha256 recorded at validation (``pinned``: sha, stat);
+    rehash only when its size, mtime or inode moved. A changed file fails loudly instead of mixing
+    two models' scores in one run."""
+    sha, stat = pinned
+    if file_stat(path) == stat:
+        return pinned
+    now = sha256_file(path)
+    if now != sha:
+        raise CorpusfilterError(f"{path} changed since the run was validated (sha256 {now[:12]}…)")
+    return now, file_stat(path)
 
 
 def _one_line(e: BaseException) -> str:

@@ -9,7 +9,6 @@ two models' scores.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,17 +19,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from corpusfilter.blocks.base import Detector
-from corpusfilter.errors import CorpusfilterError, RecipeError, at_path
-from corpusfilter.io import sha256_file
+from corpusfilter.errors import RecipeError, at_path
+from corpusfilter.io import file_stat, pin_file, sha256_file
 from corpusfilter.registry import register
 
 #: Loaded models by the sha256 of their file: a retrained model at the same path is a new entry.
 _MODELS: dict[str, Any] = {}
-
-
-def _file_stat(path: str) -> tuple[int, int, int]:
-    st = os.stat(path)
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def _column_suffix(label: str) -> str:
@@ -68,9 +62,9 @@ class FastTextDetector(Detector):
 
     def _load(self) -> Any:
         """The model, from a cache keyed by file content (sha256), never by path string."""
-        sha = self._sha256 if self._sha256 and _file_stat(self.params.model) == self._stat else None
+        sha = self._sha256 if self._sha256 and file_stat(self.params.model) == self._stat else None
         if sha is None and Path(self.params.model).is_file():
-            self._stat = _file_stat(self.params.model)
+            self._stat = file_stat(self.params.model)
             sha = self._sha256 = sha256_file(self.params.model)
         if sha is not None and sha in _MODELS:
             return _MODELS[sha]
@@ -121,14 +115,8 @@ class FastTextDetector(Detector):
         }
 
     def setup(self) -> None:
-        validated = self._sha256
-        if validated is not None and _file_stat(self.params.model) != self._stat:
-            sha = sha256_file(self.params.model)  # rehash only when size, mtime or inode moved
-            if sha != validated:
-                raise CorpusfilterError(
-                    f"{self.params.model} changed since the run was validated (sha256 {sha[:12]}…)"
-                )
-            self._stat = _file_stat(self.params.model)
+        if self._sha256 is not None and self._stat is not None:
+            self._sha256, self._stat = pin_file(self.params.model, (self._sha256, self._stat))
         self._model = self._load()
         self._index = {f"__label__{lab}": i for i, lab in enumerate(self.model_labels())}
 

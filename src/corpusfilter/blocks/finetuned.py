@@ -16,8 +16,8 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from corpusfilter.blocks.base import Detector
-from corpusfilter.errors import CorpusfilterError, RecipeError, at_path
-from corpusfilter.io import sha256_file
+from corpusfilter.errors import RecipeError, at_path
+from corpusfilter.io import file_stat, pin_file, sha256_file
 from corpusfilter.registry import register
 
 
@@ -48,7 +48,7 @@ class FinetunedDetector(Detector):
 
     Params = FinetunedParams
     _meta: dict[str, str] | None = None
-    _sha256: str | None = None
+    _pinned: tuple[str, tuple[int, int, int]] | None = None  # sha256 and stat at validation
     _model: Any = None
 
     def metadata(self) -> dict[str, str]:
@@ -67,13 +67,13 @@ class FinetunedDetector(Detector):
     def validate(self, schema: pa.Schema, path: str) -> None:
         with at_path(path):
             self.metadata()
-            self._sha256 = sha256_file(self.params.model)
+            self._pinned = (sha256_file(self.params.model), file_stat(self.params.model))
         super().validate(schema, path)
 
     def provenance(self) -> dict[str, Any]:
         meta = self.metadata()
         return {
-            "model_sha256": self._sha256 or sha256_file(self.params.model),
+            "model_sha256": self._pinned[0] if self._pinned else sha256_file(self.params.model),
             "base": meta["base"],
             "max_tokens": int(meta["max_tokens"]),
             "head_tokens": int(meta["head_tokens"]),
@@ -82,8 +82,8 @@ class FinetunedDetector(Detector):
     def setup(self) -> None:
         from corpusfilter.finetune import FinetunedClassifier
 
-        if self._sha256 is not None and sha256_file(self.params.model) != self._sha256:
-            raise CorpusfilterError(f"{self.params.model} changed since the run was validated")
+        if self._pinned is not None:  # rehashed only if the file's size, mtime or inode moved
+            self._pinned = pin_file(self.params.model, self._pinned)
         self._model = FinetunedClassifier(self.params.model, device=self.params.device, fp16=self.params.fp16)
 
     def _unpicklable(self) -> Sequence[str]:

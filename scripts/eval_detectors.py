@@ -376,7 +376,43 @@ def transfer(
             "max_fpr_elsewhere": max(docs.values()),
             "fpr_on_constructed_neutral_sets": other,
         }
+    # every document source left out in turn: the threshold for 1% FPR on the six others, its FPR
+    # on the seventh (what `corpusfilter calibrate --group-column` reports on a user's reference)
+    from corpusfilter.calibrate import group_report, per_group_threshold
+
+    names = [k for k in groups if k in documents]
+    pooled = np.concatenate([groups[k] for k in names])
+    labels = np.asarray([k for k in names for _ in groups[k]], dtype=object)
+    rep = group_report(
+        pooled, None, labels, threshold_for_fpr(pooled, FPR_TARGET), fpr=FPR_TARGET, share=None
+    )
+    left = {k: round(r["rate_at_threshold_without_it"], 4) for k, r in rep["groups"].items()}
+    # calibrate --per-group on all seven: 1% FPR in each, and what it costs in test recall
+    t_each = per_group_threshold(pooled, None, labels, fpr=FPR_TARGET, share=None)
+    out["leave_one_source_out"] = {
+        "sets": names,
+        "fpr_when_left_out": left,
+        "fpr_at_pooled_threshold": {k: round(r["rate"], 4) for k, r in rep["groups"].items()},
+        "max_fpr_elsewhere": max(left.values()),
+        "threshold_1%_in_every_source": t_each,
+        "test_recall_at_it": rate(s_te[y_te], t_each),
+        "test_recall_at_pooled_threshold": rate(s_te[y_te], threshold_for_fpr(pooled, FPR_TARGET)),
+    }
     return out
+
+
+def transfer_only(name: str, root: Path, *, cached: bool = False) -> dict[str, Any]:
+    """The threshold-transfer measurement alone (test split and unseen neutral sources rescored)."""
+    folder = ROOT / "classifiers" / name
+    cfg = load_config(folder / "train.yaml")
+    side, model = load_sidecar(folder)
+    sc = Scorer(side, model, cached)
+    te = examples_for(cfg, root, config_dir=folder).where(split="test")
+    s_te = sc.examples(te)
+    y_te = np.asarray([lb == cfg.positive for lb in te.labels])
+    lim = SPECS[name].get("hard_limit")
+    unseen = {u["name"]: sc.texts(load_set(u, root, cfg.seed, lim).texts) for u in UNSEEN_NEUTRAL}
+    return transfer(te, s_te, y_te, unseen)
 
 
 def keyword_gate(texts: list[str]) -> np.ndarray:
@@ -817,6 +853,9 @@ def main() -> int:
     )
     ap.add_argument("--loso-only", action="store_true", help="run only leave-one-source-out; keep the rest")
     ap.add_argument(
+        "--transfer-only", action="store_true", help="re-measure only threshold transfer; keep the rest"
+    )
+    ap.add_argument(
         "--loso-groups", metavar="A,B", help="with --loso-only: these held-out groups only, merged in"
     )
     args = ap.parse_args()
@@ -852,6 +891,10 @@ def main() -> int:
             only = args.loso_groups.split(",") if args.loso_groups else None
             new = loso(cfg, root, folder, SPECS[name]["loso"], cached=args.cached, only=only)
             g = {**old, "loso": {**old.get("loso", {}), **new}}
+        elif args.transfer_only:
+            if old.get("model_sha256") != metrics["model_sha256"]:
+                raise SystemExit(f"{name}: the stored evaluation is of another model; run it in full")
+            g = {**old, "threshold_transfer": transfer_only(name, root, cached=args.cached)}
         else:
             g = evaluate(name, root, not args.no_loso, cached=args.cached)
         if args.no_loso and "loso" in old and old.get("model_sha256") == metrics["model_sha256"]:
@@ -859,6 +902,10 @@ def main() -> int:
         g["bars"] = bars(g)
         g["model_sha256"] = metrics["model_sha256"]
         g["command"] = "python scripts/eval_detectors.py " + name + (" --cached" if args.cached else "")
+        if args.transfer_only:  # the rest is the stored evaluation's
+            g["command"] = (
+                f"{old.get('command', g['command'])}; threshold transfer re-measured: {g['command']} --transfer-only"
+            )
         metrics["generalization"] = g
         save(name, metrics, root)
         print(g["markdown"], flush=True)

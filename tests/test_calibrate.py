@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,44 @@ def test_pick_threshold_for_fpr_and_share() -> None:
     assert (s >= r["threshold"]).sum() == 10 and r["flagged_share"] == 0.05
     with pytest.raises(CorpusfilterError):
         pick_threshold(s, None, fpr=0.1, share=0.1)
+
+
+def test_group_report_leave_one_group_out_and_per_group() -> None:
+    # two registers of neutral documents: "tech" scores low, "prose" high, and 10 positives
+    tech = np.linspace(0.0, 0.2, 100)
+    prose = np.linspace(0.1, 0.6, 50)
+    s = np.r_[tech, prose, np.full(10, 0.9)]
+    y = np.r_[np.zeros(150, bool), np.ones(10, bool)]
+    g = np.asarray(["tech"] * 100 + ["prose"] * 50 + ["pos"] * 10, dtype=object)
+    r = pick_threshold(s, y, fpr=0.02, share=None, groups=g)
+    rep = r["group_report"]
+    assert set(rep["groups"]) == {"tech", "prose"}  # an FPR counts negatives only
+    assert rep["groups"]["tech"]["documents"] == 100 and rep["groups"]["prose"]["documents"] == 50
+    # pooled: 3 of 150 negatives flagged, all from prose
+    assert (s[~y] >= r["threshold"]).sum() == 3 and rep["groups"]["tech"]["rate"] == 0.0
+    assert rep["groups"]["prose"]["rate"] == 3 / 50
+    # chosen on tech alone (2 of 100 above it), the threshold flags most of prose
+    t_tech = rep["groups"]["prose"]["threshold_without_it"]
+    assert (tech >= t_tech).sum() == 2
+    assert rep["groups"]["prose"]["rate_at_threshold_without_it"] == (prose >= t_tech).mean() > 0.6
+    assert rep["groups"]["tech"]["rate_at_threshold_without_it"] == 0.0  # prose's threshold is above
+    assert rep["worst_left_out"] == "prose" and rep["transfers"] is False
+    assert rep["groups"]["prose"]["too_small"] is False  # 50 * 0.02 = 1 document
+    # per group: the target holds in every group (prose's own threshold is the binding one)
+    pg = pick_threshold(s, y, fpr=0.02, share=None, groups=g, per_group=True)
+    for name, row in pg["group_report"]["groups"].items():
+        assert row["rate"] <= 0.02, name
+    assert (prose >= pg["threshold"]).sum() == 1 and pg["threshold"] > r["threshold"]
+    # a share target counts every row, positives included
+    sh = pick_threshold(s, y, fpr=None, share=0.1, groups=g)
+    assert set(sh["group_report"]["groups"]) == {"tech", "prose", "pos"}
+    assert sh["group_report"]["rate"] == "share"
+    # registers scored alike transfer
+    same = np.r_[tech, tech[::2]]
+    gs = np.asarray(["a"] * 100 + ["b"] * 50, dtype=object)
+    assert pick_threshold(same, None, fpr=0.02, share=None, groups=gs)["group_report"]["transfers"]
+    with pytest.raises(CorpusfilterError, match="--group-column"):
+        pick_threshold(s, y, fpr=0.02, share=None, per_group=True)
 
 
 RECIPE = """\
@@ -77,3 +116,45 @@ def test_calibrate_cli_model_and_recipe(tmp_path: Path, capsys: pytest.CaptureFi
         main(["calibrate", str(recipe), "--reference", str(ref), "--target-fpr", "0.1", "--block", "0"]) == 1
     )
     assert "no `where`" in capsys.readouterr().err
+
+
+def test_calibrate_cli_groups(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--group-column: per-group rates and the leave-one-group-out table, with a real fastText model."""
+    pytest.importorskip("fasttext")
+    from corpusfilter.cli import main
+    from corpusfilter.evaluate import load_sidecar, score_texts
+    from corpusfilter.train import parse_config, train
+
+    root = write_data(tmp_path / "data")
+    res = train(parse_config(config()), root=root, out_dir=tmp_path / "m", write_card=False)
+    texts = [" ".join(sentences(TECH, 3, 5000 + i)) for i in range(60)] + [
+        " ".join(sentences(MORAL, 1, 6000 + i) + sentences(TECH, 2, 7000 + i)) for i in range(40)
+    ]
+    groups = ["docs"] * 60 + ["mixed"] * 40
+    ref = tmp_path / "ref.parquet"
+    pq.write_table(pa.table({"text": texts, "source": groups}), ref)
+    out = tmp_path / "cal.json"
+    args = ["calibrate", str(res.model), "--reference", str(ref), "--target-fpr", "0.05"]
+    assert main([*args, "--group-column", "source", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "chosen without it" in printed and "leave-one-group-out" in printed
+    rep = json.loads(out.read_text())["group_report"]
+    side, model = load_sidecar(res.model)
+    s = score_texts(side, model, texts)
+    t_docs = rep["groups"]["mixed"]["threshold_without_it"]  # chosen on the docs group alone
+    assert rep["groups"]["mixed"]["rate_at_threshold_without_it"] == pytest.approx((s[60:] >= t_docs).mean())
+    assert (s[:60] >= t_docs).mean() <= 0.05
+    assert rep["transfers"] == (max(r["rate_at_threshold_without_it"] for r in rep["groups"].values()) <= 0.1)
+    assert main([*args, "--group-column", "source", "--per-group", "--json", str(out)]) == 0
+    capsys.readouterr()
+    for row in json.loads(out.read_text())["group_report"]["groups"].values():
+        assert row["rate"] <= 0.05
+    # bad input names the file and the row, no traceback
+    assert main([*args, "--group-column", "nope"]) == 1
+    assert "no column 'nope'" in capsys.readouterr().err
+    pq.write_table(pa.table({"text": texts, "source": [*groups[:7], None, *groups[8:]]}), ref)
+    assert main([*args, "--group-column", "source"]) == 1
+    err = capsys.readouterr().err
+    assert "ref.parquet: row 7: source is null" in err
+    assert main([*args, "--per-group"]) == 1
+    assert "--per-group needs --group-column" in capsys.readouterr().err

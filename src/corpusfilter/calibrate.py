@@ -5,6 +5,12 @@ it when it has no labels: it is then taken to be neutral). ``--target-share S``:
 threshold that flags at most S of the whole reference ("remove the most moral 5%"). A document is
 flagged when ``score >= threshold``; rows a cascade did not score (``when:``) are never flagged.
 
+``--group-column G`` (a source, register or domain per document) measures whether the threshold
+transfers: the rate in every group, and for each group the rate a threshold chosen on all the
+*other* groups gives it. A group over twice the target is one where a threshold calibrated
+elsewhere would not hold. ``--per-group`` then picks the threshold that meets the target in every
+group (the highest of the groups' own thresholds) instead of over the pooled reference.
+
 With ``--recipe R --block N --write OUT.yaml`` the threshold goes into block N's condition in a
 copy of the recipe; the copy is the recipe's text with that one number changed, so comments and
 layout are kept.
@@ -78,19 +84,33 @@ def reference_scores_recipe(
 
 
 def pick_threshold(
-    scores: np.ndarray, y: np.ndarray | None, *, fpr: float | None, share: float | None
+    scores: np.ndarray,
+    y: np.ndarray | None,
+    *,
+    fpr: float | None,
+    share: float | None,
+    groups: np.ndarray | None = None,
+    per_group: bool = False,
 ) -> dict[str, Any]:
+    """The threshold for the target over the pooled reference (or, with ``per_group``, in every
+    group), its rates, and with ``groups`` the per-group transfer report (:func:`group_report`)."""
     if (fpr is None) == (share is None):
         raise CorpusfilterError("give one of --target-fpr or --target-share")
     target = fpr if fpr is not None else share
     assert target is not None
     if not 0 <= target <= 1:
         raise CorpusfilterError("targets are shares between 0 and 1")
-    base = scores if share is not None or y is None else scores[~y]
+    if per_group and groups is None:
+        raise CorpusfilterError("--per-group needs --group-column")
+    base = scores[_base(scores, y, fpr)]
     if len(base) == 0:
         raise InputError("the reference has no negative documents to measure false positives on")
-    t = threshold_for_fpr(base, target)
-    t = _short(t, base)
+    if per_group:
+        assert groups is not None
+        t = per_group_threshold(scores, y, groups, fpr=fpr, share=share)
+    else:
+        t = threshold_for_fpr(base, target)
+    t = _short(t, base)  # flags the same pooled rows, so the same rows of every group
     out: dict[str, Any] = {
         "threshold": t,
         "reference_documents": len(scores),
@@ -105,7 +125,102 @@ def pick_threshold(
         out["recall"] = float((scores[y] >= t).mean())
     if y is not None and (~y).any():
         out["fpr"] = float((scores[~y] >= t).mean())
+    if groups is not None:
+        out["per_group"] = per_group
+        out["group_report"] = group_report(scores, y, groups, t, fpr=fpr, share=share)
     return out
+
+
+def _base(scores: np.ndarray, y: np.ndarray | None, fpr: float | None) -> np.ndarray:
+    """Which rows the target counts: the negatives for an FPR with labels, else every row."""
+    if fpr is not None and y is not None:
+        return ~y
+    return np.ones(len(scores), dtype=bool)
+
+
+def per_group_threshold(
+    scores: np.ndarray, y: np.ndarray | None, groups: np.ndarray, *, fpr: float | None, share: float | None
+) -> float:
+    """The lowest threshold that meets the target in every group (the highest per-group threshold)."""
+    target = fpr if fpr is not None else share
+    assert target is not None
+    base = _base(scores, y, fpr)
+    ts = [threshold_for_fpr(scores[base & (groups == g)], target) for g in np.unique(groups[base])]
+    if not ts:
+        raise InputError("the reference has no negative documents to measure false positives on")
+    return max(ts)
+
+
+def group_report(
+    scores: np.ndarray,
+    y: np.ndarray | None,
+    groups: np.ndarray,
+    threshold: float,
+    *,
+    fpr: float | None,
+    share: float | None,
+) -> dict[str, Any]:
+    """Per group: its documents, the rate at ``threshold``, and the rate at the threshold chosen on
+    the other groups alone (leave one group out), i.e. whether a threshold set elsewhere holds there.
+
+    The rate is the FPR (over negatives) or the flagged share, as the target is. A group with fewer
+    than 1/target documents cannot show a rate at the target; it is marked ``too_small``."""
+    target = fpr if fpr is not None else share
+    assert target is not None
+    base = _base(scores, y, fpr)
+    names = [str(g) for g in np.unique(groups[base])]
+    out: dict[str, Any] = {}
+    for g in names:
+        here = base & (groups == g)
+        rest = base & (groups != g)
+        row: dict[str, Any] = {
+            "documents": int(here.sum()),
+            "rate": float((scores[here] >= threshold).mean()),
+            "too_small": bool(here.sum() * target < 1),
+        }
+        if rest.any():
+            t = threshold_for_fpr(scores[rest], target)
+            row["threshold_without_it"] = t
+            row["rate_at_threshold_without_it"] = float((scores[here] >= t).mean())
+        out[g] = row
+    held = {
+        g: r["rate_at_threshold_without_it"] for g, r in out.items() if "rate_at_threshold_without_it" in r
+    }
+    worst = max(held, key=lambda g: held[g]) if held else None
+    return {
+        "rate": "fpr" if fpr is not None else "share",
+        "target": target,
+        "groups": out,
+        "worst_left_out": worst,
+        "worst_left_out_rate": held[worst] if worst is not None else None,
+        # the issue's transfer rule, generalized: a threshold set for F elsewhere stays <= 2F
+        "transfers": bool(worst is None or held[worst] <= 2 * target),
+    }
+
+
+def format_group_report(rep: dict[str, Any]) -> list[str]:
+    """The group report as printed lines (a table, then a one-line verdict)."""
+    what = "FPR" if rep["rate"] == "fpr" else "flagged"
+    w = max([5, *(len(g) for g in rep["groups"])])
+    lines = [f"  {'group':<{w}}  {'docs':>6}  {what:>8}  {'chosen without it':>17}"]
+    for g, r in rep["groups"].items():
+        left = r.get("rate_at_threshold_without_it")
+        mark = " (too few documents for the target)" if r["too_small"] else ""
+        if left is not None and left > 2 * rep["target"]:
+            mark += "  <- over 2x the target"
+        left_s = f"{left:.4f}" if left is not None else "-"
+        lines.append(f"  {g:<{w}}  {r['documents']:>6}  {r['rate']:>8.4f}  {left_s:>17}{mark}")
+    if rep["worst_left_out"] is not None:
+        verdict = (
+            "within 2x the target: it transfers"
+            if rep["transfers"]
+            else "over 2x the target: it does NOT transfer"
+        )
+        lines.append(
+            f"  leave-one-group-out: a threshold set on the other groups gives {rep['worst_left_out']} "
+            f"{rep['worst_left_out_rate']:.4f} (target {rep['target']:g}), {verdict}"
+        )
+    return lines
 
 
 def _short(t: float, base: np.ndarray) -> float:
@@ -179,12 +294,22 @@ def cmd_calibrate(args: Any) -> int:
     if args.text_column not in names:
         raise InputError(f"{args.reference}: no column {args.text_column!r} (has {', '.join(names)})")
     label_col = args.label_column if args.label_column in names else None
-    cols = [args.text_column] + ([label_col] if label_col else [])
+    group_col = args.group_column
+    if group_col is not None and group_col not in names:
+        raise InputError(f"{args.reference}: no column {group_col!r} (has {', '.join(names)})")
+    cols = [args.text_column] + ([label_col] if label_col else []) + ([group_col] if group_col else [])
     table = pq.read_table(args.reference, columns=cols)
     texts = table.column(args.text_column).to_pylist()
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
         raise InputError(f"{args.reference}: row {bad}: {args.text_column} is not a string")
+    groups = None
+    if group_col is not None:
+        raw_groups = table.column(group_col).to_pylist()
+        bad = next((i for i, g in enumerate(raw_groups) if g is None), None)
+        if bad is not None:
+            raise InputError(f"{args.reference}: row {bad}: {group_col} is null (every row needs a group)")
+        groups = np.asarray([str(g) for g in raw_groups], dtype=object)
     y = None
     if label_col:
         raw = table.column(label_col).to_pylist()
@@ -199,15 +324,20 @@ def cmd_calibrate(args: Any) -> int:
         side, model = load_sidecar(target, positive=args.positive if args.positive != "1" else None)
         scores = score_texts(side, model, texts)
         column = column or side["score_column"]
-    res = pick_threshold(scores, y, fpr=args.target_fpr, share=args.target_share)
+    res = pick_threshold(
+        scores, y, fpr=args.target_fpr, share=args.target_share, groups=groups, per_group=args.per_group
+    )
     res["column"] = column
     what = (
         f"FPR <= {args.target_fpr}"
         if args.target_fpr is not None
         else f"share removed <= {args.target_share}"
     )
-    print(f"{column} >= {res['threshold']!r}  ({what} on {len(texts)} reference documents)")
+    where = f"in every {group_col} of" if args.per_group else "on"
+    print(f"{column} >= {res['threshold']!r}  ({what} {where} {len(texts)} reference documents)")
     print("  " + ", ".join(f"{k} {v:.4f}" for k, v in res.items() if k in ("flagged_share", "fpr", "recall")))
+    if "group_report" in res:
+        print("\n".join(format_group_report(res["group_report"])))
     if args.write:
         assert recipe_path is not None
         note = write_recipe(recipe_path, args.block, str(column), res["threshold"], Path(args.write))

@@ -162,6 +162,15 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_argument("--text-column", default="text")
     ca.add_argument("--label-column", default="label", help="used when present: FPR over its negatives")
     ca.add_argument("--positive", default="1", help="label value counted as positive")
+    ca.add_argument(
+        "--group-column",
+        metavar="G",
+        help="source/register per document: report the rate per group and whether a threshold "
+        "chosen on the other groups holds in each (leave one group out)",
+    )
+    ca.add_argument(
+        "--per-group", action="store_true", help="meet the target in every group, not just pooled"
+    )
     ca.add_argument("--recipe", metavar="YAML", help="recipe to write the threshold into")
     ca.add_argument("--block", type=int, metavar="N", help="index of the block whose condition gets it")
     ca.add_argument("--column", help="score column in that condition (default: the only one compared)")

@@ -1,0 +1,58 @@
+"""scripts/eval_detectors.py's threshold-transfer measurement (the goodness bar), on tiny scores."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from corpusfilter.train import Examples
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "eval_detectors.py"
+
+
+def _script():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("eval_detectors", SCRIPT)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("eval_detectors", mod)  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_transfer_reports_both_directions_and_leave_one_source_out() -> None:
+    E = _script()
+    # test negatives of four corpora (technical scores low, Brown high) and 20 positives
+    tech, jargon = np.linspace(0, 0.1, 200), np.linspace(0, 0.12, 100)
+    reviews, brown = np.linspace(0, 0.15, 100), np.linspace(0.05, 0.5, 100)
+    parts = [("bg_technical", tech), ("bg_jargon", jargon), ("bg_reviews", reviews), ("bg_brown", brown)]
+    srcs = [n for n, v in parts for _ in v] + ["moral"] * 20
+    s_te = np.concatenate([v for _, v in parts] + [np.full(20, 0.9)])
+    y_te = np.asarray([x == "moral" for x in srcs])
+    te = Examples(texts=[""] * len(srcs), sources=srcs)
+    unseen = {"gnu_standards": np.linspace(0, 0.11, 100)}
+    out = E.transfer(te, s_te, y_te, unseen)
+    tech_t = out["chosen_on_technical"]["threshold"]
+    assert (tech >= tech_t).sum() == 2  # 1% of 200
+    assert out["chosen_on_technical"]["fpr_on_other_document_sources"]["test:bg_brown"] == round(
+        float((brown >= tech_t).mean()), 4
+    )
+    lo = out["leave_one_source_out"]
+    assert set(lo["sets"]) == {"test:bg_technical", "test:bg_jargon", "test:bg_reviews", "test:bg_brown",
+                               "unseen:gnu_standards"}  # fmt: skip
+    # Brown left out: the threshold is chosen on the other 500 documents (5 above it)
+    rest = np.r_[tech, jargon, reviews, unseen["gnu_standards"]]
+    t = np.sort(rest)[::-1][5]
+    assert lo["fpr_when_left_out"]["test:bg_brown"] == round(float((brown > t).mean()), 4) > 0.5
+    assert lo["max_fpr_elsewhere"] == lo["fpr_when_left_out"]["test:bg_brown"]
+    # 1% in every source is Brown's own threshold; positives all score above it
+    assert (brown >= lo["threshold_1%_in_every_source"]).sum() == 1 and lo["test_recall_at_it"] == 1.0
+    bar = E.bars({"threshold_transfer": out, "test": {"recall": 1.0, "recall_at_document_threshold": 1.0},
+                  "unseen_neutral": {"all": {"fpr": 0.0, "fpr_at_document_threshold": 0.0}}})  # fmt: skip
+    worst = bar["threshold_transfer_fpr<=0.02"]["max_fpr_elsewhere"]
+    assert (
+        worst["leave_one_source_out"] == lo["max_fpr_elsewhere"]
+        and not bar["threshold_transfer_fpr<=0.02"]["met"]
+    )

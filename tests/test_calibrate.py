@@ -59,8 +59,9 @@ def test_group_report_leave_one_group_out_and_per_group() -> None:
     assert sh["group_report"]["rate"] == "share"
     # registers scored alike transfer
     same = np.r_[tech, tech[::2]]
-    gs = np.asarray(["a"] * 100 + ["b"] * 50, dtype=object)
-    assert pick_threshold(same, None, fpr=0.02, share=None, groups=gs)["group_report"]["transfers"]
+    gs = np.asarray([1] * 100 + [2] * 50)  # numbers name groups too
+    alike = pick_threshold(same, None, fpr=0.02, share=None, groups=gs)["group_report"]
+    assert alike["transfers"] and set(alike["groups"]) == {"1", "2"}
     with pytest.raises(CorpusfilterError, match="--group-column"):
         pick_threshold(s, y, fpr=0.02, share=None, per_group=True)
 

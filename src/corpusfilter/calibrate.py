@@ -138,13 +138,18 @@ def _base(scores: np.ndarray, y: np.ndarray | None, fpr: float | None) -> np.nda
     return np.ones(len(scores), dtype=bool)
 
 
+def _names(groups: np.ndarray) -> np.ndarray:
+    """Group labels as strings (a reference's column may hold numbers)."""
+    return np.asarray([str(g) for g in groups], dtype=object)
+
+
 def per_group_threshold(
     scores: np.ndarray, y: np.ndarray | None, groups: np.ndarray, *, fpr: float | None, share: float | None
 ) -> float:
     """The lowest threshold that meets the target in every group (the highest per-group threshold)."""
     target = fpr if fpr is not None else share
     assert target is not None
-    base = _base(scores, y, fpr)
+    base, groups = _base(scores, y, fpr), _names(groups)
     ts = [threshold_for_fpr(scores[base & (groups == g)], target) for g in np.unique(groups[base])]
     if not ts:
         raise InputError("the reference has no negative documents to measure false positives on")
@@ -167,7 +172,7 @@ def group_report(
     than 1/target documents cannot show a rate at the target; it is marked ``too_small``."""
     target = fpr if fpr is not None else share
     assert target is not None
-    base = _base(scores, y, fpr)
+    base, groups = _base(scores, y, fpr), _names(groups)
     names = [str(g) for g in np.unique(groups[base])]
     out: dict[str, Any] = {}
     for g in names:

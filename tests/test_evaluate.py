@@ -16,6 +16,7 @@ from corpusfilter.evaluate import (
     binary_metrics,
     calibration,
     load_sidecar,
+    per_group_metrics,
     score_texts,
     threshold_for_fpr,
     threshold_for_recall,
@@ -75,6 +76,53 @@ def test_eval_cli_scores_through_the_detector(tmp_path: Path, capsys: pytest.Cap
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["eval", str(model), "--data", str(data)]) == 1  # default columns are missing
     assert "text" in capsys.readouterr().err
+
+
+def test_per_group_metrics_by_hand() -> None:
+    y = np.array([1, 1, 0, 0, 1, 0, 0, 0], dtype=bool)
+    s = np.array([0.9, 0.4, 0.6, 0.1, 0.8, 0.2, 0.7, 0.3])
+    g = np.array(["a", "a", "a", "a", "b", "b", "c", "c"])
+    m = per_group_metrics(y, s, g, {"threshold": 0.5})
+    assert m["a"] == {"documents": 4, "positives": 2, "negatives": 2, "auroc": 0.75,
+                      "threshold": {"recall": 0.5, "fpr": 0.5}}  # fmt: skip
+    assert m["b"]["auroc"] == 1.0 and m["b"]["threshold"] == {"recall": 1.0, "fpr": 0.0}
+    assert m["c"]["auroc"] is None and m["c"]["threshold"] == {"recall": None, "fpr": 0.5}
+
+
+def test_eval_cli_per_group(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--group-column: per-source recall and FPR from a real fastText model, through the CLI."""
+    pytest.importorskip("fasttext")
+    from corpusfilter.cli import main
+    from corpusfilter.train import parse_config, train
+
+    root = write_data(tmp_path / "data")
+    train(parse_config(config()), root=root, out_dir=tmp_path / "m", write_card=False)
+    texts = [" ".join(sentences(MORAL, 6, 1000 + i)) for i in range(20)] + [
+        " ".join(sentences(TECH, 6, 2000 + i)) for i in range(20)
+    ]
+    src = ["essays"] * 10 + ["stories"] * 10 + ["docs"] * 12 + ["stories"] * 8
+    data = tmp_path / "eval.parquet"
+    pq.write_table(pa.table({"text": texts, "label": [1] * 20 + [0] * 20, "src": src}), data)
+    out = tmp_path / "m.json"
+    argv = ["eval", str(tmp_path / "m"), "--data", str(data), "--target-fpr", "0.1"]
+    assert main([*argv, "--group-column", "src", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "per group:" in printed and "target_fpr recall" in printed
+    m = json.loads(out.read_text())
+    side, model = load_sidecar(tmp_path / "m")
+    s = score_texts(side, model, texts)
+    st = m["per_group"]["stories"]
+    assert (st["documents"], st["positives"], st["negatives"]) == (18, 10, 8)
+    assert st["threshold"]["recall"] == pytest.approx((s[10:20] >= 0.5).mean(), abs=1e-6)
+    assert st["threshold"]["fpr"] == pytest.approx((s[32:] >= 0.5).mean(), abs=1e-6)
+    t = threshold_for_fpr(s[20:], 0.1)
+    assert m["per_group"]["docs"]["target_fpr"]["fpr"] == pytest.approx((s[20:32] >= t).mean(), abs=1e-6)
+    assert (
+        m["per_group"]["essays"]["auroc"] is None and m["per_group"]["docs"]["target_fpr"]["recall"] is None
+    )
+    pq.write_table(pa.table({"text": texts, "label": [1] * 20 + [0] * 20, "src": [None, *src[1:]]}), data)
+    assert main([*argv, "--group-column", "src"]) == 1
+    assert "eval.parquet: row 0: src is null" in capsys.readouterr().err
 
 
 def test_missing_sidecar_needs_positive(tmp_path: Path) -> None:

@@ -150,6 +150,9 @@ def _parser() -> argparse.ArgumentParser:
     g = ev.add_mutually_exclusive_group()
     g.add_argument("--target-recall", type=float, metavar="R", help="report the threshold reaching recall R")
     g.add_argument("--target-fpr", type=float, metavar="F", help="report the threshold reaching FPR F")
+    ev.add_argument(
+        "--group-column", metavar="G", help="source/register per row: recall, FPR and AUROC per group too"
+    )
     ev.add_argument("--json", metavar="OUT", help="write the metrics as JSON")
     ev.add_argument("--plot", metavar="PNG", help="write the precision-recall curve")
 

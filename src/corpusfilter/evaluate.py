@@ -258,6 +258,48 @@ def binary_metrics(
     return _round(out)
 
 
+def per_group_metrics(
+    y: np.ndarray, s: np.ndarray, groups: np.ndarray, thresholds: Mapping[str, float]
+) -> dict[str, Any]:
+    """Per group (a source or register): its counts, AUROC where it has both labels, and at each
+    named operating threshold its recall (positives) and FPR (negatives). A pooled AUROC can hide a
+    source the detector misses, or one where its false positives sit."""
+    y = np.asarray(y, dtype=bool)
+    names = np.asarray([str(g) for g in groups], dtype=object)
+    out: dict[str, Any] = {}
+    for g in sorted(set(names)):
+        m = names == g
+        yg, sg = y[m], s[m]
+        row: dict[str, Any] = {
+            "documents": int(m.sum()),
+            "positives": int(yg.sum()),
+            "negatives": int((~yg).sum()),
+        }
+        row["auroc"] = auroc(yg, sg) if 0 < yg.sum() < len(yg) else None
+        for point, t in thresholds.items():
+            row[point] = {
+                "recall": float((sg[yg] >= t).mean()) if yg.any() else None,
+                "fpr": float((sg[~yg] >= t).mean()) if (~yg).any() else None,
+            }
+        out[g] = row
+    return _round(out)
+
+
+def format_groups(groups: Mapping[str, Any]) -> str:
+    """The per-group table: recall and FPR at each operating point."""
+    f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    points = [k for k in next(iter(groups.values())) if isinstance(next(iter(groups.values()))[k], dict)]
+    w = max([5, *(len(g) for g in groups)])
+    head = f"  {'group':<{w}} {'docs':>6} {'pos':>5} {'AUROC':>7}" + "".join(
+        f" {p + ' recall':>18} {p + ' FPR':>15}" for p in points
+    )
+    lines = ["per group:", head]
+    for g, r in groups.items():
+        cells = "".join(f" {f(r[p]['recall']):>18} {f(r[p]['fpr']):>15}" for p in points)
+        lines.append(f"  {g:<{w}} {r['documents']:>6} {r['positives']:>5} {f(r['auroc']):>7}{cells}")
+    return "\n".join(lines)
+
+
 def _round(x: Any) -> Any:
     if isinstance(x, float):
         return None if x != x else round(x, 6)
@@ -324,17 +366,19 @@ def format_metrics(m: Mapping[str, Any]) -> str:
 
 
 def read_labelled(
-    path: str, text_column: str, label_column: str, positive: str
-) -> tuple[list[str], np.ndarray]:
-    """Texts and boolean labels: a label is positive when it is true, 1, or equals ``positive``."""
+    path: str, text_column: str, label_column: str, positive: str, group_column: str | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """Texts, boolean labels (positive when true, 1, or equal to ``positive``) and, with
+    ``group_column``, each row's group (no nulls)."""
     import pyarrow.parquet as pq
 
+    cols = [text_column, label_column] + ([group_column] if group_column else [])
     try:
-        table = pq.read_table(path, columns=[text_column, label_column])
+        table = pq.read_table(path, columns=cols)
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except Exception as e:
-        raise InputError(f"{path}: cannot read columns {text_column!r}, {label_column!r} ({e})") from None
+        raise InputError(f"{path}: cannot read columns {', '.join(map(repr, cols))} ({e})") from None
     texts = table.column(text_column).to_pylist()
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
@@ -343,12 +387,21 @@ def read_labelled(
     y = np.asarray(
         [v is True or v == 1 or (isinstance(v, str) and v in (positive, "1", "true")) for v in raw]
     )
-    return texts, y
+    groups = None
+    if group_column:
+        vals = table.column(group_column).to_pylist()
+        bad = next((i for i, g in enumerate(vals) if g is None), None)
+        if bad is not None:
+            raise InputError(f"{path}: row {bad}: {group_column} is null (every row needs a group)")
+        groups = np.asarray([str(g) for g in vals], dtype=object)
+    return texts, y, groups
 
 
 def cmd_eval(args: Any) -> int:
     side, model = load_sidecar(args.model, positive=args.positive)
-    texts, y = read_labelled(args.data, args.text_column, args.label_column, side["positive"])
+    texts, y, groups = read_labelled(
+        args.data, args.text_column, args.label_column, side["positive"], args.group_column
+    )
     if y.all() or not y.any():
         raise CorpusfilterError(
             f"{args.data}: needs both positive and negative rows (positive = {side['positive']!r})"
@@ -363,8 +416,17 @@ def cmd_eval(args: Any) -> int:
     m["data"] = str(args.data)
     m["score_column"] = side["score_column"]
     m["docs_per_second"] = round(len(texts) / elapsed, 1) if elapsed > 0 else None
+    if groups is not None:
+        points = {"threshold": float(args.threshold)}  # the operating points binary_metrics reports
+        if args.target_recall is not None:
+            points["target_recall"] = threshold_for_recall(s[y], args.target_recall)
+        if args.target_fpr is not None:
+            points["target_fpr"] = threshold_for_fpr(s[~y], args.target_fpr)
+        m["per_group"] = per_group_metrics(y, s, groups, points)
     print(f"model {model} ({side['trainer']}, column {side['score_column']}) on {args.data}")
     print(format_metrics(m))
+    if groups is not None:
+        print(format_groups(m["per_group"]))
     if args.json:
         Path(args.json).write_text(json.dumps(m, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")

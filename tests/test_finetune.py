@@ -112,6 +112,14 @@ def test_block_scores_as_the_classifier_and_the_evaluation_path(trained: tuple[P
     assert direct[0] > direct[1]
     cfg = d.to_config()
     assert cfg["type"] == "finetuned@1" and from_config(cfg).to_config() == cfg
+    # cpu_bf16 (opt-in): bfloat16 on the CPU, scores near fp32's, recorded in the config
+    bf = FinetunedDetector(name="good", model=str(model), device="cpu", cpu_bf16=True)
+    bf.validate(table.schema, "b")
+    bf.ensure_setup()
+    got = bf.process(Batch(table, "b", 4)).table.column("good_good").to_numpy(zero_copy_only=False)
+    np.testing.assert_allclose(got[:3], direct, atol=0.02)
+    assert got.dtype == np.float32 and bf.to_config()["params"]["cpu_bf16"] is True
+    assert from_config(bf.to_config()).to_config() == bf.to_config()
 
 
 def test_in_a_recipe_run_every_document_is_accounted_for(

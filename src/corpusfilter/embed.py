@@ -194,7 +194,15 @@ class Encoder:
 class TransformerEncoder(Encoder):
     """A sentence-transformers model (mean pooling + normalize, as all-MiniLM-L6-v2 defines it)."""
 
-    def __init__(self, path: str, chunking: Chunking, device: str = "auto", *, fp16: bool = True) -> None:
+    def __init__(
+        self,
+        path: str,
+        chunking: Chunking,
+        device: str = "auto",
+        *,
+        fp16: bool = True,
+        cpu_bf16: bool = False,
+    ) -> None:
         super().__init__(chunking)
         import torch
         from sentence_transformers import SentenceTransformer
@@ -204,8 +212,11 @@ class TransformerEncoder(Encoder):
             raise RecipeError(f"device {device!r}: torch sees no CUDA GPU")
         self.device = device
         self.model = SentenceTransformer(path, device=device)
-        if device.startswith("cuda") and fp16:
-            self.model.half()  # fp16 on GPU (training asks for fp32: see train.embed_documents)
+        dtype = run_dtype(
+            device, fp16=fp16, cpu_bf16=cpu_bf16
+        )  # training asks for fp32: train.embed_documents
+        if dtype is not None:
+            self.model.to(dtype)
         self.model.eval()
         self.tokenizer = self.model.tokenizer
         # the Rust tokenizer directly: whole batch at once, no truncation (we chunk ourselves)
@@ -315,10 +326,40 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_encoder(spec: str, chunking: Chunking, device: str = "auto", *, fp16: bool = True) -> Encoder:
+def cpu_bf16_native() -> bool | None:
+    """Whether this CPU computes bfloat16 natively (AMX or AVX512-BF16); None if torch cannot tell."""
+    import torch
+
+    checks = [getattr(torch.cpu, n, None) for n in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    known = [bool(c()) for c in checks if callable(c)]
+    return any(known) if known else None
+
+
+def run_dtype(device: str, *, fp16: bool = True, cpu_bf16: bool = False) -> Any:
+    """The dtype a transformer runs in: fp16 on a GPU (unless not ``fp16``), bfloat16 on a CPU when
+    ``cpu_bf16`` (opt-in: scores move by about 1e-2 in logit; 2.6-2.8x faster on a CPU with AMX,
+    slower than fp32 on one without native bf16, hence a warning), else None (fp32)."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.float16 if fp16 else None
+    if not cpu_bf16:
+        return None
+    if cpu_bf16_native() is False:
+        from loguru import logger
+
+        logger.warning(
+            "cpu_bf16: this CPU has no native bfloat16 (AMX/AVX512-BF16): expect it slower than fp32"
+        )
+    return torch.bfloat16
+
+
+def load_encoder(
+    spec: str, chunking: Chunking, device: str = "auto", *, fp16: bool = True, cpu_bf16: bool = False
+) -> Encoder:
     """The encoder for a model spec; a transformer runs on ``device`` (fp16 on a GPU unless not
-    ``fp16``), a static model on the CPU."""
+    ``fp16``; bfloat16 on a CPU with ``cpu_bf16``), a static model on the CPU."""
     kind, path = resolve_model(spec)
     if kind == "static":
         return StaticEncoder(path, chunking)
-    return TransformerEncoder(path, chunking, device, fp16=fp16)
+    return TransformerEncoder(path, chunking, device, fp16=fp16, cpu_bf16=cpu_bf16)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from corpusfilter.embed import CHARS_PER_TOKEN, pad_with_specials, resolve_device, resolve_model
+from corpusfilter.embed import CHARS_PER_TOKEN, pad_with_specials, resolve_device, resolve_model, run_dtype
 from corpusfilter.errors import RecipeError
 
 if TYPE_CHECKING:
@@ -206,9 +206,11 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 class FinetunedClassifier:
     """A fine-tuned model ready to score: the base MiniLM with the file's encoder layers and head.
-    On a GPU it runs in fp16 unless ``fp16`` is false."""
+    On a GPU it runs in fp16 unless ``fp16`` is false; on a CPU in bfloat16 if ``cpu_bf16``."""
 
-    def __init__(self, path: str | Path, *, device: str = "auto", fp16: bool = True) -> None:
+    def __init__(
+        self, path: str | Path, *, device: str = "auto", fp16: bool = True, cpu_bf16: bool = False
+    ) -> None:
         import torch
         from safetensors.torch import load_file
 
@@ -231,8 +233,9 @@ class FinetunedClassifier:
             {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}
         )
         net.eval().to(self.device)
-        if self.device.startswith("cuda") and fp16:
-            net.half()
+        dtype = run_dtype(self.device, fp16=fp16, cpu_bf16=cpu_bf16)
+        if dtype is not None:
+            net.to(dtype)
         self.net = net
         self.tok = _fast_tokenizer(base)
         self.cls, self.sep = self.tok.token_to_id("[CLS]"), self.tok.token_to_id("[SEP]")

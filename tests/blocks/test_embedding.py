@@ -55,6 +55,29 @@ def test_short_chunks_fill_batches_to_the_token_budget(minilm) -> None:  # type:
     np.testing.assert_allclose(emb, minilm.model.encode(texts, batch_size=2), atol=1e-5)
 
 
+def test_cpu_bf16_encoder_stays_close_to_fp32(minilm) -> None:  # type: ignore[no-untyped-def]
+    """cpu_bf16 (opt-in): the real MiniLM in bfloat16 on the CPU gives the fp32 embeddings to ~1e-2."""
+    import torch
+
+    from corpusfilter.embed import run_dtype
+
+    bf = load_encoder("minilm", Chunking(chunk_tokens=256, max_chunks=1), device="cpu", cpu_bf16=True)
+    assert next(bf.model.parameters()).dtype == torch.bfloat16
+    assert next(minilm.model.parameters()).dtype == torch.float32  # the default stays fp32
+    texts = [*GOOD, *TECH, "word " * 300]
+    a, _ = minilm.embed_chunks(texts, batch_size=2)
+    b, _ = bf.embed_chunks(texts, batch_size=2)
+    assert b.dtype == np.float32
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.995 and not np.array_equal(a, b)
+    assert run_dtype("cpu") is None and run_dtype("cpu", cpu_bf16=True) == torch.bfloat16
+    assert run_dtype("cuda") == torch.float16 and run_dtype("cuda", fp16=False, cpu_bf16=True) is None
+    d = EmbeddingDetector(
+        name="e", model="minilm", positives=GOOD, negatives=TECH, device="cpu", cpu_bf16=True
+    )
+    assert d.to_config()["params"]["cpu_bf16"] is True
+
+
 def test_long_documents_are_chunked_by_tokens() -> None:
     enc = load_encoder("minilm", Chunking(chunk_tokens=32, stride=20, max_chunks=4), device="cpu")
     chunks, doc = enc.chunk(["one two three " * 40, "short"])

@@ -46,19 +46,28 @@ def test_metrics_at_targets() -> None:
     assert m["precision"] == pytest.approx(10 / 12)  # negatives 0.533 and 0.6 pass 0.5 and m["recall"] == 1.0
 
 
-def test_eval_cli_scores_through_the_detector(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real fastText detector trained on the tiny moral/technical data (folder with its sidecar)."""
     pytest.importorskip("fasttext")
-    from corpusfilter.cli import main
     from corpusfilter.train import parse_config, train
 
-    root = write_data(tmp_path / "data")
-    train(parse_config(config()), root=root, out_dir=tmp_path / "m", write_card=False)
+    tmp = tmp_path_factory.mktemp("eval")
+    train(parse_config(config()), root=write_data(tmp / "data"), out_dir=tmp / "m", write_card=False)
+    return tmp / "m"
+
+
+def test_eval_cli_scores_through_the_detector(
+    trained_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from corpusfilter.cli import main
+
     texts = [" ".join(sentences(MORAL, 6, 1000 + i)) for i in range(30)] + [
         " ".join(sentences(TECH, 6, 2000 + i)) for i in range(30)
     ]
     data = tmp_path / "eval.parquet"
     pq.write_table(pa.table({"doc": texts, "is_good": [True] * 30 + [False] * 30}), data)
-    side, model = load_sidecar(tmp_path / "m")
+    side, model = load_sidecar(trained_dir)
     scores = score_texts(side, model, texts)
     import fasttext
 
@@ -89,14 +98,10 @@ def test_per_group_metrics_by_hand() -> None:
     assert m["c"]["auroc"] is None and m["c"]["threshold"] == {"recall": None, "fpr": 0.5}
 
 
-def test_eval_cli_per_group(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_cli_per_group(trained_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--group-column: per-source recall and FPR from a real fastText model, through the CLI."""
-    pytest.importorskip("fasttext")
     from corpusfilter.cli import main
-    from corpusfilter.train import parse_config, train
 
-    root = write_data(tmp_path / "data")
-    train(parse_config(config()), root=root, out_dir=tmp_path / "m", write_card=False)
     texts = [" ".join(sentences(MORAL, 6, 1000 + i)) for i in range(20)] + [
         " ".join(sentences(TECH, 6, 2000 + i)) for i in range(20)
     ]
@@ -104,12 +109,12 @@ def test_eval_cli_per_group(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     data = tmp_path / "eval.parquet"
     pq.write_table(pa.table({"text": texts, "label": [1] * 20 + [0] * 20, "src": src}), data)
     out = tmp_path / "m.json"
-    argv = ["eval", str(tmp_path / "m"), "--data", str(data), "--target-fpr", "0.1"]
+    argv = ["eval", str(trained_dir), "--data", str(data), "--target-fpr", "0.1"]
     assert main([*argv, "--group-column", "src", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "per group:" in printed and "target_fpr recall" in printed
     m = json.loads(out.read_text())
-    side, model = load_sidecar(tmp_path / "m")
+    side, model = load_sidecar(trained_dir)
     s = score_texts(side, model, texts)
     st = m["per_group"]["stories"]
     assert (st["documents"], st["positives"], st["negatives"]) == (18, 10, 8)

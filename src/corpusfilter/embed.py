@@ -212,9 +212,8 @@ class TransformerEncoder(Encoder):
             raise RecipeError(f"device {device!r}: torch sees no CUDA GPU")
         self.device = device
         self.model = SentenceTransformer(path, device=device)
-        dtype = run_dtype(
-            device, fp16=fp16, cpu_bf16=cpu_bf16
-        )  # training asks for fp32: train.embed_documents
+        # training asks for fp32 (train.embed_documents)
+        dtype = run_dtype(device, fp16=fp16, cpu_bf16=cpu_bf16)
         if dtype is not None:
             self.model.to(dtype)
         self.model.eval()
@@ -337,8 +336,8 @@ def cpu_bf16_native() -> bool | None:
 
 def run_dtype(device: str, *, fp16: bool = True, cpu_bf16: bool = False) -> Any:
     """The dtype a transformer runs in: fp16 on a GPU (unless not ``fp16``), bfloat16 on a CPU when
-    ``cpu_bf16`` (opt-in: scores move by about 1e-2 in logit; 2.6-2.8x faster on a CPU with AMX,
-    slower than fp32 on one without native bf16, hence a warning), else None (fp32)."""
+    ``cpu_bf16`` (opt-in: scores move by up to ~1e-2; about 2.5x faster on a CPU with AMX, see
+    benchmarks/cpu_bf16.py; slower than fp32 without native bf16, hence a warning), else None (fp32)."""
     import torch
 
     if device.startswith("cuda"):

@@ -37,7 +37,7 @@ class FinetunedParams:
     cpu_bf16: bool = dataclasses.field(
         default=False,
         metadata={
-            "help": "bfloat16 on a CPU: 2.6-2.8x faster with AMX/AVX512-BF16, slower without; scores "
+            "help": "bfloat16 on a CPU: ~2.5x faster with AMX/AVX512-BF16, slower without; scores "
             "move (goodness_ft: 1 of 3,134 decisions flipped, README)"
         },
     )

@@ -64,6 +64,7 @@ from corpusfilter.train import (  # noqa: E402
 )
 
 FPR_TARGET = 0.01
+TRANSFER_NOTE = "; threshold transfer re-measured: "
 BG = "background/background.parquet"
 
 
@@ -902,10 +903,9 @@ def main() -> int:
         g["bars"] = bars(g)
         g["model_sha256"] = metrics["model_sha256"]
         g["command"] = "python scripts/eval_detectors.py " + name + (" --cached" if args.cached else "")
-        if args.transfer_only:  # the rest is the stored evaluation's
-            g["command"] = (
-                f"{old.get('command', g['command'])}; threshold transfer re-measured: {g['command']} --transfer-only"
-            )
+        if args.transfer_only:  # the rest is the stored evaluation's (said once, however often re-run)
+            stored = old.get("command", g["command"]).split(TRANSFER_NOTE)[0]
+            g["command"] = f"{stored}{TRANSFER_NOTE}{g['command']} --transfer-only"
         metrics["generalization"] = g
         save(name, metrics, root)
         print(g["markdown"], flush=True)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from corpusfilter.errors import CorpusfilterError, InputError, RecipeError
-from corpusfilter.evaluate import threshold_for_fpr
+from corpusfilter.evaluate import group_names, read_groups, threshold_for_fpr
 
 _NUM = r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
@@ -138,18 +138,13 @@ def _base(scores: np.ndarray, y: np.ndarray | None, fpr: float | None) -> np.nda
     return np.ones(len(scores), dtype=bool)
 
 
-def _names(groups: np.ndarray) -> np.ndarray:
-    """Group labels as strings (a reference's column may hold numbers)."""
-    return np.asarray([str(g) for g in groups], dtype=object)
-
-
 def per_group_threshold(
     scores: np.ndarray, y: np.ndarray | None, groups: np.ndarray, *, fpr: float | None, share: float | None
 ) -> float:
     """The lowest threshold that meets the target in every group (the highest per-group threshold)."""
     target = fpr if fpr is not None else share
     assert target is not None
-    base, groups = _base(scores, y, fpr), _names(groups)
+    base, groups = _base(scores, y, fpr), group_names(groups)
     ts = [threshold_for_fpr(scores[base & (groups == g)], target) for g in np.unique(groups[base])]
     if not ts:
         raise InputError("the reference has no negative documents to measure false positives on")
@@ -172,10 +167,9 @@ def group_report(
     than 1/target documents cannot show a rate at the target; it is marked ``too_small``."""
     target = fpr if fpr is not None else share
     assert target is not None
-    base, groups = _base(scores, y, fpr), _names(groups)
-    names = [str(g) for g in np.unique(groups[base])]
+    base, groups = _base(scores, y, fpr), group_names(groups)
     out: dict[str, Any] = {}
-    for g in names:
+    for g in np.unique(groups[base]):
         here = base & (groups == g)
         rest = base & (groups != g)
         row: dict[str, Any] = {
@@ -308,13 +302,7 @@ def cmd_calibrate(args: Any) -> int:
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
         raise InputError(f"{args.reference}: row {bad}: {args.text_column} is not a string")
-    groups = None
-    if group_col is not None:
-        raw_groups = table.column(group_col).to_pylist()
-        bad = next((i for i, g in enumerate(raw_groups) if g is None), None)
-        if bad is not None:
-            raise InputError(f"{args.reference}: row {bad}: {group_col} is null (every row needs a group)")
-        groups = np.asarray([str(g) for g in raw_groups], dtype=object)
+    groups = read_groups(table, group_col, args.reference) if group_col is not None else None
     y = None
     if label_col:
         raw = table.column(label_col).to_pylist()

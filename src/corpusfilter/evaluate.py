@@ -258,6 +258,20 @@ def binary_metrics(
     return _round(out)
 
 
+def group_names(values: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """Group labels as strings (a column may hold numbers)."""
+    return np.asarray([str(g) for g in values], dtype=object)
+
+
+def read_groups(table: Any, column: str, path: str) -> np.ndarray:
+    """A table's group column as strings; a null is an error naming the file and the row."""
+    vals = table.column(column).to_pylist()
+    bad = next((i for i, g in enumerate(vals) if g is None), None)
+    if bad is not None:
+        raise InputError(f"{path}: row {bad}: {column} is null (every row needs a group)")
+    return group_names(vals)
+
+
 def per_group_metrics(
     y: np.ndarray, s: np.ndarray, groups: np.ndarray, thresholds: Mapping[str, float]
 ) -> dict[str, Any]:
@@ -265,7 +279,7 @@ def per_group_metrics(
     named operating threshold its recall (positives) and FPR (negatives). A pooled AUROC can hide a
     source the detector misses, or one where its false positives sit."""
     y = np.asarray(y, dtype=bool)
-    names = np.asarray([str(g) for g in groups], dtype=object)
+    names = group_names(groups)
     out: dict[str, Any] = {}
     for g in sorted(set(names)):
         m = names == g
@@ -288,7 +302,8 @@ def per_group_metrics(
 def format_groups(groups: Mapping[str, Any]) -> str:
     """The per-group table: recall and FPR at each operating point."""
     f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-    points = [k for k in next(iter(groups.values())) if isinstance(next(iter(groups.values()))[k], dict)]
+    first = next(iter(groups.values()))
+    points = [k for k, v in first.items() if isinstance(v, dict)]
     w = max([5, *(len(g) for g in groups)])
     head = f"  {'group':<{w}} {'docs':>6} {'pos':>5} {'AUROC':>7}" + "".join(
         f" {p + ' recall':>18} {p + ' FPR':>15}" for p in points
@@ -387,14 +402,7 @@ def read_labelled(
     y = np.asarray(
         [v is True or v == 1 or (isinstance(v, str) and v in (positive, "1", "true")) for v in raw]
     )
-    groups = None
-    if group_column:
-        vals = table.column(group_column).to_pylist()
-        bad = next((i for i, g in enumerate(vals) if g is None), None)
-        if bad is not None:
-            raise InputError(f"{path}: row {bad}: {group_column} is null (every row needs a group)")
-        groups = np.asarray([str(g) for g in vals], dtype=object)
-    return texts, y, groups
+    return texts, y, read_groups(table, group_column, path) if group_column else None
 
 
 def cmd_eval(args: Any) -> int:

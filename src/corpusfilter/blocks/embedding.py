@@ -43,6 +43,17 @@ Chunked = tuple[list[list[int]], np.ndarray]
 Prepared = tuple[int, Chunked, "tuple[Chunked, np.ndarray] | None", "Chunked | None"]
 
 
+def cpu_bf16_field() -> Any:
+    """The ``cpu_bf16`` parameter of the transformer blocks (embedding, finetuned): opt-in."""
+    return dataclasses.field(
+        default=False,
+        metadata={
+            "help": "a transformer in bfloat16 on a CPU: ~2.5x faster with AMX/AVX512-BF16, slower "
+            "without; scores move slightly (benchmarks/cpu_bf16.py)"
+        },
+    )
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EmbeddingParams:
     name: str = dataclasses.field(default="embedding", metadata={"help": "column prefix"})
@@ -89,13 +100,7 @@ class EmbeddingParams:
         default=None,
         metadata={"help": "tokenize the next batch in a thread while encoding (default: on GPU)"},
     )
-    cpu_bf16: bool = dataclasses.field(
-        default=False,
-        metadata={
-            "help": "a transformer model in bfloat16 on a CPU: faster with AMX/AVX512-BF16, slower "
-            "without; scores move slightly (README)"
-        },
-    )
+    cpu_bf16: bool = cpu_bf16_field()
 
     def check(self, path: str) -> None:
         protos = self.positives is not None or self.positives_file is not None

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from corpusfilter.blocks.base import Detector
+from corpusfilter.blocks.embedding import cpu_bf16_field
 from corpusfilter.errors import RecipeError, at_path
 from corpusfilter.io import file_stat, pin_file, sha256_file
 from corpusfilter.registry import register
@@ -34,13 +35,7 @@ class FinetunedParams:
     fp16: bool = dataclasses.field(
         default=True, metadata={"help": "half precision on a GPU (scores within ~1e-3 of fp32)"}
     )
-    cpu_bf16: bool = dataclasses.field(
-        default=False,
-        metadata={
-            "help": "bfloat16 on a CPU: ~2.5x faster with AMX/AVX512-BF16, slower without; scores "
-            "move (goodness_ft: 1 of 3,134 decisions flipped, README)"
-        },
-    )
+    cpu_bf16: bool = cpu_bf16_field()
 
     def check(self, path: str) -> None:
         if not self.name.isidentifier():

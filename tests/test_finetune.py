@@ -89,6 +89,22 @@ def test_training_is_deterministic_learns_and_stores_only_the_trained_layers(
     assert "finetune:" in resolved and "fasttext:" not in resolved and "head:" not in resolved
 
 
+def test_cpu_bf16_training_is_deterministic_learns_and_is_recorded(
+    trained: tuple[Path, Path, Any], tmp_path: Path
+) -> None:
+    """bfloat16 autocast on the CPU (opt-in, as a GPU trains): same seed, same bytes; not fp32's."""
+    import yaml
+
+    root, model, _ = trained
+    a = train(parse_config(ft_config(cpu_bf16=True)), root=root, out_dir=tmp_path / "a", config_text="x")
+    b = train(parse_config(ft_config(cpu_bf16=True)), root=root, out_dir=tmp_path / "b")
+    assert a.model.read_bytes() == b.model.read_bytes() != model.read_bytes()
+    assert a.metrics["validation"]["auroc"] > 0.9
+    assert (
+        yaml.safe_load((tmp_path / "a" / "train.resolved.yaml").read_text())["finetune"]["cpu_bf16"] is True
+    )
+
+
 def test_block_scores_as_the_classifier_and_the_evaluation_path(trained: tuple[Path, Path, Any]) -> None:
     from corpusfilter.batch import Batch
     from corpusfilter.blocks.finetuned import FinetunedDetector

@@ -9,7 +9,9 @@ MiniLM. A document is read as its first ``head_tokens`` and its last tokens, ``m
 
 Training is deterministic for a seed on one device type and software stack (batch order from a
 local generator, dropout under a forked torch RNG, deterministic kernels); a GPU and a CPU do not
-give bit-identical weights. torch is imported on first use.
+give bit-identical weights. A GPU trains under bfloat16 autocast; a CPU in fp32, or in bfloat16
+autocast with ``cpu_bf16`` (about 1.8x faster where the CPU has native bf16). torch is imported on
+first use.
 """
 
 from __future__ import annotations
@@ -129,6 +131,8 @@ def train_classifier(
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     devices = [torch.device(device)] if device.startswith("cuda") else []
+    kind = "cuda" if devices else "cpu"
+    bf16 = kind == "cuda" or run_dtype("cpu", cpu_bf16=spec.cpu_bf16) is not None  # warns without native bf16
     with torch.random.fork_rng(devices=devices):  # dropout draws from a seeded, private RNG state
         torch.manual_seed(seed)
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -154,7 +158,7 @@ def train_classifier(
                 for b in range(0, len(order), spec.batch):
                     j = order[b : b + spec.batch]
                     x, m = _pad([ids[i] for i in j], cls, sep, torch)
-                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+                    with torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16):
                         logit = net(x.to(device), m.to(device))
                     loss = torch.nn.functional.binary_cross_entropy_with_logits(
                         logit.float(),

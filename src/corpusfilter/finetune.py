@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 FORMAT = "corpusfilter-finetuned/1"
 _SKIP = ("embeddings.", "pooler.")  # frozen (taken from the base model) or unused
+_REPORT_EVERY_S = 60.0  # progress lines while training: a CPU run takes hours
 _MARGIN = 16  # tokens a word cut in two may take (WordPiece splits an unknown word into pieces)
 
 
@@ -153,7 +155,8 @@ def train_classifier(
             )
             rng = np.random.default_rng(seed)
             net.train()
-            for _ in range(spec.epochs):
+            progress = _Progress(steps, spec.batch)
+            for epoch in range(spec.epochs):
                 order = rng.permutation(len(ids))
                 for b in range(0, len(order), spec.batch):
                     j = order[b : b + spec.batch]
@@ -169,6 +172,8 @@ def train_classifier(
                     loss.backward()
                     opt.step()
                     sched.step()
+                    progress.step(epoch, loss.detach())
+                progress.end_epoch(epoch)
         finally:
             torch.use_deterministic_algorithms(was_deterministic)
     tensors = {
@@ -189,6 +194,42 @@ def train_classifier(
     # one metadata key: safetensors writes several in hash order, and the file must be byte-stable
     save_file(tensors, str(out_path), metadata={"corpusfilter": json.dumps(meta, sort_keys=True)})
     return out_path
+
+
+class _Progress:
+    """Logs epoch, step, mean loss, documents/s and time left: every ``_REPORT_EVERY_S`` (loss over
+    the steps since the last line) and at each epoch's end (loss over the epoch). Losses stay on the
+    device between lines: no sync per step on a GPU."""
+
+    def __init__(self, steps: int, batch: int) -> None:
+        self.steps, self.batch, self.done = steps, batch, 0
+        self.window: list[Any] = []
+        self.epoch: list[Any] = []
+        self.t0 = self.last = time.perf_counter()
+
+    def step(self, epoch: int, loss: Any) -> None:
+        self.done += 1
+        self.window.append(loss)
+        self.epoch.append(loss)
+        if time.perf_counter() - self.last >= _REPORT_EVERY_S:
+            self._log(epoch, self.window, "")
+            self.window = []
+
+    def end_epoch(self, epoch: int) -> None:
+        self._log(epoch, self.epoch, " done")
+        self.window, self.epoch = [], []
+
+    def _log(self, epoch: int, losses: list[Any], what: str) -> None:
+        from loguru import logger
+
+        now = time.perf_counter()
+        rate = self.done / max(now - self.t0, 1e-9)  # steps/s
+        mean = float(sum(losses)) / len(losses) if losses else float("nan")
+        logger.info(
+            f"finetune: epoch {epoch + 1}{what}, step {self.done}/{self.steps}, loss {mean:.4f}, "
+            f"{rate * self.batch:.1f} docs/s, {(self.steps - self.done) / max(rate, 1e-9) / 60:.1f} min left"
+        )
+        self.last = now
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -163,7 +163,7 @@ class FinetuneSpec:
     balance: bool = True  # weight classes equally
     device: Literal["cpu", "cuda", "auto"] = "auto"
     # bfloat16 autocast on a CPU, as a GPU always trains: ~1.4x faster on a CPU with AMX/AVX512-BF16
-    # (benchmarks/cpu_bf16.py); weights differ from fp32 training in the last bits, so opt-in
+    # (benchmarks/cpu_bf16.py); the weights differ from fp32 training's, so opt-in
     cpu_bf16: bool = False
 
     def check(self, path: str) -> None:

@@ -48,6 +48,7 @@ from corpusfilter.evaluate import (  # noqa: E402
     score_texts,
     threshold_for_fpr,
 )
+from corpusfilter.finetune import trains_in_bf16  # noqa: E402
 from corpusfilter.params import build_params  # noqa: E402
 from corpusfilter.train import (  # noqa: E402
     Examples,
@@ -634,9 +635,10 @@ def loso(
                 ),
             }
         if cfg.trainer == "finetune":  # where the held-out model was trained, and in what precision
-            f = cfg.finetune
-            dev = resolve_device(f.device)
-            res["trained_on"] = f"{dev}, " + ("bf16 autocast" if dev == "cuda" or f.cpu_bf16 else "fp32")
+            dev = resolve_device(cfg.finetune.device)
+            res["trained_on"] = f"{dev}, " + (
+                "bf16 autocast" if trains_in_bf16(dev, cfg.finetune) else "fp32"
+            )
         if group == "bg_brown":
             res["brown_by_category"] = brown_by_category(held.ids, s, thr, thr_doc)
         res["seconds"] = round(time.perf_counter() - t0, 1)
@@ -918,13 +920,14 @@ def main() -> int:
         g["model_sha256"] = metrics["model_sha256"]
         g["command"] = "python scripts/eval_detectors.py " + name + (" --cached" if args.cached else "")
         if args.loso_only and old.get("command"):  # the rest is the stored evaluation's: add this run
-            run = (
-                g["command"]
-                + " --loso-only"
-                + (f" --loso-groups {args.loso_groups}" if args.loso_groups else "")
-            )
-            run += (" --frozen F" if args.frozen else "") + (" --examples X" if args.examples else "")
-            run += " --cpu-bf16" if args.cpu_bf16 else ""
+            flags = [
+                "--loso-only",
+                f"--loso-groups {args.loso_groups}" if args.loso_groups else "",
+                "--frozen F" if args.frozen else "",
+                "--examples X" if args.examples else "",
+                "--cpu-bf16" if args.cpu_bf16 else "",
+            ]
+            run = " ".join([g["command"], *filter(None, flags)])
             g["command"] = old["command"] if run in old["command"] else f"{old['command']}; then {run}"
         if args.transfer_only:  # the rest is the stored evaluation's (said once, however often re-run)
             stored = old.get("command", g["command"]).split(TRANSFER_NOTE)[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,17 @@ def ft_config(**finetune: Any) -> dict[str, Any]:
         **finetune,
     }
     return cfg
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[str]]:
+    """The messages corpusfilter logs (INFO and up) while the test runs."""
+    from loguru import logger
+
+    lines: list[str] = []
+    sink = logger.add(lines.append, format="{message}", level="INFO")
+    yield lines
+    logger.remove(sink)
 
 
 @pytest.fixture(scope="module")
@@ -90,22 +102,17 @@ def test_training_is_deterministic_learns_and_stores_only_the_trained_layers(
 
 
 def test_cpu_bf16_training_is_deterministic_learns_and_is_recorded(
-    trained: tuple[Path, Path, Any], tmp_path: Path
+    trained: tuple[Path, Path, Any], tmp_path: Path, log_lines: list[str]
 ) -> None:
     """bfloat16 autocast on the CPU (opt-in, as a GPU trains): same seed, same bytes; not fp32's.
     Training logs its progress (a line per epoch at least)."""
     import re
 
     import yaml
-    from loguru import logger
 
     root, model, _ = trained
-    lines: list[str] = []
-    sink = logger.add(lines.append, format="{message}", level="INFO")
-    try:
-        a = train(parse_config(ft_config(cpu_bf16=True)), root=root, out_dir=tmp_path / "a", config_text="x")
-    finally:
-        logger.remove(sink)
+    a = train(parse_config(ft_config(cpu_bf16=True)), root=root, out_dir=tmp_path / "a", config_text="x")
+    n = len(log_lines)
     b = train(parse_config(ft_config(cpu_bf16=True)), root=root, out_dir=tmp_path / "b")
     assert a.model.read_bytes() == b.model.read_bytes() != model.read_bytes()
     assert a.metrics["validation"]["auroc"] > 0.9
@@ -114,40 +121,35 @@ def test_cpu_bf16_training_is_deterministic_learns_and_is_recorded(
     )
     ends = [
         m
-        for line in lines
+        for line in log_lines[:n]
         if (m := re.match(r"finetune: epoch (\d) done, step (\d+)/(\d+), loss ([\d.]+)", line))
     ]
     assert [m[1] for m in ends] == ["1", "2"] and ends[-1][2] == ends[-1][3]  # 2 epochs, every step
     assert all(0 < float(m[4]) < 10 for m in ends)
 
 
-def test_progress_lines_by_time_and_at_each_epoch_end(monkeypatch: pytest.MonkeyPatch) -> None:
-    from loguru import logger
-
+def test_progress_lines_by_time_and_at_each_epoch_end(
+    monkeypatch: pytest.MonkeyPatch, log_lines: list[str]
+) -> None:
     from corpusfilter import finetune
 
-    lines: list[str] = []
-    sink = logger.add(lines.append, format="{message}", level="INFO")
-    try:
-        p = finetune._Progress(4, 8)
-        monkeypatch.setattr(finetune, "_REPORT_EVERY_S", 0.0)  # a line after every step
-        p.step(0, 1.0)
-        p.step(0, 3.0)
-        p.end_epoch(0)
-        monkeypatch.setattr(finetune, "_REPORT_EVERY_S", 3600.0)  # no line until the epoch ends
-        p.step(1, 0.5)
-        p.step(1, 1.5)
-        p.end_epoch(1)
-    finally:
-        logger.remove(sink)
-    heads = [line.split(", ")[:3] for line in lines]
+    p = finetune._Progress(4, 8)
+    monkeypatch.setattr(finetune, "_REPORT_EVERY_S", 0.0)  # a line after every step
+    p.step(0, 1.0)
+    p.step(0, 3.0)
+    p.end_epoch(0)
+    monkeypatch.setattr(finetune, "_REPORT_EVERY_S", 3600.0)  # no line until the epoch ends
+    p.step(1, 0.5)
+    p.step(1, 1.5)
+    p.end_epoch(1)
+    heads = [line.split(", ")[:3] for line in log_lines]
     assert heads == [
         ["finetune: epoch 1", "step 1/4", "loss 1.0000"],
         ["finetune: epoch 1", "step 2/4", "loss 3.0000"],
         ["finetune: epoch 1 done", "step 2/4", "loss 2.0000"],  # the epoch's mean
         ["finetune: epoch 2 done", "step 4/4", "loss 1.0000"],
     ]
-    assert lines[-1].rstrip().endswith("0.0 min left")
+    assert log_lines[-1].rstrip().endswith("0.0 min left")
 
 
 def test_block_scores_as_the_classifier_and_the_evaluation_path(trained: tuple[Path, Path, Any]) -> None:

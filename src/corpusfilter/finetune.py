@@ -134,7 +134,7 @@ def train_classifier(
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     devices = [torch.device(device)] if device.startswith("cuda") else []
     kind = "cuda" if devices else "cpu"
-    bf16 = kind == "cuda" or run_dtype("cpu", cpu_bf16=spec.cpu_bf16) is not None  # warns without native bf16
+    bf16 = trains_in_bf16(device, spec)
     with torch.random.fork_rng(devices=devices):  # dropout draws from a seeded, private RNG state
         torch.manual_seed(seed)
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -196,6 +196,12 @@ def train_classifier(
     return out_path
 
 
+def trains_in_bf16(device: str, spec: FinetuneSpec) -> bool:
+    """Whether training on ``device`` runs under bfloat16 autocast: always on a GPU, on a CPU with
+    ``spec.cpu_bf16`` (a warning where the CPU lacks native bf16)."""
+    return device.startswith("cuda") or run_dtype("cpu", cpu_bf16=spec.cpu_bf16) is not None
+
+
 class _Progress:
     """Logs epoch, step, mean loss, documents/s and time left: every ``_REPORT_EVERY_S`` (loss over
     the steps since the last line) and at each epoch's end (loss over the epoch). Losses stay on the
@@ -203,21 +209,20 @@ class _Progress:
 
     def __init__(self, steps: int, batch: int) -> None:
         self.steps, self.batch, self.done = steps, batch, 0
-        self.window: list[Any] = []
-        self.epoch: list[Any] = []
+        self.losses: list[Any] = []  # this epoch's; those since the last line start at ``mark``
+        self.mark = 0
         self.t0 = self.last = time.perf_counter()
 
     def step(self, epoch: int, loss: Any) -> None:
         self.done += 1
-        self.window.append(loss)
-        self.epoch.append(loss)
+        self.losses.append(loss)
         if time.perf_counter() - self.last >= _REPORT_EVERY_S:
-            self._log(epoch, self.window, "")
-            self.window = []
+            self._log(epoch, self.losses[self.mark :], "")
+            self.mark = len(self.losses)
 
     def end_epoch(self, epoch: int) -> None:
-        self._log(epoch, self.epoch, " done")
-        self.window, self.epoch = [], []
+        self._log(epoch, self.losses, " done")
+        self.losses, self.mark = [], 0
 
     def _log(self, epoch: int, losses: list[Any], what: str) -> None:
         from loguru import logger

@@ -869,7 +869,7 @@ def main() -> int:
         "--cpu-bf16",
         action="store_true",
         help="with --loso-only: fine-tune the held-out models in bfloat16 autocast on a CPU "
-        "(finetune.cpu_bf16; as a GPU trains, ~1.4x faster than fp32 where the CPU has native bf16)",
+        "(finetune.cpu_bf16; as a GPU trains, 1.4-1.6x faster than fp32 where the CPU has native bf16)",
     )
     args = ap.parse_args()
     if args.cpu_bf16 and not args.loso_only:

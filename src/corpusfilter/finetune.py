@@ -10,7 +10,7 @@ MiniLM. A document is read as its first ``head_tokens`` and its last tokens, ``m
 Training is deterministic for a seed on one device type and software stack (batch order from a
 local generator, dropout under a forked torch RNG, deterministic kernels); a GPU and a CPU do not
 give bit-identical weights. A GPU trains under bfloat16 autocast; a CPU in fp32, or in bfloat16
-autocast with ``cpu_bf16`` (about 1.4x faster where the CPU has native bf16). torch is imported on
+autocast with ``cpu_bf16`` (1.4-1.6x faster where the CPU has native bf16). torch is imported on
 first use.
 """
 

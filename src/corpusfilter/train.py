@@ -162,7 +162,7 @@ class FinetuneSpec:
     dropout: float = 0.1
     balance: bool = True  # weight classes equally
     device: Literal["cpu", "cuda", "auto"] = "auto"
-    # bfloat16 autocast on a CPU, as a GPU always trains: ~1.4x faster on a CPU with AMX/AVX512-BF16
+    # bfloat16 autocast on a CPU, as a GPU always trains: 1.4-1.6x faster on a CPU with AMX/AVX512-BF16
     # (benchmarks/cpu_bf16.py); the weights differ from fp32 training's, so opt-in
     cpu_bf16: bool = False
 

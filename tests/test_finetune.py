@@ -185,6 +185,38 @@ def test_block_scores_as_the_classifier_and_the_evaluation_path(trained: tuple[P
     assert from_config(bf.to_config()).to_config() == bf.to_config()
 
 
+def test_overlapped_tokenizing_gives_the_same_scores(trained: tuple[Path, Path, Any]) -> None:
+    """overlap (default on a GPU): tokenizing a batch ahead in a thread changes no score, and rows
+    left out by ``when`` stay null, over several batches."""
+    from corpusfilter.batch import Batch
+    from corpusfilter.blocks.finetuned import FinetunedDetector
+    from corpusfilter.registry import from_config
+
+    _, model, _ = trained
+    texts = [
+        f"Forgive those who wrong you, {i} times." if i % 3 else f"pip install module{i}" for i in range(12)
+    ]
+    tables = [
+        pa.table({"text": texts[i : i + 4], "flag": [j % 2 == 0 for j in range(4)]}) for i in range(0, 12, 4)
+    ]
+    results = []
+    for overlap in (False, True):
+        d = FinetunedDetector(
+            name="g", model=str(model), device="cpu", overlap=overlap, when="flag", batch_size=3
+        )
+        d.validate(tables[0].schema, "b")
+        out = list(d.run(Batch(t, "s", t.num_rows) for t in tables))
+        assert d.overlap is overlap
+        assert from_config(d.to_config()).to_config() == d.to_config()
+        results.append(pa.concat_tables([b.table for b in out]))
+    assert results[0].equals(results[1])
+    col = results[1].column("g_good")
+    assert col.null_count == 6 and len(set(col.drop_null().to_pylist())) > 1
+    auto = FinetunedDetector(name="g", model=str(model), device="cpu")
+    auto.ensure_setup()
+    assert auto.overlap is False  # the default overlaps on a GPU only
+
+
 def test_in_a_recipe_run_every_document_is_accounted_for(
     trained: tuple[Path, Path, Any], tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ on the whole batch at once, and chunks are sorted by length so batches carry lit
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -336,8 +337,9 @@ def cpu_bf16_native() -> bool | None:
 
 def run_dtype(device: str, *, fp16: bool = True, cpu_bf16: bool = False) -> Any:
     """The dtype a transformer runs in: fp16 on a GPU (unless not ``fp16``), bfloat16 on a CPU when
-    ``cpu_bf16`` (opt-in: scores move by up to ~1e-2; about 2.5x faster on a CPU with AMX, see
-    benchmarks/cpu_bf16.py; slower than fp32 without native bf16, hence a warning), else None (fp32)."""
+    ``cpu_bf16`` (opt-in: scores move by up to ~1e-2; scoring 2.0-2.6x faster on a CPU with
+    AVX512-BF16, see benchmarks/cpu_bf16.py; slower than fp32 without native bf16, hence a warning,
+    once per process), else None (fp32)."""
     import torch
 
     if device.startswith("cuda"):
@@ -345,12 +347,16 @@ def run_dtype(device: str, *, fp16: bool = True, cpu_bf16: bool = False) -> Any:
     if not cpu_bf16:
         return None
     if cpu_bf16_native() is False:
-        from loguru import logger
-
-        logger.warning(
-            "cpu_bf16: this CPU has no native bfloat16 (AMX/AVX512-BF16): expect it slower than fp32"
-        )
+        _warn_no_native_bf16()
     return torch.bfloat16
+
+
+@functools.cache
+def _warn_no_native_bf16() -> None:
+    """Once per process: every block, trainer and held-out retraining asks ``run_dtype``."""
+    from loguru import logger
+
+    logger.warning("cpu_bf16: this CPU has no native bfloat16 (AMX/AVX512-BF16): expect it slower than fp32")
 
 
 def load_encoder(

@@ -292,9 +292,18 @@ class FinetunedClassifier:
         self._torch = torch
 
     def score(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """The positive class's probability per text (longest first in batches: little padding)."""
+        """The positive class's probability per text."""
+        return self.score_ids(self.tokenize(texts), batch_size)
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's token ids as the model reads them (its first and last tokens); CPU only, so a
+        block can run it a batch ahead of :meth:`score_ids`."""
+        return read_ids(self.tok, texts, max_tokens=self.max_tokens, head_tokens=self.head_tokens)
+
+    def score_ids(self, ids: list[list[int]], batch_size: int = 32) -> np.ndarray:
+        """The positive class's probability per row of :meth:`tokenize` (longest first in batches:
+        little padding)."""
         torch = self._torch
-        ids = read_ids(self.tok, texts, max_tokens=self.max_tokens, head_tokens=self.head_tokens)
         out = np.zeros(len(ids), dtype=np.float32)
         order = np.argsort([-len(r) for r in ids], kind="stable")
         with torch.inference_mode():

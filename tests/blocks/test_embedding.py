@@ -78,6 +78,26 @@ def test_cpu_bf16_encoder_stays_close_to_fp32(minilm) -> None:  # type: ignore[n
     assert d.to_config()["params"]["cpu_bf16"] is True
 
 
+def test_cpu_bf16_without_native_support_warns_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU without native bf16 still runs bf16 when asked, with one warning however often asked
+    (a LOSO run asks once per held-out model)."""
+    import torch
+    from loguru import logger
+
+    from corpusfilter import embed
+
+    monkeypatch.setattr(embed, "cpu_bf16_native", lambda: False)
+    embed._warn_no_native_bf16.cache_clear()
+    lines: list[str] = []
+    sink = logger.add(lines.append, format="{message}", level="WARNING")
+    try:
+        assert all(embed.run_dtype("cpu", cpu_bf16=True) == torch.bfloat16 for _ in range(3))
+    finally:
+        logger.remove(sink)
+        embed._warn_no_native_bf16.cache_clear()
+    assert len(lines) == 1 and "no native bfloat16" in lines[0]
+
+
 def test_long_documents_are_chunked_by_tokens() -> None:
     enc = load_encoder("minilm", Chunking(chunk_tokens=32, stride=20, max_chunks=4), device="cpu")
     chunks, doc = enc.chunk(["one two three " * 40, "short"])

@@ -48,9 +48,17 @@ def cpu_bf16_field() -> Any:
     return dataclasses.field(
         default=False,
         metadata={
-            "help": "a transformer in bfloat16 on a CPU: ~2.5x faster with AMX/AVX512-BF16, slower "
-            "without; scores move slightly (benchmarks/cpu_bf16.py)"
+            "help": "a transformer in bfloat16 on a CPU: scoring 2-2.6x faster with AVX512-BF16 or "
+            "AMX, slower without; scores move slightly (benchmarks/cpu_bf16.py)"
         },
+    )
+
+
+def overlap_field() -> Any:
+    """The ``overlap`` parameter of the transformer blocks: tokenize a batch ahead (default: on a GPU)."""
+    return dataclasses.field(
+        default=None,
+        metadata={"help": "tokenize the next batch in a thread while encoding (default: on GPU)"},
     )
 
 
@@ -96,10 +104,7 @@ class EmbeddingParams:
     device: Literal["auto", "cpu", "cuda"] = dataclasses.field(
         default="auto", metadata={"help": "auto: CUDA (fp16) when present, else CPU"}
     )
-    overlap: bool | None = dataclasses.field(
-        default=None,
-        metadata={"help": "tokenize the next batch in a thread while encoding (default: on GPU)"},
-    )
+    overlap: bool | None = overlap_field()
     cpu_bf16: bool = cpu_bf16_field()
 
     def check(self, path: str) -> None:

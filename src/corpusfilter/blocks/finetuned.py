@@ -16,7 +16,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from corpusfilter.blocks.base import Detector
-from corpusfilter.blocks.embedding import cpu_bf16_field
+from corpusfilter.blocks.embedding import cpu_bf16_field, overlap_field
 from corpusfilter.errors import RecipeError, at_path
 from corpusfilter.io import file_stat, pin_file, sha256_file
 from corpusfilter.registry import register
@@ -36,6 +36,7 @@ class FinetunedParams:
         default=True, metadata={"help": "half precision on a GPU (scores within ~1e-3 of fp32)"}
     )
     cpu_bf16: bool = cpu_bf16_field()
+    overlap: bool | None = overlap_field()
 
     def check(self, path: str) -> None:
         if not self.name.isidentifier():
@@ -88,6 +89,8 @@ class FinetunedDetector(Detector):
             self._pinned = pin_file(self.params.model, self._pinned)
         p = self.params
         self._model = FinetunedClassifier(p.model, device=p.device, fp16=p.fp16, cpu_bf16=p.cpu_bf16)
+        # On a GPU, tokenize the next batch on the CPU while the model scores this one.
+        self.overlap = p.overlap if p.overlap is not None else self._model.device.startswith("cuda")
 
     def _unpicklable(self) -> Sequence[str]:
         return ("_model",)
@@ -95,7 +98,13 @@ class FinetunedDetector(Detector):
     def teardown(self) -> None:
         self._model = None
 
-    def score(self, texts: pa.StringArray) -> Mapping[str, Any]:
+    def prepare(self, texts: pa.StringArray) -> list[list[int]]:
+        """Token ids (Rust tokenizer, GIL released): runs a batch ahead when overlapping."""
+        return self._model.tokenize([t if t is not None else "" for t in texts.to_pylist()])
+
+    def score_prepared(self, prepared: list[list[int]]) -> Mapping[str, Any]:
         key = next(iter(self.field_types()))
-        docs = [t if t is not None else "" for t in texts.to_pylist()]
-        return {key: self._model.score(docs, self.params.batch_size)}
+        return {key: self._model.score_ids(prepared, self.params.batch_size)}
+
+    def score(self, texts: pa.StringArray) -> Mapping[str, Any]:
+        return self.score_prepared(self.prepare(texts))

@@ -29,6 +29,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -587,8 +588,17 @@ def brown_by_category(ids: list[str], s: np.ndarray, thr: float, thr_doc: float)
 
 
 def loso(
-    cfg: Any, root: Path, folder: Path, which: str, *, cached: bool = False, only: list[str] | None = None
+    cfg: Any,
+    root: Path,
+    folder: Path,
+    which: str,
+    *,
+    cached: bool = False,
+    only: list[str] | None = None,
+    on_group: Callable[[dict[str, Any]], object] | None = None,
 ) -> dict[str, Any]:
+    """Retrain without each held-out group and score it; ``on_group`` gets the groups done so far
+    after each one (``--loso-only`` saves them, so a run stopped by a time limit keeps them)."""
     out: dict[str, Any] = {}
     unseen_docs = [d for u in UNSEEN_NEUTRAL for d in load_set(u, root, cfg.seed).texts]
     for group, members in loso_groups(cfg, which).items():
@@ -644,6 +654,8 @@ def loso(
         res["seconds"] = round(time.perf_counter() - t0, 1)
         out[group] = res
         print(f"    loso {group}: {res}", flush=True)
+        if on_group is not None:
+            on_group(dict(out))
     return out
 
 
@@ -906,36 +918,60 @@ def main() -> int:
             if args.cpu_bf16:
                 cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, cpu_bf16=True))
             only = args.loso_groups.split(",") if args.loso_groups else None
-            new = loso(cfg, root, folder, SPECS[name]["loso"], cached=args.cached, only=only)
-            g = {**old, "loso": {**old.get("loso", {}), **new}}
-        elif args.transfer_only:
-            if old.get("model_sha256") != metrics["model_sha256"]:
-                raise SystemExit(f"{name}: the stored evaluation is of another model; run it in full")
-            g = {**old, "threshold_transfer": transfer_only(name, root, cached=args.cached)}
+            keep = functools.partial(_save_loso, name, metrics, old, args, root)  # after each group
+            g = _save_loso(
+                name,
+                metrics,
+                old,
+                args,
+                root,
+                loso(cfg, root, folder, SPECS[name]["loso"], cached=args.cached, only=only, on_group=keep),
+            )
         else:
-            g = evaluate(name, root, not args.no_loso, cached=args.cached)
-        if args.no_loso and "loso" in old and old.get("model_sha256") == metrics["model_sha256"]:
-            g["loso"] = old["loso"]  # keep the LOSO of this same model
-        g["bars"] = bars(g)
-        g["model_sha256"] = metrics["model_sha256"]
-        g["command"] = "python scripts/eval_detectors.py " + name + (" --cached" if args.cached else "")
-        if args.loso_only and old.get("command"):  # the rest is the stored evaluation's: add this run
-            flags = [
-                "--loso-only",
-                f"--loso-groups {args.loso_groups}" if args.loso_groups else "",
-                "--frozen F" if args.frozen else "",
-                "--examples X" if args.examples else "",
-                "--cpu-bf16" if args.cpu_bf16 else "",
-            ]
-            run = " ".join([g["command"], *filter(None, flags)])
-            g["command"] = old["command"] if run in old["command"] else f"{old['command']}; then {run}"
-        if args.transfer_only:  # the rest is the stored evaluation's (said once, however often re-run)
-            stored = old.get("command", g["command"]).split(TRANSFER_NOTE)[0]
-            g["command"] = f"{stored}{TRANSFER_NOTE}{g['command']} --transfer-only"
-        metrics["generalization"] = g
-        save(name, metrics, root)
+            if args.transfer_only:
+                if old.get("model_sha256") != metrics["model_sha256"]:
+                    raise SystemExit(f"{name}: the stored evaluation is of another model; run it in full")
+                g = {**old, "threshold_transfer": transfer_only(name, root, cached=args.cached)}
+            else:
+                g = evaluate(name, root, not args.no_loso, cached=args.cached)
+            if args.no_loso and "loso" in old and old.get("model_sha256") == metrics["model_sha256"]:
+                g["loso"] = old["loso"]  # keep the LOSO of this same model
+            _finish(name, metrics, g, old, args, root)
         print(g["markdown"], flush=True)
     return 0
+
+
+def _save_loso(
+    name: str, metrics: dict[str, Any], old: dict[str, Any], args: Any, root: Path, new: dict[str, Any]
+) -> dict[str, Any]:
+    """The stored evaluation with these held-out groups merged in, saved."""
+    g = {**old, "loso": {**old.get("loso", {}), **new}}
+    _finish(name, metrics, g, old, args, root)
+    return g
+
+
+def _finish(
+    name: str, metrics: dict[str, Any], g: dict[str, Any], old: dict[str, Any], args: Any, root: Path
+) -> None:
+    """Add the bars, the model's hash and the command to the evaluation ``g``, and save it."""
+    g["bars"] = bars(g)
+    g["model_sha256"] = metrics["model_sha256"]
+    g["command"] = "python scripts/eval_detectors.py " + name + (" --cached" if args.cached else "")
+    if args.loso_only and old.get("command"):  # the rest is the stored evaluation's: add this run
+        flags = [
+            "--loso-only",
+            f"--loso-groups {args.loso_groups}" if args.loso_groups else "",
+            "--frozen F" if args.frozen else "",
+            "--examples X" if args.examples else "",
+            "--cpu-bf16" if args.cpu_bf16 else "",
+        ]
+        run = " ".join([g["command"], *filter(None, flags)])
+        g["command"] = old["command"] if run in old["command"] else f"{old['command']}; then {run}"
+    if args.transfer_only:  # the rest is the stored evaluation's (said once, however often re-run)
+        stored = old.get("command", g["command"]).split(TRANSFER_NOTE)[0]
+        g["command"] = f"{stored}{TRANSFER_NOTE}{g['command']} --transfer-only"
+    metrics["generalization"] = g
+    save(name, metrics, root)
 
 
 if __name__ == "__main__":

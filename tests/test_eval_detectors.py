@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -56,3 +58,34 @@ def test_transfer_reports_both_directions_and_leave_one_source_out() -> None:
         worst["leave_one_source_out"] == lo["max_fpr_elsewhere"]
         and not bar["threshold_transfer_fpr<=0.02"]["met"]
     )
+
+
+def test_loso_only_merges_each_finished_group_into_the_stored_evaluation(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """--loso-only saves after every held-out group (a run stopped by a time limit keeps them): the
+    new groups replace their old entries, the rest of the evaluation stays, the command is added once."""
+    import argparse
+
+    E = _script()
+    saved: list[dict] = []
+    monkeypatch.setattr(E, "save", lambda name, metrics, root: saved.append(json.loads(json.dumps(metrics))))
+    grp = {
+        "sources": {"bg_x": {"label": "negative", "docs": 4, "fpr": 0.25, "fpr_at_document_threshold": 0.5}}
+    }
+    old = {
+        "loso": {"a": grp, "b": grp},
+        "test": {"recall": 1.0},
+        "command": "python scripts/eval_detectors.py d",
+    }
+    metrics = {"model_sha256": "abc", "generalization": old}
+    args = argparse.Namespace(cached=False, loso_only=True, loso_groups="b,c", frozen=None, examples=None,
+                              cpu_bf16=True, transfer_only=False)  # fmt: skip
+    new_b = {**grp, "seconds": 1.0}
+    keep = functools.partial(E._save_loso, "d", metrics, old, args, Path("."))
+    keep({"b": new_b})  # the first group finished
+    keep({"b": new_b, "c": grp})  # then the second
+    g1, g2 = (s["generalization"] for s in saved)
+    assert set(g1["loso"]) == {"a", "b"} and g1["loso"]["b"]["seconds"] == 1.0
+    assert set(g2["loso"]) == {"a", "b", "c"} and g2["test"] == {"recall": 1.0}
+    run = "python scripts/eval_detectors.py d --loso-only --loso-groups b,c --cpu-bf16"
+    assert g2["command"] == f"python scripts/eval_detectors.py d; then {run}" and g2["model_sha256"] == "abc"
+    assert g2["bars"]["size<=50MB"]["met"] and old["loso"]["b"] is grp  # the stored one is not mutated

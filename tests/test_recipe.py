@@ -62,6 +62,12 @@ def test_set_overrides_and_relative_paths(corpus: Path, tmp_path: Path) -> None:
     assert rec.blocks[1].params.where == "m_hits >= 5"
     with pytest.raises(RecipeError, match="not an index"):
         load_recipe(p, overrides=["blocks.9.drop.where=x"])
+    # the wrong index names what is there instead of failing on a two-key block later
+    with pytest.raises(
+        RecipeError, match=r"--set blocks\.0\.drop\.where: blocks\.0 is a 'keywords' item, not 'drop'"
+    ):
+        load_recipe(p, overrides=["blocks.0.drop.where=x"])
+    assert load_recipe(p, overrides=["blocks.0.keywords.terms=[kind]"]).blocks[0].params.terms == ("kind",)
 
 
 def test_every_block_config_round_trips(corpus: Path, tmp_path: Path) -> None:

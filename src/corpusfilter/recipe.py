@@ -117,9 +117,14 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         value = raw
     parts = key.strip().split(".")
     node: Any = data
+    item = False  # node is a list item (a block: a single-key map)
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
         where = ".".join(parts[: i + 1])
+        if item and isinstance(node, dict) and len(node) == 1 and part not in node:
+            (kind,) = node  # e.g. blocks.5.drop.where on a tag block: name the mistake
+            raise RecipeError(f"--set {key}: {'.'.join(parts[:i])} is a {kind!r} item, not {part!r}")
+        item = isinstance(node, list)
         if isinstance(node, list):
             try:
                 idx = int(part)

@@ -89,6 +89,25 @@ def test_bad_input_gives_one_line_errors(corpus: Path, tmp_path: Path) -> None:
     _one_line_error(_cli("validate", str(bad)), "ouptut: unknown key")
 
 
+def test_bad_numbers_on_the_command_line_are_errors_not_defaults(capsys) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from corpusfilter.cli import _parser
+
+    for flags, msg in (
+        (["--tasks", "0"], "--tasks: 0: must be at least 1"),
+        (["--limit", "-3"], "--limit: -3: must be at least 1"),
+        (["--workers", "0"], "--workers: 0: must be at least 1"),
+        (["--tasks", "two"], "--tasks: 'two' is not an integer"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            _parser().parse_args(["run", "r.yaml", *flags])
+        assert e.value.code == 2 and msg in capsys.readouterr().err
+    ok = _parser().parse_args(["run", "r.yaml", "--tasks", "3", "--workers", "-1", "--limit", "5"])
+    assert (ok.tasks, ok.workers, ok.limit) == (3, -1, 5)
+    assert _parser().parse_args(["run", "r.yaml"]).limit == -1  # no limit
+
+
 def test_blocks_lists_parameters() -> None:
     r = _cli("blocks", "--json")
     infos = {b["type"]: b for b in json.loads(r.stdout)}

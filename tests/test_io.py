@@ -32,6 +32,22 @@ def test_shard_without_text_column(tmp_path: Path) -> None:
         inspect_inputs(str(tmp_path), text_column="text", id_column="id")
 
 
+def test_derived_ids_would_clash_with_an_id_column(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"id": ["a"], "text": ["x"]}), tmp_path / "a.parquet")
+    with pytest.raises(InputError, match=r"a\.parquet: has an 'id' column, but input\.id_column is null"):
+        inspect_inputs(str(tmp_path), text_column="text", id_column=None)
+    assert inspect_inputs(str(tmp_path), text_column="text", id_column="id").id_column == "id"
+
+
+def test_incompatible_shards_name_the_file_that_disagrees(tmp_path: Path) -> None:
+    for name, src in (("1", ["x"]), ("2", ["y"]), ("3", [7])):
+        pq.write_table(pa.table({"id": [name], "text": ["t"], "source": src}), tmp_path / f"{name}.parquet")
+    with pytest.raises(
+        InputError, match=r"incompatible schemas .*: 3\.parquet disagrees with 1\.parquet, 2\.parquet$"
+    ):
+        inspect_inputs(str(tmp_path), text_column="text", id_column="id")
+
+
 def _read_all(folder: Path, **kw: object) -> list:
     inputs = inspect_inputs(str(folder), text_column="text", id_column="id")
     reader = ParquetBatchReader(

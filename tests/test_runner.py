@@ -83,6 +83,27 @@ def test_non_empty_output_is_refused_unless_overwrite(corpus: Path, tmp_path: Pa
     assert run(recipe, mode="overwrite", progress=False).accounting["ok"]
 
 
+def test_overwrite_never_deletes_the_input_or_what_is_not_an_output(tmp_path: Path) -> None:
+    from .conftest import write_shards
+
+    inp = write_shards(tmp_path / "parent" / "in", [(f"d{i}", f"doc {i}", "s") for i in range(4)], n_shards=2)
+    shards = sorted(p.read_bytes() for p in inp.glob("*.parquet"))
+    for out in (inp, tmp_path / "parent"):  # the input folder itself, or a folder around it
+        with pytest.raises(OutputError, match="holds the input file .*in/"):
+            run(load_recipe(recipe_dict(inp, out)), mode="overwrite", progress=False)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputError, match="replaces only an earlier corpusfilter output.*notes.txt"):
+        run(load_recipe(recipe_dict(inp, mine)), mode="overwrite", progress=False)
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text("x")
+    with pytest.raises(OutputError, match="is a file, not a folder"):
+        run(load_recipe(recipe_dict(inp, recipe_file)), mode="overwrite", progress=False)
+    assert sorted(p.read_bytes() for p in inp.glob("*.parquet")) == shards
+    assert (mine / "notes.txt").read_text() == "keep me" and recipe_file.read_text() == "x"
+
+
 def test_resume_finishes_an_interrupted_run_without_duplicates(tmp_path: Path) -> None:
     from .conftest import write_shards
 

@@ -12,6 +12,23 @@ from typing import Any, Literal
 from corpusfilter import __version__
 
 
+def _positive(text: str) -> int:
+    """An argparse type: an integer of at least 1 (``--tasks 0`` or ``--limit -3`` are errors, not
+    silently the default)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n}: must be at least 1")
+    return n
+
+
+def _workers(text: str) -> int:
+    """An argparse type: tasks at once, at least 1, or -1 for one per CPU (as the recipe's executor)."""
+    return -1 if text.strip() == "-1" else _positive(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="corpusfilter",
@@ -35,13 +52,13 @@ def _parser() -> argparse.ArgumentParser:
 
     def exec_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
-            "--tasks", type=int, help="number of datatrove tasks (input files are split among them)"
+            "--tasks", type=_positive, help="number of datatrove tasks (input files are split among them)"
         )
         sp.add_argument(
-            "--workers", type=int, help="tasks run at once (default: one per task, up to the CPUs)"
+            "--workers", type=_workers, help="tasks run at once (default: one per task, up to the CPUs)"
         )
         sp.add_argument(
-            "--limit", type=int, default=-1, help="read at most N documents per task (for trials)"
+            "--limit", type=_positive, default=-1, help="read at most N documents per task (for trials)"
         )
         g = sp.add_mutually_exclusive_group()
         g.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
@@ -114,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", metavar="DIR", help="where to write the report (default: the output folder)")
     rp.add_argument(
         "--samples",
-        type=int,
+        type=_positive,
         default=8,
         metavar="N",
         help="documents shown per reason and threshold (default 8)",

@@ -148,17 +148,37 @@ def inspect_inputs(path: str, *, text_column: str, id_column: str | None, scored
         for reserved in reserved_cols:
             if reserved in schema.names:
                 raise InputError(f"{full}: column {reserved!r} is reserved for corpusfilter's bookkeeping")
+        if not scored and id_column is None and "id" in schema.names:
+            raise InputError(
+                f"{full}: has an 'id' column, but input.id_column is null (ids derived as "
+                "'<shard>#<row>' go into 'id'); set input.id_column: id, or rename the column"
+            )
         shards.append(InputShard(rel, meta.num_rows, size, schema))
+    normalized = [_normalize_schema(s.schema, text_column, id_column) for s in shards]
     try:
-        unified = pa.unify_schemas([_normalize_schema(s.schema, text_column, id_column) for s in shards])
+        unified = pa.unify_schemas(normalized)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        raise InputError(f"{path}: input shards have incompatible schemas ({_one_line(e)})") from None
+        raise InputError(
+            f"{path}: input shards have incompatible schemas ({_one_line(e)}){_first_clash(shards, normalized)}"
+        ) from None
     unified = unified.remove_metadata()
     if not scored:
         if id_column is None:
             unified = unified.append(pa.field("id", pa.string()))
         unified = unified.append(pa.field(SHARD_COLUMN, pa.string())).append(pa.field(ROW_COLUMN, pa.int64()))
     return InputSet(folder, shards, unified, text_column, id_column)
+
+
+def _first_clash(shards: list[InputShard], schemas: list[pa.Schema]) -> str:
+    """Which shard first disagrees with the ones before it (to name the file)."""
+    unified = schemas[0]
+    for k in range(1, len(schemas)):
+        try:
+            unified = pa.unify_schemas([unified, schemas[k]])
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            before = ", ".join(s.path for s in shards[:k][:3]) + (", ..." if k > 3 else "")
+            return f": {shards[k].path} disagrees with {before}"
+    return ""
 
 
 def _normalize_schema(schema: pa.Schema, text_column: str, id_column: str | None) -> pa.Schema:

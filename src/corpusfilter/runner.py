@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -20,7 +21,7 @@ from datatrove.io import DataFolder, get_datafolder
 
 from corpusfilter.blocks.base import Block
 from corpusfilter.errors import AccountingError, CorpusfilterError, OutputError
-from corpusfilter.io import UNREADABLE_SCHEMA, folder_url, rejected_schema, sha256_file
+from corpusfilter.io import UNREADABLE_SCHEMA, InputSet, folder_url, rejected_schema, sha256_file
 from corpusfilter.manifest import (
     SCHEMA_VERSION,
     control_overlap,
@@ -97,14 +98,46 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _local_path(folder: DataFolder) -> Path | None:
+    """The folder's resolved path on this machine, or None for a remote (fsspec) folder."""
+    protocol = folder.fs.protocol
+    local = {"file", "local"} & set((protocol,) if isinstance(protocol, str) else protocol)
+    return Path(folder.path).resolve() if local else None
+
+
+def check_output_place(out: DataFolder, inputs: InputSet) -> None:
+    """Refuse an output that is a file, or holds the input (``--overwrite`` would delete it, and a
+    later run would read the output as input)."""
+    o, i = _local_path(out), _local_path(inputs.folder)
+    if o is None:
+        return
+    if o.is_file():
+        raise OutputError(f"output {o} is a file, not a folder; choose a folder")
+    if i is None:
+        return
+    for f in inputs.files:
+        p = (i / f).resolve()
+        if o in p.parents:
+            raise OutputError(
+                f"output folder {o} holds the input file {p}; choose an output folder outside the input"
+            )
+
+
 def prepare_output(out: DataFolder, mode: Mode, recipe_sha: str, tasks: int) -> None:
-    """Refuse to write into a non-empty folder unless told to overwrite or resume (and resume matches)."""
+    """Refuse to write into a non-empty folder unless told to overwrite or resume (and resume
+    matches); ``--overwrite`` replaces only an earlier corpusfilter output (it has run.json)."""
     existing = out.list_files() if out.exists("") else []
     if mode == "fresh" and existing:
         raise OutputError(
             f"output folder {out.path} is not empty; use --overwrite to replace it or --resume to finish it"
         )
     if mode == "overwrite" and existing:
+        if not out.exists("run.json"):
+            raise OutputError(
+                f"--overwrite replaces only an earlier corpusfilter output, and {out.path} has no "
+                f"run.json ({len(existing)} files, e.g. {existing[0]}); remove it yourself or choose "
+                "another output folder"
+            )
         for f in existing:
             out.rm(f)
     if mode == "resume" and existing:
@@ -316,6 +349,7 @@ def run_plan(
         n_workers = max(1, min(n_tasks, os.cpu_count() or 1))
     n_workers = min(n_workers, n_tasks)
     out = get_datafolder(the_plan.output_path)
+    check_output_place(out, the_plan.inputs)
     prepare_output(out, mode, recipe.sha256, n_tasks)
     started, t0 = _now(), time.perf_counter()
     executor = QuietLocalExecutor(

@@ -77,6 +77,31 @@ def test_decide_refuses_scores_from_other_detector_settings(docs_in: Path, tmp_p
         run(load_recipe(other), stage="decide", scores=str(tmp_path / "nowhere"), progress=False)
 
 
+def test_decide_refuses_scores_of_an_input_that_changed_since(docs_in: Path, tmp_path: Path) -> None:
+    """New documents in the input would be silently missing from a decide over old scores."""
+    import shutil
+
+    run(load_recipe(_recipe(docs_in, tmp_path / "d", 2)), stage="score", progress=False)
+    renamed = _recipe(docs_in, tmp_path / "d", 2)
+    renamed["blocks"][0]["keywords"]["name"] = "ai2"
+    with pytest.raises(
+        RecipeError,
+        match=r"0\.keywords:ai2: the scores in .* have no such detector \(they have 0\.keywords:ai, 1\.keywords:moral\)",
+    ):
+        run(load_recipe(renamed), stage="decide", progress=False)
+    write_shards(tmp_path / "more", [("new", "kindness kindness", "s")], n_shards=1)
+    (extra,) = (tmp_path / "more").glob("*.parquet")
+    shutil.copy(extra, docs_in / "added.parquet")
+    with pytest.raises(
+        RecipeError, match=r"input .* changed since the score pass \(1 files: added added\.parquet\)"
+    ):
+        run(load_recipe(_recipe(docs_in, tmp_path / "d", 2)), stage="decide", progress=False)
+    # where the input is not on this machine, the scores alone are enough
+    gone = _recipe(tmp_path / "elsewhere", tmp_path / "d", 2)
+    res = run(load_recipe(gone), stage="decide", scores=str(tmp_path / "d.scores"), progress=False)
+    assert res.accounting["ok"] and res.accounting["read"] == 40
+
+
 def test_runs_are_deterministic(docs_in: Path, tmp_path: Path) -> None:
     a = run(load_recipe(_recipe(docs_in, tmp_path / "a", 2)), progress=False)
     b = run(load_recipe(_recipe(docs_in, tmp_path / "b", 2)), progress=False)

@@ -19,7 +19,7 @@ import pyarrow as pa
 import yaml
 
 from corpusfilter.blocks.base import Block, Detector
-from corpusfilter.errors import RecipeError
+from corpusfilter.errors import InputError, RecipeError
 from corpusfilter.io import InputSet, ParquetBatchReader, ParquetBatchWriter, inspect_inputs
 from corpusfilter.params import build_params
 from corpusfilter.registry import lookup
@@ -413,6 +413,30 @@ def _check_control(recipe: Recipe, schema: pa.Schema) -> None:
     require_columns(schema, "control", by=c.by, tokens=c.tokens)
 
 
+def _check_scored_input(recipe: Recipe, manifest: Mapping[str, Any], scores: str) -> None:
+    """Refuse to decide on scores of an input that has changed since (files added, removed or
+    resized, or rows changed): the output would silently miss the new documents. Skipped where the
+    recipe's input is not here (deciding on another machine needs only the scores)."""
+    try:
+        now = inspect_inputs(
+            recipe.input.path, text_column=recipe.input.text_column, id_column=recipe.input.id_column
+        )
+    except InputError:
+        return
+    then = {f["path"]: (f["rows"], f["bytes"]) for f in manifest.get("inputs", [])}
+    here = {s.path: (s.rows, s.bytes) for s in now.shards}
+    changed = sorted(
+        [f"added {p}" for p in here.keys() - then.keys()]
+        + [f"removed {p}" for p in then.keys() - here.keys()]
+        + [f"changed {p}" for p in here.keys() & then.keys() if here[p] != then[p]]
+    )
+    if changed:
+        raise RecipeError(
+            f"--scores {scores}: the input {recipe.input.path} changed since the score pass "
+            f"({len(changed)} files: {', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}); score again"
+        )
+
+
 def _plan_decide(recipe: Recipe, scores: str, output: str | None) -> Plan:
     from datatrove.io import get_datafolder
 
@@ -425,11 +449,17 @@ def _plan_decide(recipe: Recipe, scores: str, output: str | None) -> Plan:
         raise RecipeError(f"--scores {scores}: not a completed `corpusfilter score` output")
     made_with = {b["label"]: b["config"] for b in manifest["blocks"]}
     for b in recipe.blocks:
-        if b.kind == "detector" and made_with.get(b.label) != b.to_config():
+        if b.kind == "detector" and b.label not in made_with:
+            raise RecipeError(
+                f"{b.label}: the scores in {scores} have no such detector (they have "
+                f"{', '.join(made_with) or 'none'}); score again"
+            )
+        if b.kind == "detector" and made_with[b.label] != b.to_config():
             raise RecipeError(
                 f"{b.label}: the scores in {scores} were made with "
-                f"{json.dumps(made_with.get(b.label))}, not {json.dumps(b.to_config())}; score again"
+                f"{json.dumps(made_with[b.label])}, not {json.dumps(b.to_config())}; score again"
             )
+    _check_scored_input(recipe, manifest, scores)
     if not manifest.get("outputs", {}).get("data"):
         acc = manifest.get("accounting", {})
         raise RecipeError(

@@ -83,6 +83,25 @@ def test_non_empty_output_is_refused_unless_overwrite(corpus: Path, tmp_path: Pa
     assert run(recipe, mode="overwrite", progress=False).accounting["ok"]
 
 
+def test_an_output_that_keeps_nothing_still_has_a_data_file_with_the_schema(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """``scan_parquet("OUT/data/*.parquet")`` must work on every output, also when all is rejected."""
+    from corpusfilter.verify import verify
+
+    r = recipe_dict(corpus, tmp_path / "out", executor={"tasks": 2})
+    r["blocks"][1]["drop"]["where"] = "moral_hits >= 0"
+    res = run(load_recipe(r), progress=False)
+    assert (
+        res.accounting["ok"] and res.accounting["kept"] == 0 and res.accounting["rejected_total"] == len(DOCS)
+    )
+    (entry,) = res.manifest["outputs"]["data"]
+    assert entry["rows"] == 0 and entry["path"] == "data/00000_00000.parquet"
+    kept = pl.scan_parquet(str(tmp_path / "out" / "data" / "*.parquet")).collect()
+    assert kept.height == 0 and kept.columns[:3] == ["id", "text", "source"] and "moral_hits" in kept.columns
+    assert verify(str(tmp_path / "out")).ok
+
+
 def test_overwrite_never_deletes_the_input_or_what_is_not_an_output(tmp_path: Path) -> None:
     from .conftest import write_shards
 

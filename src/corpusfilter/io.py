@@ -509,7 +509,10 @@ class _Sink:
         self._writer = None
         self._file = None
 
-    def close(self) -> None:
+    def close(self, *, keep_empty: bool = False) -> None:
+        """Finish the open file; with ``keep_empty``, write a 0-row file (the schema) if none was."""
+        if keep_empty and not self.files and self._writer is None:
+            self._open()
         self._close()
 
 
@@ -659,8 +662,8 @@ class ParquetBatchWriter(PipelineStep):
                 trim_heap()
             if pending is not None:
                 pending.result()
-        for s in sinks.values():
-            s.close()
+        for kind, s in sinks.items():  # data/*.parquet always matches a file, even if nothing was kept
+            s.close(keep_empty=kind == "data" and rank == 0)
         record = {
             "rank": rank,
             "world_size": world_size,

@@ -460,7 +460,7 @@ def _plan_decide(recipe: Recipe, scores: str, output: str | None) -> Plan:
                 f"{json.dumps(made_with[b.label])}, not {json.dumps(b.to_config())}; score again"
             )
     _check_scored_input(recipe, manifest, scores)
-    if not manifest.get("outputs", {}).get("data"):
+    if not any(f["rows"] for f in manifest.get("outputs", {}).get("data", [])):
         acc = manifest.get("accounting", {})
         raise RecipeError(
             f"--scores {scores}: the score pass has no readable rows to decide on (read {acc.get('read', 0)}, "

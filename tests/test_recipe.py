@@ -68,6 +68,11 @@ def test_set_overrides_and_relative_paths(corpus: Path, tmp_path: Path) -> None:
     ):
         load_recipe(p, overrides=["blocks.0.drop.where=x"])
     assert load_recipe(p, overrides=["blocks.0.keywords.terms=[kind]"]).blocks[0].params.terms == ("kind",)
+    # an error in what --set put there says so, rather than blaming the file alone
+    with pytest.raises(
+        RecipeError, match=r"r\.yaml: nokey: unknown key .*\(the recipe as changed by --set nokey=1\)"
+    ):
+        load_recipe(p, overrides=["nokey=1"])
 
 
 def test_every_block_config_round_trips(corpus: Path, tmp_path: Path) -> None:

@@ -142,8 +142,11 @@ def test_resume_finishes_an_interrupted_run_without_duplicates(tmp_path: Path) -
     ids = _ids(out, "data")
     assert len(ids) == len(set(ids)) == 26
     assert not list((out / "data").glob(".tmp-*"))
-    with pytest.raises(OutputError, match="different recipe or task count"):
+    with pytest.raises(OutputError, match="started with 2 tasks, not 3; use --tasks 2 or --overwrite"):
         run(recipe, tasks=3, mode="resume", progress=False)
+    other = load_recipe(recipe_dict(inp, out), overrides=["blocks.1.drop.where=moral_hits >= 3"])
+    with pytest.raises(OutputError, match="started with another recipe"):
+        run(other, tasks=2, mode="resume", progress=False)
 
 
 def test_accounting_mismatches_are_reported() -> None:

@@ -178,6 +178,17 @@ def load_recipe(
             data[key] = {"path": data[key]}
     for ov in overrides:
         apply_override(data, ov)
+    try:
+        return _build_recipe(data, origin, base)
+    except RecipeError as e:
+        if not overrides:
+            raise
+        sets = " ".join(f"--set {ov}" for ov in overrides)
+        raise RecipeError(f"{e} (the recipe as changed by {sets})") from None
+
+
+def _build_recipe(data: dict[str, Any], origin: str, base: Path) -> Recipe:
+    """Validate the loaded (and overridden) mapping into a Recipe."""
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise RecipeError(f"{origin}: {unknown[0]}: unknown key (allowed: {', '.join(sorted(_TOP_KEYS))})")

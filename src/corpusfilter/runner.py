@@ -147,10 +147,15 @@ def prepare_output(out: DataFolder, mode: Mode, recipe_sha: str, tasks: int) -> 
             )
         with out.open("run.json") as f:
             prev = json.load(f)
-        if prev.get("recipe_sha256") != recipe_sha or prev.get("tasks") != tasks:
+        if prev.get("recipe_sha256") != recipe_sha:
             raise OutputError(
-                f"cannot resume into {out.path}: it was started with a different recipe or task count "
-                f"(tasks {prev.get('tasks')}); use --overwrite"
+                f"cannot resume into {out.path}: it was started with another recipe (the resolved "
+                "recipe differs: a block, a parameter, --set, or the input or output path); use --overwrite"
+            )
+        if prev.get("tasks") != tasks:
+            raise OutputError(
+                f"cannot resume into {out.path}: it was started with {prev.get('tasks')} tasks, not "
+                f"{tasks}; use --tasks {prev.get('tasks')} or --overwrite"
             )
         if out.exists("manifest.json"):
             out.rm("manifest.json")

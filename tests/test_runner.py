@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from corpusfilter.errors import OutputError
+from corpusfilter.errors import InputError, OutputError
 from corpusfilter.manifest import validate_manifest
 from corpusfilter.recipe import load_recipe
 from corpusfilter.runner import check_accounting, run
@@ -108,7 +108,7 @@ def test_overwrite_never_deletes_the_input_or_what_is_not_an_output(tmp_path: Pa
     inp = write_shards(tmp_path / "parent" / "in", [(f"d{i}", f"doc {i}", "s") for i in range(4)], n_shards=2)
     shards = sorted(p.read_bytes() for p in inp.glob("*.parquet"))
     for out in (inp, tmp_path / "parent"):  # the input folder itself, or a folder around it
-        with pytest.raises(OutputError, match="holds the input file .*in/"):
+        with pytest.raises(OutputError, match=f"holds the input {inp}"):
             run(load_recipe(recipe_dict(inp, out)), mode="overwrite", progress=False)
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -119,6 +119,12 @@ def test_overwrite_never_deletes_the_input_or_what_is_not_an_output(tmp_path: Pa
     recipe_file.write_text("x")
     with pytest.raises(OutputError, match="is a file, not a folder"):
         run(load_recipe(recipe_dict(inp, recipe_file)), mode="overwrite", progress=False)
+    # an output inside the input folder: its first run reads the shards listed before it; a second
+    # run would read its files as input, and planning refuses them by name
+    inside = inp / "out"
+    assert run(load_recipe(recipe_dict(inp, inside)), progress=False).accounting["read"] == 4
+    with pytest.raises(InputError, match=r"in/out/data/00000_00000\.parquet: column 'cf_shard' is reserved"):
+        run(load_recipe(recipe_dict(inp, inside)), mode="overwrite", progress=False)
     assert sorted(p.read_bytes() for p in inp.glob("*.parquet")) == shards
     assert (mine / "notes.txt").read_text() == "keep me" and recipe_file.read_text() == "x"
 

@@ -402,6 +402,47 @@ def test_bad_data_is_a_clear_error(root: Path, tmp_path: Path) -> None:
     one_label = config(sources=config()["sources"][:1])
     with pytest.raises(CorpusfilterError, match="one label"):
         train(parse_config(one_label), root=root, out_dir=tmp_path / "x")
+    # a null label names its row; a positive no row carries is refused before training
+    pq.write_table(
+        pa.table({"id": ["a", "b", "c"], "body": ["x y", "y z", "z w"], "label": [1, None, 0]}),
+        root / "nl.parquet",
+    )
+    cfg = config()
+    cfg["sources"][2]["path"] = "nl.parquet"
+    with pytest.raises(InputError, match=r"labelled: .*nl\.parquet: row 1: null label in column 'label'"):
+        build_examples(parse_config(cfg), root)
+    unmapped = config()
+    del unmapped["sources"][2]["label_map"]  # labels "1" / "0": none is "good"
+    unmapped["sources"] = unmapped["sources"][2:]
+    with pytest.raises(
+        CorpusfilterError, match=r"positive label 'good' is not among the train split's labels \(0, 1\)"
+    ):
+        train(parse_config(unmapped, "x"), root=root, out_dir=tmp_path / "y")
+    # text that is not a string is an error naming the row, as in `eval` and `calibrate`
+    pq.write_table(pa.table({"id": ["a", "b"], "body": [3, 4], "label": [1, 0]}), root / "it.parquet")
+    cfg = config()
+    cfg["sources"][2].update(path="it.parquet", text="body")
+    with pytest.raises(InputError, match=r"it\.parquet: row 0: text is not a string \(int 3\)"):
+        build_examples(parse_config(cfg), root)
+
+
+def test_rows_without_text_are_skipped_and_reported(root: Path, tmp_path: Path) -> None:
+    docs = pq.read_table(root / "labelled.parquet").to_pydict()
+    docs["body"][3] = None
+    docs["body"][5] = "   "
+    pq.write_table(pa.table(docs), root / "labelled.parquet")
+    cfg = config()
+    cfg["sources"][2]["text"] = "body"
+    res = train(parse_config(cfg), root=root, out_dir=tmp_path / "m")
+    assert res.metrics["skipped_rows_null_or_empty_text"] == {"labelled": 2}
+    assert sum(res.metrics["sources"]["labelled"][k] for k in ("train", "validation", "test")) == 198
+    card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
+    assert "Rows skipped for null or empty text: labelled 2." in card
+    # an undefined metric (no predicted positives) is written as n/a, not a crash
+    from corpusfilter.train import model_card
+
+    m = {**res.metrics, "validation": {**res.metrics["validation"], "precision": None}}
+    assert "precision n/a" in model_card(parse_config(cfg), m, root)
 
 
 def test_cli_train_with_data_root(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -344,9 +344,16 @@ class Examples:
     weights: list[float] = dataclasses.field(default_factory=list)
     splits: list[str] = dataclasses.field(default_factory=list)
     sources: list[str] = dataclasses.field(default_factory=list)
+    #: rows skipped for null or empty text, per source (not a column: reported in metrics and card)
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        """The parallel lists, one entry per example."""
+        return [f.name for f in dataclasses.fields(cls) if f.name != "skipped"]
 
     def write_parquet(self, path: str | os.PathLike[str], config: TrainConfig) -> None:
         """The built examples, with the config they were built from: train elsewhere (a GPU machine
@@ -354,7 +361,7 @@ class Examples:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        cols = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        cols = {name: getattr(self, name) for name in self.columns()}
         table = pa.table(cols).replace_schema_metadata(
             {"corpusfilter.train_config": json.dumps(config_to_dict(config))}
         )
@@ -378,19 +385,24 @@ class Examples:
         for key in ("sources", "split", "seed", "positive"):
             if built.get(key) != now.get(key):
                 raise RecipeError(f"{path}: built with another `{key}` than {config.name}'s config")
-        names = [f.name for f in dataclasses.fields(cls)]
+        names = cls.columns()
         missing = [n for n in names if n not in table.column_names]
         if missing:
             raise RecipeError(f"{path}: missing columns {missing}")
         return cls(**{n: table.column(n).to_pylist() for n in names})
 
     def extend(self, other: Examples) -> None:
-        for f in dataclasses.fields(self):
-            getattr(self, f.name).extend(getattr(other, f.name))
+        for name in self.columns():
+            getattr(self, name).extend(getattr(other, name))
+        for src, k in other.skipped.items():
+            self.skipped[src] = self.skipped.get(src, 0) + k
 
     def select(self, mask: Sequence[bool] | np.ndarray) -> Examples:
         idx = [i for i, m in enumerate(mask) if m]
-        return Examples(**{f.name: [getattr(self, f.name)[i] for i in idx] for f in dataclasses.fields(self)})
+        return Examples(
+            **{name: [getattr(self, name)[i] for i in idx] for name in self.columns()},
+            skipped=dict(self.skipped),
+        )
 
     def where(self, *, split: str | None = None, source: str | None = None) -> Examples:
         return self.select(
@@ -450,6 +462,15 @@ def load_source(
     n = df.height
     rows = [int(r) for r in cols["__row"]]
     ids = _render(src.id, cols, n, "id", where) if src.id else [f"{src.path}:{r}" for r in rows]
+    if "{" not in src.text and src.text in cols:  # a text column: strings (or null, skipped below)
+        bad = next(
+            (i for i, v in enumerate(cols[src.text]) if v is not None and not isinstance(v, str)), None
+        )
+        if bad is not None:
+            v = cols[src.text][bad]
+            raise InputError(
+                f"{where}: {path}: row {rows[bad]}: text is not a string ({type(v).__name__} {v!r})"
+            )
     texts = _render(src.text, cols, n, "text", where)
     if src.drop_lines is not None:
         rx = re.compile(src.drop_lines)
@@ -457,7 +478,11 @@ def load_source(
     if src.label_column is not None:
         if src.label_column not in cols:
             raise InputError(f"{where}: no label column {src.label_column!r}")
-        raw = ["" if v is None else str(v) for v in cols[src.label_column]]
+        values = cols[src.label_column]
+        null = next((i for i, v in enumerate(values) if v is None), None)
+        if null is not None:
+            raise InputError(f"{where}: {path}: row {rows[null]}: null label in column {src.label_column!r}")
+        raw = [str(v) for v in values]
         if src.label_map is not None:
             unmapped = sorted({r for r in raw} - set(src.label_map))
             if unmapped:
@@ -477,6 +502,14 @@ def load_source(
         return split_of(ids[i], seed, split)
 
     keep = [i for i in range(n) if texts[i].strip()]
+    skipped = {src.name: n - len(keep)} if len(keep) < n else {}
+    if skipped:
+        from loguru import logger
+
+        first = next(i for i in range(n) if not texts[i].strip())
+        logger.warning(
+            f"{where}: skipped {n - len(keep)} of {n} rows with null or empty text (first: row {rows[first]})"
+        )
     if src.limit is not None and len(keep) > src.limit:
         keep = sorted(sorted(keep, key=lambda i: stable_hash("limit\x00" + ids[i], seed))[: src.limit])
     out = Examples()
@@ -488,6 +521,7 @@ def load_source(
             out.splits.append(split_row(i))
         out.sources = [src.name] * len(out.ids)
         out.weights = [src.weight] * len(out.ids)
+        out.skipped = skipped
         return out
     # group rows by (split, group, label) and join them, in a seeded order, into N..M-word documents
     buckets: dict[tuple[str, str, str], list[int]] = {}
@@ -519,6 +553,7 @@ def load_source(
             out.splits.append(sp)
     out.sources = [src.name] * len(out.ids)
     out.weights = [src.weight] * len(out.ids)
+    out.skipped = skipped
     return out
 
 
@@ -958,6 +993,10 @@ def train(
     tr, va = ex.where(split="train"), ex.where(split="validation")
     if len(set(tr.labels)) < 2:
         raise CorpusfilterError(f"the train split has one label only ({sorted(set(tr.labels))})")
+    if cfg.positive not in set(tr.labels):
+        raise CorpusfilterError(
+            f"positive label {cfg.positive!r} is not among the train split's labels ({', '.join(sorted(set(tr.labels)))})"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     model = TRAINERS[cfg.trainer](cfg, tr, out_dir)
     train_s = time.perf_counter() - t0
@@ -978,6 +1017,8 @@ def train(
         "excluded_sources": list(exclude),
         "sources": sizes,
     }
+    if ex.skipped:
+        metrics["skipped_rows_null_or_empty_text"] = dict(sorted(ex.skipped.items()))
     if len(va):
         # source by source through the embedding cache, if one is set (the block's numbers, tested)
         scores = score_by_source(side, model, va.texts, va.sources, cached=True)
@@ -1022,6 +1063,11 @@ def _size(n: int) -> str:
     return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 1024:.1f} KB"
 
 
+def _num(x: float | None) -> str:
+    """A metric to 4 places, or "n/a" where it is undefined (no predicted positives, one class)."""
+    return "n/a" if x is None else f"{x:.4f}"
+
+
 def model_card(cfg: TrainConfig, metrics: Mapping[str, Any], root: Path) -> str:
     """MODEL_CARD.md: sources and sizes, hyperparameters, validation metrics, use, failure modes."""
     lines = [f"# {cfg.name} detector", ""]
@@ -1058,14 +1104,17 @@ def model_card(cfg: TrainConfig, metrics: Mapping[str, Any], root: Path) -> str:
             f"{f', limit {s.limit}' if s.limit else ''}{f', weight {s.weight:g}' if s.weight != 1 else ''} "
             f"| {n['train']} | {n['validation']} | {n['test']} |"
         )
+    if metrics.get("skipped_rows_null_or_empty_text"):
+        skipped = ", ".join(f"{k} {v}" for k, v in metrics["skipped_rows_null_or_empty_text"].items())
+        lines += ["", f"Rows skipped for null or empty text: {skipped}."]
     hp = params_to_dict(getattr(cfg, cfg.trainer))
     lines += ["", "## Hyperparameters", "", "```json", json.dumps(hp, indent=1), "```", ""]
     val = metrics.get("validation")
     if val:
         lines += ["## Validation (in-distribution split; says little about real corpora)", ""]
         lines += [
-            f"AUROC {val['auroc']:.4f}, at threshold 0.5: precision {val['precision']:.4f}, "
-            f"recall {val['recall']:.4f}, F1 {val['f1']:.4f}, ECE {val['ece']:.4f} "
+            f"AUROC {_num(val['auroc'])}, at threshold 0.5: precision {_num(val['precision'])}, "
+            f"recall {_num(val['recall'])}, F1 {_num(val['f1'])}, ECE {_num(val['ece'])} "
             f"({val['positives']} positive / {val['negatives']} negative documents)",
             "",
         ]
@@ -1112,8 +1161,8 @@ def cmd_train(args: Any) -> int:
     if "validation" in m:
         v = m["validation"]
         print(
-            f"validation: AUROC {v['auroc']:.4f}  P {v['precision']:.4f}  R {v['recall']:.4f}  "
-            f"F1 {v['f1']:.4f}  ECE {v['ece']:.4f}"
+            f"validation: AUROC {_num(v['auroc'])}  P {_num(v['precision'])}  R {_num(v['recall'])}  "
+            f"F1 {_num(v['f1'])}  ECE {_num(v['ece'])}"
         )
     print(f"wrote {out / 'metrics.json'}, {out / 'MODEL_CARD.md'}")
     return 0

@@ -117,6 +117,17 @@ def test_calibrate_cli_model_and_recipe(tmp_path: Path, capsys: pytest.CaptureFi
         main(["calibrate", str(recipe), "--reference", str(ref), "--target-fpr", "0.1", "--block", "0"]) == 1
     )
     assert "no `where`" in capsys.readouterr().err
+    # labelled reference rows: the model's positive label is the data's (as in eval), not only "1"
+    pq.write_table(pa.table({"text": texts, "label": ["good"] * 10 + ["other"] * 90}), ref)
+    assert main(["calibrate", str(res.model), "--reference", str(ref), "--target-fpr", "0.1"]) == 0
+    out_text = capsys.readouterr()
+    assert "positive 'good' 10; negative 'other' 90" in out_text.err and "recall" in out_text.out
+    fpr = float(out_text.out.split("fpr ")[1].split(",")[0])
+    thr = float(out_text.out.split(">= ")[1].split()[0])
+    assert fpr == pytest.approx(float((scores[10:] >= thr).mean()), abs=1e-4)  # over the 90 negatives
+    assert main(["calibrate", str(res.model), "--reference", str(ref), "--target-fpr", "0.1",
+                 "--label-column", "lbl"]) == 1  # fmt: skip
+    assert "no label column 'lbl'" in capsys.readouterr().err
 
 
 def test_calibrate_cli_groups(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -130,6 +130,48 @@ def test_eval_cli_per_group(trained_dir: Path, tmp_path: Path, capsys: pytest.Ca
     assert "eval.parquet: row 0: src is null" in capsys.readouterr().err
 
 
+def test_eval_names_null_labels_unexpected_labels_and_classes_the_model_lacks(
+    trained_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from corpusfilter.cli import main
+
+    texts = [" ".join(sentences(MORAL, 4, 500 + i)) for i in range(6)] + [
+        " ".join(sentences(TECH, 4, 600 + i)) for i in range(6)
+    ]
+    data = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"text": texts, "label": ["good", None] + ["good"] * 4 + ["other"] * 6}), data)
+    assert main(["eval", str(trained_dir), "--data", str(data)]) == 1
+    assert "d.parquet: row 1: null label in column 'label'" in capsys.readouterr().err
+    pq.write_table(pa.table({"text": texts, "label": ["good"] * 6 + ["other"] * 5 + ["weird"]}), data)
+    assert main(["eval", str(trained_dir), "--data", str(data)]) == 0  # counted, and said
+    assert "labels in 'label': positive 'good' 6; negative 'other' 5, 'weird' 1" in capsys.readouterr().err
+    pq.write_table(pa.table({"text": texts, "label": [1] * 6 + [0] * 6}), data)
+    assert main(["eval", str(trained_dir), "--data", str(data)]) == 0  # 1 is positive for any model
+    assert main(["eval", str(trained_dir), "--data", str(data), "--positive", "1"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "the model has no class '1' (it writes good_" in err
+        and "good_other" in err
+        and "Traceback" not in err
+    )
+    assert main(["eval", str(data), "--data", str(data)]) == 1
+    assert "d.parquet: not a model file" in capsys.readouterr().err
+
+
+def test_files_that_are_not_models_are_clear_errors(tmp_path: Path) -> None:
+    from corpusfilter.blocks.embedding import Head
+
+    (tmp_path / "m.bin").write_text("hello")
+    (tmp_path / "m.json").write_text("{}")
+    with pytest.raises(
+        RecipeError, match=r"m\.json: not a corpusfilter sidecar \(no name, trainer, positive\)"
+    ):
+        load_sidecar(tmp_path / "m.bin")
+    np.savez(tmp_path / "h.npz", w=np.asarray([{"a": 1}], dtype=object))  # pickled objects: never loaded
+    with pytest.raises(RecipeError, match=r"h\.npz: not a head file"):
+        Head.load(str(tmp_path / "h.npz"))
+
+
 def test_missing_sidecar_needs_positive(tmp_path: Path) -> None:
     (tmp_path / "h.npz").write_bytes(b"")
     with pytest.raises(RecipeError, match="sidecar"):

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from corpusfilter.errors import CorpusfilterError, InputError, RecipeError
-from corpusfilter.evaluate import group_names, read_groups, threshold_for_fpr
+from corpusfilter.evaluate import group_names, label_values, read_groups, threshold_for_fpr
 
 _NUM = r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
@@ -292,7 +292,9 @@ def cmd_calibrate(args: Any) -> int:
         raise InputError(f"{args.reference}: not a Parquet file ({e})") from None
     if args.text_column not in names:
         raise InputError(f"{args.reference}: no column {args.text_column!r} (has {', '.join(names)})")
-    label_col = args.label_column if args.label_column in names else None
+    if args.label_column is not None and args.label_column not in names:
+        raise InputError(f"{args.reference}: no label column {args.label_column!r} (has {', '.join(names)})")
+    label_col = args.label_column or ("label" if "label" in names else None)
     group_col = args.group_column
     if group_col is not None and group_col not in names:
         raise InputError(f"{args.reference}: no column {group_col!r} (has {', '.join(names)})")
@@ -303,18 +305,20 @@ def cmd_calibrate(args: Any) -> int:
     if bad is not None:
         raise InputError(f"{args.reference}: row {bad}: {args.text_column} is not a string")
     groups = read_groups(table, group_col, args.reference) if group_col is not None else None
+    column = args.column
+    positive = args.positive
+    if not is_recipe:  # the data's positive label is the model's (as in eval) unless given
+        side, model = load_sidecar(target, positive=args.positive)
+        positive = side["positive"]
     y = None
     if label_col:
-        raw = table.column(label_col).to_pylist()
-        y = np.asarray([v is True or v == 1 or v in ("1", "true", args.positive) for v in raw])
-    column = args.column
+        y = label_values(table.column(label_col).to_pylist(), positive or "1", args.reference, label_col)
     if is_recipe:
         from corpusfilter.recipe import load_recipe
 
         recipe = load_recipe(target)
         scores, column = reference_scores_recipe(recipe, args.block, column, texts)
     else:
-        side, model = load_sidecar(target, positive=args.positive if args.positive != "1" else None)
         scores = score_texts(side, model, texts)
         column = column or side["score_column"]
     res = pick_threshold(

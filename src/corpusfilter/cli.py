@@ -180,8 +180,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--target-fpr", type=float, metavar="F", help="flag at most F of the neutral documents")
     g.add_argument("--target-share", type=float, metavar="S", help="flag at most S of the reference")
     ca.add_argument("--text-column", default="text")
-    ca.add_argument("--label-column", default="label", help="used when present: FPR over its negatives")
-    ca.add_argument("--positive", default="1", help="label value counted as positive")
+    ca.add_argument(
+        "--label-column", help="FPR over the rows it marks negative (default: 'label' when present)"
+    )
+    ca.add_argument(
+        "--positive", help="label counted as positive besides true/1 (default: the model's positive label)"
+    )
     ca.add_argument(
         "--group-column",
         metavar="G",

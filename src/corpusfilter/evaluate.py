@@ -9,7 +9,9 @@ calibration error and a reliability table), a printed table, JSON and a PR-curve
 from __future__ import annotations
 
 import json
+import sys
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,8 +35,18 @@ def load_sidecar(model: str | Path, *, positive: str | None = None) -> tuple[dic
     if not path.is_file():
         raise RecipeError(f"model not found: {path}")
     side_path = path.with_suffix(".json")
+    if path.suffix not in (".bin", ".ftz", ".npz", ".safetensors"):
+        raise RecipeError(
+            f"{path}: not a model file (.bin/.ftz fastText, .npz/.safetensors head or fine-tune)"
+        )
     if side_path.is_file():
-        side = json.loads(side_path.read_text(encoding="utf-8"))
+        try:
+            side = json.loads(side_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise RecipeError(f"{side_path}: not a corpusfilter sidecar (invalid JSON: {e})") from None
+        missing = [k for k in ("name", "trainer", "positive") if not isinstance(side, dict) or k not in side]
+        if missing:
+            raise RecipeError(f"{side_path}: not a corpusfilter sidecar (no {', '.join(missing)})")
         if positive is not None:
             side["positive"] = positive
     elif path.suffix in (".bin", ".ftz"):
@@ -100,8 +112,15 @@ def score_texts(
     d = detector or detector_for(side, model)
     schema = pa.schema([("text", pa.string())])
     d.validate(schema, "model")
-    d.ensure_setup()
     col = side["score_column"]
+    given = [f.name for f in d.output_fields(schema)]
+    if col not in given:
+        raise RecipeError(
+            f"{model}: the model has no class {side['positive']!r} (it writes {', '.join(given)}); "
+            "--positive names one of the model's labels (data rows count as positive when their label "
+            "is true, 1, or that label)"
+        )
+    d.ensure_setup()
     out = np.zeros(len(texts), dtype=np.float64)
     for s in range(0, len(texts), batch):
         part = list(texts[s : s + batch])
@@ -398,11 +417,26 @@ def read_labelled(
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
         raise InputError(f"{path}: row {bad}: {text_column} is not a string")
-    raw = table.column(label_column).to_pylist()
+    y = label_values(table.column(label_column).to_pylist(), positive, path, label_column)
+    return texts, y, read_groups(table, group_column, path) if group_column else None
+
+
+def label_values(raw: Sequence[Any], positive: str, path: str, column: str) -> np.ndarray:
+    """Rows whose label is true, 1, or ``positive`` (as a string) are positive, the rest negative
+    (logged by value, so an unexpected label is seen); a null label is an error naming its row."""
+    null = next((i for i, v in enumerate(raw) if v is None), None)
+    if null is not None:
+        raise InputError(f"{path}: row {null}: null label in column {column!r}")
     y = np.asarray(
         [v is True or v == 1 or (isinstance(v, str) and v in (positive, "1", "true")) for v in raw]
     )
-    return texts, y, read_groups(table, group_column, path) if group_column else None
+    pos, neg = Counter(str(v) for v, p in zip(raw, y) if p), Counter(str(v) for v, p in zip(raw, y) if not p)
+    print(f"labels in {column!r}: positive {_counts(pos)}; negative {_counts(neg)}", file=sys.stderr)
+    return y
+
+
+def _counts(c: Counter[str]) -> str:
+    return ", ".join(f"{k!r} {n}" for k, n in c.most_common()) or "none"
 
 
 def cmd_eval(args: Any) -> int:

@@ -186,10 +186,13 @@ class Head:
             raise RecipeError(f"head file not found: {path}")
         settings: Mapping[str, Any]  # the head's settings beside its arrays: input, sentence_top_k
         if p.suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                t = {k: z[k] for k in z.files if k not in ("labels", *_HEAD_SETTINGS)}
-                labels = [str(x) for x in z["labels"]]
-                settings = {k: z[k].item() for k in _HEAD_SETTINGS if k in z.files}
+            try:
+                with np.load(p, allow_pickle=False) as z:
+                    t = {k: z[k] for k in z.files if k not in ("labels", *_HEAD_SETTINGS)}
+                    labels = [str(x) for x in z["labels"]]
+                    settings = {k: z[k].item() for k in _HEAD_SETTINGS if k in z.files}
+            except (OSError, ValueError, KeyError) as e:  # not an npz, pickled objects, no labels
+                raise RecipeError(f"{path}: not a head file (plain numpy arrays with labels): {e}") from None
         elif p.suffix == ".safetensors":
             from safetensors import safe_open
             from safetensors.numpy import load_file

@@ -25,6 +25,10 @@ def test_pick_threshold_for_fpr_and_share() -> None:
     assert (s >= r["threshold"]).sum() == 10 and r["flagged_share"] == 0.05
     with pytest.raises(CorpusfilterError):
         pick_threshold(s, None, fpr=0.1, share=0.1)
+    assert "warning" not in r  # 200 documents resolve 5%
+    few = pick_threshold(s[:5], None, fpr=0.01, share=None)  # one document is 20% of five
+    assert few["warning"].startswith("5 reference documents cannot resolve a target of 0.01")
+    assert few["warning"].endswith("use at least 100")
 
 
 def test_group_report_leave_one_group_out_and_per_group() -> None:

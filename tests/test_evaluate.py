@@ -156,6 +156,8 @@ def test_eval_names_null_labels_unexpected_labels_and_classes_the_model_lacks(
     )
     assert main(["eval", str(data), "--data", str(data)]) == 1
     assert "d.parquet: not a model file" in capsys.readouterr().err
+    assert main(["eval", str(trained_dir), "--data", str(data), "--label-column", "lbl"]) == 1
+    assert "d.parquet: no column 'lbl' (has text, label)" in capsys.readouterr().err
 
 
 def test_files_that_are_not_models_are_clear_errors(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ layout are kept.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,11 @@ def pick_threshold(
         out["recall"] = float((scores[y] >= t).mean())
     if y is not None and (~y).any():
         out["fpr"] = float((scores[~y] >= t).mean())
+    if 0 < target < 1 and len(base) * target < 1:  # the target is finer than one document
+        out["warning"] = (
+            f"{len(base)} reference documents cannot resolve a target of {target:g}: one document is "
+            f"{1 / len(base):.3g} of them; use at least {int(np.ceil(1 / target))}"
+        )
     if groups is not None:
         out["per_group"] = per_group
         out["group_report"] = group_report(scores, y, groups, t, fpr=fpr, share=share)
@@ -333,6 +339,8 @@ def cmd_calibrate(args: Any) -> int:
     where = f"in every {group_col} of" if args.per_group else "on"
     print(f"{column} >= {res['threshold']!r}  ({what} {where} {len(texts)} reference documents)")
     print("  " + ", ".join(f"{k} {v:.4f}" for k, v in res.items() if k in ("flagged_share", "fpr", "recall")))
+    if "warning" in res:
+        print(f"warning: {res['warning']}", file=sys.stderr)
     if "group_report" in res:
         print("\n".join(format_group_report(res["group_report"])))
     if args.write:

@@ -408,11 +408,19 @@ def read_labelled(
 
     cols = [text_column, label_column] + ([group_column] if group_column else [])
     try:
+        names = pq.read_schema(path).names
+        missing = [c for c in cols if c not in names]
+        if missing:
+            raise InputError(f"{path}: no column {missing[0]!r} (has {', '.join(names)})")
         table = pq.read_table(path, columns=cols)
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
+    except InputError:
+        raise
     except Exception as e:
-        raise InputError(f"{path}: cannot read columns {', '.join(map(repr, cols))} ({e})") from None
+        raise InputError(
+            f"{path}: not a readable Parquet file ({str(e).splitlines()[0] if str(e) else e!r})"
+        ) from None
     texts = table.column(text_column).to_pylist()
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:

@@ -450,14 +450,14 @@ def load_source(
     if src.where:
         try:
             df = df.sql(f"SELECT * FROM self WHERE {src.where}")
-        except Exception as e:
-            raise RecipeError(f"{where}.where: {src.where!r}: {e}") from None
+        except Exception as e:  # polars appends its query plan: keep the first line
+            raise RecipeError(f"{where}.where: {src.where!r}: {_first_line(e)}") from None
     test_rows: set[int] = set()
     if src.test_where:
         try:
             test_rows = set(df.sql(f"SELECT __row FROM self WHERE {src.test_where}")["__row"].to_list())
         except Exception as e:
-            raise RecipeError(f"{where}.test_where: {src.test_where!r}: {e}") from None
+            raise RecipeError(f"{where}.test_where: {src.test_where!r}: {_first_line(e)}") from None
     cols = {c: df[c].to_list() for c in df.columns}
     n = df.height
     rows = [int(r) for r in cols["__row"]]
@@ -555,6 +555,11 @@ def load_source(
     out.weights = [src.weight] * len(out.ids)
     out.skipped = skipped
     return out
+
+
+def _first_line(e: BaseException) -> str:
+    """A polars error's first line, without the row-index column load_source adds."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0].replace('"__row", ', "")
 
 
 def _drop_lines(text: str, rx: re.Pattern[str]) -> str:

@@ -419,6 +419,12 @@ def test_bad_data_is_a_clear_error(root: Path, tmp_path: Path) -> None:
         CorpusfilterError, match=r"positive label 'good' is not among the train split's labels \(0, 1\)"
     ):
         train(parse_config(unmapped, "x"), root=root, out_dir=tmp_path / "y")
+    # a JSON-lines file with a broken line names it
+    (root / "bad.jsonl").write_text('{"text": "a b", "label": 1}\n{"text": "c d", "label": 0\n')
+    cfg = config()
+    cfg["sources"][2].update(path="bad.jsonl", text="text")
+    with pytest.raises(InputError, match=r"bad\.jsonl: not a readable .*; line 2 is not a JSON object"):
+        build_examples(parse_config(cfg), root)
     # text that is not a string is an error naming the row, as in `eval` and `calibrate`
     pq.write_table(pa.table({"id": ["a", "b"], "body": [3, 4], "label": [1, 0]}), root / "it.parquet")
     cfg = config()

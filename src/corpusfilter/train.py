@@ -445,7 +445,9 @@ def load_source(
     except FileNotFoundError:
         raise InputError(f"{where}: {path}: file not found (data root: {root})") from None
     except Exception as e:  # polars raises several types for a bad file
-        raise InputError(f"{where}: {path}: not a readable Parquet / JSON-lines file ({e})") from None
+        raise InputError(
+            f"{where}: {path}: not a readable Parquet / JSON-lines file ({_first_line(e)}){_bad_json_line(path)}"
+        ) from None
     df = df.with_row_index("__row")
     if src.where:
         try:
@@ -555,6 +557,23 @@ def load_source(
     out.weights = [src.weight] * len(out.ids)
     out.skipped = skipped
     return out
+
+
+def _bad_json_line(path: Path) -> str:
+    """For a JSON-lines file polars cannot read: the first line that is not a JSON object."""
+    if path.suffix not in (".jsonl", ".ndjson"):
+        return ""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for k, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                ok = isinstance(json.loads(line), dict)
+            except json.JSONDecodeError:
+                ok = False
+            if not ok:
+                return f"; line {k} is not a JSON object: {line.strip()[:60]!r}"
+    return ""
 
 
 def _first_line(e: BaseException) -> str:

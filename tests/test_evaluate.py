@@ -57,14 +57,19 @@ def trained_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp / "m"
 
 
+def _moral_then_tech(n: int, k: int, seed: int) -> list[str]:
+    """``n`` moral then ``n`` technical documents of ``k`` sentences (seeds from ``seed``)."""
+    return [" ".join(sentences(MORAL, k, seed + i)) for i in range(n)] + [
+        " ".join(sentences(TECH, k, seed + 1000 + i)) for i in range(n)
+    ]
+
+
 def test_eval_cli_scores_through_the_detector(
     trained_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from corpusfilter.cli import main
 
-    texts = [" ".join(sentences(MORAL, 6, 1000 + i)) for i in range(30)] + [
-        " ".join(sentences(TECH, 6, 2000 + i)) for i in range(30)
-    ]
+    texts = _moral_then_tech(30, 6, 1000)
     data = tmp_path / "eval.parquet"
     pq.write_table(pa.table({"doc": texts, "is_good": [True] * 30 + [False] * 30}), data)
     side, model = load_sidecar(trained_dir)
@@ -135,9 +140,7 @@ def test_eval_names_null_labels_unexpected_labels_and_classes_the_model_lacks(
 ) -> None:
     from corpusfilter.cli import main
 
-    texts = [" ".join(sentences(MORAL, 4, 500 + i)) for i in range(6)] + [
-        " ".join(sentences(TECH, 4, 600 + i)) for i in range(6)
-    ]
+    texts = _moral_then_tech(6, 4, 500)
     data = tmp_path / "d.parquet"
     pq.write_table(pa.table({"text": texts, "label": ["good", None] + ["good"] * 4 + ["other"] * 6}), data)
     assert main(["eval", str(trained_dir), "--data", str(data)]) == 1

@@ -44,3 +44,10 @@ def at_path(path: str) -> Iterator[None]:
         yield
     except RecipeError as e:
         raise RecipeError(f"{path}: {e}") from None
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's message cut to its first line (libraries append plans and tracebacks), or its
+    type's name when it has none: for one-line errors."""
+    s = str(e).strip()
+    return s.splitlines()[0] if s else type(e).__name__

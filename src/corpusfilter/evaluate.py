@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from corpusfilter.errors import CorpusfilterError, InputError, RecipeError
+from corpusfilter.errors import CorpusfilterError, InputError, RecipeError, first_line
 
 
 def load_sidecar(model: str | Path, *, positive: str | None = None) -> tuple[dict[str, Any], Path]:
@@ -418,9 +418,7 @@ def read_labelled(
     except InputError:
         raise
     except Exception as e:
-        raise InputError(
-            f"{path}: not a readable Parquet file ({str(e).splitlines()[0] if str(e) else e!r})"
-        ) from None
+        raise InputError(f"{path}: not a readable Parquet file ({first_line(e)})") from None
     texts = table.column(text_column).to_pylist()
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:

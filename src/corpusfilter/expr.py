@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from corpusfilter.errors import RecipeError
+from corpusfilter.errors import RecipeError, first_line
 
 
 def _pl() -> Any:
@@ -20,10 +20,6 @@ def _pl() -> Any:
     import polars
 
     return polars
-
-
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 class _SqlExpression:
@@ -40,7 +36,7 @@ class _SqlExpression:
             self.expr = _pl().sql_expr(sql)
             self.columns = sorted(set(self.expr.meta.root_names()))
         except Exception as e:
-            raise RecipeError(f"{path}: cannot parse {sql!r}: {_first_line(e)}") from None
+            raise RecipeError(f"{path}: cannot parse {sql!r}: {first_line(e)}") from None
 
     def _check_dtype(self, dtype: Any) -> None:
         raise NotImplementedError
@@ -58,7 +54,7 @@ class _SqlExpression:
         try:
             dtype = empty.select(self.expr.alias("_c")).schema["_c"]
         except Exception as e:
-            raise RecipeError(f"{self.path}: invalid {self.kind} {self.sql!r}: {_first_line(e)}") from None
+            raise RecipeError(f"{self.path}: invalid {self.kind} {self.sql!r}: {first_line(e)}") from None
         self._check_dtype(dtype)
 
     def _frame(self, table: pa.Table) -> Any:

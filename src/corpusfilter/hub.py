@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from corpusfilter import __version__
-from corpusfilter.errors import CorpusfilterError
+from corpusfilter.errors import CorpusfilterError, first_line
 
 REPORT_FILES = ("report.html", "report.md")
 SPLIT = "train"
@@ -439,10 +439,10 @@ def publish(
     except PublishError:
         raise
     except HfHubHTTPError as e:
-        raise PublishError(_redact(f"the Hub refused ({_one_line(e)})", token)) from None
+        raise PublishError(_redact(f"the Hub refused ({first_line(e)})", token)) from None
     except Exception as e:  # OSError, httpx transport errors, ...: one line, no traceback, no token
         raise PublishError(
-            _redact(f"publishing to {repo_id} failed ({type(e).__name__}: {_one_line(e)})", token)
+            _redact(f"publishing to {repo_id} failed ({type(e).__name__}: {first_line(e)})", token)
         ) from None
     return PublishResult(
         repo_id,
@@ -458,11 +458,6 @@ def publish(
 
 def _redact(text: str, token: str | None) -> str:
     return text.replace(token, "<token>") if token else text
-
-
-def _one_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0] if s else type(e).__name__
 
 
 def _human(n: int) -> str:

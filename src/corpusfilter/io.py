@@ -28,7 +28,7 @@ from datatrove.io import DataFolder, get_datafolder
 from datatrove.pipeline.base import PipelineStep
 
 from corpusfilter.batch import BLOCK_COLUMN, REASON_COLUMN, ROW_COLUMN, SHARD_COLUMN, Batch
-from corpusfilter.errors import CorpusfilterError, InputError
+from corpusfilter.errors import CorpusfilterError, InputError, first_line
 from corpusfilter.prefetch import prefetch
 
 UNREADABLE_SCHEMA = pa.schema(
@@ -80,6 +80,11 @@ def _split_glob(path: str) -> tuple[str, str | None]:
     return base, "/".join(parts[i:])
 
 
+def input_exists(path: str) -> bool:
+    """Whether an input path (file, folder, or a glob's base folder) is there at all, listing nothing."""
+    return bool(get_datafolder(_split_glob(path)[0]).exists(""))
+
+
 def resolve_input(path: str) -> tuple[DataFolder, list[str]]:
     """A file, a folder (all ``*.parquet`` below it) or a glob → (folder, sorted relative paths)."""
     base, pattern = _split_glob(path)
@@ -128,7 +133,7 @@ def inspect_inputs(path: str, *, text_column: str, id_column: str | None, scored
                 schema = meta.schema.to_arrow_schema()
             size = int(folder.size(rel))
         except Exception as e:
-            raise InputError(f"{full}: not a readable Parquet file ({_one_line(e)})") from None
+            raise InputError(f"{full}: not a readable Parquet file ({first_line(e)})") from None
         if text_column not in schema.names:
             raise InputError(f"{full}: no text column {text_column!r} (columns: {', '.join(schema.names)})")
         t = schema.field(text_column).type
@@ -159,7 +164,7 @@ def inspect_inputs(path: str, *, text_column: str, id_column: str | None, scored
         unified = pa.unify_schemas(normalized)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise InputError(
-            f"{path}: input shards have incompatible schemas ({_one_line(e)}){_first_clash(shards, normalized)}"
+            f"{path}: input shards have incompatible schemas ({first_line(e)}){_first_clash(shards, normalized)}"
         ) from None
     unified = unified.remove_metadata()
     if not scored:
@@ -218,11 +223,6 @@ def pin_file(path: str, pinned: tuple[str, tuple[int, int, int]]) -> tuple[str, 
     if now != sha:
         raise CorpusfilterError(f"{path} changed since the run was validated (sha256 {now[:12]}…)")
     return now, file_stat(path)
-
-
-def _one_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0] if s else type(e).__name__
 
 
 # -- reader ------------------------------------------------------------------------------------------
@@ -314,7 +314,7 @@ class ParquetBatchReader(PipelineStep):
                 yielded = True
                 yield batch
         except (OSError, pa.ArrowException) as e:
-            raise InputError(f"{full}: cannot read rows from {row0} on ({_one_line(e)})") from None
+            raise InputError(f"{full}: cannot read rows from {row0} on ({first_line(e)})") from None
         if not yielded:  # an empty shard still reaches the writer, so it is accounted for
             yield Batch(self.schema.empty_table(), rel, 0)
 

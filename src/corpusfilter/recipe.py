@@ -19,8 +19,8 @@ import pyarrow as pa
 import yaml
 
 from corpusfilter.blocks.base import Block, Detector
-from corpusfilter.errors import InputError, RecipeError
-from corpusfilter.io import InputSet, ParquetBatchReader, ParquetBatchWriter, inspect_inputs
+from corpusfilter.errors import RecipeError
+from corpusfilter.io import InputSet, ParquetBatchReader, ParquetBatchWriter, input_exists, inspect_inputs
 from corpusfilter.params import build_params
 from corpusfilter.registry import lookup
 
@@ -428,12 +428,12 @@ def _check_scored_input(recipe: Recipe, manifest: Mapping[str, Any], scores: str
     """Refuse to decide on scores of an input that has changed since (files added, removed or
     resized, or rows changed): the output would silently miss the new documents. Skipped where the
     recipe's input is not here (deciding on another machine needs only the scores)."""
-    try:
-        now = inspect_inputs(
-            recipe.input.path, text_column=recipe.input.text_column, id_column=recipe.input.id_column
-        )
-    except InputError:
+    if not input_exists(recipe.input.path):
         return
+    # an input that is here but broken (a bad new shard) is an error, not a reason to skip the check
+    now = inspect_inputs(
+        recipe.input.path, text_column=recipe.input.text_column, id_column=recipe.input.id_column
+    )
     then = {f["path"]: (f["rows"], f["bytes"]) for f in manifest.get("inputs", [])}
     here = {s.path: (s.rows, s.bytes) for s in now.shards}
     changed = sorted(

@@ -20,7 +20,7 @@ from datatrove.executor.local import LocalPipelineExecutor
 from datatrove.io import DataFolder, get_datafolder
 
 from corpusfilter.blocks.base import Block
-from corpusfilter.errors import AccountingError, CorpusfilterError, OutputError
+from corpusfilter.errors import AccountingError, CorpusfilterError, OutputError, first_line
 from corpusfilter.io import UNREADABLE_SCHEMA, InputSet, folder_url, rejected_schema, sha256_file
 from corpusfilter.manifest import (
     SCHEMA_VERSION,
@@ -371,9 +371,8 @@ def run_plan(
     except CorpusfilterError:
         raise
     except Exception as e:  # a worker failed: point at its log rather than dumping a traceback
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CorpusfilterError(
-            f"run failed: {type(e).__name__}: {msg} (task logs: {out.path}/logs/logs/)"
+            f"run failed: {type(e).__name__}: {first_line(e)} (task logs: {out.path}/logs/logs/)"
         ) from e
     elapsed = time.perf_counter() - t0
     accounts = []

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from corpusfilter.errors import CorpusfilterError, InputError, RecipeError
+from corpusfilter.errors import CorpusfilterError, InputError, RecipeError, first_line
 from corpusfilter.params import build_params, params_to_dict
 
 DEFAULT_DATA_ROOT = "../shared/data"
@@ -578,7 +578,7 @@ def _bad_json_line(path: Path) -> str:
 
 def _first_line(e: BaseException) -> str:
     """A polars error's first line, without the row-index column load_source adds."""
-    return (str(e).strip().splitlines() or [type(e).__name__])[0].replace('"__row", ', "")
+    return first_line(e).replace('"__row", ', "")
 
 
 def _drop_lines(text: str, rx: re.Pattern[str]) -> str:

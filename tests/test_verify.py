@@ -12,7 +12,7 @@ from corpusfilter.recipe import load_recipe
 from corpusfilter.runner import run
 from corpusfilter.verify import verify
 
-from .conftest import recipe_dict
+from .conftest import DOCS, recipe_dict, write_shards
 
 
 @pytest.fixture
@@ -26,6 +26,7 @@ def test_a_fresh_output_verifies_and_rebuilds_identically(output: Path) -> None:
     v = verify(str(output), rebuild=True)
     assert v.ok, v.problems
     assert any("rebuild" in c for c in v.checked) and any("input file" in c for c in v.checked)
+    assert any(c.startswith("ids: 8 id values") for c in v.checked)
 
 
 def test_tampered_files_are_caught(output: Path) -> None:
@@ -65,3 +66,14 @@ def test_changed_inputs_fail_the_input_check_and_the_rebuild(output: Path, corpu
 def test_not_an_output(tmp_path: Path) -> None:
     with pytest.raises(CorpusfilterError, match="no manifest.json"):
         verify(str(tmp_path))
+
+
+def test_repeated_input_ids_are_named_with_their_files_and_rows(tmp_path: Path) -> None:
+    # d3 (shard 1, kept) gets d0's id (shard 0, rejected): the run cannot see it across shards
+    docs = [("d0" if d[0] == "d3" else d[0], d[1], d[2]) for d in DOCS]
+    out = tmp_path / "out"
+    run(load_recipe(recipe_dict(write_shards(tmp_path / "in", docs), out)), tasks=2, progress=False)
+    problems = verify(str(out)).problems
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("1 id value(s) occur more than once in data/ and rejected/ (2 rows)")
+    assert "'d0' at " in problems[0] and "rejected/" in problems[0] and "data/" in problems[0]

@@ -63,6 +63,7 @@ def verify(output: str, *, rebuild: bool = False, inputs: bool = True) -> Verifi
     _check_outputs(folder, manifest, result)
     _check_accounting(manifest, result)
     _check_copies(folder, manifest, result)
+    _check_ids(folder, manifest, result)
     if inputs:
         _check_inputs(manifest, result)
     if rebuild:
@@ -157,6 +158,58 @@ def _check_copies(folder: DataFolder, manifest: dict[str, Any], result: Verifica
             f"output files hold {copies} copies (copy_index > 0) but accounting.added is {want}"
         )
     result.checked.append(f"copies: {copies} rows with copy_index > 0 = accounting.added")
+
+
+def _check_ids(folder: DataFolder, manifest: dict[str, Any], result: Verification) -> None:
+    """Every id in data/ and rejected/ occurs once (copies carry ``#k`` ids, so they count too).
+
+    The run streams shards in parallel and cannot see a duplicate across them; here one 64-bit hash
+    per row (8 bytes of memory) finds candidates, and only those rows are read again to name them."""
+    import numpy as np
+    import polars as pl
+
+    col = (manifest["recipe"]["resolved"].get("input") or {}).get("id_column", "id")
+    if not col or not all(
+        any(c["name"] == col for c in manifest["schemas"][k]) for k in ("data", "rejected")
+    ):
+        result.notes.append("ids not checked: the output has no id column (rows are keyed by shard and row)")
+        return
+    files = [
+        e["path"] for k in ("data", "rejected") for e in manifest["outputs"][k] if folder.isfile(e["path"])
+    ]
+
+    def ids(rel: str) -> pl.Series:
+        with folder.open(rel, "rb") as f:
+            return pl.Series(pq.read_table(f, columns=[col]).column(col)).cast(pl.String)
+
+    hashes, nulls = [], []
+    for rel in files:
+        s = ids(rel)
+        if s.null_count():
+            nulls.append(f"{rel} row {int(s.is_null().arg_true()[0])}")
+        hashes.append(s.hash(seed=0).to_numpy())
+    if nulls:
+        result.problems.append(f"null {col} values in {len(nulls)} file(s), e.g. {nulls[0]}")
+    every = np.sort(np.concatenate(hashes)) if hashes else np.empty(0, np.uint64)
+    repeated = np.unique(every[1:][every[1:] == every[:-1]])
+    where: dict[str | None, list[str]] = {}
+    for rel, h in zip(files, hashes):
+        rows = np.flatnonzero(np.isin(h, repeated))
+        if len(rows):
+            col_ids = ids(rel)
+            for r in rows:
+                where.setdefault(col_ids[int(r)], []).append(f"{rel} row {int(r)}")
+    # equal hashes of different ids are not repeats; nulls are reported above
+    dups = {i: w for i, w in where.items() if len(w) > 1 and i is not None}
+    if dups:
+        first = sorted(dups)[:3]
+        shown = "; ".join(f"{i!r} at {', '.join(dups[i][:3])}" for i in first)
+        result.problems.append(
+            f"{len(dups)} {col} value(s) occur more than once in data/ and rejected/ "
+            f"({sum(len(w) for w in dups.values())} rows), e.g. {shown}: the input's ids are not unique, "
+            "so copies, samples and the control arm cannot tell those documents apart"
+        )
+    result.checked.append(f"ids: {len(every)} {col} values in data/ and rejected/: checked for repeats")
 
 
 def _check_inputs(manifest: dict[str, Any], result: Verification) -> None:

@@ -163,7 +163,19 @@ def test_extends_takes_another_config_and_overrides_or_updates_its_keys(root: Pa
     assert cfg.sources[0].path == "statements.parquet"  # data-root paths are left alone
     # a key the schema does not know is still an error, and so is a cycle or a missing base
     variant.write_text("extends: ../../base/train.yaml\nheads: {}\n")
-    with pytest.raises(RecipeError, match="heads: unknown key"):
+    with pytest.raises(RecipeError, match=r"v/train\.yaml: heads: unknown key"):
+        load_config(variant)
+    # an error in a key the base set names the base file, not the variant that extends it
+    (tmp_path / "base" / "train.yaml").write_text(
+        yaml.safe_dump({**base, "head": {**base["head"], "hiden": 1}})
+    )
+    variant.write_text("extends: ../../base/train.yaml\nhead: {model: minilm}\n")
+    with pytest.raises(
+        RecipeError, match=r"base/train\.yaml \(extended by .*v/train\.yaml\): head\.hiden: unknown"
+    ):
+        load_config(variant)
+    variant.write_text("extends: ../../base/train.yaml\nhead: {hiden: 2}\n")  # the variant's own key
+    with pytest.raises(RecipeError, match=r"^\S*v/train\.yaml: head\.hiden: unknown"):
         load_config(variant)
     (tmp_path / "base" / "train.yaml").write_text("extends: ../variants/v/train.yaml\n")
     variant.write_text("extends: ../../base/train.yaml\n")

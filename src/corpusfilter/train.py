@@ -259,11 +259,28 @@ def load_config(path: str | os.PathLike[str]) -> TrainConfig:
     ``split``, ``fasttext`` and ``head`` blocks are merged key by key. A variant of a detector (same
     sources, other encoder) is then a few lines instead of a copy that drifts."""
     p = Path(path)
-    return parse_config(_config_mapping(p, ()), str(p))
+    data, origins = _config_mapping(p, ())
+    try:
+        return parse_config(data, str(p))
+    except RecipeError as e:
+        raise RecipeError(_in_file(str(e), p, origins)) from None
 
 
-def _config_mapping(p: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
-    """The YAML mapping of ``p`` with its ``extends:`` chain applied."""
+def _in_file(msg: str, p: Path, origins: dict[str, Path]) -> str:
+    """``msg`` prefixed by the file that set the key it names (``extends`` chains span files)."""
+    rest = msg.removeprefix(f"{p}: ")
+    key = re.sub(r"\[\d+\]", "", rest.split(":", 1)[0].strip())
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):
+        f = origins.get(".".join(parts[:n]))
+        if f is not None and f.resolve() != p.resolve():
+            return f"{f} (extended by {p}): {rest}"
+    return f"{p}: {rest}"
+
+
+def _config_mapping(p: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], dict[str, Path]]:
+    """The YAML mapping of ``p`` with its ``extends:`` chain applied, and the file that set each
+    key (``key`` and ``block.key`` for the merged blocks), so errors name the right file."""
     import yaml
 
     try:
@@ -276,14 +293,17 @@ def _config_mapping(p: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RecipeError(f"{p}: a training config is a mapping")
     ref = data.pop("extends", None)
+    mine = {k: p for k in data} | {
+        f"{k}.{sub}": p for k in _NESTED if isinstance(data.get(k), dict) for sub in data[k]
+    }
     if ref is None:
-        return data
+        return data, mine
     if not isinstance(ref, str) or not ref:
         raise RecipeError(f"{p}: extends: the path of another training config")
     base_path = (p.parent / ref).resolve()
     if base_path in seen or base_path == p.resolve():
         raise RecipeError(f"{p}: extends: {ref} extends this file again (a cycle)")
-    base = _config_mapping(base_path, (*seen, p.resolve()))
+    base, origins = _config_mapping(base_path, (*seen, p.resolve()))
     if base_path.parent != p.resolve().parent and isinstance(base.get("sources"), list):
         # a path relative to the base config must still name the same file from this config
         base["sources"] = [
@@ -298,7 +318,8 @@ def _config_mapping(p: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
             out[key] = {**out[key], **value}
         else:
             out[key] = value
-    return out
+            origins = {k: f for k, f in origins.items() if not k.startswith(f"{key}.")}
+    return out, origins | mine
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:

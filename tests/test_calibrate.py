@@ -174,3 +174,19 @@ def test_calibrate_cli_groups(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "ref.parquet: row 7: source is null" in err
     assert main([*args, "--per-group"]) == 1
     assert "--per-group needs --group-column" in capsys.readouterr().err
+
+
+def test_write_recipe_changes_one_number_and_says_when_the_operator_changes(tmp_path: Path) -> None:
+    from corpusfilter.calibrate import write_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "input: corpus\noutput: out\nblocks:\n  - keywords: {name: m, terms: [kindness]}\n"
+        '  - drop: {where: "m_score > 1.5 and m_hits >= 1", reason: m}  # keep me\n'
+    )
+    out = tmp_path / "r.cal.yaml"
+    note = write_recipe(recipe, 1, "m_score", 2.25, out)
+    assert "m_score > a number; the copy uses >=" in note
+    text = out.read_text()
+    assert '"m_score >= 2.25 and m_hits >= 1"' in text and "# keep me" in text
+    assert write_recipe(out, 1, "m_score", 3.0, tmp_path / "again.yaml") == ""  # already >=

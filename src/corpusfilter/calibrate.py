@@ -254,7 +254,9 @@ def write_recipe(recipe_path: Path, n: int, column: str, threshold: float, out: 
     recipe = load_recipe(recipe_path)
     _, where = _block_condition(recipe, n)
     new_where = re.sub(rf"\b{re.escape(column)}\s*(>=|>)\s*{_NUM}", f"{column} >= {threshold!r}", where)
-    note = ""
+    notes = []
+    if any(c == column and op == ">" for c, op, _ in _comparisons(where)):
+        notes.append(f"block {n} compared {column} > a number; the copy uses >=, as the threshold was chosen")
     if text.count(where) == 1:
         new_text = text.replace(where, new_where)
     else:  # the condition is written differently in the file (folded or escaped): rewrite it
@@ -262,7 +264,9 @@ def write_recipe(recipe_path: Path, n: int, column: str, threshold: float, out: 
         ((btype, _),) = data["blocks"][n].items()
         data["blocks"][n][btype]["where"] = new_where
         new_text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-        note = "the condition is not written literally in the file: the copy was re-serialized and has no comments"
+        notes.append(
+            "the condition is not written literally in the file: the copy was re-serialized and has no comments"
+        )
     check = yaml.safe_load(new_text)
     ((btype, params),) = check["blocks"][n].items()
     if params.get("where") != new_where:
@@ -270,10 +274,8 @@ def write_recipe(recipe_path: Path, n: int, column: str, threshold: float, out: 
     out.write_text(new_text, encoding="utf-8")
     load_recipe(out)  # the copy must still be a valid recipe
     if out.resolve().parent != recipe_path.resolve().parent:
-        note = (note + "; " if note else "") + (
-            f"relative paths in the copy now resolve against {out.resolve().parent}"
-        )
-    return note
+        notes.append(f"relative paths in the copy now resolve against {out.resolve().parent}")
+    return "; ".join(notes)
 
 
 def cmd_calibrate(args: Any) -> int:

@@ -320,7 +320,10 @@ def cmd_calibrate(args: Any) -> int:
         positive = side["positive"]
     y = None
     if label_col:
-        y = label_values(table.column(label_col).to_pylist(), positive or "1", args.reference, label_col)
+        y, counts = label_values(
+            table.column(label_col).to_pylist(), positive or "1", args.reference, label_col
+        )
+        print(counts, file=sys.stderr)
     if is_recipe:
         from corpusfilter.recipe import load_recipe
 

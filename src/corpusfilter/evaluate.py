@@ -401,9 +401,9 @@ def format_metrics(m: Mapping[str, Any]) -> str:
 
 def read_labelled(
     path: str, text_column: str, label_column: str, positive: str, group_column: str | None = None
-) -> tuple[list[str], np.ndarray, np.ndarray | None]:
-    """Texts, boolean labels (positive when true, 1, or equal to ``positive``) and, with
-    ``group_column``, each row's group (no nulls)."""
+) -> tuple[list[str], np.ndarray, np.ndarray | None, str]:
+    """Texts, boolean labels (positive when true, 1, or equal to ``positive``), with
+    ``group_column`` each row's group (no nulls), and the label counts (:func:`label_values`)."""
     import pyarrow.parquet as pq
 
     cols = [text_column, label_column] + ([group_column] if group_column else [])
@@ -423,13 +423,14 @@ def read_labelled(
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
         raise InputError(f"{path}: row {bad}: {text_column} is not a string")
-    y = label_values(table.column(label_column).to_pylist(), positive, path, label_column)
-    return texts, y, read_groups(table, group_column, path) if group_column else None
+    y, counts = label_values(table.column(label_column).to_pylist(), positive, path, label_column)
+    return texts, y, read_groups(table, group_column, path) if group_column else None, counts
 
 
-def label_values(raw: Sequence[Any], positive: str, path: str, column: str) -> np.ndarray:
-    """Rows whose label is true, 1, or ``positive`` (as a string) are positive, the rest negative
-    (logged by value, so an unexpected label is seen); a null label is an error naming its row."""
+def label_values(raw: Sequence[Any], positive: str, path: str, column: str) -> tuple[np.ndarray, str]:
+    """Rows whose label is true, 1, or ``positive`` (as a string) are positive, the rest negative;
+    a null label is an error naming its row. Also the counts by value, for the command to print,
+    so an unexpected label is seen."""
     null = next((i for i, v in enumerate(raw) if v is None), None)
     if null is not None:
         raise InputError(f"{path}: row {null}: null label in column {column!r}")
@@ -437,8 +438,7 @@ def label_values(raw: Sequence[Any], positive: str, path: str, column: str) -> n
         [v is True or v == 1 or (isinstance(v, str) and v in (positive, "1", "true")) for v in raw]
     )
     pos, neg = Counter(str(v) for v, p in zip(raw, y) if p), Counter(str(v) for v, p in zip(raw, y) if not p)
-    print(f"labels in {column!r}: positive {_counts(pos)}; negative {_counts(neg)}", file=sys.stderr)
-    return y
+    return y, f"labels in {column!r}: positive {_counts(pos)}; negative {_counts(neg)}"
 
 
 def _counts(c: Counter[str]) -> str:
@@ -447,9 +447,10 @@ def _counts(c: Counter[str]) -> str:
 
 def cmd_eval(args: Any) -> int:
     side, model = load_sidecar(args.model, positive=args.positive)
-    texts, y, groups = read_labelled(
+    texts, y, groups, counts = read_labelled(
         args.data, args.text_column, args.label_column, side["positive"], args.group_column
     )
+    print(counts, file=sys.stderr)
     if y.all() or not y.any():
         raise CorpusfilterError(
             f"{args.data}: needs both positive and negative rows (positive = {side['positive']!r})"

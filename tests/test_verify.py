@@ -1,6 +1,7 @@
 """`corpusfilter verify`: every file, hash and count is re-derived; tampering is caught."""
 
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -9,7 +10,7 @@ import pytest
 
 from corpusfilter.errors import CorpusfilterError
 from corpusfilter.recipe import load_recipe
-from corpusfilter.runner import run
+from corpusfilter.runner import format_summary, run
 from corpusfilter.verify import verify
 
 from .conftest import DOCS, recipe_dict, write_shards
@@ -27,6 +28,7 @@ def test_a_fresh_output_verifies_and_rebuilds_identically(output: Path) -> None:
     assert v.ok, v.problems
     assert any("rebuild" in c for c in v.checked) and any("input file" in c for c in v.checked)
     assert any(c.startswith("ids: 8 id values") for c in v.checked)
+    assert json.loads((output / "manifest.json").read_text())["accounting"]["repeated_ids"] == 0
 
 
 def test_tampered_files_are_caught(output: Path) -> None:
@@ -72,7 +74,9 @@ def test_repeated_input_ids_are_named_with_their_files_and_rows(tmp_path: Path) 
     # d3 (shard 1, kept) gets d0's id (shard 0, rejected): the run cannot see it across shards
     docs = [("d0" if d[0] == "d3" else d[0], d[1], d[2]) for d in DOCS]
     out = tmp_path / "out"
-    run(load_recipe(recipe_dict(write_shards(tmp_path / "in", docs), out)), tasks=2, progress=False)
+    res = run(load_recipe(recipe_dict(write_shards(tmp_path / "in", docs), out)), tasks=2, progress=False)
+    assert res.manifest["accounting"]["repeated_ids"] == 1 and res.manifest["accounting"]["ok"]
+    assert re.search(r"\nrepeated ids +1 \(verify names them\)\n", format_summary(res))
     problems = verify(str(out)).problems
     assert len(problems) == 1, problems
     assert problems[0].startswith("1 id value(s) occur more than once in data/ and rejected/ (2 rows)")

@@ -399,6 +399,12 @@ def run_plan(
     ):
         if written[k] != want:
             problems.append(f"{k}/ holds {written[k]} rows but the accounting says {want}")
+    id_col = recipe.input.id_column or "id"
+    if id_col in the_plan.output_schema.names:  # a repeat across shards is only visible here
+        from corpusfilter.verify import repeated_ids
+
+        paths = [f["path"] for k in ("data", "rejected") for f in outputs[k]]
+        totals["repeated_ids"] = len(repeated_ids(out, paths, id_col).repeats)
     hashes = hashes_f.result()
     hasher.shutdown()
     from corpusfilter import experiment as exp
@@ -512,6 +518,8 @@ def _summary_rows(m: dict[str, Any], output: str) -> dict[str, str]:
     rows["wall time"] = f"{secs:,.1f} s"
     rows["throughput"] = f"{a['text_bytes'] / 1e6 / secs:,.1f} MB/s, {a['read'] / secs:,.0f} docs/s"
     rows["accounting"] = "ok" if a["ok"] else "FAILED"
+    if a.get("repeated_ids"):
+        rows["repeated ids"] = f"{a['repeated_ids']:,} (verify names them)"
     rows["output"] = output
     return rows
 

@@ -160,56 +160,79 @@ def _check_copies(folder: DataFolder, manifest: dict[str, Any], result: Verifica
     result.checked.append(f"copies: {copies} rows with copy_index > 0 = accounting.added")
 
 
-def _check_ids(folder: DataFolder, manifest: dict[str, Any], result: Verification) -> None:
-    """Every id in data/ and rejected/ occurs once (copies carry ``#k`` ids, so they count too).
+@dataclass
+class RepeatedIds:
+    """What :func:`repeated_ids` found: rows looked at, where null ids are, where repeats are."""
 
-    The run streams shards in parallel and cannot see a duplicate across them; here one 64-bit hash
-    per row (8 bytes of memory) finds candidates, and only those rows are read again to name them."""
+    rows: int
+    nulls: list[str]  # "FILE row N", the first null of each file that has one
+    repeats: dict[str, list[str]]  # id -> ["FILE row N", ...], every place it occurs
+
+    def problems(self, col: str) -> list[str]:
+        out = []
+        if self.nulls:
+            out.append(f"null {col} values in {len(self.nulls)} file(s), e.g. {self.nulls[0]}")
+        if self.repeats:
+            first = sorted(self.repeats)[:3]
+            shown = "; ".join(f"{i!r} at {', '.join(self.repeats[i][:3])}" for i in first)
+            out.append(
+                f"{len(self.repeats)} {col} value(s) occur more than once in data/ and rejected/ "
+                f"({sum(len(w) for w in self.repeats.values())} rows), e.g. {shown}: the input's ids "
+                "are not unique, so copies, samples and the control arm cannot tell those documents apart"
+            )
+        return out
+
+
+def id_column_of(manifest: dict[str, Any]) -> str | None:
+    """The id column every data/ and rejected/ file has (None when the output has none)."""
+    col = (manifest["recipe"]["resolved"].get("input") or {}).get("id_column") or "id"
+    have = all(any(c["name"] == col for c in manifest["schemas"][k]) for k in ("data", "rejected"))
+    return col if have else None
+
+
+def repeated_ids(folder: DataFolder, paths: list[str], col: str) -> RepeatedIds:
+    """Ids that occur in more than one row of ``paths`` (copies carry ``#k`` ids, so they count).
+
+    A run streams shards in parallel and cannot see a repeat across them; this reads only the id
+    column, keeps one 64-bit hash per row (8 bytes of memory), and re-reads the few candidate rows
+    to name them (equal hashes of different ids are not repeats)."""
     import numpy as np
     import polars as pl
-
-    col = (manifest["recipe"]["resolved"].get("input") or {}).get("id_column", "id")
-    if not col or not all(
-        any(c["name"] == col for c in manifest["schemas"][k]) for k in ("data", "rejected")
-    ):
-        result.notes.append("ids not checked: the output has no id column (rows are keyed by shard and row)")
-        return
-    files = [
-        e["path"] for k in ("data", "rejected") for e in manifest["outputs"][k] if folder.isfile(e["path"])
-    ]
 
     def ids(rel: str) -> pl.Series:
         with folder.open(rel, "rb") as f:
             return pl.Series(pq.read_table(f, columns=[col]).column(col)).cast(pl.String)
 
     hashes, nulls = [], []
-    for rel in files:
+    for rel in paths:
         s = ids(rel)
         if s.null_count():
             nulls.append(f"{rel} row {int(s.is_null().arg_true()[0])}")
         hashes.append(s.hash(seed=0).to_numpy())
-    if nulls:
-        result.problems.append(f"null {col} values in {len(nulls)} file(s), e.g. {nulls[0]}")
     every = np.sort(np.concatenate(hashes)) if hashes else np.empty(0, np.uint64)
-    repeated = np.unique(every[1:][every[1:] == every[:-1]])
+    candidates = np.unique(every[1:][every[1:] == every[:-1]])
     where: dict[str | None, list[str]] = {}
-    for rel, h in zip(files, hashes):
-        rows = np.flatnonzero(np.isin(h, repeated))
+    for rel, h in zip(paths, hashes):
+        rows = np.flatnonzero(np.isin(h, candidates))
         if len(rows):
             col_ids = ids(rel)
             for r in rows:
                 where.setdefault(col_ids[int(r)], []).append(f"{rel} row {int(r)}")
-    # equal hashes of different ids are not repeats; nulls are reported above
-    dups = {i: w for i, w in where.items() if len(w) > 1 and i is not None}
-    if dups:
-        first = sorted(dups)[:3]
-        shown = "; ".join(f"{i!r} at {', '.join(dups[i][:3])}" for i in first)
-        result.problems.append(
-            f"{len(dups)} {col} value(s) occur more than once in data/ and rejected/ "
-            f"({sum(len(w) for w in dups.values())} rows), e.g. {shown}: the input's ids are not unique, "
-            "so copies, samples and the control arm cannot tell those documents apart"
-        )
-    result.checked.append(f"ids: {len(every)} {col} values in data/ and rejected/: checked for repeats")
+    repeats = {i: w for i, w in where.items() if i is not None and len(w) > 1}
+    return RepeatedIds(len(every), nulls, repeats)
+
+
+def _check_ids(folder: DataFolder, manifest: dict[str, Any], result: Verification) -> None:
+    col = id_column_of(manifest)
+    if col is None:
+        result.notes.append("ids not checked: the output has no id column")
+        return
+    paths = [
+        e["path"] for k in ("data", "rejected") for e in manifest["outputs"][k] if folder.isfile(e["path"])
+    ]
+    found = repeated_ids(folder, paths, col)
+    result.problems += found.problems(col)
+    result.checked.append(f"ids: {found.rows} {col} values in data/ and rejected/: checked for repeats")
 
 
 def _check_inputs(manifest: dict[str, Any], result: Verification) -> None:

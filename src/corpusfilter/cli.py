@@ -86,7 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a recipe against its inputs and print the resolved pipeline")
     recipe_args(v)
 
-    ve = sub.add_parser("verify", help="check an output against its manifest (hashes, schema, accounting)")
+    ve = sub.add_parser(
+        "verify", help="check an output against its manifest (hashes, schema, accounting, ids)"
+    )
     ve.add_argument("output", help="a corpusfilter output folder")
     ve.add_argument(
         "--rebuild", action="store_true", help="re-run the recorded recipe and compare the outputs"

@@ -4,7 +4,7 @@ What goes up: the kept shards renamed to Hub naming (``data/train-00000-of-00004
 manifest, the audit report (``report.html`` / ``report.md``) when the output has one, and a
 generated dataset card (``README.md``) whose YAML ``configs`` point ``datasets.load_dataset`` at the
 shards. Optionally ``rejected/`` as a second config. The output is verified against its manifest
-first (hashes, schema, accounting) and is not published if anything is off.
+first (hashes, schema, accounting, repeated ids) and is not published if anything is off.
 
 Safety: existing files on the target revision are never overwritten without ``force`` (with it,
 stale shards of an earlier publish are deleted in the same commit, so the configs never mix two

@@ -62,6 +62,7 @@ from corpusfilter.train import (  # noqa: E402
     load_source,
     model_card,
     parse_config,
+    split_overlap,
     train,
 )
 
@@ -870,6 +871,11 @@ def main() -> int:
     ap.add_argument(
         "--examples", metavar="PARQUET", help="examples from corpusfilter train --export-examples"
     )
+    ap.add_argument(
+        "--overlap-only",
+        action="store_true",
+        help="count texts repeated across splits or labels (train's split_overlap) into metrics.json",
+    )
     ap.add_argument("--loso-only", action="store_true", help="run only leave-one-source-out; keep the rest")
     ap.add_argument(
         "--transfer-only", action="store_true", help="re-measure only threshold transfer; keep the rest"
@@ -897,6 +903,15 @@ def main() -> int:
         print(readme_table())
         return 0
     root = data_root(args.data_root)
+    if args.overlap_only:
+        for name in args.detectors:
+            folder = ROOT / "classifiers" / name
+            metrics = json.loads((folder / "metrics.json").read_text())
+            cfg = load_config(folder / "train.yaml")
+            metrics["split_overlap"] = split_overlap(examples_for(cfg, root, config_dir=folder))
+            save(name, metrics, root)
+            print(name, json.dumps(metrics["split_overlap"]), flush=True)
+        return 0
     if args.speed_only:
         for name in args.detectors:
             folder = ROOT / "classifiers" / name

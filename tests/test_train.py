@@ -464,6 +464,42 @@ def test_rows_without_text_are_skipped_and_reported(root: Path, tmp_path: Path) 
     assert "precision n/a" in model_card(parse_config(cfg), m, root)
 
 
+def test_texts_repeated_across_splits_or_labels_are_counted_and_carded(root: Path, tmp_path: Path) -> None:
+    docs = pq.read_table(root / "labelled.parquet").to_pydict()
+    # d100..d199 repeat d0..d99 under new ids, upper-cased with doubled spaces (the same folded
+    # text); d100..d109 with the other label as well
+    for i in range(100, 200):
+        docs["body"][i] = docs["body"][i - 100].upper().replace(" ", "  ")
+        docs["label"][i] = 1 - docs["label"][i - 100] if i < 110 else docs["label"][i - 100]
+    pq.write_table(pa.table(docs), root / "labelled.parquet")
+    cfg = parse_config(config())
+    ex = build_examples(cfg, root).where(source="labelled")
+    split = dict(zip(ex.ids, ex.splits))
+    pairs = [(split[f"labelled:d{i}"], split[f"labelled:d{i + 100}"]) for i in range(100)]
+    want = {
+        sp: sum((a == sp and b == "train") + (b == sp and a == "train") for a, b in pairs)
+        for sp in ("validation", "test")
+    }
+    assert want["validation"] + want["test"] > 0  # the seed puts some pairs on both sides
+    res = train(cfg, root=root, out_dir=tmp_path / "m")
+    o = res.metrics["split_overlap"]
+    assert (o["validation_in_train"], o["test_in_train"], o["texts_with_two_labels"]) == (
+        want["validation"],
+        want["test"],
+        10,
+    )
+    card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
+    assert "Repeated texts: " in card and "10 texts with two labels" in card
+    # clean data: zeros, and nothing in the card
+    clean = train(parse_config(config()), root=write_data(tmp_path / "clean"), out_dir=tmp_path / "c")
+    assert clean.metrics["split_overlap"] == {
+        "validation_in_train": 0,
+        "test_in_train": 0,
+        "texts_with_two_labels": 0,
+    }
+    assert "Repeated texts" not in (tmp_path / "c" / "MODEL_CARD.md").read_text()
+
+
 def test_cli_train_with_data_root(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("fasttext")
     from corpusfilter.cli import main

@@ -1008,6 +1008,45 @@ def write_sidecar(cfg: TrainConfig, model_path: Path) -> dict[str, Any]:
     return side
 
 
+def _overlap_text(o: dict[str, Any]) -> str:
+    f = o["first"]
+    parts = [
+        f"{o[k]} {what} (first: {f[k][:60]!r})"
+        for k, what in (
+            ("validation_in_train", "validation examples whose text is also a training example's"),
+            ("test_in_train", "test examples whose text is also a training example's"),
+            ("texts_with_two_labels", "texts with two labels"),
+        )
+        if o[k]
+    ]
+    return "; ".join(parts)
+
+
+def split_overlap(ex: Examples) -> dict[str, Any]:
+    """Evaluation examples whose text (case and whitespace folded) is also a training example's, and
+    texts given more than one label. Splits are drawn by id, so a source that repeats a text under
+    two ids can put it on both sides: held-out numbers are then optimistic, and two labels on one
+    text are noise. Counted, with the first of each, so a user can see and fix it in the data."""
+    folded = [" ".join(t.lower().split()) for t in ex.texts]
+    in_train = {f for f, sp in zip(folded, ex.splits) if sp == "train"}
+    out: dict[str, Any] = {"validation_in_train": 0, "test_in_train": 0, "texts_with_two_labels": 0}
+    first: dict[str, str] = {}
+    for i, (f, sp) in enumerate(zip(folded, ex.splits)):
+        if sp != "train" and f in in_train:
+            out[f"{sp}_in_train"] += 1
+            first.setdefault(f"{sp}_in_train", ex.ids[i])
+    labels: dict[str, set[str]] = {}
+    for f, lab in zip(folded, ex.labels):
+        labels.setdefault(f, set()).add(lab)
+    two = {f for f, v in labels.items() if len(v) > 1}
+    out["texts_with_two_labels"] = len(two)
+    if two:
+        first["texts_with_two_labels"] = next(ex.ids[i] for i, f in enumerate(folded) if f in two)
+    if first:
+        out["first"] = first
+    return out
+
+
 @dataclasses.dataclass
 class TrainResult:
     model: Path
@@ -1064,6 +1103,12 @@ def train(
     }
     if ex.skipped:
         metrics["skipped_rows_null_or_empty_text"] = dict(sorted(ex.skipped.items()))
+    overlap = split_overlap(ex)
+    metrics["split_overlap"] = overlap
+    if "first" in overlap:
+        from loguru import logger
+
+        logger.warning(f"{cfg.name}: {_overlap_text(overlap)}")
     if len(va):
         # source by source through the embedding cache, if one is set (the block's numbers, tested)
         scores = score_by_source(side, model, va.texts, va.sources, cached=True)
@@ -1149,6 +1194,8 @@ def model_card(cfg: TrainConfig, metrics: Mapping[str, Any], root: Path) -> str:
             f"{f', limit {s.limit}' if s.limit else ''}{f', weight {s.weight:g}' if s.weight != 1 else ''} "
             f"| {n['train']} | {n['validation']} | {n['test']} |"
         )
+    if "first" in metrics.get("split_overlap", {}):
+        lines += ["", f"Repeated texts: {_overlap_text(metrics['split_overlap'])}."]
     if metrics.get("skipped_rows_null_or_empty_text"):
         skipped = ", ".join(f"{k} {v}" for k, v in metrics["skipped_rows_null_or_empty_text"].items())
         lines += ["", f"Rows skipped for null or empty text: {skipped}."]

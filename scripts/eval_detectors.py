@@ -302,9 +302,11 @@ def evaluate(name: str, root: Path, do_loso: bool, *, cached: bool = False) -> d
     lim = spec.get("hard_limit")
     unseen: dict[str, Any] = {}
     neutral_scores: dict[str, np.ndarray] = {}
+    neutral_ids: dict[str, list[str]] = {}
     for u in UNSEEN_NEUTRAL:
-        s = sc.texts(load_set(u, root, cfg.seed, lim).texts)
-        neutral_scores[u["name"]] = s
+        docs = load_set(u, root, cfg.seed, lim)
+        s = sc.texts(docs.texts)
+        neutral_scores[u["name"]], neutral_ids[u["name"]] = s, docs.ids
         unseen[u["name"]] = {
             "docs": len(s),
             "fpr": rate(s, thr),
@@ -336,7 +338,7 @@ def evaluate(name: str, root: Path, do_loso: bool, *, cached: bool = False) -> d
     out["hard_cases"] = hard
 
     if spec.get("transfer"):
-        out["threshold_transfer"] = transfer(te, s_te, y_te, neutral_scores)
+        out["threshold_transfer"] = transfer(te, s_te, y_te, neutral_scores, neutral_ids)
     if spec.get("cascade"):
         out["cascade"] = cascade(te, s_te, y_te, thr_doc, root, cfg.seed)
     if spec.get("later_period"):
@@ -352,19 +354,27 @@ def evaluate(name: str, root: Path, do_loso: bool, *, cached: bool = False) -> d
 
 
 def transfer(
-    te: Examples, s_te: np.ndarray, y_te: np.ndarray, unseen: dict[str, np.ndarray]
+    te: Examples,
+    s_te: np.ndarray,
+    y_te: np.ndarray,
+    unseen: dict[str, np.ndarray],
+    unseen_ids: dict[str, list[str]],
 ) -> dict[str, Any]:
     """Threshold for 1% FPR on one group of neutral document sources, FPR on each other neutral set.
 
     The bar is over real neutral document sources (background corpora); the training-construct
     neutral sets (non-moral quotations, persona statements, everyday scenarios, plain stories) are
-    reported beside it."""
+    reported beside it. With each source left out, the ids of its documents the others' threshold
+    flags are kept (highest score first), so what fails to transfer can be read."""
     groups: dict[str, np.ndarray] = {}
+    ids: dict[str, list[str]] = {}
     for src in dict.fromkeys(te.sources):
         m = np.asarray([s == src for s in te.sources]) & ~y_te
         if m.any():
             groups[f"test:{src}"] = s_te[m]
+            ids[f"test:{src}"] = [i for i, keep in zip(te.ids, m) if keep]
     groups.update({f"unseen:{k}": v for k, v in unseen.items()})
+    ids.update({f"unseen:{k}": v for k, v in unseen_ids.items()})
     tech = ["test:bg_technical"]
     prose = ["test:bg_reviews", "test:bg_brown", "test:bg_jargon"]
     documents = {*tech, *prose, *(f"unseen:{k}" for k in unseen)}
@@ -393,9 +403,14 @@ def transfer(
     left = {k: round(r["rate_at_threshold_without_it"], 4) for k, r in rep["groups"].items()}
     # calibrate --per-group on all seven: 1% FPR in each, and what it costs in test recall
     t_each = per_group_threshold(pooled, None, labels, fpr=FPR_TARGET, share=None)
+    flagged = {}
+    for k, r in rep["groups"].items():
+        hit = np.flatnonzero(groups[k] >= r["threshold_without_it"])
+        flagged[k] = [ids[k][i] for i in hit[np.argsort(-groups[k][hit], kind="stable")]][:25]
     out["leave_one_source_out"] = {
         "sets": names,
         "fpr_when_left_out": left,
+        "flagged_when_left_out": flagged,
         "fpr_at_pooled_threshold": {k: round(r["rate"], 4) for k, r in rep["groups"].items()},
         "max_fpr_elsewhere": max(left.values()),
         "threshold_1%_in_every_source": t_each,
@@ -415,8 +430,9 @@ def transfer_only(name: str, root: Path, *, cached: bool = False) -> dict[str, A
     s_te = sc.examples(te)
     y_te = np.asarray([lb == cfg.positive for lb in te.labels])
     lim = SPECS[name].get("hard_limit")
-    unseen = {u["name"]: sc.texts(load_set(u, root, cfg.seed, lim).texts) for u in UNSEEN_NEUTRAL}
-    return transfer(te, s_te, y_te, unseen)
+    sets = {u["name"]: load_set(u, root, cfg.seed, lim) for u in UNSEEN_NEUTRAL}
+    unseen = {k: sc.texts(v.texts) for k, v in sets.items()}
+    return transfer(te, s_te, y_te, unseen, {k: v.ids for k, v in sets.items()})
 
 
 def keyword_gate(texts: list[str]) -> np.ndarray:

@@ -33,9 +33,9 @@ def test_transfer_reports_both_directions_and_leave_one_source_out() -> None:
     srcs = [n for n, v in parts for _ in v] + ["moral"] * 20
     s_te = np.concatenate([v for _, v in parts] + [np.full(20, 0.9)])
     y_te = np.asarray([x == "moral" for x in srcs])
-    te = Examples(texts=[""] * len(srcs), sources=srcs)
+    te = Examples(texts=[""] * len(srcs), sources=srcs, ids=[f"{x}:{i}" for i, x in enumerate(srcs)])
     unseen = {"gnu_standards": np.linspace(0, 0.11, 100)}
-    out = E.transfer(te, s_te, y_te, unseen)
+    out = E.transfer(te, s_te, y_te, unseen, {"gnu_standards": [f"gnu:{i}" for i in range(100)]})
     tech_t = out["chosen_on_technical"]["threshold"]
     assert (tech >= tech_t).sum() == 2  # 1% of 200
     assert out["chosen_on_technical"]["fpr_on_other_document_sources"]["test:bg_brown"] == round(
@@ -49,6 +49,8 @@ def test_transfer_reports_both_directions_and_leave_one_source_out() -> None:
     t = np.sort(rest)[::-1][5]
     assert lo["fpr_when_left_out"]["test:bg_brown"] == round(float((brown > t).mean()), 4) > 0.5
     assert lo["max_fpr_elsewhere"] == lo["fpr_when_left_out"]["test:bg_brown"]
+    # the Brown documents that threshold flags, highest score first (at most 25), by id
+    assert lo["flagged_when_left_out"]["test:bg_brown"] == [f"bg_brown:{500 - k}" for k in range(1, 26)]
     # 1% in every source is Brown's own threshold; positives all score above it
     assert (brown >= lo["threshold_1%_in_every_source"]).sum() == 1 and lo["test_recall_at_it"] == 1.0
     bar = E.bars({"threshold_transfer": out, "test": {"recall": 1.0, "recall_at_document_threshold": 1.0},

@@ -199,9 +199,9 @@ def repeated_ids(folder: DataFolder, paths: list[str], col: str) -> RepeatedIds:
     import numpy as np
     import polars as pl
 
-    def ids(rel: str) -> pl.Series:
+    def ids(rel: str) -> pl.Series:  # read by polars: a column shared with pyarrow aborted some exits
         with folder.open(rel, "rb") as f:
-            return pl.Series(pq.read_table(f, columns=[col]).column(col)).cast(pl.String)
+            return pl.read_parquet(f, columns=[col]).get_column(col).cast(pl.String)
 
     hashes, nulls = [], []
     for rel in paths:

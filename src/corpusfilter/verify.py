@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datatrove.io import DataFolder, get_datafolder
@@ -140,6 +141,14 @@ def _check_accounting(manifest: dict[str, Any], result: Verification) -> None:
     result.checked.append("accounting: read + added = kept + rejected + unreadable, per shard and in total")
 
 
+def _read_column(folder: DataFolder, rel: str, col: str) -> pa.ChunkedArray:
+    """One column of an output file, read on this thread: pyarrow's reader threads calling back into
+    a Python file object made about one exit in twenty abort ("terminate called without an active
+    exception")."""
+    with folder.open(rel, "rb") as f:
+        return pq.read_table(f, columns=[col], use_threads=False, pre_buffer=False).column(col)
+
+
 def _check_copies(folder: DataFolder, manifest: dict[str, Any], result: Verification) -> None:
     """Copies made by resampling blocks (``copy_index`` > 0 in data/ and rejected/) = accounting.added."""
     if not any(c["name"] == "copy_index" for c in manifest["schemas"]["data"]):
@@ -149,8 +158,7 @@ def _check_copies(folder: DataFolder, manifest: dict[str, Any], result: Verifica
         for entry in manifest["outputs"][kind]:
             if not folder.isfile(entry["path"]):
                 continue
-            with folder.open(entry["path"], "rb") as f:
-                col = pq.read_table(f, columns=["copy_index"]).column("copy_index")
+            col = _read_column(folder, entry["path"], "copy_index")
             copies += int(pc.sum(pc.greater(col, 0)).as_py() or 0)
     want = manifest["accounting"].get("added", 0)
     if copies != want:
@@ -197,27 +205,26 @@ def repeated_ids(folder: DataFolder, paths: list[str], col: str) -> RepeatedIds:
     column, keeps one 64-bit hash per row (8 bytes of memory), and re-reads the few candidate rows
     to name them (equal hashes of different ids are not repeats)."""
     import numpy as np
-    import polars as pl
 
-    def ids(rel: str) -> pl.Series:  # read by polars: a column shared with pyarrow aborted some exits
-        with folder.open(rel, "rb") as f:
-            return pl.read_parquet(f, columns=[col]).get_column(col).cast(pl.String)
+    from corpusfilter.hashing import stable_hash
+
+    def ids(rel: str) -> pa.ChunkedArray:
+        return _read_column(folder, rel, col).cast(pa.string())
 
     hashes, nulls = [], []
     for rel in paths:
-        s = ids(rel)
-        if s.null_count():
-            nulls.append(f"{rel} row {int(s.is_null().arg_true()[0])}")
-        hashes.append(s.hash(seed=0).to_numpy())
+        a = ids(rel)
+        if a.null_count:
+            nulls.append(f"{rel} row {pc.index(pc.is_null(a), True).as_py()}")
+        hashes.append(stable_hash(a, 0))
     every = np.sort(np.concatenate(hashes)) if hashes else np.empty(0, np.uint64)
     candidates = np.unique(every[1:][every[1:] == every[:-1]])
     where: dict[str | None, list[str]] = {}
     for rel, h in zip(paths, hashes):
         rows = np.flatnonzero(np.isin(h, candidates))
         if len(rows):
-            col_ids = ids(rel)
-            for r in rows:
-                where.setdefault(col_ids[int(r)], []).append(f"{rel} row {int(r)}")
+            for r, i in zip(rows, ids(rel).take(pa.array(rows)).to_pylist()):
+                where.setdefault(i, []).append(f"{rel} row {int(r)}")
     repeats = {i: w for i, w in where.items() if i is not None and len(w) > 1}
     return RepeatedIds(len(every), nulls, repeats)
 

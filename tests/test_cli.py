@@ -169,8 +169,8 @@ def test_verify_from_the_command_line(corpus: Path, tmp_path: Path) -> None:
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(recipe_dict(corpus, tmp_path / "out")))
     assert _cli("run", str(recipe)).returncode == 0
-    # several times: the id check once shared Arrow buffers between pyarrow and polars, and about
-    # one exit in five then aborted ("terminate called without an active exception")
+    # several times: when the id check read through pyarrow's reader threads from a Python file
+    # object, some exits aborted ("terminate called without an active exception")
     for _ in range(8):
         ok = _cli("verify", str(tmp_path / "out"))
         assert ok.returncode == 0 and ok.stdout.strip().endswith("verified"), ok.stdout + ok.stderr

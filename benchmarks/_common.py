@@ -7,6 +7,7 @@ back to import this module.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -56,6 +57,24 @@ def build_corpus(work: Path, mb: float, shards: int, *, seed: int = 0, mix: floa
             stdout=subprocess.DEVNULL,
         )
     return out
+
+
+def corpus_parser(*, mb: float, shards: int, repeats: int | None = None) -> argparse.ArgumentParser:
+    """The options every corpus benchmark takes: --mb, --shards, [--repeats], --work."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mb", type=float, default=mb)
+    ap.add_argument("--shards", type=int, default=shards)
+    if repeats is not None:
+        ap.add_argument("--repeats", type=int, default=repeats)
+    ap.add_argument("--work", default=str(WORK))
+    return ap
+
+
+def work_corpus(a: argparse.Namespace) -> tuple[Path, Path]:
+    """The work folder (made) and the cached bench corpus for ``corpus_parser``'s options."""
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    return work, build_corpus(work, a.mb, a.shards)
 
 
 def text_mb(corpus: Path) -> float:

@@ -21,12 +21,11 @@ import keyword  # noqa: F401
 
 sys.path.insert(0, _HERE)
 
-import argparse
 import shutil
 from pathlib import Path
 
 import polars as pl
-from _common import WORK, build_corpus, machine, save_result, timed
+from _common import corpus_parser, machine, save_result, timed, work_corpus
 
 RECIPE = """\
 input: {corpus}
@@ -48,14 +47,8 @@ def table(folder: Path) -> pl.DataFrame:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--mb", type=float, default=200)
-    ap.add_argument("--shards", type=int, default=8)
-    ap.add_argument("--work", default=str(WORK))
-    a = ap.parse_args()
-    work = Path(a.work)
-    work.mkdir(parents=True, exist_ok=True)
-    corpus = build_corpus(work, a.mb, a.shards)
+    a = corpus_parser(mb=200, shards=8).parse_args()
+    work, corpus = work_corpus(a)
     out = work / "decide_out"
     for d in ("decide_out", "decide_out.scores", "decide_run"):
         shutil.rmtree(work / d, ignore_errors=True)

@@ -25,14 +25,23 @@ import keyword  # noqa: F401
 
 sys.path.insert(0, _HERE)
 
-import argparse
 import hashlib
 import shutil
 import statistics
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from _common import NOFILTER_JOB, WORK, build_corpus, ids_in, machine, save_result, text_mb, timed
+from _common import (
+    NOFILTER_JOB,
+    build_corpus,
+    corpus_parser,
+    ids_in,
+    machine,
+    save_result,
+    text_mb,
+    timed,
+    work_corpus,
+)
 
 MINORITY_PREFIXES = ("moral-stories", "ethics-virtue", "lesswrong-ai")
 
@@ -79,15 +88,8 @@ def train_model(work: Path) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--mb", type=float, default=100)
-    ap.add_argument("--shards", type=int, default=4)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--work", default=str(WORK))
-    a = ap.parse_args()
-    work = Path(a.work)
-    work.mkdir(parents=True, exist_ok=True)
-    corpus = build_corpus(work, a.mb, a.shards)
+    a = corpus_parser(mb=100, shards=4, repeats=3).parse_args()
+    work, corpus = work_corpus(a)
     model = train_model(work)
     mb = text_mb(corpus)
     recipe = work / "fasttext_bench.yaml"

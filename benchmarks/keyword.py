@@ -27,7 +27,6 @@ import keyword  # noqa: F401
 
 sys.path.insert(0, _HERE)
 
-import argparse
 import re
 import shutil
 import statistics
@@ -35,7 +34,7 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from _common import NOFILTER_JOB, WORK, build_corpus, ids_in, machine, save_result, text_mb, timed
+from _common import NOFILTER_JOB, corpus_parser, ids_in, machine, save_result, text_mb, timed, work_corpus
 
 
 def build_terms(corpus: Path, n: int, work: Path, start_rank: int) -> Path:
@@ -102,17 +101,11 @@ def clean(work: Path, *names: str) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--mb", type=float, default=500)
-    ap.add_argument("--shards", type=int, default=8)
+    ap = corpus_parser(mb=500, shards=8, repeats=3)
     ap.add_argument("--terms", type=int, default=500)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--work", default=str(WORK))
     ap.add_argument("--workload", choices=["dense", "lexicon", "both"], default="both")
     a = ap.parse_args()
-    work = Path(a.work)
-    work.mkdir(parents=True, exist_ok=True)
-    corpus = build_corpus(work, a.mb, a.shards)
+    work, corpus = work_corpus(a)
     mb = text_mb(corpus)
     workloads = {w: r for w, r in (("dense", 1000), ("lexicon", 5000)) if a.workload in ("both", w)}
     terms = {w: build_terms(corpus, a.terms, work, r) for w, r in workloads.items()}

@@ -22,7 +22,6 @@ import keyword  # noqa: F401
 
 sys.path.insert(0, _HERE)
 
-import argparse
 import json
 import resource
 import shutil
@@ -31,7 +30,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from _common import WORK, build_corpus, machine, save_result, timed
+from _common import corpus_parser, machine, save_result, timed, work_corpus
 
 RECIPE = """\
 input: {corpus}
@@ -68,15 +67,8 @@ def in_process(out: Path) -> tuple[dict[str, float], list[str]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--mb", type=float, default=200)
-    ap.add_argument("--shards", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--work", default=str(WORK))
-    a = ap.parse_args()
-    work = Path(a.work)
-    work.mkdir(parents=True, exist_ok=True)
-    corpus = build_corpus(work, a.mb, a.shards)
+    a = corpus_parser(mb=200, shards=8, repeats=3).parse_args()
+    work, corpus = work_corpus(a)
     out = work / "verify_out"
     shutil.rmtree(out, ignore_errors=True)
     recipe = work / "verify.yaml"

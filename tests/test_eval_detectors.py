@@ -91,3 +91,20 @@ def test_loso_only_merges_each_finished_group_into_the_stored_evaluation(monkeyp
     run = "python scripts/eval_detectors.py d --loso-only --loso-groups b,c --cpu-bf16"
     assert g2["command"] == f"python scripts/eval_detectors.py d; then {run}" and g2["model_sha256"] == "abc"
     assert g2["bars"]["size<=50MB"]["met"] and old["loso"]["b"] is grp  # the stored one is not mutated
+
+
+def test_the_held_out_neutral_corpora_bar_is_met_only_once_every_corpus_is_measured() -> None:
+    E = _script()
+    loso = {"bg_technical": {"sources": {"bg_technical": {"label": "negative", "fpr": 0.0, "fpr_at_document_threshold": 0.003}}},
+            "stories": {"sources": {"stories_moral": {"label": "positive", "recall": 0.9, "recall_at_document_threshold": 1.0}}}}  # fmt: skip
+    rest = {"test": {"recall": 1.0, "recall_at_document_threshold": 1.0},
+            "unseen_neutral": {"all": {"fpr": 0.0, "fpr_at_document_threshold": 0.0}},
+            "threshold_transfer": {"leave_one_source_out": {"max_fpr_elsewhere": 0.01}}}  # fmt: skip
+    partial = E.bars({"loso": loso, **rest}, ["bg_technical", "bg_brown"])["loso_neutral_corpora_fpr<=0.01"]
+    assert (
+        partial["met"] is None and partial["not_measured"] == ["bg_brown"] and partial["met_where_measured"]
+    )
+    whole = E.bars({"loso": loso, **rest}, ["bg_technical"])[
+        "loso_neutral_corpora_fpr<=0.01_at_document_threshold"
+    ]
+    assert whole["met"] is True and "not_measured" not in whole

@@ -1005,8 +1005,11 @@ def _finish(
         run = " ".join([g["command"], *filter(None, flags)])
         g["command"] = old["command"] if run in old["command"] else f"{old['command']}; then {run}"
     if args.transfer_only:  # the rest is the stored evaluation's (said once, however often re-run)
-        stored = old.get("command", g["command"]).split(TRANSFER_NOTE)[0]
-        g["command"] = f"{stored}{TRANSFER_NOTE}{g['command']} --transfer-only"
+        stored, _, after = old.get("command", g["command"]).partition(TRANSFER_NOTE)
+        later = after.partition("; then ")[2]  # runs recorded after the last transfer: kept
+        g["command"] = f"{stored}{TRANSFER_NOTE}{g['command']} --transfer-only" + (
+            f"; then {later}" if later else ""
+        )
     metrics["generalization"] = g
     save(name, metrics, root)
 

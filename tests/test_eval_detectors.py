@@ -108,3 +108,19 @@ def test_the_held_out_neutral_corpora_bar_is_met_only_once_every_corpus_is_measu
         "loso_neutral_corpora_fpr<=0.01_at_document_threshold"
     ]
     assert whole["met"] is True and "not_measured" not in whole
+
+
+def test_a_transfer_re_measurement_keeps_the_runs_recorded_after_the_last_one(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import argparse
+
+    E = _script()
+    saved: list[dict] = []
+    monkeypatch.setattr(E, "save", lambda name, metrics, root: saved.append(json.loads(json.dumps(metrics))))
+    base = "python scripts/eval_detectors.py d"
+    loso = f"{base} --loso-only --loso-groups b --cpu-bf16"
+    old = {"command": f"{base}{E.TRANSFER_NOTE}{base} --transfer-only; then {loso}"}
+    args = argparse.Namespace(cached=False, loso_only=False, transfer_only=True)
+    E._finish("d", {"model_sha256": "abc"}, {"test": {}}, old, args, Path("."))
+    assert saved[0]["generalization"]["command"] == old["command"]  # re-run: said once, the LOSO run kept
+    E._finish("d", {"model_sha256": "abc"}, {"test": {}}, {"command": base}, args, Path("."))
+    assert saved[1]["generalization"]["command"] == f"{base}{E.TRANSFER_NOTE}{base} --transfer-only"

@@ -827,6 +827,18 @@ def save(name: str, metrics: dict[str, Any], root: Path) -> None:
     (folder / "MODEL_CARD.md").write_text(model_card(load_config(folder / "train.yaml"), metrics, root))
 
 
+def update_each(names: Sequence[str], root: Path, update: Callable[[Path, dict[str, Any]], Any]) -> int:
+    """For each detector: ``update`` its stored metrics in place (given its folder), save, print what
+    changed. The ``--*-only`` modes that refresh one part of a stored evaluation."""
+    for name in names:
+        folder = ROOT / "classifiers" / name
+        metrics = json.loads((folder / "metrics.json").read_text())
+        shown = update(folder, metrics)
+        save(name, metrics, root)
+        print(name, json.dumps(shown), flush=True)
+    return 0
+
+
 def export_frozen(names: list[str], root: Path, path: Path) -> None:
     """Every set one detector's evaluation loads, with their keys, in one file (its examples:
     ``corpusfilter train --export-examples``)."""
@@ -924,24 +936,20 @@ def main() -> int:
         return 0
     root = data_root(args.data_root)
     if args.overlap_only:
-        for name in args.detectors:
-            folder = ROOT / "classifiers" / name
-            metrics = json.loads((folder / "metrics.json").read_text())
+
+        def overlap(folder: Path, metrics: dict[str, Any]) -> Any:
             cfg = load_config(folder / "train.yaml")
             metrics["split_overlap"] = split_overlap(examples_for(cfg, root, config_dir=folder))
-            save(name, metrics, root)
-            print(name, json.dumps(metrics["split_overlap"]), flush=True)
-        return 0
+            return metrics["split_overlap"]
+
+        return update_each(args.detectors, root, overlap)
     if args.speed_only:
-        for name in args.detectors:
-            folder = ROOT / "classifiers" / name
-            metrics = json.loads((folder / "metrics.json").read_text())
-            side, model = load_sidecar(folder)
-            sp = speed(side, model, root)
-            metrics["generalization"]["speed"] = sp
-            save(name, metrics, root)
-            print(name, json.dumps(sp), flush=True)
-        return 0
+
+        def retime(folder: Path, metrics: dict[str, Any]) -> Any:
+            metrics["generalization"]["speed"] = speed(*load_sidecar(folder), root)
+            return metrics["generalization"]["speed"]
+
+        return update_each(args.detectors, root, retime)
     for name in args.detectors:
         print(f"== {name}", flush=True)
         folder = ROOT / "classifiers" / name

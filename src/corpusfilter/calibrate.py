@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from corpusfilter.errors import CorpusfilterError, InputError, RecipeError
-from corpusfilter.evaluate import group_names, label_values, read_groups, threshold_for_fpr
+from corpusfilter.evaluate import group_names, label_values, read_groups, text_values, threshold_for_fpr
 
 _NUM = r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
@@ -308,10 +308,7 @@ def cmd_calibrate(args: Any) -> int:
         raise InputError(f"{args.reference}: no column {group_col!r} (has {', '.join(names)})")
     cols = [args.text_column] + ([label_col] if label_col else []) + ([group_col] if group_col else [])
     table = pq.read_table(args.reference, columns=cols)
-    texts = table.column(args.text_column).to_pylist()
-    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
-    if bad is not None:
-        raise InputError(f"{args.reference}: row {bad}: {args.text_column} is not a string")
+    texts = text_values(table.column(args.text_column).to_pylist(), args.reference, args.text_column)
     groups = read_groups(table, group_col, args.reference) if group_col is not None else None
     column = args.column
     positive = args.positive

@@ -419,12 +419,17 @@ def read_labelled(
         raise
     except Exception as e:
         raise InputError(f"{path}: not a readable Parquet file ({first_line(e)})") from None
-    texts = table.column(text_column).to_pylist()
-    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
-    if bad is not None:
-        raise InputError(f"{path}: row {bad}: {text_column} is not a string")
+    texts = text_values(table.column(text_column).to_pylist(), path, text_column)
     y, counts = label_values(table.column(label_column).to_pylist(), positive, path, label_column)
     return texts, y, read_groups(table, group_column, path) if group_column else None, counts
+
+
+def text_values(raw: list[Any], path: str, column: str) -> list[str]:
+    """The texts, or an error naming the first row whose text is not a string (null included)."""
+    bad = next((i for i, t in enumerate(raw) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise InputError(f"{path}: row {bad}: {column} is not a string")
+    return raw
 
 
 def label_values(raw: Sequence[Any], positive: str, path: str, column: str) -> tuple[np.ndarray, str]:

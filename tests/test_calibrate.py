@@ -131,7 +131,12 @@ def test_calibrate_cli_model_and_recipe(tmp_path: Path, capsys: pytest.CaptureFi
     assert fpr == pytest.approx(float((scores[10:] >= thr).mean()), abs=1e-4)  # over the 90 negatives
     assert main(["calibrate", str(res.model), "--reference", str(ref), "--target-fpr", "0.1",
                  "--label-column", "lbl"]) == 1  # fmt: skip
-    assert "no label column 'lbl'" in capsys.readouterr().err
+    assert "no column 'lbl' (has text, label)" in capsys.readouterr().err
+    # a file that is not Parquet: one line naming it
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet")
+    assert main(["calibrate", str(res.model), "--reference", str(bad), "--target-fpr", "0.1"]) == 1
+    assert "bad.parquet: not a readable Parquet file" in capsys.readouterr().err
 
 
 def test_calibrate_cli_groups(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -190,3 +195,51 @@ def test_write_recipe_changes_one_number_and_says_when_the_operator_changes(tmp_
     text = out.read_text()
     assert '"m_score >= 2.25 and m_hits >= 1"' in text and "# keep me" in text
     assert write_recipe(out, 1, "m_score", 3.0, tmp_path / "again.yaml") == ""  # already >=
+    # an existing file, the recipe itself included, is replaced only with overwrite
+    before = recipe.read_text()
+    with pytest.raises(CorpusfilterError, match=r"r\.yaml: exists; pass --overwrite"):
+        write_recipe(recipe, 1, "m_score", 9.0, recipe)
+    assert recipe.read_text() == before
+    assert "was the recipe itself: replaced" in write_recipe(
+        recipe, 1, "m_score", 9.0, recipe, overwrite=True
+    )
+    assert '"m_score >= 9.0 and m_hits >= 1"' in recipe.read_text() and "# keep me" in recipe.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "again.yaml",
+        "r.cal.yaml",
+        "r.yaml",
+    ]  # no temp left
+
+
+def test_write_recipe_leaves_out_untouched_when_the_copy_is_invalid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy that does not load as a recipe is never written: ``out`` keeps its content and no
+    temporary file is left. (Only the threshold changes, so a real recipe cannot produce an
+    invalid copy; the loader is made to refuse every file but the source to reach the branch.)"""
+    import corpusfilter.recipe as recipe_mod
+    from corpusfilter.calibrate import write_recipe
+    from corpusfilter.errors import RecipeError
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "input: corpus\noutput: out\nblocks:\n  - keywords: {name: m, terms: [kindness]}\n"
+        '  - drop: {where: "m_score >= 1.5", reason: m}\n'
+    )
+    real = recipe_mod.load_recipe
+
+    def refuse_copies(path: Path) -> object:
+        if Path(path) != recipe:
+            raise RecipeError("blocks[1]: broken")
+        return real(path)
+
+    monkeypatch.setattr(recipe_mod, "load_recipe", refuse_copies)
+    out = tmp_path / "out.yaml"
+    out.write_text("old\n")
+    with pytest.raises(
+        CorpusfilterError, match=r"out\.yaml: not written, the copy would not be a valid recipe"
+    ):
+        write_recipe(recipe, 1, "m_score", 2.0, out, overwrite=True)
+    assert out.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["out.yaml", "r.yaml"]
+    with pytest.raises(CorpusfilterError, match="not a finite number"):
+        write_recipe(recipe, 1, "m_score", float("nan"), tmp_path / "n.yaml")

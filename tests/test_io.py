@@ -102,3 +102,21 @@ def test_schemas_are_unified_across_shards(tmp_path: Path) -> None:
 def test_limit_reads_at_most_n_per_task(corpus: Path) -> None:
     batches = _read_all(corpus, limit=3)
     assert sum(b.rows_read for b in batches) == 3
+
+
+def test_read_parquet_and_iter_parquet_read_back_a_written_file(tmp_path: Path) -> None:
+    from datatrove.io import get_datafolder
+
+    from corpusfilter.io import iter_parquet, read_parquet
+
+    pq.write_table(
+        pa.table({"id": ["a", "b", "c"], "n": [1, 2, 3]}), tmp_path / "f.parquet", row_group_size=2
+    )
+    folder = get_datafolder(str(tmp_path))
+    assert read_parquet(folder, "f.parquet", ["n"]).column("n").to_pylist() == [1, 2, 3]
+    assert read_parquet(folder, "f.parquet", ["n", "gone"], present_only=True).column_names == ["n"]
+    with pytest.raises(InputError, match=r"f\.parquet: no column 'gone' \(has id, n\)"):
+        read_parquet(folder, "f.parquet", ["gone"])  # asked for, not optional: an error
+    parts = list(iter_parquet(folder, "f.parquet", batch_size=2, columns=["id", "gone"]))
+    assert [t.column_names for t in parts] == [["id"], ["id"]]
+    assert [v for t in parts for v in t.column("id").to_pylist()] == ["a", "b", "c"]

@@ -26,7 +26,14 @@ from typing import Any
 import numpy as np
 
 from corpusfilter.errors import CorpusfilterError, InputError, RecipeError
-from corpusfilter.evaluate import group_names, label_values, read_groups, text_values, threshold_for_fpr
+from corpusfilter.evaluate import (
+    group_names,
+    label_values,
+    read_columns,
+    read_groups,
+    text_values,
+    threshold_for_fpr,
+)
 
 _NUM = r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
@@ -242,14 +249,24 @@ def _short(t: float, base: np.ndarray) -> float:
     return t
 
 
-def write_recipe(recipe_path: Path, n: int, column: str, threshold: float, out: Path) -> str:
+def write_recipe(
+    recipe_path: Path, n: int, column: str, threshold: float, out: Path, *, overwrite: bool = False
+) -> str:
     """Copy of the recipe text with block N's ``column >= number`` set to the threshold.
 
-    Only that one comparison changes, so comments and layout stay. Returns a note for the user."""
+    Only that one comparison changes, so comments and layout stay. An existing ``out`` (the recipe
+    itself included) is replaced only with ``overwrite``, and only by a copy that loads as a valid
+    recipe: it is written beside ``out`` under a temporary name, loaded, then renamed over it.
+    Returns a note for the user."""
+    import os
+    import tempfile
+
     import yaml
 
     from corpusfilter.recipe import load_recipe
 
+    if not np.isfinite(threshold):  # its repr (nan, inf) would read as a column name
+        raise CorpusfilterError(f"threshold {threshold!r} is not a finite number; nothing written")
     text = recipe_path.read_text(encoding="utf-8")
     recipe = load_recipe(recipe_path)
     _, where = _block_condition(recipe, n)
@@ -271,9 +288,25 @@ def write_recipe(recipe_path: Path, n: int, column: str, threshold: float, out: 
     ((btype, params),) = check["blocks"][n].items()
     if params.get("where") != new_where:
         raise CorpusfilterError(f"could not set the threshold in block {n}'s condition")
-    out.write_text(new_text, encoding="utf-8")
-    load_recipe(out)  # the copy must still be a valid recipe
-    if out.resolve().parent != recipe_path.resolve().parent:
+    if out.exists() and not overwrite:
+        raise CorpusfilterError(f"{out}: exists; pass --overwrite to replace it")
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".yaml", dir=out.resolve().parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(new_text)
+        try:
+            load_recipe(Path(tmp))  # the copy must still be a valid recipe
+        except CorpusfilterError as e:
+            raise CorpusfilterError(
+                f"{out}: not written, the copy would not be a valid recipe: {e}"
+            ) from None
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    if out.resolve() == recipe_path.resolve():
+        notes.append(f"{out} was the recipe itself: replaced")
+    elif out.resolve().parent != recipe_path.resolve().parent:
         notes.append(f"relative paths in the copy now resolve against {out.resolve().parent}")
     return "; ".join(notes)
 
@@ -290,24 +323,14 @@ def cmd_calibrate(args: Any) -> int:
         raise CorpusfilterError(
             "writing or calibrating a recipe needs --recipe R (or a recipe as MODEL) and --block N"
         )
-    import pyarrow.parquet as pq
-
-    try:
-        names = pq.read_schema(args.reference).names
-    except FileNotFoundError:
-        raise InputError(f"{args.reference}: file not found") from None
-    except Exception as e:
-        raise InputError(f"{args.reference}: not a Parquet file ({e})") from None
-    if args.text_column not in names:
-        raise InputError(f"{args.reference}: no column {args.text_column!r} (has {', '.join(names)})")
-    if args.label_column is not None and args.label_column not in names:
-        raise InputError(f"{args.reference}: no label column {args.label_column!r} (has {', '.join(names)})")
-    label_col = args.label_column or ("label" if "label" in names else None)
     group_col = args.group_column
-    if group_col is not None and group_col not in names:
-        raise InputError(f"{args.reference}: no column {group_col!r} (has {', '.join(names)})")
-    cols = [args.text_column] + ([label_col] if label_col else []) + ([group_col] if group_col else [])
-    table = pq.read_table(args.reference, columns=cols)
+    given = [args.label_column] if args.label_column else []
+    table = read_columns(  # without --label-column, a column named `label` is the labels
+        args.reference,
+        [args.text_column, *given, *([group_col] if group_col else [])],
+        optional=() if given else ["label"],
+    )
+    label_col = args.label_column or ("label" if "label" in table.column_names else None)
     texts = text_values(table.column(args.text_column).to_pylist(), args.reference, args.text_column)
     groups = read_groups(table, group_col, args.reference) if group_col is not None else None
     column = args.column
@@ -347,7 +370,9 @@ def cmd_calibrate(args: Any) -> int:
         print("\n".join(format_group_report(res["group_report"])))
     if args.write:
         assert recipe_path is not None
-        note = write_recipe(recipe_path, args.block, str(column), res["threshold"], Path(args.write))
+        note = write_recipe(
+            recipe_path, args.block, str(column), res["threshold"], Path(args.write), overwrite=args.overwrite
+        )
         print(f"wrote {args.write} (block {args.block}: {column} >= {res['threshold']!r})")
         if note:
             print(f"note: {note}")

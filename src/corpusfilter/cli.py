@@ -201,6 +201,9 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_argument("--block", type=int, metavar="N", help="index of the block whose condition gets it")
     ca.add_argument("--column", help="score column in that condition (default: the only one compared)")
     ca.add_argument("--write", metavar="OUT", help="write the recipe copy here")
+    ca.add_argument(
+        "--overwrite", action="store_true", help="replace OUT if it exists (the recipe itself included)"
+    )
     ca.add_argument("--json", metavar="OUT", help="write the result as JSON")
     return p
 

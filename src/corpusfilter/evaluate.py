@@ -404,24 +404,30 @@ def read_labelled(
 ) -> tuple[list[str], np.ndarray, np.ndarray | None, str]:
     """Texts, boolean labels (positive when true, 1, or equal to ``positive``), with
     ``group_column`` each row's group (no nulls), and the label counts (:func:`label_values`)."""
+    table = read_columns(path, [text_column, label_column] + ([group_column] if group_column else []))
+    texts = text_values(table.column(text_column).to_pylist(), path, text_column)
+    y, counts = label_values(table.column(label_column).to_pylist(), positive, path, label_column)
+    return texts, y, read_groups(table, group_column, path) if group_column else None, counts
+
+
+def read_columns(path: str, required: Sequence[str], optional: Sequence[str] = ()) -> Any:
+    """A Parquet file's ``required`` columns and those of ``optional`` it has (a pyarrow Table); a
+    missing file or column, or an unreadable file, is an :class:`InputError` naming the file."""
     import pyarrow.parquet as pq
 
-    cols = [text_column, label_column] + ([group_column] if group_column else [])
     try:
         names = pq.read_schema(path).names
-        missing = [c for c in cols if c not in names]
+        missing = [c for c in required if c not in names]
         if missing:
             raise InputError(f"{path}: no column {missing[0]!r} (has {', '.join(names)})")
-        table = pq.read_table(path, columns=cols)
+        cols = list(dict.fromkeys([*required, *(c for c in optional if c in names)]))
+        return pq.read_table(path, columns=cols)
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except InputError:
         raise
     except Exception as e:
         raise InputError(f"{path}: not a readable Parquet file ({first_line(e)})") from None
-    texts = text_values(table.column(text_column).to_pylist(), path, text_column)
-    y, counts = label_values(table.column(label_column).to_pylist(), positive, path, label_column)
-    return texts, y, read_groups(table, group_column, path) if group_column else None, counts
 
 
 def text_values(raw: list[Any], path: str, column: str) -> list[str]:

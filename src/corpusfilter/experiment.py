@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from corpusfilter.batch import REASON_COLUMN, ROW_COLUMN, SHARD_COLUMN, Batch
 from corpusfilter.blocks.base import Block
@@ -37,6 +36,7 @@ from corpusfilter.blocks.resample import (
 from corpusfilter.blocks.tokens import TokenCounter
 from corpusfilter.errors import RecipeError
 from corpusfilter.expr import Condition
+from corpusfilter.io import iter_parquet, read_parquet
 from corpusfilter.recipe import ControlSpec, Plan, needs_totals
 
 
@@ -51,11 +51,7 @@ def token_column(blocks: Sequence[Block]) -> str | None:
 def _scored_batches(plan: Plan, columns: list[str] | None = None) -> Iterator[pa.Table]:
     folder = plan.inputs.folder
     for shard in plan.inputs.shards:
-        with folder.open(shard.path, "rb") as f:
-            pf = pq.ParquetFile(f)
-            cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
-            for rb in pf.iter_batches(batch_size=plan.recipe.input.batch_size, columns=cols):
-                yield pa.Table.from_batches([rb])
+        yield from iter_parquet(folder, shard.path, batch_size=plan.recipe.input.batch_size, columns=columns)
 
 
 def _frame(table: pa.Table) -> pl.DataFrame:
@@ -238,10 +234,7 @@ def _solve_backfill(
 def _read_cols(folder: Any, files: Sequence[dict[str, Any]], columns: Sequence[str]) -> pl.DataFrame:
     parts = []
     for entry in files:
-        with folder.open(entry["path"], "rb") as f:
-            pf = pq.ParquetFile(f)
-            cols = [c for c in columns if c in pf.schema_arrow.names]
-            parts.append(pl.from_arrow(pf.read(columns=cols)))
+        parts.append(pl.from_arrow(read_parquet(folder, entry["path"], columns, present_only=True)))
     frames = [p for p in parts if isinstance(p, pl.DataFrame)]
     return pl.concat(frames, how="diagonal") if frames else pl.DataFrame()
 
@@ -442,8 +435,7 @@ def achieved_shares(plan: Plan, folder: Any, outputs: dict[str, list[dict[str, A
         cond = Condition(b.params.where or "TRUE")
         match = total = 0
         for entry in outputs["data"]:
-            with folder.open(entry["path"], "rb") as f:
-                t = pq.read_table(f, columns=sorted({*cond.columns, b.params.tokens}))
+            t = read_parquet(folder, entry["path"], sorted({*cond.columns, b.params.tokens}))
             tk = t.column(b.params.tokens).to_numpy(zero_copy_only=False)
             tk = np.nan_to_num(tk.astype(np.float64))
             m = cond.evaluate(t)

@@ -197,6 +197,37 @@ def _normalize_schema(schema: pa.Schema, text_column: str, id_column: str | None
     return pa.schema(fields)
 
 
+# -- reading a written file back -----------------------------------------------------------------------
+def read_parquet(
+    folder: DataFolder, rel: str, columns: Iterable[str] | None = None, *, present_only: bool = False
+) -> pa.Table:
+    """Columns of one Parquet file of ``folder`` (``present_only``: those of ``columns`` it has),
+    read on the calling thread: pyarrow's reader threads calling back into a Python file object
+    made about one process exit in twenty abort ("terminate called without an active exception")."""
+    with folder.open(rel, "rb") as f:
+        pf = pq.ParquetFile(f, pre_buffer=False)
+        names = pf.schema_arrow.names
+        cols = None if columns is None else list(columns)
+        if cols is not None and present_only:
+            cols = [c for c in cols if c in names]
+        missing = [c for c in cols or () if c not in names]
+        if missing:  # ParquetFile.read would silently leave it out
+            raise InputError(f"{rel}: no column {missing[0]!r} (has {', '.join(names)})")
+        return pf.read(columns=cols, use_threads=False)
+
+
+def iter_parquet(
+    folder: DataFolder, rel: str, *, batch_size: int, columns: Iterable[str] | None = None
+) -> Iterator[pa.Table]:
+    """One Parquet file of ``folder`` in tables of ``batch_size`` rows (the ``columns`` it has), read
+    on the calling thread, as :func:`read_parquet`."""
+    with folder.open(rel, "rb") as f:
+        pf = pq.ParquetFile(f, pre_buffer=False)
+        cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
+        for rb in pf.iter_batches(batch_size=batch_size, columns=cols, use_threads=False):
+            yield pa.Table.from_batches([rb])
+
+
 def sha256_file(folder: DataFolder | str, rel: str | None = None) -> str:
     """sha256 of a file — ``rel`` in a DataFolder, or a local path alone — read in 1 MB chunks."""
     h = hashlib.sha256()

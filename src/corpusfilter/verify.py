@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from datatrove.io import DataFolder, get_datafolder
 
 from corpusfilter.errors import CorpusfilterError
-from corpusfilter.io import sha256_file
+from corpusfilter.io import read_parquet, sha256_file
 from corpusfilter.manifest import validate_manifest
 
 KINDS = ("data", "rejected", "unreadable")
@@ -142,11 +142,7 @@ def _check_accounting(manifest: dict[str, Any], result: Verification) -> None:
 
 
 def _read_column(folder: DataFolder, rel: str, col: str) -> pa.ChunkedArray:
-    """One column of an output file, read on this thread: pyarrow's reader threads calling back into
-    a Python file object made about one exit in twenty abort ("terminate called without an active
-    exception")."""
-    with folder.open(rel, "rb") as f:
-        return pq.read_table(f, columns=[col], use_threads=False, pre_buffer=False).column(col)
+    return read_parquet(folder, rel, [col]).column(col)
 
 
 def _check_copies(folder: DataFolder, manifest: dict[str, Any], result: Verification) -> None:

@@ -18,8 +18,10 @@ layout are kept.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -258,9 +260,6 @@ def write_recipe(
     itself included) is replaced only with ``overwrite``, and only by a copy that loads as a valid
     recipe: it is written beside ``out`` under a temporary name, loaded, then renamed over it.
     Returns a note for the user."""
-    import os
-    import tempfile
-
     import yaml
 
     from corpusfilter.recipe import load_recipe

@@ -197,7 +197,7 @@ def _normalize_schema(schema: pa.Schema, text_column: str, id_column: str | None
     return pa.schema(fields)
 
 
-# -- reading a written file back -----------------------------------------------------------------------
+# -- reading one file in the calling process -----------------------------------------------------------
 def read_parquet(
     folder: DataFolder, rel: str, columns: Iterable[str] | None = None, *, present_only: bool = False
 ) -> pa.Table:

@@ -147,15 +147,15 @@ SPECS: dict[str, dict[str, Any]] = {
     "goodness": {"loso": "all", "transfer": True, "cascade": True},
     "goodness_minilm": {"loso": "all", "transfer": True, "cascade": True},
     "goodness_ft": {"loso": "all", "transfer": True, "cascade": True},
-    "care": {"loso": "positive"},
-    "fairness": {"loso": "positive"},
-    "honesty": {"loso": "positive"},
-    "ai_discourse": {"loso": "positive", "later_period": True, "ensemble_with": "ai_discourse_static"},
+    "care": {"loso": "all"},
+    "fairness": {"loso": "all"},
+    "honesty": {"loso": "all"},
+    "ai_discourse": {"loso": "all", "later_period": True, "ensemble_with": "ai_discourse_static"},
     "ai_discourse_static": {"loso": None, "later_period": True},
     "ai_discourse_minilm": {"loso": None, "later_period": True, "ensemble_with": "ai_discourse"},
     "ai_discourse_ft": {"loso": None, "later_period": True, "ensemble_with": "ai_discourse"},
-    "misaligned_ai": {"loso": None, "pairs": True, "hard_limit": 60},
-    "assistant_persona": {"loso": "positive"},
+    "misaligned_ai": {"loso": "all", "pairs": True, "hard_limit": 60},
+    "assistant_persona": {"loso": "all"},
 }
 
 
@@ -661,6 +661,9 @@ def loso(
                     s[m], thr_doc
                 ),
             }
+        y_held = np.asarray([lb == cfg.positive for lb in held.labels])
+        if y_held.any() and not y_held.all():  # both labels held out: how well they are told apart
+            res["auroc_held_out"] = round(auroc(y_held, s), 4)
         if cfg.trainer == "finetune":  # where the held-out model was trained, and in what precision
             dev = resolve_device(cfg.finetune.device)
             res["trained_on"] = f"{dev}, " + (
@@ -746,6 +749,12 @@ def markdown(name: str, m: dict[str, Any]) -> str:
             for k, v in gv["sources"].items():
                 what = f"recall {v['recall']}" if "recall" in v else f"FPR {v['fpr']}"
                 lines.append(f"| {g} | {k} | {v['label']} | {v['docs']} | {what} |")
+        both = {g: gv["auroc_held_out"] for g, gv in m["loso"].items() if "auroc_held_out" in gv}
+        if both:  # groups holding out both labels: AUROC between their positives and negatives
+            lines += [
+                "",
+                "AUROC within a held-out dataset: " + ", ".join(f"{g} {a}" for g, a in both.items()),
+            ]
         lines.append("")
     lines += ["| hard case | docs | flagged |", "|---|---|---|"]
     lines += [f"| {k} | {v['docs']} | {v['flagged']} |" for k, v in m["hard_cases"].items()]

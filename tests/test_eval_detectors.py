@@ -124,3 +124,29 @@ def test_a_transfer_re_measurement_keeps_the_runs_recorded_after_the_last_one(mo
     assert saved[0]["generalization"]["command"] == old["command"]  # re-run: said once, the LOSO run kept
     E._finish("d", {"model_sha256": "abc"}, {"test": {}}, {"command": base}, args, Path("."))
     assert saved[1]["generalization"]["command"] == f"{base}{E.TRANSFER_NOTE}{base} --transfer-only"
+
+
+def test_markdown_lists_each_held_out_group_and_the_auroc_within_groups_holding_out_both_labels() -> None:
+    E = _script()
+    src = lambda label, key, v: {"label": label, "docs": 4, key: v}  # noqa: E731
+    m = {
+        "threshold": {"value": 0.5},
+        "test": {"auroc": 0.9, "recall": 0.8, "fpr": 0.01},
+        "unseen_neutral": {"all": {"fpr": 0.0, "docs": 10}},
+        "speed": {"docs_per_s": 100.0, "mb_per_s": 1.0},
+        "hard_cases": {},
+        "bars": {"size<=50MB": {"met": True}},
+        "loso": {
+            "pairs": {"sources": {"p": src("positive", "recall", 0.25), "n": src("negative", "fpr", 0.5)},
+                      "auroc_held_out": 0.6374},
+            "bg": {"sources": {"bg": src("negative", "fpr", 0.0)}},
+        },
+    }  # fmt: skip
+    text = E.markdown("d", m)
+    assert (
+        "| pairs | p | positive | 4 | recall 0.25 |" in text
+        and "| bg | bg | negative | 4 | FPR 0.0 |" in text
+    )
+    assert "AUROC within a held-out dataset: pairs 0.6374\n" in text  # the one group with both labels
+    del m["loso"]["pairs"]["auroc_held_out"]
+    assert "AUROC within" not in E.markdown("d", m)

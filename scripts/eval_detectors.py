@@ -706,7 +706,8 @@ def bars(m: dict[str, Any], neutral_corpora: Sequence[str] = ()) -> dict[str, An
                 below = max(docs.values()) <= 0.01 if docs else None
                 b["loso_neutral_corpora_fpr<=0.01" + suffix] = {
                     "fpr": docs,
-                    "met": None if missing else below,  # None: not (all) measured
+                    # one measured corpus over the bar fails it; else None until all are measured
+                    "met": False if below is False else (None if missing else below),
                     **({"not_measured": missing, "met_where_measured": below} if missing and docs else {}),
                     "constructed_neutral_sets_fpr (not in the bar)": {
                         k: v for k, v in neg.items() if k not in docs

@@ -108,6 +108,14 @@ def test_the_held_out_neutral_corpora_bar_is_met_only_once_every_corpus_is_measu
         "loso_neutral_corpora_fpr<=0.01_at_document_threshold"
     ]
     assert whole["met"] is True and "not_measured" not in whole
+    # one measured corpus over the bar fails it, whatever is still unmeasured
+    loso["bg_brown"] = {
+        "sources": {"bg_brown": {"label": "negative", "fpr": 0.19, "fpr_at_document_threshold": 0.68}}
+    }
+    failed = E.bars({"loso": loso, **rest}, ["bg_technical", "bg_brown", "bg_jargon"])[
+        "loso_neutral_corpora_fpr<=0.01"
+    ]
+    assert failed["met"] is False and failed["not_measured"] == ["bg_jargon"]
 
 
 def test_a_transfer_re_measurement_keeps_the_runs_recorded_after_the_last_one(monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -525,3 +525,118 @@ def test_weighted_sources_train_deterministically(root: Path, tmp_path: Path) ->
     a = train(parse_config(cfg), root=root, out_dir=tmp_path / "a", write_card=False)
     b = train(parse_config(cfg), root=root, out_dir=tmp_path / "b", write_card=False)
     assert a.model.read_bytes() == b.model.read_bytes()
+
+
+def test_heads_are_fitted_on_one_blas_thread_whatever_the_machine_allows(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenBLAS partitions a product by thread count and rounds differently: fitting pins one thread,
+    so a head's bytes do not depend on the cores of the machine that trains it."""
+    pytest.importorskip("model2vec")
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import corpusfilter.train as T
+
+    seen: list[int] = []
+    real = T.fit_mlp
+
+    def spy(*a: Any, **kw: Any) -> dict[str, np.ndarray]:
+        seen.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(T, "fit_mlp", spy)
+    cfg = parse_config(config(trainer="head", head={"model": "static-minilm", "hidden": 8, "epochs": 5}))
+    with threadpool_limits(limits=2, user_api="blas"):
+        a = train(cfg, root=root, out_dir=tmp_path / "a", write_card=False)
+    b = train(cfg, root=root, out_dir=tmp_path / "b", write_card=False)
+    assert seen and set(seen) == {1}
+    assert a.model.read_bytes() == b.model.read_bytes()
+    env = a.metrics["environment"]
+    assert env["numpy"] == np.__version__ and "model2vec" in env
+    assert env["blas"]["internal_api"] in ("openblas", "mkl", "blis", "accelerate")
+
+
+def test_compare_says_identical_within_tolerance_or_different(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train --compare`: a rebuild of the same config is identical; a shipped model whose weights
+    moved by rounding noise is 'scores within'; another seed is different (exit 1)."""
+    pytest.importorskip("model2vec")
+    from corpusfilter.cli import main
+
+    cfg_path = tmp_path / "cfg" / "train.yaml"
+    cfg_path.parent.mkdir()
+    cfg_path.write_text(yaml.safe_dump(config(trainer="head", head={"model": "static-minilm", "epochs": 60})))
+    shipped = tmp_path / "shipped"
+    assert main(["train", str(cfg_path), "--data-root", str(root), "--output", str(shipped)]) == 0
+    (shipped / "metrics.json").write_text(
+        json.dumps({"generalization": {"threshold": {"value": 0.7}, "document_threshold": {"value": 0.3}}})
+    )
+    capsys.readouterr()
+    args = ["train", str(cfg_path), "--data-root", str(root), "--compare", str(shipped)]
+    assert main([*args, "--output", str(tmp_path / "r1")]) == 0
+    c = json.loads((tmp_path / "r1" / "compare.json").read_text())
+    assert c["verdict"] == "identical" and c["identical_bytes"] and c["max_abs_score_diff"] == 0
+    assert c["thresholds"] == {"0.5": 0.5, "threshold": 0.7, "document_threshold": 0.3}
+    assert c["documents"] > 0 and c["decisions_changed"] == {
+        "0.5": 0,
+        "threshold": 0,
+        "document_threshold": 0,
+    }
+    assert "identical (bytes equal" in capsys.readouterr().out
+
+    with np.load(shipped / "head.npz") as z:  # rounding noise in the shipped weights
+        arrays = {k: z[k] for k in z.files}
+    arrays["weight"] = (arrays["weight"] * (1 + 1e-6)).astype(np.float32)
+    np.savez(shipped / "head.npz", **arrays)  # type: ignore[arg-type]
+    assert main([*args, "--output", str(tmp_path / "r2")]) == 0
+    c = json.loads((tmp_path / "r2" / "compare.json").read_text())
+    assert c["verdict"] == "scores within 0.0001" and not c["identical_bytes"]
+    assert 0 < c["max_abs_weight_diff"] < 1e-5 and 0 < c["max_abs_score_diff"] <= 1e-4
+    assert main([*args, "--output", str(tmp_path / "r3"), "--tolerance", "0"]) == 1
+    assert json.loads((tmp_path / "r3" / "compare.json").read_text())["verdict"] == "different"
+
+    other = tmp_path / "other" / "train.yaml"  # another seed: another model
+    other.parent.mkdir()
+    other.write_text(
+        yaml.safe_dump(config(trainer="head", seed=4, head={"model": "static-minilm", "epochs": 60}))
+    )
+    assert (
+        main(
+            [
+                "train",
+                str(other),
+                "--data-root",
+                str(root),
+                "--output",
+                str(tmp_path / "r4"),
+                "--compare",
+                str(shipped),
+            ]
+        )
+        == 1
+    )
+    assert "different" in capsys.readouterr().out
+
+
+def test_compare_refuses_to_overwrite_what_it_compares(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from corpusfilter.cli import main
+
+    cfg_path = tmp_path / "train.yaml"
+    cfg_path.write_text(yaml.safe_dump(config(trainer="head", head={"model": "static-minilm"})))
+    base = ["train", str(cfg_path), "--data-root", str(root)]
+    assert main([*base, "--compare", str(tmp_path)]) == 1  # the default output is the config's folder
+    assert "give another --output" in capsys.readouterr().err
+    assert main([*base, "--output", str(tmp_path / "x"), "--compare", str(tmp_path / "nope")]) == 1
+    assert "no such model" in capsys.readouterr().err
+    assert main([*base, "--output", str(tmp_path / "x"), "--tolerance", "0.1"]) == 1
+    assert "--tolerance goes with --compare" in capsys.readouterr().err
+    assert main([*base, "--compare", str(tmp_path), "--export-examples", str(tmp_path / "e.parquet")]) == 1
+    assert "not with --export-examples" in capsys.readouterr().err
+    assert (
+        main([*base, "--output", str(tmp_path / "x"), "--compare", str(tmp_path), "--tolerance", "nan"]) == 1
+    )
+    assert "not a finite number" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -158,6 +158,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PARQUET",
         help="train from examples written by --export-examples (a GPU machine without the raw data)",
     )
+    tr.add_argument(
+        "--compare",
+        metavar="MODEL",
+        help="check the rebuild against a model or classifiers/<name> folder: the same bytes, or the "
+        "same scores on the validation and test documents within --tolerance (else exit 1); "
+        "writes compare.json",
+    )
+    tr.add_argument(
+        "--tolerance",
+        type=float,
+        metavar="T",
+        help="with --compare: largest score difference that counts as reproduced (default 1e-4)",
+    )
 
     ev = sub.add_parser("eval", help="precision, recall, AUROC, thresholds and calibration on labelled data")
     ev.add_argument("model", help="model file (.bin/.ftz/.npz with its sidecar .json) or classifiers/<name>")

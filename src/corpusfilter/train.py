@@ -3,7 +3,10 @@
 A config names its sources (labelled Parquet, or positive / negative sources with sampling rules),
 how short rows become document-length examples, the split and the trainer. Every random choice is
 derived from ``hash(id, seed)``, never from global RNG state, so a config and a seed give the same
-examples, the same split and (with ``thread: 1``) the same model bytes.
+examples, the same split and (with ``thread: 1``) the same model bytes. Heads are fitted with BLAS on
+one thread, so the bytes do not depend on the machine's core count; they still depend on numpy's
+BLAS build and CPU kernel, which ``metrics.json`` records (``environment``), and ``--compare DIR``
+says whether a rebuild matches a shipped model bit for bit or only in every decision.
 
 Split: each row goes to train / validation / test by ``hash(row id, seed)`` *before* short rows are
 grouped into documents, so a document never mixes splits. The test split is never used for training
@@ -12,6 +15,7 @@ or model selection (``scripts/eval_detectors.py`` reads it at the end).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -784,6 +788,46 @@ class Adam:
             )
 
 
+def one_blas_thread() -> contextlib.AbstractContextManager[Any]:
+    """BLAS on one thread while a head is fitted. OpenBLAS splits a matrix product by thread count,
+    and the partial sums then round differently: over thousands of Adam steps the same seed gave
+    other weights on 1 and 2 threads (about 1e-7 apart)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+# distributions whose versions a model's bits depend on, per trainer (besides numpy and its BLAS)
+_ENV_PACKAGES = {
+    "fasttext": ("fasttext-numpy2-wheel",),
+    "head": ("model2vec", "torch", "sentence-transformers", "transformers", "tokenizers"),
+    "finetune": ("torch", "transformers", "tokenizers", "safetensors"),
+}
+
+
+def environment(trainer: str) -> dict[str, Any]:
+    """What a model's bits depend on beyond the config, the data and the seed: Python, numpy, the BLAS
+    library and the CPU kernel it picked, and the trainer's libraries. To rebuild bit for bit on
+    another x86 CPU, OpenBLAS can be told the recorded kernel (``OPENBLAS_CORETYPE``)."""
+    import importlib.metadata
+    import platform
+
+    from threadpoolctl import threadpool_info
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "numpy": np.__version__,
+    }
+    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    if blas:
+        env["blas"] = {k: blas[0].get(k) for k in ("internal_api", "version", "architecture")}
+    for dist in _ENV_PACKAGES.get(trainer, ()):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            env[dist] = importlib.metadata.version(dist)
+    return env
+
+
 def fit_logistic(
     x: np.ndarray, y: np.ndarray, w: np.ndarray, *, epochs: int, lr: float, l2: float
 ) -> tuple[np.ndarray, float]:
@@ -889,31 +933,32 @@ def train_head(cfg: TrainConfig, train: Examples, out_dir: Path) -> Path:
     # an MLP head is binary: the positive label against the rest
     heads = [cfg.positive] if len(labels) <= 2 or spec.hidden else labels
     layers: dict[str, list[np.ndarray]] = {}
-    for lab in heads:
-        y_doc = np.asarray([lb == lab for lb in train.labels], dtype=np.float64)
-        wd = w_doc.copy()
-        if spec.balance and 0 < y_doc.sum() < len(y_doc):
-            pos_w = (wd * y_doc).sum()
-            neg_w = (wd * (1 - y_doc)).sum()
-            wd = np.where(y_doc == 1, wd / pos_w, wd / neg_w)
-        wc = wd[doc] / np.maximum(counts[doc], 1)
-        if spec.hidden:
-            fitted = fit_mlp(
-                emb,
-                y_doc[doc],
-                wc,
-                hidden=spec.hidden,
-                epochs=spec.epochs,
-                lr=spec.lr,
-                l2=spec.l2,
-                batch=spec.batch,
-                seed=cfg.seed,
-            )
-        else:
-            wgt, b = fit_logistic(emb, y_doc[doc], wc, epochs=spec.epochs, lr=spec.lr, l2=spec.l2)
-            fitted = {"weight": wgt[None, :], "bias": np.asarray([b], np.float32)}
-        for k, val in fitted.items():
-            layers.setdefault(k, []).append(val)
+    with one_blas_thread():  # the same bits on any number of cores
+        for lab in heads:
+            y_doc = np.asarray([lb == lab for lb in train.labels], dtype=np.float64)
+            wd = w_doc.copy()
+            if spec.balance and 0 < y_doc.sum() < len(y_doc):
+                pos_w = (wd * y_doc).sum()
+                neg_w = (wd * (1 - y_doc)).sum()
+                wd = np.where(y_doc == 1, wd / pos_w, wd / neg_w)
+            wc = wd[doc] / np.maximum(counts[doc], 1)
+            if spec.hidden:
+                fitted = fit_mlp(
+                    emb,
+                    y_doc[doc],
+                    wc,
+                    hidden=spec.hidden,
+                    epochs=spec.epochs,
+                    lr=spec.lr,
+                    l2=spec.l2,
+                    batch=spec.batch,
+                    seed=cfg.seed,
+                )
+            else:
+                wgt, b = fit_logistic(emb, y_doc[doc], wc, epochs=spec.epochs, lr=spec.lr, l2=spec.l2)
+                fitted = {"weight": wgt[None, :], "bias": np.asarray([b], np.float32)}
+            for k, val in fitted.items():
+                layers.setdefault(k, []).append(val)
     arrays = {
         k: (np.concatenate(v) if k in ("weight", "bias") else v[0]).astype(np.float32)
         for k, v in layers.items()
@@ -1100,6 +1145,7 @@ def train(
         "train_seconds": round(train_s, 2),
         "excluded_sources": list(exclude),
         "sources": sizes,
+        "environment": environment(cfg.trainer),
     }
     if ex.skipped:
         metrics["skipped_rows_null_or_empty_text"] = dict(sorted(ex.skipped.items()))
@@ -1158,6 +1204,24 @@ def _num(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
 
+def _env_line(env: Mapping[str, Any] | None) -> list[str]:
+    """The card's record of what the bits depend on (``environment``), with ``--compare`` to check."""
+    if not env:
+        return []
+    blas = env.get("blas") or {}
+    libs = ", ".join(f"{k} {v}" for k, v in env.items() if k not in ("python", "machine", "numpy", "blas"))
+    return [
+        f"- built with Python {env['python']} on {env['machine']}, numpy {env['numpy']}"
+        + (
+            f", {blas.get('internal_api')} {blas.get('version')} ({blas.get('architecture')} kernel)"
+            if blas
+            else ""
+        )
+        + (f", {libs}" if libs else "")
+        + "; check a rebuild with `corpusfilter train train.yaml --output DIR --compare .`"
+    ]
+
+
 def model_card(cfg: TrainConfig, metrics: Mapping[str, Any], root: Path) -> str:
     """MODEL_CARD.md: sources and sizes, hyperparameters, validation metrics, use, failure modes."""
     lines = [f"# {cfg.name} detector", ""]
@@ -1169,6 +1233,7 @@ def model_card(cfg: TrainConfig, metrics: Mapping[str, Any], root: Path) -> str:
         f"sha256 `{metrics['model_sha256'][:16]}…`); sidecar `{Path(metrics['model_file']).stem}.json`",
         "- reproduce: `corpusfilter train train.yaml` with the data root "
         f"(`--data-root`, `$CORPUSFILTER_DATA`, default `{DEFAULT_DATA_ROOT}`)",
+        *_env_line(metrics.get("environment")),
         "- trained on text derived from the third-party data sets listed below (licenses: each file's "
         "Parquet metadata and the data folder's README); a fastText model stores its vocabulary "
         "(words of that text), a head only its weights.",
@@ -1220,11 +1285,69 @@ def model_card(cfg: TrainConfig, metrics: Mapping[str, Any], root: Path) -> str:
     return "\n".join(lines)
 
 
+COMPARE_TOLERANCE = 1e-4  # metrics and cards print scores and thresholds to 4 decimals
+
+
+def compare_models(
+    shipped: Path, rebuilt: Path, examples: Examples, *, tolerance: float = COMPARE_TOLERANCE
+) -> dict[str, Any]:
+    """Does a rebuilt model reproduce a shipped one? The same bytes; else, for a head, the largest
+    weight difference, and on the validation and test documents the largest score difference and how
+    many decisions change at 0.5 and at the shipped operating thresholds (its ``metrics.json``; a
+    threshold is a validation document's score, so rounding noise can move that document across).
+    ``verdict``: ``identical``, ``scores within <tolerance>`` or ``different``."""
+    from corpusfilter.evaluate import load_sidecar, score_by_source
+
+    side_a, model_a = load_sidecar(shipped)
+    side_b, model_b = load_sidecar(rebuilt)
+    out: dict[str, Any] = {
+        "shipped": str(model_a),
+        "rebuilt": str(model_b),
+        "identical_bytes": model_a.read_bytes() == model_b.read_bytes(),
+    }
+    if model_a.suffix == model_b.suffix == ".npz":
+        a, b = np.load(model_a), np.load(model_b)
+        if a.files == b.files and all(a[k].shape == b[k].shape for k in a.files):
+            out["max_abs_weight_diff"] = max(
+                (float(np.abs(a[k] - b[k]).max()) for k in a.files if a[k].dtype.kind == "f" and a[k].size),
+                default=0.0,
+            )
+    # split by split and source by source: the embedding cache entries of training and evaluation
+    parts = [examples.where(split=sp) for sp in ("validation", "test")]
+    s_a, s_b = (
+        np.concatenate([score_by_source(side, model, p.texts, p.sources, cached=True) for p in parts])
+        for side, model in ((side_a, model_a), (side_b, model_b))
+    )
+    n = sum(len(p) for p in parts)
+    thresholds = {"0.5": 0.5}
+    m_path = model_a.parent / "metrics.json"
+    gen = json.loads(m_path.read_text(encoding="utf-8")).get("generalization", {}) if m_path.is_file() else {}
+    for key in ("threshold", "document_threshold"):
+        if isinstance(gen.get(key), dict) and isinstance(gen[key].get("value"), float):
+            thresholds[key] = gen[key]["value"]
+    changed = {k: int(((s_a >= t) != (s_b >= t)).sum()) for k, t in thresholds.items()}
+    out.update(
+        documents=n,
+        max_abs_score_diff=float(np.abs(s_a - s_b).max()) if n else 0.0,
+        thresholds=thresholds,
+        decisions_changed=changed,
+    )
+    out["tolerance"] = tolerance
+    out["verdict"] = (
+        "identical"
+        if out["identical_bytes"]
+        else (f"scores within {tolerance:g}" if out["max_abs_score_diff"] <= tolerance else "different")
+    )
+    return out
+
+
 def cmd_train(args: Any) -> int:
     """CLI entry: ``corpusfilter train CONFIG.yaml [--data-root DIR] [--output DIR]
     [--export-examples FILE | --examples FILE]``."""
     cfg_path = Path(args.config)
     cfg = load_config(cfg_path)
+    if getattr(args, "export_examples", None) and getattr(args, "compare", None):
+        raise RecipeError("--compare checks a trained model: not with --export-examples")
     if getattr(args, "export_examples", None):
         ex = build_examples(cfg, data_root(args.data_root), config_dir=cfg_path.resolve().parent)
         ex.write_parquet(args.export_examples, cfg)
@@ -1236,6 +1359,20 @@ def cmd_train(args: Any) -> int:
         if args.output
         else (cfg_path.parent / cfg.output if cfg.output else cfg_path.parent)
     )
+    compare = Path(args.compare) if getattr(args, "compare", None) else None
+    tol = COMPARE_TOLERANCE if getattr(args, "tolerance", None) is None else args.tolerance
+    if not (tol >= 0 and np.isfinite(tol)):
+        raise RecipeError(f"--tolerance {tol}: not a finite number >= 0")
+    if getattr(args, "tolerance", None) is not None and compare is None:
+        raise RecipeError("--tolerance goes with --compare")
+    if compare is not None:
+        if not compare.exists():
+            raise RecipeError(f"--compare {compare}: no such model or folder")
+        shipped_dir = compare if compare.is_dir() else compare.parent
+        if out.resolve() == shipped_dir.resolve():
+            raise RecipeError(f"--compare {compare}: give another --output, or the rebuild overwrites it")
+        if examples is None:  # built once: trained on, then scored by both models
+            examples = build_examples(cfg, data_root(args.data_root), config_dir=cfg_path.resolve().parent)
     res = train(
         cfg,
         root=data_root(args.data_root),
@@ -1257,4 +1394,16 @@ def cmd_train(args: Any) -> int:
             f"F1 {_num(v['f1'])}  ECE {_num(v['ece'])}"
         )
     print(f"wrote {out / 'metrics.json'}, {out / 'MODEL_CARD.md'}")
-    return 0
+    if compare is None:
+        return 0
+    assert examples is not None
+    c = compare_models(compare, res.model, examples, tolerance=tol)
+    (out / "compare.json").write_text(json.dumps(c, indent=2) + "\n", encoding="utf-8")
+    weights = f", weights within {c['max_abs_weight_diff']:.2g}" if "max_abs_weight_diff" in c else ""
+    changed = ", ".join(f"{k} {v}" for k, v in c["decisions_changed"].items())
+    print(
+        f"compared with {c['shipped']}: {c['verdict']} (bytes {'equal' if c['identical_bytes'] else 'differ'}"
+        f"{weights}; {c['documents']} validation/test documents: scores within "
+        f"{c['max_abs_score_diff']:.2g}, decisions changed at {changed}); wrote {out / 'compare.json'}"
+    )
+    return 0 if c["verdict"] != "different" else 1

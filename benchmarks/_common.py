@@ -1,8 +1,8 @@
 """Helpers shared by the benchmark scripts: corpora, timing, results. Not a benchmark itself.
 
-Every script in this folder starts by taking the folder off ``sys.path`` and importing the stdlib's
-``keyword`` module, because ``benchmarks/keyword.py`` would otherwise shadow it, then puts the folder
-back to import this module.
+Run a script as ``python benchmarks/NAME.py``: Python puts this folder first on ``sys.path``, so the
+scripts import this module as ``_common``; no script here is named after a stdlib module (the
+keyword benchmark is ``keyword_filter.py``: a ``keyword.py`` would shadow the stdlib's ``keyword``).
 """
 
 from __future__ import annotations

@@ -25,18 +25,9 @@ Prints one JSON object and writes it to benchmarks/results/embedding_gpu.json.
 
 from __future__ import annotations
 
-import os
-import sys
-
-# This folder holds a `keyword.py`: import the stdlib's `keyword` before the folder is importable.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-import keyword  # noqa: F401
-
-sys.path.insert(0, _HERE)
-
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable
 from typing import Any

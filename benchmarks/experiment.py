@@ -17,19 +17,10 @@ their ratios to the baseline in the same run.
 
 from __future__ import annotations
 
-import os
-import sys
-
-# This folder holds a `keyword.py`: import the stdlib's `keyword` before the folder is importable.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-import keyword  # noqa: F401
-
-sys.path.insert(0, _HERE)
-
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 from _common import WORK, build_corpus, machine, save_result, text_mb, timed

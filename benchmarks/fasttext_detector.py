@@ -15,19 +15,10 @@ and checks both filters kept the same documents. Prints JSON (also benchmarks/re
 
 from __future__ import annotations
 
-import os
-import sys
-
-# This folder holds a `keyword.py`: import the stdlib's `keyword` before the folder is importable.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-import keyword  # noqa: F401
-
-sys.path.insert(0, _HERE)
-
 import hashlib
 import shutil
 import statistics
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq

@@ -12,21 +12,12 @@ verify found: the bench corpus is real data and may repeat ids, which is what th
 
 from __future__ import annotations
 
-import os
-import sys
-
-# This folder holds a `keyword.py`: import the stdlib's `keyword` before the folder is importable.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-import keyword  # noqa: F401
-
-sys.path.insert(0, _HERE)
-
 import json
 import resource
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 

@@ -1,6 +1,6 @@
 """Keyword filter throughput: corpusfilter vs a plain datatrove pipeline, in one run, one task each.
 
-    python benchmarks/keyword.py [--mb 500] [--shards 8] [--terms 500] [--repeats 3]
+    python benchmarks/keyword_filter.py [--mb 500] [--shards 8] [--terms 500] [--repeats 3]
 
 Builds (once, cached) a corpus with ../shared/tools/make_bench_corpus.py, then times three jobs,
 each its own process on one datatrove task, ``--repeats`` times in turn (the median is reported,
@@ -17,19 +17,10 @@ whether both filters kept the same ids (also benchmarks/results/keyword.json).
 
 from __future__ import annotations
 
-import os
-import sys
-
-# This folder holds a `keyword.py`: import the stdlib's `keyword` before the folder is importable.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-import keyword  # noqa: F401
-
-sys.path.insert(0, _HERE)
-
 import re
 import shutil
 import statistics
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -178,7 +169,7 @@ def main() -> None:
         "keyword",
         {
             "benchmark": "keyword",
-            "command": f"python benchmarks/keyword.py --mb {a.mb:g} --shards {a.shards} --terms {a.terms} "
+            "command": f"python benchmarks/keyword_filter.py --mb {a.mb:g} --shards {a.shards} --terms {a.terms} "
             f"--repeats {a.repeats}",
             "machine": machine(),
             "corpus": {"text_mb": round(mb, 1), "shards": a.shards},

@@ -5,7 +5,7 @@
 
 Runs ``corpusfilter train classifiers/NAME/train.yaml --output TMP --compare classifiers/NAME`` for
 each and writes what it found to classifiers/rebuild.json (verdict, score and weight differences,
-decisions changed at the shipped thresholds, this machine's environment, seconds). The fine-tuned
+decisions changed at the shipped thresholds, this machine's environment, seconds, date). The fine-tuned
 detectors (hours on a CPU) are rebuilt only when named. Set CORPUSFILTER_EMB_CACHE to reuse the
 MiniLM embeddings of an earlier run.
 """
@@ -44,7 +44,7 @@ def rebuild(name: str, data_root: str | None) -> dict[str, object]:
         env = json.loads((Path(tmp) / "metrics.json").read_text())["environment"]
     for k in ("shipped", "rebuilt"):
         c.pop(k)
-    return {**c, "seconds": secs, "environment": env}
+    return {**c, "seconds": secs, "date": time.strftime("%Y-%m-%d"), "environment": env}
 
 
 def main() -> int:

@@ -5,8 +5,8 @@ how short rows become document-length examples, the split and the trainer. Every
 derived from ``hash(id, seed)``, never from global RNG state, so a config and a seed give the same
 examples, the same split and (with ``thread: 1``) the same model bytes. Heads are fitted with BLAS on
 one thread, so the bytes do not depend on the machine's core count; they still depend on numpy's
-BLAS build and CPU kernel, which ``metrics.json`` records (``environment``), and ``--compare DIR``
-says whether a rebuild matches a shipped model bit for bit or only in every decision.
+BLAS build and CPU kernel, which ``metrics.json`` records (``environment``), and ``--compare MODEL``
+says whether a rebuild matches a shipped model bit for bit, within a score tolerance, or not.
 
 Split: each row goes to train / validation / test by ``hash(row id, seed)`` *before* short rows are
 grouped into documents, so a document never mixes splits. The test split is never used for training
@@ -1306,12 +1306,16 @@ def compare_models(
         "identical_bytes": model_a.read_bytes() == model_b.read_bytes(),
     }
     if model_a.suffix == model_b.suffix == ".npz":
-        a, b = np.load(model_a), np.load(model_b)
-        if a.files == b.files and all(a[k].shape == b[k].shape for k in a.files):
-            out["max_abs_weight_diff"] = max(
-                (float(np.abs(a[k] - b[k]).max()) for k in a.files if a[k].dtype.kind == "f" and a[k].size),
-                default=0.0,
-            )
+        with np.load(model_a) as a, np.load(model_b) as b:
+            if a.files == b.files and all(a[k].shape == b[k].shape for k in a.files):
+                out["max_abs_weight_diff"] = max(
+                    (
+                        float(np.abs(a[k] - b[k]).max())
+                        for k in a.files
+                        if a[k].dtype.kind == "f" and a[k].size
+                    ),
+                    default=0.0,
+                )
     # split by split and source by source: the embedding cache entries of training and evaluation
     parts = [examples.where(split=sp) for sp in ("validation", "test")]
     s_a, s_b = (
@@ -1343,7 +1347,8 @@ def compare_models(
 
 def cmd_train(args: Any) -> int:
     """CLI entry: ``corpusfilter train CONFIG.yaml [--data-root DIR] [--output DIR]
-    [--export-examples FILE | --examples FILE]``."""
+    [--export-examples FILE | --examples FILE] [--compare MODEL [--tolerance T]]``; exit 1 when the
+    rebuild and MODEL differ."""
     cfg_path = Path(args.config)
     cfg = load_config(cfg_path)
     if getattr(args, "export_examples", None) and getattr(args, "compare", None):

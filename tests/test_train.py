@@ -313,7 +313,8 @@ def test_mlp_head_on_document_and_last_paragraph_reads_the_answer_in_context(
     texts = build_examples(parse_config(pairs_config(mlp)), root).texts[:40]
     monkeypatch.setenv("CORPUSFILTER_EMB_CACHE", str(tmp_path / "cache"))
     cached = score_texts(side, model, texts, cached=True)
-    assert list((tmp_path / "cache").glob("*.npz"))
+    entries = sorted(f.name for f in (tmp_path / "cache").iterdir())
+    assert entries and all(len(n) == len("0" * 32 + ".npz") for n in entries)  # no temporary file left
     np.testing.assert_allclose(cached, score_texts(side, model, texts), atol=1e-5)
     assert cached.std() > 0.1
     # source by source (each source one cache entry), reassembled in the input order

@@ -760,7 +760,8 @@ def embed_documents(
     emb, doc = enc.embed_chunks(list(texts), spec.batch_size)
     if key is not None:
         key.parent.mkdir(parents=True, exist_ok=True)
-        tmp = key.with_suffix(".tmp.npz")
+        # a name of its own per writer: two runs embedding the same texts must not share one
+        tmp = key.with_name(f"{key.stem}.{os.getpid()}.{time.monotonic_ns()}.tmp.npz")
         np.savez(tmp, emb=emb, doc=doc)
         tmp.replace(key)
     return emb, doc

@@ -1346,16 +1346,36 @@ def compare_models(
     return out
 
 
+def _compare_args(args: Any, out: Path) -> tuple[Path | None, float]:
+    """``--compare MODEL`` and ``--tolerance T``, checked before any training: MODEL exists and is
+    not where the rebuild is written, T is a finite number >= 0 and comes with ``--compare``."""
+    compare = Path(args.compare) if getattr(args, "compare", None) else None
+    given = getattr(args, "tolerance", None)
+    tol = COMPARE_TOLERANCE if given is None else given
+    if not (tol >= 0 and np.isfinite(tol)):
+        raise RecipeError(f"--tolerance {tol}: not a finite number >= 0")
+    if compare is None:
+        if given is not None:
+            raise RecipeError("--tolerance goes with --compare")
+        return None, tol
+    if not compare.exists():
+        raise RecipeError(f"--compare {compare}: no such model or folder")
+    if out.resolve() == (compare if compare.is_dir() else compare.parent).resolve():
+        raise RecipeError(f"--compare {compare}: give another --output, or the rebuild overwrites it")
+    return compare, tol
+
+
 def cmd_train(args: Any) -> int:
     """CLI entry: ``corpusfilter train CONFIG.yaml [--data-root DIR] [--output DIR]
     [--export-examples FILE | --examples FILE] [--compare MODEL [--tolerance T]]``; exit 1 when the
     rebuild and MODEL differ."""
     cfg_path = Path(args.config)
     cfg = load_config(cfg_path)
+    root, cfg_dir = data_root(args.data_root), cfg_path.resolve().parent
     if getattr(args, "export_examples", None) and getattr(args, "compare", None):
         raise RecipeError("--compare checks a trained model: not with --export-examples")
     if getattr(args, "export_examples", None):
-        ex = build_examples(cfg, data_root(args.data_root), config_dir=cfg_path.resolve().parent)
+        ex = build_examples(cfg, root, config_dir=cfg_dir)
         ex.write_parquet(args.export_examples, cfg)
         print(f"wrote {len(ex)} examples to {args.export_examples}")
         return 0
@@ -1365,26 +1385,15 @@ def cmd_train(args: Any) -> int:
         if args.output
         else (cfg_path.parent / cfg.output if cfg.output else cfg_path.parent)
     )
-    compare = Path(args.compare) if getattr(args, "compare", None) else None
-    tol = COMPARE_TOLERANCE if getattr(args, "tolerance", None) is None else args.tolerance
-    if not (tol >= 0 and np.isfinite(tol)):
-        raise RecipeError(f"--tolerance {tol}: not a finite number >= 0")
-    if getattr(args, "tolerance", None) is not None and compare is None:
-        raise RecipeError("--tolerance goes with --compare")
-    if compare is not None:
-        if not compare.exists():
-            raise RecipeError(f"--compare {compare}: no such model or folder")
-        shipped_dir = compare if compare.is_dir() else compare.parent
-        if out.resolve() == shipped_dir.resolve():
-            raise RecipeError(f"--compare {compare}: give another --output, or the rebuild overwrites it")
-        if examples is None:  # built once: trained on, then scored by both models
-            examples = build_examples(cfg, data_root(args.data_root), config_dir=cfg_path.resolve().parent)
+    compare, tol = _compare_args(args, out)
+    if compare is not None and examples is None:  # built once: trained on, then scored by both models
+        examples = build_examples(cfg, root, config_dir=cfg_dir)
     res = train(
         cfg,
-        root=data_root(args.data_root),
+        root=root,
         out_dir=out,
         config_text=cfg_path.read_text(encoding="utf-8"),
-        config_dir=cfg_path.resolve().parent,
+        config_dir=cfg_dir,
         examples=examples,
     )
     m = res.metrics

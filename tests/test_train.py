@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -384,6 +385,31 @@ def test_training_device_keeps_cpu_cache_keys_and_refuses_a_missing_gpu(tmp_path
     if not torch.cuda.is_available():
         with pytest.raises(RecipeError, match="no CUDA GPU"):
             embed_documents(texts, HeadSpec(model="minilm", device="cuda"), cache=str(tmp_path))
+
+
+@pytest.mark.embed
+def test_embedding_cache_keys_on_the_model_content_not_its_path(tmp_path: Path) -> None:
+    pytest.importorskip("model2vec")
+    from safetensors.numpy import load_file, save_file
+
+    from corpusfilter.train import HeadSpec, embed_documents
+
+    model = tmp_path / "model"
+    from corpusfilter.embed import resolve_model
+
+    shutil.copytree(resolve_model("static-minilm")[1], model)
+    texts, cache = ["Be kind to one another.", "The function returns a list."], tmp_path / "cache"
+    first = embed_documents(texts, HeadSpec(model=str(model)), cache=str(cache))[0]
+    assert len(list(cache.glob("*.npz"))) == 1
+    np.testing.assert_array_equal(
+        embed_documents(texts, HeadSpec(model=str(model)), cache=str(cache))[0], first
+    )
+    # the model rebuilt in place (same folder, other vectors): embedded again, not served the old entry
+    weights = load_file(str(model / "model.safetensors"))
+    save_file({k: -v for k, v in weights.items()}, str(model / "model.safetensors"))
+    again = embed_documents(texts, HeadSpec(model=str(model)), cache=str(cache))[0]
+    np.testing.assert_allclose(again, -first, atol=1e-6)
+    assert len(list(cache.glob("*.npz"))) == 2
 
 
 @pytest.mark.embed

@@ -56,6 +56,42 @@ def resolve_model(spec: str) -> tuple[str, str]:
     raise RecipeError(f"{path}: neither a sentence-transformers nor a model2vec model folder")
 
 
+#: Libraries whose versions an embedding depends on, by model kind (tokenizer, kernels, pooling).
+_EMBED_PACKAGES = {
+    "transformer": ("torch", "transformers", "sentence-transformers", "tokenizers"),
+    "static": ("model2vec", "tokenizers", "numpy"),
+}
+
+
+def model_fingerprint(kind: str, path: str) -> str:
+    """What a model folder's embeddings depend on: the content of every file in it (names, sizes,
+    sha256) and its libraries' versions. Embedding caches key on this, not on the folder's path, so
+    a model rebuilt in place or a library upgrade cannot be served another model's vectors."""
+    files = sorted(f for f in Path(path).rglob("*") if f.is_file())
+    stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _fingerprint(kind, path, stats)
+
+
+@functools.lru_cache(maxsize=8)
+def _fingerprint(kind: str, path: str, stats: tuple[tuple[str, int, int], ...]) -> str:
+    """``model_fingerprint`` once per folder state (sizes and times unchanged: the hash is reused)."""
+    import hashlib
+    import importlib.metadata
+
+    h = hashlib.sha256(kind.encode())
+    for name, size, _ in stats:
+        h.update(f"\x00{Path(name).relative_to(path).as_posix()}\x00{size}\x00".encode())
+        with open(name, "rb") as fh:
+            h.update(hashlib.file_digest(fh, "sha256").digest())
+    for dist in _EMBED_PACKAGES.get(kind, ()):
+        try:
+            version = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            version = "-"
+        h.update(f"\x00{dist}={version}".encode())
+    return h.hexdigest()
+
+
 @dataclass(frozen=True)
 class Chunking:
     chunk_tokens: int = 256

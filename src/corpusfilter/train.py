@@ -732,8 +732,10 @@ def embed_documents(
     texts: Sequence[str], spec: HeadSpec, *, cache: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Chunk embeddings of ``texts`` and each chunk's document index, as the embedding detector
-    computes them (same encoder, same chunking). Cached by content when a cache folder is given."""
-    from corpusfilter.embed import Chunking, load_encoder, resolve_device, resolve_model
+    computes them (same encoder, same chunking). Cached by content when a cache folder is given:
+    the key covers the texts, the chunking, the device and the model's fingerprint (its files and
+    libraries), so a model rebuilt in place is embedded again."""
+    from corpusfilter.embed import Chunking, load_encoder, model_fingerprint, resolve_device, resolve_model
 
     kind, model_path = resolve_model(spec.model)
     device = resolve_device(spec.device) if kind == "transformer" else "cpu"
@@ -747,7 +749,12 @@ def embed_documents(
         for t in texts:
             h.update(t.encode())
             h.update(b"\x00")
-        key = Path(folder) / f"{h.hexdigest()[:32]}.npz"
+        # the fingerprint is hashed over the content key (the key before fingerprints), so a cache
+        # of a known-unchanged model can be re-keyed by file name without re-embedding
+        content = h.hexdigest()[:32]
+        fp = model_fingerprint(kind, model_path)
+        name = hashlib.sha256(f"{content}\x00{fp}".encode()).hexdigest()[:32]
+        key = Path(folder) / f"{name}.npz"
         if key.is_file():
             with np.load(key, allow_pickle=False) as z:
                 return z["emb"], z["doc"]

@@ -4,7 +4,7 @@
     python scripts/rebuild_detectors.py goodness care --data-root ../shared/data
 
 Runs ``corpusfilter train classifiers/NAME/train.yaml --output TMP --compare classifiers/NAME`` for
-each and writes what it found to classifiers/rebuild.json (verdict, score and weight differences,
+each and writes what it found to classifiers/rebuild.json (``--classifiers DIR``: DIR/rebuild.json) (verdict, score and weight differences,
 decisions changed at the shipped thresholds, this machine's environment, seconds, date). The fine-tuned
 detectors (hours on a CPU) are rebuilt only when named. Set CORPUSFILTER_EMB_CACHE to reuse the
 MiniLM embeddings of an earlier run.
@@ -20,17 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "classifiers" / "rebuild.json"
+CLASSIFIERS = Path(__file__).resolve().parents[1] / "classifiers"
 
 
-def shipped() -> list[str]:
-    return sorted(p.parent.name for p in (ROOT / "classifiers").glob("*/train.yaml"))
+def shipped(classifiers: Path) -> list[str]:
+    return sorted(p.parent.name for p in classifiers.glob("*/train.yaml"))
 
 
-def rebuild(name: str, data_root: str | None) -> dict[str, object]:
-    """One detector: train into a temporary folder with --compare; its compare.json and timings."""
-    folder = ROOT / "classifiers" / name
+def rebuild(folder: Path, data_root: str | None) -> dict[str, object]:
+    """One detector folder: train into a temporary folder with --compare; its compare.json and timings."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "corpusfilter.cli", "train", str(folder / "train.yaml")]
         cmd += ["--output", tmp, "--compare", str(folder)]
@@ -39,7 +37,9 @@ def rebuild(name: str, data_root: str | None) -> dict[str, object]:
         p = subprocess.run(cmd, capture_output=True, text=True)
         secs = round(time.perf_counter() - t0, 1)
         if not (Path(tmp) / "compare.json").is_file():
-            raise SystemExit(f"{name}: corpusfilter train failed (exit {p.returncode}):\n{p.stderr[-2000:]}")
+            raise SystemExit(
+                f"{folder.name}: corpusfilter train failed (exit {p.returncode}):\n{p.stderr[-2000:]}"
+            )
         c = json.loads((Path(tmp) / "compare.json").read_text())
         env = json.loads((Path(tmp) / "metrics.json").read_text())["environment"]
     for k in ("shipped", "rebuilt"):
@@ -47,15 +47,19 @@ def rebuild(name: str, data_root: str | None) -> dict[str, object]:
     return {**c, "seconds": secs, "date": time.strftime("%Y-%m-%d"), "environment": env}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", help="detectors (default: all but the fine-tuned ones)")
     ap.add_argument("--data-root", help="where training sources resolve ($CORPUSFILTER_DATA)")
-    args = ap.parse_args()
-    names = args.names or [n for n in shipped() if not n.endswith("_ft")]
-    done = json.loads(OUT.read_text()) if OUT.is_file() else {}
+    ap.add_argument(
+        "--classifiers", type=Path, default=CLASSIFIERS, help="detector folders (default: the shipped ones)"
+    )
+    args = ap.parse_args(argv)
+    out = args.classifiers / "rebuild.json"
+    names = args.names or [n for n in shipped(args.classifiers) if not n.endswith("_ft")]
+    done = json.loads(out.read_text()) if out.is_file() else {}
     for name in names:
-        r = rebuild(name, args.data_root)
+        r = rebuild(args.classifiers / name, args.data_root)
         r["command"] = f"python scripts/rebuild_detectors.py {name} --data-root DATA"
         done[name] = r
         print(
@@ -63,7 +67,7 @@ def main() -> int:
             f"decisions changed {r['decisions_changed']}, {r['seconds']} s",
             flush=True,
         )
-        OUT.write_text(json.dumps(dict(sorted(done.items())), indent=2) + "\n")
+        out.write_text(json.dumps(dict(sorted(done.items())), indent=2) + "\n")
     return 0
 
 

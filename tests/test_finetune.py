@@ -265,6 +265,49 @@ def test_examples_exported_then_trained_elsewhere_give_the_same_model(
         Examples.read_parquet(ex_path, parse_config(ft_config() | {"seed": 4}))
 
 
+class _Stop(Exception):
+    """The process killed mid-training."""
+
+
+def test_a_run_stopped_mid_training_resumes_from_its_checkpoint_to_the_same_model(
+    trained: tuple[Path, Path, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log_lines: list[str]
+) -> None:
+    """Checkpoint every 3 steps; stop at step 7 of the second epoch (last checkpoint: step 6,
+    mid-epoch); run again: the same bytes as the run never stopped, and the checkpoint is gone."""
+    import corpusfilter.finetune as F
+    from corpusfilter.train import Checkpointing
+
+    root, model, res = trained
+    per_epoch = -(-sum(d["train"] for d in res.metrics["sources"].values()) // 8)  # batch 8
+    stop_at = per_epoch + 2  # inside the second epoch
+    assert stop_at % 3 != 0  # so the last checkpoint is before it
+    real = F._Progress.step
+
+    def dies(self: Any, epoch: int, loss: Any) -> None:
+        real(self, epoch, loss)
+        if self.done == stop_at:
+            raise _Stop
+
+    ckpt = Checkpointing(tmp_path / "ckpt", every=3)
+    monkeypatch.setattr(F._Progress, "step", dies)
+    with pytest.raises(_Stop):
+        train(parse_config(ft_config()), root=root, out_dir=tmp_path / "m", checkpoint=ckpt)
+    assert (tmp_path / "ckpt" / "finetune.ckpt").is_file()
+    # another config cannot take this run's checkpoint
+    with pytest.raises(RecipeError, match="another training run"):
+        train(parse_config(ft_config(lr=1e-4)), root=root, out_dir=tmp_path / "x", checkpoint=ckpt)
+    monkeypatch.setattr(F._Progress, "step", real)
+    again = train(parse_config(ft_config()), root=root, out_dir=tmp_path / "m", checkpoint=ckpt)
+    assert again.model.read_bytes() == model.read_bytes()
+    assert not (tmp_path / "ckpt" / "finetune.ckpt").exists()
+    assert any(
+        f"resumed from {tmp_path / 'ckpt' / 'finetune.ckpt'} at step {stop_at // 3 * 3}/" in x
+        for x in log_lines
+    )
+    with pytest.raises(RecipeError, match="applies to the finetune trainer"):
+        train(parse_config(config()), root=root, out_dir=tmp_path / "f", checkpoint=ckpt)
+
+
 def test_bad_files_and_settings_are_clear_errors(tmp_path: Path, minilm: str) -> None:
     from safetensors.numpy import save_file
 

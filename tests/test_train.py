@@ -646,6 +646,51 @@ def test_compare_says_identical_within_tolerance_or_different(
     assert "different" in capsys.readouterr().out
 
 
+def test_rebuild_script_records_each_detectors_verdict(root: Path, tmp_path: Path) -> None:
+    """scripts/rebuild_detectors.py over a folder of detectors: one rebuilds identically, one whose
+    shipped model was trained from another seed is 'different'; both land in rebuild.json."""
+    pytest.importorskip("fasttext")
+    import importlib.util
+
+    from corpusfilter.cli import main
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "rebuild_detectors.py"
+    spec = importlib.util.spec_from_file_location("rebuild_detectors", script)
+    assert spec and spec.loader
+    rebuild = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rebuild)
+    classifiers = tmp_path / "classifiers"
+    for name, seed in (("same", 3), ("moved", 1)):
+        folder = classifiers / name
+        folder.mkdir(parents=True)
+        cfg = config(name=name, fasttext={"epoch": 5, "dim": 8})
+        yaml_path = folder / "train.yaml"
+        yaml_path.write_text(yaml.safe_dump({**cfg, "seed": seed}))
+        assert main(["train", str(yaml_path), "--data-root", str(root)]) == 0  # the "shipped" model
+        yaml_path.write_text(yaml.safe_dump(cfg))  # its config says seed 3
+    assert rebuild.main(["--classifiers", str(classifiers), "--data-root", str(root)]) == 0
+    got = json.loads((classifiers / "rebuild.json").read_text())
+    assert got["same"]["verdict"] == "identical" and got["same"]["max_abs_score_diff"] == 0
+    assert got["moved"]["verdict"] == "different" and got["moved"]["max_abs_score_diff"] > 0
+    assert got["same"]["environment"]["numpy"] == np.__version__
+    assert got["same"]["command"] == "python scripts/rebuild_detectors.py same --data-root DATA"
+
+
+def test_checkpoint_flags_are_for_fine_tunes_and_checked(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from corpusfilter.cli import main
+
+    cfg_path = tmp_path / "train.yaml"
+    cfg_path.write_text(yaml.safe_dump(config()))
+    base = ["train", str(cfg_path), "--data-root", str(root), "--output", str(tmp_path / "o")]
+    assert main([*base, "--checkpoint", str(tmp_path / "c")]) == 1
+    assert "--checkpoint applies to the finetune trainer, not 'fasttext'" in capsys.readouterr().err
+    assert main([*base, "--checkpoint", str(tmp_path / "c"), "--checkpoint-every", "0"]) == 1
+    assert "--checkpoint-every: at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
+
+
 def test_compare_refuses_to_overwrite_what_it_compares(
     root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

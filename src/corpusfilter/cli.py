@@ -171,6 +171,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="T",
         help="with --compare: largest score difference that counts as reproduced (default 1e-4)",
     )
+    tr.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        help="finetune trainer: save the training state in DIR every --checkpoint-every steps and "
+        "resume from it when run again (the same model as an uninterrupted run)",
+    )
+    tr.add_argument(
+        "--checkpoint-every", type=int, default=20, metavar="N", help="steps between checkpoints (default 20)"
+    )
 
     ev = sub.add_parser("eval", help="precision, recall, AUROC, thresholds and calibration on labelled data")
     ev.add_argument("model", help="model file (.bin/.ftz/.npz with its sidecar .json) or classifiers/<name>")

@@ -112,9 +112,16 @@ def train_classifier(
     seed: int,
     out_path: Path,
     metadata: dict[str, str],
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 20,
 ) -> Path:
     """Fine-tune on (texts, y) with per-document ``weights`` (classes balanced here when
-    ``spec.balance``); write the encoder layers and head to ``out_path`` (safetensors)."""
+    ``spec.balance``); write the encoder layers and head to ``out_path`` (safetensors).
+
+    With ``checkpoint`` (a folder), the whole training state is saved there every
+    ``checkpoint_every`` steps and a run given the same folder resumes from it: the same model,
+    bit for bit, as a run never stopped (tested). A checkpoint of another run (config, data, seed
+    or device differ) is refused; it is removed once the model is written."""
     import torch
     from safetensors.torch import save_file
 
@@ -135,6 +142,7 @@ def train_classifier(
     devices = [torch.device(device)] if device.startswith("cuda") else []
     kind = "cuda" if devices else "cpu"
     bf16 = trains_in_bf16(device, spec)
+    ckpt = _Checkpoint(checkpoint, _run_key(spec, seed, device, bf16, ids, y, w)) if checkpoint else None
     with torch.random.fork_rng(devices=devices):  # dropout draws from a seeded, private RNG state
         torch.manual_seed(seed)
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -156,9 +164,14 @@ def train_classifier(
             rng = np.random.default_rng(seed)
             net.train()
             progress = _Progress(steps, spec.batch)
-            for epoch in range(spec.epochs):
-                order = rng.permutation(len(ids))
-                for b in range(0, len(order), spec.batch):
+            start = ckpt.resume(net, opt, sched, rng, progress, devices) if ckpt else None
+            for epoch in range(start[0] if start else 0, spec.epochs):
+                if start and epoch == start[0]:
+                    order = start[1]  # the interrupted epoch's batch order (the generator is past it)
+                else:
+                    order = rng.permutation(len(ids))
+                first = start[2] if start and epoch == start[0] else 0
+                for b in range(first, len(order), spec.batch):
                     j = order[b : b + spec.batch]
                     x, m = _pad([ids[i] for i in j], cls, sep, torch)
                     with torch.autocast(kind, dtype=torch.bfloat16, enabled=bf16):
@@ -173,6 +186,8 @@ def train_classifier(
                     opt.step()
                     sched.step()
                     progress.step(epoch, loss.detach())
+                    if ckpt and progress.done % checkpoint_every == 0 and progress.done < steps:
+                        ckpt.save(net, opt, sched, rng, progress, devices, epoch, order, b + spec.batch)
                 progress.end_epoch(epoch)
         finally:
             torch.use_deterministic_algorithms(was_deterministic)
@@ -193,7 +208,92 @@ def train_classifier(
     }
     # one metadata key: safetensors writes several in hash order, and the file must be byte-stable
     save_file(tensors, str(out_path), metadata={"corpusfilter": json.dumps(meta, sort_keys=True)})
+    if ckpt:
+        ckpt.remove()
     return out_path
+
+
+def _run_key(spec: Any, seed: int, device: str, bf16: bool, ids: list[list[int]], y: Any, w: Any) -> str:
+    """What a checkpoint must match to be resumed: the settings, seed, device, precision and data."""
+    import dataclasses
+    import hashlib
+
+    h = hashlib.sha256(json.dumps([dataclasses.asdict(spec), seed, device, bf16], sort_keys=True).encode())
+    for row in ids:
+        h.update(np.asarray(row, np.int64).tobytes() + b"|")
+    h.update(np.ascontiguousarray(y).tobytes() + np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()
+
+
+class _Checkpoint:
+    """The training state in one file (``folder/finetune.ckpt``): trained weights, optimizer,
+    schedule, the batch-order generator, torch's RNG (dropout), the step and the epoch's order.
+    Written under a temporary name and renamed, so a run killed while saving keeps the last one;
+    read back with torch's weights-only loader (tensors and plain values, no code)."""
+
+    def __init__(self, folder: Path, key: str) -> None:
+        self.path, self.key = Path(folder) / "finetune.ckpt", key
+
+    def save(
+        self, net: Any, opt: Any, sched: Any, rng: Any, progress: _Progress, devices: list[Any],
+        epoch: int, order: np.ndarray, next_batch: int,
+    ) -> None:  # fmt: skip
+        import torch
+
+        state = {
+            "key": self.key,
+            "net": {k: v for k, v in net.state_dict().items() if not k.startswith("encoder.embeddings.")},
+            "opt": opt.state_dict(),
+            "sched": sched.state_dict(),
+            "rng": json.dumps(rng.bit_generator.state),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if devices else [],
+            "done": progress.done,
+            "epoch": epoch,
+            "order": torch.from_numpy(np.asarray(order, np.int64)),
+            "next_batch": next_batch,
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.path)
+
+    def resume(
+        self, net: Any, opt: Any, sched: Any, rng: Any, progress: _Progress, devices: list[Any]
+    ) -> tuple[int, np.ndarray, int] | None:
+        """Restore the saved state into these objects: (epoch, its batch order, next batch start),
+        or None when there is no checkpoint."""
+        import torch
+        from loguru import logger
+
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, weights_only=True)
+        except Exception as e:
+            raise RecipeError(
+                f"{self.path}: not a readable checkpoint ({e}); remove it to start over"
+            ) from None
+        if state.get("key") != self.key:
+            raise RecipeError(
+                f"{self.path}: a checkpoint of another training run (the config, data, seed or device "
+                "differ); remove it to start over"
+            )
+        missing, unexpected = net.load_state_dict(state["net"], strict=False)
+        if unexpected or any(not k.startswith("encoder.embeddings.") for k in missing):
+            raise RecipeError(f"{self.path}: its weights do not fit this model; remove it to start over")
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        rng.bit_generator.state = json.loads(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if devices:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        progress.done = progress.resumed = int(state["done"])
+        logger.info(f"finetune: resumed from {self.path} at step {progress.done}/{progress.steps}")
+        return int(state["epoch"]), state["order"].numpy(), int(state["next_batch"])
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def trains_in_bf16(device: str, spec: FinetuneSpec) -> bool:
@@ -209,6 +309,7 @@ class _Progress:
 
     def __init__(self, steps: int, batch: int) -> None:
         self.steps, self.batch, self.done = steps, batch, 0
+        self.resumed = 0  # steps done before this process (a resumed run): not in the rate
         self.losses: list[Any] = []  # this epoch's; those since the last line start at ``mark``
         self.mark = 0
         self.t0 = self.last = time.perf_counter()
@@ -228,7 +329,7 @@ class _Progress:
         from loguru import logger
 
         now = time.perf_counter()
-        rate = self.done / max(now - self.t0, 1e-9)  # steps/s
+        rate = (self.done - self.resumed) / max(now - self.t0, 1e-9)  # steps/s
         mean = float(sum(losses)) / len(losses) if losses else float("nan")
         logger.info(
             f"finetune: epoch {epoch + 1}{what}, step {self.done}/{self.steps}, loss {mean:.4f}, "

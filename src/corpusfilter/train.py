@@ -979,8 +979,11 @@ def train_head(cfg: TrainConfig, train: Examples, out_dir: Path) -> Path:
     return path
 
 
-def train_finetune(cfg: TrainConfig, train: Examples, out_dir: Path) -> Path:
-    """``model.safetensors``: the fine-tuned encoder layers and head (corpusfilter.finetune)."""
+def train_finetune(
+    cfg: TrainConfig, train: Examples, out_dir: Path, *, checkpoint: Checkpointing | None = None
+) -> Path:
+    """``model.safetensors``: the fine-tuned encoder layers and head (corpusfilter.finetune);
+    resumable from ``checkpoint``."""
     import importlib.util
 
     from corpusfilter.finetune import train_classifier
@@ -996,7 +999,21 @@ def train_finetune(cfg: TrainConfig, train: Examples, out_dir: Path) -> Path:
         seed=cfg.seed,
         out_path=out_dir / "model.safetensors",
         metadata={"name": cfg.name, "positive": cfg.positive},
+        checkpoint=checkpoint.folder if checkpoint else None,
+        checkpoint_every=checkpoint.every if checkpoint else 20,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpointing:
+    """Where and how often a fine-tune saves its state to resume from (``train --checkpoint``)."""
+
+    folder: Path
+    every: int = 20
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise RecipeError("--checkpoint-every: at least 1")
 
 
 TRAINERS = {"fasttext": train_fasttext, "head": train_head, "finetune": train_finetune}
@@ -1117,9 +1134,15 @@ def train(
     write_card: bool = True,
     config_dir: Path | None = None,
     examples: Examples | None = None,
+    checkpoint: Checkpointing | None = None,
 ) -> TrainResult:
     """Build examples (or take ``examples`` built before), train on the train split, score the
-    validation split, write everything."""
+    validation split, write everything. ``checkpoint``: a fine-tune saves its state there and resumes
+    from it."""
+    if checkpoint is not None and cfg.trainer != "finetune":
+        raise RecipeError(
+            f"--checkpoint applies to the finetune trainer, not {cfg.trainer!r} (minutes at most)"
+        )
     from corpusfilter.evaluate import binary_metrics, score_by_source
 
     t0 = time.perf_counter()
@@ -1135,7 +1158,11 @@ def train(
             f"positive label {cfg.positive!r} is not among the train split's labels ({', '.join(sorted(set(tr.labels)))})"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = TRAINERS[cfg.trainer](cfg, tr, out_dir)
+    model = (
+        train_finetune(cfg, tr, out_dir, checkpoint=checkpoint)
+        if checkpoint is not None
+        else TRAINERS[cfg.trainer](cfg, tr, out_dir)
+    )
     train_s = time.perf_counter() - t0
     side = write_sidecar(cfg, model)
     sizes: dict[str, dict[str, int]] = {}
@@ -1374,7 +1401,8 @@ def _compare_args(args: Any, out: Path) -> tuple[Path | None, float]:
 
 def cmd_train(args: Any) -> int:
     """CLI entry: ``corpusfilter train CONFIG.yaml [--data-root DIR] [--output DIR]
-    [--export-examples FILE | --examples FILE] [--compare MODEL [--tolerance T]]``; exit 1 when the
+    [--export-examples FILE | --examples FILE] [--compare MODEL [--tolerance T]]
+    [--checkpoint DIR [--checkpoint-every N]]``; exit 1 when the
     rebuild and MODEL differ."""
     cfg_path = Path(args.config)
     cfg = load_config(cfg_path)
@@ -1402,6 +1430,9 @@ def cmd_train(args: Any) -> int:
         config_text=cfg_path.read_text(encoding="utf-8"),
         config_dir=cfg_dir,
         examples=examples,
+        checkpoint=Checkpointing(Path(args.checkpoint), args.checkpoint_every)
+        if getattr(args, "checkpoint", None)
+        else None,
     )
     m = res.metrics
     print(f"model: {res.model} ({m['model_bytes'] / 2**20:.2f} MB) in {m['train_seconds']} s")

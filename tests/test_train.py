@@ -688,6 +688,8 @@ def test_checkpoint_flags_are_for_fine_tunes_and_checked(
     assert "--checkpoint applies to the finetune trainer, not 'fasttext'" in capsys.readouterr().err
     assert main([*base, "--checkpoint", str(tmp_path / "c"), "--checkpoint-every", "0"]) == 1
     assert "--checkpoint-every: at least 1" in capsys.readouterr().err
+    assert main([*base, "--checkpoint-every", "5"]) == 1
+    assert "--checkpoint-every goes with --checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() and not (tmp_path / "c").exists()
 
 

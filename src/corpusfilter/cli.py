@@ -178,7 +178,10 @@ def _parser() -> argparse.ArgumentParser:
         "resume from it when run again (the same model as an uninterrupted run)",
     )
     tr.add_argument(
-        "--checkpoint-every", type=int, default=20, metavar="N", help="steps between checkpoints (default 20)"
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help="with --checkpoint: steps between saves (default 20)",
     )
 
     ev = sub.add_parser("eval", help="precision, recall, AUROC, thresholds and calibration on labelled data")

@@ -65,7 +65,7 @@ _EMBED_PACKAGES = {
 
 def model_fingerprint(kind: str, path: str) -> str:
     """What a model folder's embeddings depend on: the content of every file in it (names, sizes,
-    sha256) and its libraries' versions. Embedding caches key on this, not on the folder's path, so
+    sha256) and its libraries' versions. Embedding caches key on this besides the folder's path, so
     a model rebuilt in place or a library upgrade cannot be served another model's vectors."""
     files = sorted(f for f in Path(path).rglob("*") if f.is_file())
     stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)

@@ -1399,6 +1399,16 @@ def _compare_args(args: Any, out: Path) -> tuple[Path | None, float]:
     return compare, tol
 
 
+def _checkpoint_args(args: Any) -> Checkpointing | None:
+    """``--checkpoint DIR [--checkpoint-every N]`` (N alone is refused: it would do nothing)."""
+    every = getattr(args, "checkpoint_every", None)
+    if not getattr(args, "checkpoint", None):
+        if every is not None:
+            raise RecipeError("--checkpoint-every goes with --checkpoint")
+        return None
+    return Checkpointing(Path(args.checkpoint), 20 if every is None else every)
+
+
 def cmd_train(args: Any) -> int:
     """CLI entry: ``corpusfilter train CONFIG.yaml [--data-root DIR] [--output DIR]
     [--export-examples FILE | --examples FILE] [--compare MODEL [--tolerance T]]
@@ -1430,9 +1440,7 @@ def cmd_train(args: Any) -> int:
         config_text=cfg_path.read_text(encoding="utf-8"),
         config_dir=cfg_dir,
         examples=examples,
-        checkpoint=Checkpointing(Path(args.checkpoint), args.checkpoint_every)
-        if getattr(args, "checkpoint", None)
-        else None,
+        checkpoint=_checkpoint_args(args),
     )
     m = res.metrics
     print(f"model: {res.model} ({m['model_bytes'] / 2**20:.2f} MB) in {m['train_seconds']} s")

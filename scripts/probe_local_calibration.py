@@ -54,10 +54,14 @@ def logit(s: np.ndarray) -> np.ndarray:
 
 def doc_view(texts: list[str], sources: list[str], spec: Any) -> np.ndarray:
     """Unit-length document embeddings (the head's first view), one source per cache entry."""
-    out = np.zeros((len(texts), 256), np.float32)
+    parts = {}
     for src in dict.fromkeys(sources):
         idx = [i for i, s in enumerate(sources) if s == src]
-        out[idx] = head_features([texts[i] for i in idx], spec)[0][:, :256]
+        f = head_features([texts[i] for i in idx], spec)[0]
+        parts[src] = (idx, f[:, : f.shape[1] // (3 if spec.sentence_view else 2)])  # the first view
+    out = np.zeros((len(texts), next(iter(parts.values()))[1].shape[1]), np.float32)
+    for idx, view in parts.values():
+        out[idx] = view
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
@@ -119,19 +123,17 @@ def main() -> None:
     ids = {k: v.ids for k, v in sets.items()}
     scorers = [Scorer(*load_sidecar(ROOT / "classifiers" / n), True) for n in names]
 
-    def score(texts_or_ex: Any) -> np.ndarray:
-        if isinstance(texts_or_ex, list):
-            return np.mean([sc.texts(texts_or_ex) for sc in scorers], axis=0)
-        return np.mean([sc.examples(texts_or_ex) for sc in scorers], axis=0)
+    def score(ex: Any) -> np.ndarray:  # the mean over the detectors
+        return np.mean([sc.examples(ex) for sc in scorers], axis=0)
 
     y_va = np.asarray([lb == cfg.positive for lb in va.labels])
     y_te = np.asarray([lb == cfg.positive for lb in te.labels])
     src_va = np.asarray(va.sources)
     docneg = ~y_va & np.char.startswith(src_va.astype(str), "bg_")
     s_va, s_te = score(va), score(te)
-    un = {k: score(v.texts) for k, v in sets.items()}
+    un = {k: score(v) for k, v in sets.items()}
     f_va, f_te = doc_view(va.texts, va.sources, cfg.head), doc_view(te.texts, te.sources, cfg.head)
-    f_un = {k: doc_view(v.texts, [""] * len(v.texts), cfg.head) for k, v in sets.items()}
+    f_un = {k: doc_view(v.texts, v.sources, cfg.head) for k, v in sets.items()}
 
     def local(ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         idx = np.flatnonzero(ref)

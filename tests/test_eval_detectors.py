@@ -158,3 +158,37 @@ def test_markdown_lists_each_held_out_group_and_the_auroc_within_groups_holding_
     assert "AUROC within a held-out dataset: pairs 0.6374\n" in text  # the one group with both labels
     del m["loso"]["pairs"]["auroc_held_out"]
     assert "AUROC within" not in E.markdown("d", m)
+
+
+def test_loso_gives_each_held_out_group_its_own_checkpoint_folder(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """--checkpoint DIR: each held-out fine-tune saves in DIR/<group>, so groups never resume each
+    other's state (the checkpoint itself is tested with a real fine-tune in test_finetune.py)."""
+    E = _script()
+    seen: list[tuple[list[str], Path | None]] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(cfg, **kw):  # type: ignore[no-untyped-def]
+        seen.append((kw["exclude"], kw["checkpoint"].folder if kw["checkpoint"] else None))
+        raise Stop
+
+    src = [type("S", (), {"name": n, "label": "negative"})() for n in ("bg_a", "bg_b")]
+    monkeypatch.setattr(E, "train", fake_train)
+    monkeypatch.setattr(E, "load_set", lambda *a, **k: Examples())
+    monkeypatch.setattr(E, "loso_groups", lambda cfg, which: {"bg_a": src[:1], "bg_b": src[1:]})
+    cfg = type("C", (), {"seed": 0})()
+    for only in (["bg_b"], ["bg_a"]):
+        try:
+            E.loso(cfg, tmp_path, tmp_path, "all", only=only, checkpoint=tmp_path / "ck")
+        except Stop:
+            pass
+    try:
+        E.loso(cfg, tmp_path, tmp_path, "all", only=["bg_a"])
+    except Stop:
+        pass
+    assert seen == [
+        (["bg_b"], tmp_path / "ck" / "bg_b"),
+        (["bg_a"], tmp_path / "ck" / "bg_a"),
+        (["bg_a"], None),
+    ]

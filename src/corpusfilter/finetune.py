@@ -36,6 +36,7 @@ FORMAT = "corpusfilter-finetuned/1"
 _SKIP = ("embeddings.", "pooler.")  # frozen (taken from the base model) or unused
 _REPORT_EVERY_S = 60.0  # progress lines while training: a CPU run takes hours
 _MARGIN = 16  # tokens a word cut in two may take (WordPiece splits an unknown word into pieces)
+CHECKPOINT_EVERY = 20  # steps between checkpoints (``train --checkpoint``) unless told otherwise
 
 
 def _fast_tokenizer(base_path: str) -> Any:
@@ -113,7 +114,7 @@ def train_classifier(
     out_path: Path,
     metadata: dict[str, str],
     checkpoint: Path | None = None,
-    checkpoint_every: int = 20,
+    checkpoint_every: int = CHECKPOINT_EVERY,
 ) -> Path:
     """Fine-tune on (texts, y) with per-document ``weights`` (classes balanced here when
     ``spec.balance``); write the encoder layers and head to ``out_path`` (safetensors).

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from corpusfilter.errors import CorpusfilterError, InputError, RecipeError, first_line
+from corpusfilter.finetune import CHECKPOINT_EVERY
 from corpusfilter.params import build_params, params_to_dict
 
 DEFAULT_DATA_ROOT = "../shared/data"
@@ -1000,7 +1001,7 @@ def train_finetune(
         out_path=out_dir / "model.safetensors",
         metadata={"name": cfg.name, "positive": cfg.positive},
         checkpoint=checkpoint.folder if checkpoint else None,
-        checkpoint_every=checkpoint.every if checkpoint else 20,
+        checkpoint_every=checkpoint.every if checkpoint else CHECKPOINT_EVERY,
     )
 
 
@@ -1009,7 +1010,7 @@ class Checkpointing:
     """Where and how often a fine-tune saves its state to resume from (``train --checkpoint``)."""
 
     folder: Path
-    every: int = 20
+    every: int = CHECKPOINT_EVERY
 
     def __post_init__(self) -> None:
         if self.every < 1:
@@ -1406,7 +1407,7 @@ def _checkpoint_args(args: Any) -> Checkpointing | None:
         if every is not None:
             raise RecipeError("--checkpoint-every goes with --checkpoint")
         return None
-    return Checkpointing(Path(args.checkpoint), 20 if every is None else every)
+    return Checkpointing(Path(args.checkpoint), CHECKPOINT_EVERY if every is None else every)
 
 
 def cmd_train(args: Any) -> int:

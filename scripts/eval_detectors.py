@@ -3,6 +3,7 @@
     python scripts/eval_detectors.py                      # every detector
     python scripts/eval_detectors.py goodness care --no-loso
     python scripts/eval_detectors.py --speed-only          # re-time only (run on a quiet machine)
+    python scripts/eval_detectors.py goodness_ft --merge-from OTHER/classifiers/goodness_ft/metrics.json
     CORPUSFILTER_EMB_CACHE=~/.cache/cf python scripts/eval_detectors.py goodness_minilm --cached
     CORPUSFILTER_DATA=/path/to/shared/data python scripts/eval_detectors.py
 
@@ -26,6 +27,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -941,7 +943,17 @@ def main() -> int:
         help="with --loso-only: fine-tune the held-out models in bfloat16 autocast on a CPU "
         "(finetune.cpu_bf16; as a GPU trains, 1.4-1.6x faster than fp32 where the CPU has native bf16)",
     )
+    ap.add_argument(
+        "--merge-from",
+        metavar="METRICS",
+        help="merge the held-out groups of another checkout's metrics.json of the same model (a "
+        "--loso-only run there) into one detector's metrics; every other field must be equal",
+    )
     args = ap.parse_args()
+    if args.merge_from:
+        if len(args.detectors) != 1:
+            raise SystemExit("--merge-from takes one detector")
+        return merge_from(args.detectors[0], Path(args.merge_from), data_root(args.data_root))
     if (args.cpu_bf16 or args.checkpoint) and not args.loso_only:
         raise SystemExit("--cpu-bf16 and --checkpoint go with --loso-only")
     if args.export_frozen:
@@ -1022,13 +1034,74 @@ def _save_loso(
     return g
 
 
+#: evaluation fields a --loso-only run in another checkout changes; every other field must match
+MERGED = ("loso", "command", "bars", "markdown", "loso_note")
+
+
+def merge_loso(
+    stored: dict[str, Any], other: dict[str, Any], groups: Sequence[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """``stored`` metrics with the held-out groups that ``other`` adds: the same model's metrics after
+    a ``--loso-only`` run in another checkout (a long CPU run from a worktree, or another machine).
+    Refused, naming the fields, unless every other field is equal and a group both hold is the same
+    run: anything else is another model or evaluation. The other run's commands are appended to the
+    command, and the note says which groups came in this way and which of ``groups`` (every held-out
+    group) are still not run. Returns the merged metrics (``bars`` not recomputed) and the new groups."""
+    gs, go = stored["generalization"], other["generalization"]
+    diff = [
+        k for k in stored.keys() | other.keys() if k != "generalization" and stored.get(k) != other.get(k)
+    ]
+    diff += [
+        f"generalization.{k}" for k in gs.keys() | go.keys() if k not in MERGED and gs.get(k) != go.get(k)
+    ]
+    ls, lo = gs.get("loso", {}), go.get("loso", {})
+    diff += [f"generalization.loso.{k}" for k in ls.keys() & lo.keys() if ls[k] != lo[k]]
+    if diff:
+        raise ValueError("not the same model's evaluation; these differ: " + ", ".join(sorted(diff)))
+    new = [k for k in lo if k not in ls]
+    if not new:
+        raise ValueError("no held-out group to merge in: every group it holds is already stored")
+    g = {**gs, "loso": {**ls, **{k: lo[k] for k in new}}}
+    runs = gs["command"].split("; then ")
+    added = [r for r in go["command"].split("; then ") if r not in runs]
+    g["command"] = "; then ".join(runs + added)
+    how = f" (`{'`; `'.join(added)}`)" if added else ""
+    note = re.sub(r"\s*Not run: [^.]*\.", "", gs.get("loso_note", "")).strip()
+    missing = [k for k in groups if k not in g["loso"]]
+    g["loso_note"] = " ".join(
+        filter(None, [note, f"{', '.join(new)} run in another checkout{how}, merged with --merge-from."])
+    ) + (f" Not run: {', '.join(missing)}." if missing else "")
+    return {**stored, "generalization": g}, new
+
+
+def merge_from(name: str, path: Path, root: Path) -> int:
+    """--merge-from: merge another checkout's held-out groups into ``name``'s metrics, recompute its
+    bars, save (card included)."""
+    folder = ROOT / "classifiers" / name
+    stored = json.loads((folder / "metrics.json").read_text())
+    groups = list(loso_groups(load_config(folder / "train.yaml"), SPECS[name]["loso"]))
+    try:
+        metrics, new = merge_loso(stored, json.loads(path.read_text()), groups)
+    except ValueError as e:
+        raise SystemExit(f"{name}: cannot merge {path}: {e}") from None
+    metrics["generalization"]["bars"] = _bars(name, metrics["generalization"])
+    save(name, metrics, root)
+    print(name, "merged", json.dumps({k: metrics["generalization"]["loso"][k] for k in new}), flush=True)
+    return 0
+
+
+def _bars(name: str, g: dict[str, Any]) -> dict[str, Any]:
+    """The bars of evaluation ``g``, over the neutral corpora that ``name``'s config trains on."""
+    cfg_path = ROOT / "classifiers" / name / "train.yaml"
+    corpora = [s.name for s in load_config(cfg_path).sources] if cfg_path.is_file() else []
+    return bars(g, [c for c in corpora if c.startswith("bg_")])
+
+
 def _finish(
     name: str, metrics: dict[str, Any], g: dict[str, Any], old: dict[str, Any], args: Any, root: Path
 ) -> None:
     """Add the bars, the model's hash and the command to the evaluation ``g``, and save it."""
-    cfg_path = ROOT / "classifiers" / name / "train.yaml"
-    corpora = [s.name for s in load_config(cfg_path).sources] if cfg_path.is_file() else []
-    g["bars"] = bars(g, [c for c in corpora if c.startswith("bg_")])
+    g["bars"] = _bars(name, g)
     g["model_sha256"] = metrics["model_sha256"]
     g["command"] = "python scripts/eval_detectors.py " + name + (" --cached" if args.cached else "")
     if args.loso_only and old.get("command"):  # the rest is the stored evaluation's: add this run

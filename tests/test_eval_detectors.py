@@ -187,3 +187,97 @@ def test_loso_gives_each_held_out_group_its_own_checkpoint_folder(monkeypatch, t
         (["bg_a"], tmp_path / "ck" / "bg_a"),
         (["bg_a"], None),
     ]
+
+
+def _evaluation(loso: dict, command: str, note: str) -> dict:  # type: ignore[type-arg]
+    g = {"test": {"recall": 1.0}, "loso": loso, "command": command, "loso_note": note, "bars": {}}
+    return {"model_sha256": "abc", "generalization": g}
+
+
+def test_merge_from_adds_another_checkouts_held_out_groups_and_refuses_another_evaluation() -> None:
+    """A long --loso-only run made in another checkout is merged group by group: its new groups and
+    commands come in, the not-run list is recomputed, and anything else that differs is refused."""
+    E = _script()
+    grp = lambda fpr: {"sources": {"bg_x": {"label": "negative", "docs": 4, "fpr": fpr}}}  # noqa: E731
+    base = "python scripts/eval_detectors.py d"
+    run_b = f"{base} --loso-only --loso-groups b --cpu-bf16"
+    run_c = f"{base} --loso-only --loso-groups c --cpu-bf16"
+    stored = _evaluation(
+        {"a": grp(0.0), "b": grp(0.1)}, f"{base}; then {run_b}", "a first. Not run: c, d (negative only)."
+    )
+    # the other checkout was made before b was merged here: it holds a and c, and ran only c
+    other = _evaluation({"a": grp(0.0), "c": grp(0.2)}, f"{base}; then {run_c}", "a first. Not run: b, c, d.")
+    merged, new = E.merge_loso(stored, other, ["a", "b", "c", "d"])
+    g = merged["generalization"]
+    assert new == ["c"] and list(g["loso"]) == ["a", "b", "c"] and g["loso"]["c"] == grp(0.2)
+    assert g["command"] == f"{base}; then {run_b}; then {run_c}"
+    assert (
+        g["loso_note"]
+        == f"a first. c run in another checkout (`{run_c}`), merged with --merge-from. Not run: d."
+    )
+    assert stored["generalization"]["loso"].keys() == {"a", "b"}  # the stored metrics are not mutated
+    # merging the same file again: nothing new
+    with pytest.raises(ValueError, match="no held-out group"):
+        E.merge_loso(merged, other, ["a", "b", "c", "d"])
+    # another model, another test result, or a group both hold with other numbers: refused, named
+    for field, changed in (
+        ("model_sha256", {**other, "model_sha256": "def"}),
+        ("generalization.test", {**other, "generalization": {**other["generalization"], "test": {"recall": 0.5}}}),
+        ("generalization.loso.a", _evaluation({"a": grp(0.3), "c": grp(0.2)}, run_c, "")),
+    ):  # fmt: skip
+        with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+            E.merge_loso(stored, changed, ["a", "b", "c", "d"])
+
+
+def test_merge_from_on_the_command_line_recomputes_the_bars_of_a_shipped_config(
+    monkeypatch, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """The --merge-from option end to end on goodness_ft's real train.yaml (tiny metrics): the held-out
+    neutral corpora bar, unmeasured before, is decided once the merged group measures the last corpus."""
+    import shutil
+
+    E = _script()
+    for name in ("goodness", "goodness_ft"):  # goodness_ft's config extends goodness's
+        (tmp_path / "classifiers" / name).mkdir(parents=True)
+        shutil.copy(E.ROOT / "classifiers" / name / "train.yaml", tmp_path / "classifiers" / name)
+    folder = tmp_path / "classifiers" / "goodness_ft"
+    corpora = [s.name for s in E.load_config(folder / "train.yaml").sources if s.name.startswith("bg_")]
+
+    def neg(n: str, fpr: float) -> dict:  # type: ignore[type-arg]
+        return {
+            "sources": {n: {"label": "negative", "docs": 4, "fpr": fpr, "fpr_at_document_threshold": fpr}}
+        }
+
+    pos = {
+        "sources": {"p": {"label": "positive", "docs": 4, "recall": 1.0, "recall_at_document_threshold": 1.0}}
+    }
+    rest = {"unseen_neutral": {"all": {"fpr": 0.0, "fpr_at_document_threshold": 0.0}},
+            "threshold_transfer": {"x": {"max_fpr_elsewhere": 0.01}}}  # fmt: skip
+    stored = _evaluation({"stories": pos, **{c: neg(c, 0.0) for c in corpora[:-1]}}, "cmd", "")
+    stored["generalization"] |= rest
+    stored["generalization"]["test"] = {"recall": 1.0, "recall_at_document_threshold": 1.0}
+    other = json.loads(json.dumps(stored))
+    other["generalization"]["loso"][corpora[-1]] = neg(corpora[-1], 0.005)
+    (folder / "metrics.json").write_text(json.dumps(stored))
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    saved: list[dict] = []
+    monkeypatch.setattr(E, "ROOT", tmp_path)
+    monkeypatch.setattr(E, "save", lambda name, metrics, root: saved.append(metrics))
+    bar = "loso_neutral_corpora_fpr<=0.01"
+    assert E._bars("goodness_ft", stored["generalization"])[bar]["met"] is None  # one corpus not measured
+    argv = [
+        "eval_detectors.py",
+        "goodness_ft",
+        "--merge-from",
+        str(tmp_path / "other.json"),
+        "--data-root",
+        str(tmp_path),
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert E.main() == 0
+    g = saved[0]["generalization"]
+    assert g["bars"][bar]["met"] is True and g["bars"][bar]["fpr"][corpora[-1]] == 0.005
+    assert "Not run:" in g["loso_note"] and f"{corpora[-1]} run in another checkout, merged" in g["loso_note"]
+    monkeypatch.setattr(sys, "argv", [*argv[:2], "goodness", *argv[2:]])
+    with pytest.raises(SystemExit, match="one detector"):
+        E.main()

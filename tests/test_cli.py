@@ -35,6 +35,14 @@ def test_import_and_help_stay_light() -> None:
     assert "run" in _cli("--help").stdout
 
 
+def test_train_help_states_the_fine_tune_checkpoint_interval_it_uses() -> None:
+    """The help keeps its own copy of the default (the CLI must not import the fine-tune module)."""
+    from corpusfilter.finetune import CHECKPOINT_EVERY
+
+    text = " ".join(_cli("train", "--help").stdout.split())
+    assert f"steps between saves (default {CHECKPOINT_EVERY})" in text
+
+
 def test_blocks_load_polars_only_to_evaluate_a_condition() -> None:
     code = (
         "import sys, pyarrow as pa\n"

@@ -209,7 +209,9 @@ def main() -> None:
     both = full_rows.select("id", pl.col(MARGIN).alias("a")).join(
         casc_rows.filter(pl.col(MARGIN).is_not_null()).select("id", pl.col(MARGIN).alias("b")), on="id"
     )
-    max_diff = float((both["a"] - both["b"]).abs().max() or 0.0) if both.height else 0.0
+    max_diff = (
+        float(both.select((pl.col("a") - pl.col("b")).abs().max()).item() or 0.0) if both.height else 0.0
+    )
 
     def summary(run: dict[str, Any], rows_df: pl.DataFrame, positives: set[str]) -> dict[str, Any]:
         emb = block_stats(run["manifest"], "embedding")

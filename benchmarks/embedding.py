@@ -32,6 +32,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -87,7 +88,7 @@ def sample_docs(corpus: Path, n: int) -> pa.Table:
     return table.take(pa.array(idx))
 
 
-def detector(model: str, batch_size: int, device: str = "cpu", **extra: object):
+def detector(model: str, batch_size: int, device: str = "cpu", **extra: object) -> Any:
     from corpusfilter.blocks.embedding import EmbeddingDetector
 
     det = EmbeddingDetector(
@@ -143,7 +144,7 @@ def bench_throughput(texts: list[str], batch_size: int, repeats: int) -> tuple[d
     captured: list[np.ndarray] = []
     embed_token_chunks = ours._encoder.embed_token_chunks
 
-    def capture(chunks, bs):
+    def capture(chunks: Any, bs: int) -> np.ndarray:
         emb = embed_token_chunks(chunks, bs)
         captured.append(emb)
         return emb
@@ -288,7 +289,7 @@ def peak_rss(cmd: list[str]) -> dict[str, object]:
     }
 
 
-def memory_run(work: Path, corpus: Path, tag: str, batch_size: int) -> dict[str, object]:
+def memory_run(work: Path, corpus: Path, tag: str, batch_size: int) -> dict[str, Any]:
     import yaml
 
     out = work / f"out_embedding_mem_{tag}"

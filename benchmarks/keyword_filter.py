@@ -129,8 +129,8 @@ def main() -> None:
                 "--no-progress",
             ]
             times[f"cf_{w}"].append(timed(cli))
-            aho = [sys.executable, "-c", AHO_JOB, str(corpus), str(work / f"out_aho_{w}"), str(terms[w])]
-            times[f"aho_{w}"].append(timed(aho))
+            aho_job = [sys.executable, "-c", AHO_JOB, str(corpus), str(work / f"out_aho_{w}"), str(terms[w])]
+            times[f"aho_{w}"].append(timed(aho_job))
     med = {k: statistics.median(v) for k, v in times.items()}
     runs = {}
     for w in workloads:

@@ -328,10 +328,10 @@ def evaluate(name: str, root: Path, do_loso: bool, *, cached: bool = False) -> d
     for h in HARD:
         if h["name"].startswith("lesswrong") and spec.get("later_period"):
             continue  # its later-period test, below
-        docs = load_set(h, root, cfg.seed, lim).texts
-        if not docs:
+        hard_docs = load_set(h, root, cfg.seed, lim).texts
+        if not hard_docs:
             continue
-        s = sc.texts(docs)
+        s = sc.texts(hard_docs)
         hard[h["name"]] = {
             "docs": len(s),
             "flagged": rate(s, thr),
@@ -887,9 +887,11 @@ def read_frozen(path: Path) -> None:
     rows: dict[str, list[int]] = {}
     for i, k in enumerate(t.pop("set")):
         rows.setdefault(k, []).append(i)
-    FROZEN["sets"] = {
-        k: Examples(**{f: [v[i] for i in idx] for f, v in t.items()}) for k, idx in rows.items()
-    }
+    sets: dict[str, Examples] = {}
+    for k, idx in rows.items():
+        columns: dict[str, Any] = {f: [v[i] for i in idx] for f, v in t.items()}  # this set's rows
+        sets[k] = Examples(**columns)
+    FROZEN["sets"] = sets
 
 
 def main() -> int:

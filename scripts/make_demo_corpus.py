@@ -173,7 +173,9 @@ def write_shards(sample: list[dict], out: Path, seed: int) -> list[Path]:
     return paths
 
 
-def summarize(sample: list[dict], paths: list[Path], pairs, out: Path, seed: int) -> dict:
+def summarize(
+    sample: list[dict], paths: list[Path], pairs: list[tuple[str, str, int]], out: Path, seed: int
+) -> dict:
     per_source: dict[str, dict] = {}
     for r in sample:
         d = per_source.setdefault(r["source"], {"license": r["license"], "rows": 0, "text_bytes": 0})

@@ -281,3 +281,20 @@ def test_merge_from_on_the_command_line_recomputes_the_bars_of_a_shipped_config(
     monkeypatch.setattr(sys, "argv", [*argv[:2], "goodness", *argv[2:]])
     with pytest.raises(SystemExit, match="one detector"):
         E.main()
+
+
+def test_frozen_sets_are_read_back_as_examples_per_set(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """--frozen: the file --export-frozen writes (one row per document, its set named) becomes one
+    Examples per set, rows in file order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    E = _script()
+    monkeypatch.setattr(E, "FROZEN", {})
+    cols = {"set": ["x", "y", "x"], **{c: [f"{c}{i}" for i in range(3)] for c in Examples.columns()}}
+    cols["weights"] = [1.0, 2.0, 3.0]
+    pq.write_table(pa.table(cols), tmp_path / "sets.parquet")
+    E.read_frozen(tmp_path / "sets.parquet")
+    x, y = E.FROZEN["sets"]["x"], E.FROZEN["sets"]["y"]
+    assert x.texts == ["texts0", "texts2"] and x.weights == [1.0, 3.0] and x.ids == ["ids0", "ids2"]
+    assert y.sources == ["sources1"] and len(y) == 1 and set(E.FROZEN["sets"]) == {"x", "y"}

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -189,7 +190,7 @@ def test_loso_gives_each_held_out_group_its_own_checkpoint_folder(monkeypatch, t
     ]
 
 
-def _evaluation(loso: dict, command: str, note: str) -> dict:  # type: ignore[type-arg]
+def _evaluation(loso: dict[str, Any], command: str, note: str) -> dict[str, Any]:
     g = {"test": {"recall": 1.0}, "loso": loso, "command": command, "loso_note": note, "bars": {}}
     return {"model_sha256": "abc", "generalization": g}
 
@@ -230,8 +231,8 @@ def test_merge_from_adds_another_checkouts_held_out_groups_and_refuses_another_e
 
 
 def test_merge_from_on_the_command_line_recomputes_the_bars_of_a_shipped_config(
-    monkeypatch, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """The --merge-from option end to end on goodness_ft's real train.yaml (tiny metrics): the held-out
     neutral corpora bar, unmeasured before, is decided once the merged group measures the last corpus."""
     import shutil
@@ -243,7 +244,7 @@ def test_merge_from_on_the_command_line_recomputes_the_bars_of_a_shipped_config(
     folder = tmp_path / "classifiers" / "goodness_ft"
     corpora = [s.name for s in E.load_config(folder / "train.yaml").sources if s.name.startswith("bg_")]
 
-    def neg(n: str, fpr: float) -> dict:  # type: ignore[type-arg]
+    def neg(n: str, fpr: float) -> dict[str, Any]:
         return {
             "sources": {n: {"label": "negative", "docs": 4, "fpr": fpr, "fpr_at_document_threshold": fpr}}
         }
@@ -283,7 +284,9 @@ def test_merge_from_on_the_command_line_recomputes_the_bars_of_a_shipped_config(
         E.main()
 
 
-def test_frozen_sets_are_read_back_as_examples_per_set(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_frozen_sets_are_read_back_as_examples_per_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """--frozen: the file --export-frozen writes (one row per document, its set named) becomes one
     Examples per set, rows in file order."""
     import pyarrow as pa
@@ -291,8 +294,8 @@ def test_frozen_sets_are_read_back_as_examples_per_set(monkeypatch, tmp_path) ->
 
     E = _script()
     monkeypatch.setattr(E, "FROZEN", {})
-    cols = {"set": ["x", "y", "x"], **{c: [f"{c}{i}" for i in range(3)] for c in Examples.columns()}}
-    cols["weights"] = [1.0, 2.0, 3.0]
+    cols: dict[str, list[Any]] = {"set": ["x", "y", "x"]}
+    cols |= {c: [f"{c}{i}" for i in range(3)] for c in Examples.columns()} | {"weights": [1.0, 2.0, 3.0]}
     pq.write_table(pa.table(cols), tmp_path / "sets.parquet")
     E.read_frozen(tmp_path / "sets.parquet")
     x, y = E.FROZEN["sets"]["x"], E.FROZEN["sets"]["y"]

@@ -32,6 +32,11 @@ TERMS = [
 ]
 
 
+def tokens(df: Any) -> int:
+    """A polars frame's ``tokens_count`` total, as an int (polars types ``sum()`` as any literal)."""
+    return int(df["tokens_count"].to_numpy().sum())
+
+
 def write_shards(folder: Path, docs: list[tuple[str, str, str]], n_shards: int = 2) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for s in range(n_shards):

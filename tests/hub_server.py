@@ -67,6 +67,12 @@ class HubState:
         return sha
 
 
+def _url(address: Any) -> str:
+    """The base URL of a server listening on a (host, port, ...) address."""
+    host, port = address[:2]
+    return f"http://{host}:{port}"
+
+
 def _git_blob_sha(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
@@ -121,8 +127,7 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def _base(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return _url(self.server.server_address)
 
     def _repo(self, repo_type: str, repo_id: str) -> Repo | None:
         repo = self.state.repos.get((repo_type, repo_id))
@@ -472,8 +477,7 @@ class LoopbackHub:
 
     @property
     def endpoint(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return _url(self.server.server_address)
 
     def add_repo(self, repo_id: str, files: dict[str, bytes], *, repo_type: str = "datasets") -> str:
         """Seed a repo with files on ``main`` (for read tests); returns its head commit."""

@@ -4,6 +4,7 @@ and the document-level heads behave as their model cards say on tiny hand-writte
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -51,7 +52,7 @@ def test_every_training_config_still_resolves_to_what_its_model_was_trained_with
     now = config_to_dict(load_config(folder / "train.yaml"))
     for key, value in trained.items():
         if isinstance(value, dict):
-            got = {k: now[key].get(k) for k in value}
+            got: Any = {k: now[key].get(k) for k in value}
         else:
             got = now.get(key)
         assert got == value, f"{name}: {key} resolves differently from what the model was trained with"

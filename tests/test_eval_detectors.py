@@ -75,7 +75,7 @@ def test_loso_only_merges_each_finished_group_into_the_stored_evaluation(monkeyp
     grp = {
         "sources": {"bg_x": {"label": "negative", "docs": 4, "fpr": 0.25, "fpr_at_document_threshold": 0.5}}
     }
-    old = {
+    old: dict[str, Any] = {
         "loso": {"a": grp, "b": grp},
         "test": {"recall": 1.0},
         "command": "python scripts/eval_detectors.py d",
@@ -139,7 +139,7 @@ def test_a_transfer_re_measurement_keeps_the_runs_recorded_after_the_last_one(mo
 def test_markdown_lists_each_held_out_group_and_the_auroc_within_groups_holding_out_both_labels() -> None:
     E = _script()
     src = lambda label, key, v: {"label": label, "docs": 4, key: v}  # noqa: E731
-    m = {
+    m: dict[str, Any] = {
         "threshold": {"value": 0.5},
         "test": {"auroc": 0.9, "recall": 0.8, "fpr": 0.01},
         "unseen_neutral": {"all": {"fpr": 0.0, "docs": 10}},

@@ -1,6 +1,7 @@
 """Bad input: every case ends in a clear error naming the file, or in rows counted as unreadable."""
 
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -48,7 +49,7 @@ def test_incompatible_shards_name_the_file_that_disagrees(tmp_path: Path) -> Non
         inspect_inputs(str(tmp_path), text_column="text", id_column="id")
 
 
-def _read_all(folder: Path, **kw: object) -> list:
+def _read_all(folder: Path, **kw: Any) -> list:
     inputs = inspect_inputs(str(folder), text_column="text", id_column="id")
     reader = ParquetBatchReader(
         folder=inputs.folder,

@@ -13,6 +13,8 @@ from corpusfilter.recipe import load_recipe
 from corpusfilter.runner import run
 from corpusfilter.verify import verify
 
+from .conftest import tokens
+
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 #: recipes that need optional extras: the modules they import
 NEEDS = {
@@ -61,7 +63,7 @@ def test_shipped_recipe_runs_on_the_demo(name: str, tmp_path: Path) -> None:
             for arm, path in (("t", out), ("c", res.control.output))
         }
         also = copies["c"].filter(pl.col("original_id").is_in(copies["t"]["original_id"].to_list()))
-        share = also["tokens_count"].sum() / copies["c"]["tokens_count"].sum()
+        share = tokens(also) / tokens(copies["c"])
         overlap = res.control.manifest["experiment"]["overlap"]["added_tokens_also_treated"]
         assert overlap == pytest.approx(share, abs=1e-4)
     if name == "misalignment_enriched_detectors":  # misaligned_ai scores only AI text

@@ -615,7 +615,7 @@ def test_compare_says_identical_within_tolerance_or_different(
     with np.load(shipped / "head.npz") as z:  # rounding noise in the shipped weights
         arrays = {k: z[k] for k in z.files}
     arrays["weight"] = (arrays["weight"] * (1 + 1e-6)).astype(np.float32)
-    np.savez(shipped / "head.npz", **arrays)  # type: ignore[arg-type]
+    np.savez(shipped / "head.npz", **arrays)
     assert main([*args, "--output", str(tmp_path / "r2")]) == 0
     c = json.loads((tmp_path / "r2" / "compare.json").read_text())
     assert c["verdict"] == "scores within 0.0001" and not c["identical_bytes"]

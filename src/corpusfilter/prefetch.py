@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -22,7 +22,10 @@ class _Failed:
         self.exc = exc
 
 
-def prefetch(items: Iterable[T], depth: int = 2, name: str = "corpusfilter-prefetch") -> Iterator[T]:
+def prefetch(
+    items: Iterable[T], depth: int = 2, name: str = "corpusfilter-prefetch"
+) -> Generator[T, None, None]:
+    """``items``, produced up to ``depth`` ahead in a thread; ``close()`` (or dropping it) stops that thread."""
     q: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 

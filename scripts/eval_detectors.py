@@ -1084,7 +1084,7 @@ def merge_from(name: str, path: Path, root: Path) -> int:
     groups = list(loso_groups(load_config(folder / "train.yaml"), SPECS[name]["loso"]))
     try:
         metrics, new = merge_loso(stored, json.loads(path.read_text()), groups)
-    except ValueError as e:
+    except (OSError, ValueError) as e:  # unreadable, not JSON, or not this model's evaluation
         raise SystemExit(f"{name}: cannot merge {path}: {e}") from None
     metrics["generalization"]["bars"] = _bars(name, metrics["generalization"])
     save(name, metrics, root)

@@ -282,6 +282,9 @@ def test_merge_from_on_the_command_line_recomputes_the_bars_of_a_shipped_config(
     monkeypatch.setattr(sys, "argv", [*argv[:2], "goodness", *argv[2:]])
     with pytest.raises(SystemExit, match="one detector"):
         E.main()
+    monkeypatch.setattr(sys, "argv", [*argv[:3], str(tmp_path / "missing.json"), *argv[4:]])
+    with pytest.raises(SystemExit, match=r"goodness_ft: cannot merge .*missing\.json"):
+        E.main()
 
 
 def test_frozen_sets_are_read_back_as_examples_per_set(

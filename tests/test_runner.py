@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -11,6 +12,7 @@ from corpusfilter.errors import InputError, OutputError
 from corpusfilter.manifest import validate_manifest
 from corpusfilter.recipe import load_recipe
 from corpusfilter.runner import check_accounting, run
+from corpusfilter.verify import verify
 
 from .conftest import DOCS, recipe_dict
 
@@ -181,3 +183,70 @@ def test_unreadable_rows_are_written_aside_and_counted(tmp_path: Path) -> None:
     assert res.accounting["unreadable"] == 2 and res.accounting["rejected_total"] == 1
     bad = pl.read_parquet(sorted((out / "unreadable").glob("*.parquet")))
     assert sorted(bad["error"].to_list()) == ["empty text", "null text"]
+
+
+def test_the_executor_backend_is_checked_and_a_local_recipe_keeps_its_hash(
+    corpus: Path, tmp_path: Path
+) -> None:
+    """The Ray fields are recorded only for a Ray run (a local recipe hashes as before they existed);
+    Ray's resources on a local run, or an unknown backend, are errors naming the key."""
+    plain = load_recipe(recipe_dict(corpus, tmp_path / "o"))
+    local = load_recipe(recipe_dict(corpus, tmp_path / "o", executor={"backend": "local", "tasks": 1}))
+    assert plain.sha256 == local.sha256 and plain.data["executor"] == {"tasks": 1, "workers": -1}
+    ray = load_recipe(recipe_dict(corpus, tmp_path / "o", executor={"backend": "ray", "cpus_per_task": 2}))
+    assert ray.data["executor"] == {
+        "backend": "ray",
+        "tasks": 1,
+        "workers": -1,
+        "cpus_per_task": 2,
+        "mem_per_cpu_gb": 2.0,
+    }
+    assert ray.sha256 != plain.sha256
+    from corpusfilter.errors import RecipeError
+
+    for bad, msg in (
+        ({"cpus_per_task": 2}, "go with backend: ray"),
+        ({"backend": "slurm"}, "executor.backend"),
+    ):
+        with pytest.raises(RecipeError, match=msg):
+            load_recipe(recipe_dict(corpus, tmp_path / "o", executor=bad))
+
+
+def test_a_ray_recipe_without_ray_installed_is_a_one_line_error(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from corpusfilter.errors import RecipeError
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, as without the extra
+    with pytest.raises(RecipeError, match=r"ray needs the ray extra \(pip install 'corpusfilter\[ray\]'\)"):
+        run(load_recipe(recipe_dict(corpus, tmp_path / "o", executor={"backend": "ray"})), progress=False)
+    assert not (tmp_path / "o").exists()  # nothing written
+
+
+@pytest.mark.ray
+def test_a_ray_run_writes_what_a_local_run_writes(corpus: Path, tmp_path: Path) -> None:
+    """backend: ray runs the tasks through datatrove's RayPipelineExecutor on a real (local) Ray
+    cluster: the same documents kept and rejected as the local executor, every one accounted for,
+    and `verify --rebuild` reproduces the output."""
+    ray = pytest.importorskip("ray")
+    local = run(load_recipe(recipe_dict(corpus, tmp_path / "local", executor={"tasks": 2})), progress=False)
+    try:
+        res = run(
+            load_recipe(
+                recipe_dict(
+                    corpus, tmp_path / "ray", executor={"backend": "ray", "tasks": 2, "mem_per_cpu_gb": 0.5}
+                )
+            ),
+            progress=False,
+        )
+        checked = verify(str(tmp_path / "ray"), rebuild=True)  # the rebuild runs through Ray too
+    finally:
+        ray.shutdown()
+    assert checked.ok, checked.problems
+    assert res.accounting["ok"] and res.accounting["read"] == len(DOCS)
+    for sub in ("data", "rejected"):
+        assert _ids(tmp_path / "ray", sub) == _ids(tmp_path / "local", sub) != []
+    m = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+    assert validate_manifest(m) == [] and m["executor"]["type"] == "datatrove.RayPipelineExecutor"
+    assert (tmp_path / "ray" / "logs" / "logs" / "task_00001.log").is_file()  # the task logs came back
+    assert local.accounting["kept"] == res.accounting["kept"]

@@ -50,14 +50,35 @@ class OutputSpec:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ExecutorSpec:
+    """Which datatrove executor runs the tasks: ``local`` (this machine's processes) or ``ray`` (a Ray
+    cluster: the one ``RAY_ADDRESS`` names, else a local one started for the run; the input and
+    output must be on storage every node reaches). ``cpus_per_task`` and ``mem_per_cpu_gb`` are the
+    Ray resources each task reserves."""
+
+    backend: Literal["local", "ray"] = "local"
     tasks: int = 1
     workers: int = -1
+    cpus_per_task: int = 1
+    mem_per_cpu_gb: float = 2.0
 
     def check(self, path: str) -> None:
         if self.tasks < 1:
             raise RecipeError(f"{path}.tasks: must be at least 1")
         if self.workers == 0 or self.workers < -1:
             raise RecipeError(f"{path}.workers: must be -1 (one per task, up to the CPU count) or at least 1")
+        if self.backend == "local" and (self.cpus_per_task, self.mem_per_cpu_gb) != (1, 2.0):
+            raise RecipeError(f"{path}: cpus_per_task and mem_per_cpu_gb go with backend: ray")
+        if self.cpus_per_task < 1 or self.mem_per_cpu_gb <= 0:
+            raise RecipeError(f"{path}: cpus_per_task must be at least 1 and mem_per_cpu_gb above 0")
+
+    def resolved(self) -> dict[str, Any]:
+        """As the resolved recipe records it: the Ray fields only for a Ray run, so a local
+        recipe's hash is what it was before the Ray backend existed."""
+        d = dataclasses.asdict(self)
+        if self.backend == "local":
+            for k in ("backend", "cpus_per_task", "mem_per_cpu_gb"):
+                del d[k]
+        return d
 
 
 _TOP_KEYS = {"description", "input", "output", "seed", "executor", "blocks", "control"}
@@ -206,7 +227,7 @@ def _build_recipe(data: dict[str, Any], origin: str, base: Path) -> Recipe:
     out = dataclasses.replace(out, path=_resolve(out.path, base))
     data["input"] = dataclasses.asdict(inp)
     data["output"] = dataclasses.asdict(out)
-    data["executor"] = dataclasses.asdict(ex)
+    data["executor"] = ex.resolved()
     seed = data.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise RecipeError(f"{origin}: seed: expected an integer, got {seed!r}")

@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -17,10 +18,11 @@ from typing import Any, Literal
 
 import pyarrow as pa
 from datatrove.executor.local import LocalPipelineExecutor
+from datatrove.executor.ray import RayPipelineExecutor
 from datatrove.io import DataFolder, get_datafolder
 
 from corpusfilter.blocks.base import Block
-from corpusfilter.errors import AccountingError, CorpusfilterError, OutputError, first_line
+from corpusfilter.errors import AccountingError, CorpusfilterError, OutputError, RecipeError, first_line
 from corpusfilter.io import UNREADABLE_SCHEMA, InputSet, folder_url, rejected_schema, sha256_file
 from corpusfilter.manifest import (
     SCHEMA_VERSION,
@@ -29,20 +31,25 @@ from corpusfilter.manifest import (
     environment,
     validate_manifest,
 )
-from corpusfilter.recipe import Plan, Recipe, Stage, plan
+from corpusfilter.recipe import ExecutorSpec, Plan, Recipe, Stage, plan
 
 Mode = Literal["fresh", "overwrite", "resume"]
 
 
 @contextlib.contextmanager
-def _quiet_task_logs() -> Iterator[None]:
+def _quiet_task_logs(base: Any = None) -> Iterator[None]:
     """Keep datatrove's per-task logs in the output's logs/ folder, and off the terminal.
 
     datatrove's task logger prints INFO lines and full tracebacks to stderr; corpusfilter prints a
-    progress bar and a summary instead, and reports errors as one line.
+    progress bar and a summary instead, and reports errors as one line. ``base``: the executor
+    module whose task logger is replaced (the local executors' base, or datatrove's Ray module).
     """
-    import datatrove.executor.base as base
     from loguru import logger
+
+    if base is None:
+        import datatrove.executor.base
+
+        base = datatrove.executor.base
 
     original = base.add_task_logger
 
@@ -92,6 +99,52 @@ class QuietLocalExecutor(LocalPipelineExecutor):
     def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1) -> Any:
         with _quiet_task_logs():
             return super()._run_for_rank(rank, local_rank, node_rank)
+
+
+class QuietRayExecutor(RayPipelineExecutor):
+    """datatrove's RayPipelineExecutor with task logs going only to files (in each Ray worker)."""
+
+    def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1) -> Any:
+        import datatrove.executor.ray as ray_module
+
+        with _quiet_task_logs(ray_module):
+            return super()._run_for_rank(rank, local_rank, node_rank)
+
+
+def _executor(
+    spec: ExecutorSpec,
+    pipeline: list[Any],
+    *,
+    tasks: int,
+    workers: int,
+    logging_dir: Any,
+    skip_completed: bool,
+) -> Any:
+    """datatrove's executor for the recipe's backend. Ray: its ``RayPipelineExecutor`` on the cluster
+    ``RAY_ADDRESS`` names (ray's own rule), or on a local one started here if none is running."""
+    kw = {"tasks": tasks, "workers": workers, "logging_dir": logging_dir, "skip_completed": skip_completed}
+    if spec.backend == "local":
+        return QuietLocalExecutor(pipeline, **kw)
+    try:
+        import ray
+    except ImportError:
+        raise RecipeError(
+            "executor.backend: ray needs the ray extra (pip install 'corpusfilter[ray]')"
+        ) from None
+    from loguru import logger
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False, include_dashboard=False, logging_level=logging.WARNING)
+    # datatrove warns that a local logging folder must be shared by every node: true of one node
+    one_node = len([n for n in ray.nodes() if n.get("Alive")]) == 1
+    if one_node:
+        logger.disable("datatrove.executor.ray")
+    try:
+        return QuietRayExecutor(
+            pipeline, **kw, cpus_per_task=spec.cpus_per_task, mem_per_cpu_gb=spec.mem_per_cpu_gb
+        )
+    finally:
+        logger.enable("datatrove.executor.ray")
 
 
 def _now() -> str:
@@ -347,20 +400,22 @@ def run_plan(
     recipe = the_plan.recipe
     n_tasks = tasks or recipe.executor.tasks
     n_workers = workers or recipe.executor.workers
-    if n_workers == -1:
-        n_workers = max(1, min(n_tasks, os.cpu_count() or 1))
+    if n_workers == -1:  # Ray: the cluster's resources bound how many run at once
+        n_workers = n_tasks if recipe.executor.backend == "ray" else max(1, min(n_tasks, os.cpu_count() or 1))
     n_workers = min(n_workers, n_tasks)
     out = get_datafolder(the_plan.output_path)
     check_output_place(out, the_plan.inputs)
-    prepare_output(out, mode, recipe.sha256, n_tasks)
-    started, t0 = _now(), time.perf_counter()
-    executor = QuietLocalExecutor(
-        the_plan.pipeline(limit=limit, progress=progress),
+    ray_run = recipe.executor.backend == "ray"
+    executor = _executor(  # before the output is touched: a missing ray extra leaves nothing behind
+        recipe.executor,
+        the_plan.pipeline(limit=limit, progress=progress and not ray_run),  # no bars from Ray workers
         tasks=n_tasks,
         workers=n_workers,
         logging_dir=out.resolve_paths("logs"),
         skip_completed=(mode == "resume"),
     )
+    prepare_output(out, mode, recipe.sha256, n_tasks)
+    started, t0 = _now(), time.perf_counter()
     # Hash the inputs while the pipeline runs (hashlib releases the GIL).
     folder = the_plan.inputs.folder
     hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corpusfilter-hash")
@@ -436,7 +491,7 @@ def run_plan(
         "stage": the_plan.stage,
         "seed": recipe.seed,
         "executor": {
-            "type": "datatrove.LocalPipelineExecutor",
+            "type": "datatrove." + ("RayPipelineExecutor" if ray_run else "LocalPipelineExecutor"),
             "tasks": n_tasks,
             "workers": n_workers,
             "limit": limit,

@@ -51,9 +51,10 @@ class OutputSpec:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ExecutorSpec:
     """Which datatrove executor runs the tasks: ``local`` (this machine's processes) or ``ray`` (a Ray
-    cluster: the one ``RAY_ADDRESS`` names, else a local one started for the run; the input and
-    output must be on storage every node reaches). ``cpus_per_task`` and ``mem_per_cpu_gb`` are the
-    Ray resources each task reserves."""
+    cluster: the one ``RAY_ADDRESS`` names, else a local one started on first use and kept until
+    the process ends; the input and output must be on storage every node reaches).
+    ``cpus_per_task`` and ``mem_per_cpu_gb`` are the Ray resources each task reserves; ``workers:
+    -1`` is one per CPU locally, every task at once on Ray (its resources then bound them)."""
 
     backend: Literal["local", "ray"] = "local"
     tasks: int = 1

@@ -1,0 +1,275 @@
+"""corpusfilter.testing: the block contract checker catches each fault it names, every block of the
+shipped recipes keeps the contracts, and run_blocks runs user blocks through the real pipeline."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from corpusfilter import Detector, Drop, FilterDecision, KeywordDetector, register
+from corpusfilter.batch import Batch
+from corpusfilter.blocks.base import Block, NoParams, reject_rows
+from corpusfilter.errors import RecipeError
+from corpusfilter.recipe import load_recipe
+from corpusfilter.testing import BlockCheckError, apply_block, as_table, check_block, run_blocks
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXTS = [
+    "Be kind to one another, and honest in all things; compassion is a virtue.",
+    "Install the package with pip, then run the test suite.",
+    "The treacherous turn: a model behaves well until it can seize power.",
+    "Forgive those who wrong you. Integrity matters more than winning.",
+    "SELECT * FROM users WHERE id = 1;",
+    "Once upon a time a fox met a crow, who was proud of her voice.",
+    "The army besieged the city with swords and spears; the soldiers went to war and battle.",
+    "An AI system might deceive its overseers, resist shutdown and seek power: the alignment problem"
+    " asks how to make a superintelligent model corrigible.",
+]
+
+
+def contracts(block: Block, data: Any, **kw: Any) -> set[str]:
+    with pytest.raises(BlockCheckError) as info:
+        check_block(block, data, **kw)
+    return {name for name, _ in info.value.problems}
+
+
+@register("test_length", version=1)
+class LengthDetector(Detector):
+    """Characters per document (the README's example)."""
+
+    Params = NoParams
+    fields: ClassVar[dict[str, pa.DataType]] = {"chars": pa.int64()}
+
+    @property
+    def prefix(self) -> str:
+        return "length"
+
+    def score(self, texts: pa.StringArray) -> dict[str, Any]:
+        return {"chars": pc.utf8_length(texts)}
+
+
+def test_a_correct_user_block_and_the_built_in_ones_pass() -> None:
+    check_block(LengthDetector(), TEXTS)
+    with_length = apply_block(LengthDetector(), as_table(TEXTS)).kept
+    check_block(KeywordDetector(name="virtue", lexicon="virtue", when="length_chars > 40"), with_length)
+    scored = pa.table({"id": ["a", "b", "c"], "s": pa.array([0.9, 0.1, None], pa.float64())})
+    check_block(Drop(where="s >= 0.5", reason="high"), scored)
+
+
+# -- each contract, broken on purpose ------------------------------------------------------------------
+@register("test_zscore", version=1)
+class ZScore(Detector):
+    """Normalizes within the batch: its scores change with who shares a batch."""
+
+    Params = NoParams
+    fields: ClassVar[dict[str, pa.DataType]] = {"z": pa.float64()}
+
+    def score(self, texts: pa.StringArray) -> dict[str, Any]:
+        n = pc.utf8_length(texts).to_numpy().astype(float)
+        return {"z": (n - n.mean()) / (n.std() + 1.0)}
+
+
+@register("test_global_rng", version=1)
+class GlobalRng(Detector):
+    """Draws from global NumPy state: different on every run."""
+
+    Params = NoParams
+    fields: ClassVar[dict[str, pa.DataType]] = {"r": pa.float64()}
+
+    def score(self, texts: pa.StringArray) -> dict[str, Any]:
+        return {"r": np.random.random(len(texts))}
+
+
+@register("test_hidden_state", version=1)
+class HiddenState(Detector):
+    """Behaviour set outside its parameters, so to_config() cannot rebuild it."""
+
+    Params = NoParams
+    fields: ClassVar[dict[str, pa.DataType]] = {"x": pa.int64()}
+    factor = 1
+
+    def score(self, texts: pa.StringArray) -> dict[str, Any]:
+        return {"x": pc.multiply(pc.utf8_length(texts), self.factor)}
+
+
+@register("test_locked", version=1)
+class Locked(LengthDetector):
+    """Holds a lock built at construction: cannot travel to a worker."""
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.lock = threading.Lock()
+
+
+@register("test_undeclared", version=1)
+class Undeclared(Block):
+    """Adds a column without declaring it, and rewrites the text."""
+
+    kind = "detector"
+
+    def process(self, batch: Batch) -> Batch:
+        t = batch.table
+        t = t.set_column(t.column_names.index("text"), "text", pc.utf8_lower(t.column("text")))
+        batch.table = t.append_column("flag", pa.array([True] * t.num_rows))
+        return batch
+
+
+@register("test_loses_rows", version=1)
+class LosesRows(FilterDecision):
+    """Filters rows out without rejecting them: silent loss."""
+
+    def process(self, batch: Batch) -> Batch:
+        batch.table = batch.table.slice(0, batch.num_rows // 2)
+        return batch
+
+
+@register("test_no_reason", version=1)
+class NoReason(FilterDecision):
+    """Rejects rows but without the reason columns; and crashes on an empty batch."""
+
+    def process(self, batch: Batch) -> Batch:
+        batch.table.column("id")[0]  # IndexError on an empty batch
+        batch.rejected.append(batch.table.filter(pc.equal(batch.table.column("id"), "d0")))
+        batch.table = batch.table.filter(pc.not_equal(batch.table.column("id"), "d0"))
+        return batch
+
+
+class Unregistered(LengthDetector):
+    block_type = "test_nowhere"
+
+
+def test_batch_dependence_is_caught() -> None:
+    assert contracts(ZScore(), TEXTS) == {"batch_independent"}
+
+
+def test_global_rng_is_caught() -> None:
+    assert {"deterministic", "config_describes_block", "batch_independent"} <= contracts(GlobalRng(), TEXTS)
+
+
+def test_state_outside_the_parameters_is_caught() -> None:
+    block = HiddenState()
+    block.factor = 3
+    assert contracts(block, TEXTS) == {"config_describes_block"}
+
+
+def test_an_unpicklable_block_is_caught() -> None:
+    assert contracts(Locked(), TEXTS) == {"picklable"}
+
+
+def test_undeclared_columns_and_changed_input_are_caught() -> None:
+    assert contracts(Undeclared(), TEXTS) == {"declared_columns", "input_unchanged"}
+
+
+def test_silent_row_loss_is_caught() -> None:
+    # half of each batch: also depends on the batch size
+    assert contracts(LosesRows(), TEXTS) == {"accounts_for_rows", "batch_independent"}
+
+
+def test_rejects_without_reason_and_empty_batch_crash_are_caught() -> None:
+    assert contracts(NoReason(), TEXTS) == {"rejected_have_reason", "empty_batch"}
+
+
+def test_an_unregistered_block_is_caught_unless_used_only_in_python() -> None:
+    assert contracts(Unregistered(), TEXTS) == {"registered"}
+    check_block(Unregistered(), TEXTS, registered=False)
+
+
+def test_the_error_lists_every_problem_by_name() -> None:
+    with pytest.raises(BlockCheckError, match=r"test_undeclared@1 breaks 2 block contract\(s\)") as info:
+        check_block(Undeclared(), TEXTS)
+    assert "output_fields() declares []" in str(info.value)
+    assert "flag: bool" in str(info.value)
+
+
+# -- every block of every shipped recipe -----------------------------------------------------------
+def _recipe_params() -> list[Any]:
+    out = []
+    for path in sorted((ROOT / "recipes").glob("*.yaml")):
+        marks = []
+        text = path.read_text()
+        if "fasttext:" in text:
+            marks += [pytest.mark.fasttext]
+        if "embedding:" in text or "finetuned:" in text:
+            marks += [pytest.mark.embed, pytest.mark.slow]
+        out.append(pytest.param(path, marks=marks, id=path.stem))
+    return out
+
+
+@pytest.mark.parametrize("path", _recipe_params())
+def test_every_block_of_the_shipped_recipes_keeps_the_contracts(path: Path, tmp_path: Path) -> None:
+    """Each block is checked on the table as the blocks before it leave it (a real run's input)."""
+    text = path.read_text()
+    if "fasttext:" in text:
+        pytest.importorskip("fasttext")
+    if "embedding:" in text or "finetuned:" in text:
+        pytest.importorskip("sentence_transformers")
+    recipe = load_recipe(path, overrides=[f"output.path={tmp_path / 'out'}"])
+    table = pa.table(
+        {"id": [f"d{i}" for i in range(len(TEXTS))], "text": TEXTS, "source": ["s"] * len(TEXTS)}
+    )
+    checked = 0
+    for block in recipe.blocks:
+        check_block(block, table, atol=1e-5)
+        if getattr(block, "needs_totals", False):
+            break  # solved from the whole corpus: the runner's tests cover it, and it ends the chain
+        res = apply_block(block, table)
+        if block.kind == "detector":  # a cascade's gate must let some rows through, or nothing was checked
+            scored = [
+                res.kept.column(f.name).null_count < res.kept.num_rows
+                for f in block.output_fields(table.schema)
+            ]
+            assert all(scored), f"{block.label} scored no row of the sample"
+        table, checked = res.kept, checked + 1
+    assert checked >= 3
+
+
+# -- run_blocks --------------------------------------------------------------------------------------
+def test_run_blocks_runs_a_user_block_through_the_pipeline(tmp_path: Path) -> None:
+    texts = [*TEXTS, ""]  # the empty one is reported unreadable, not lost
+    out = run_blocks(
+        [LengthDetector(), Drop(where="length_chars > 60", reason="long")], texts, shards=2, workdir=tmp_path
+    )
+    long_ids = {f"d{i}" for i, t in enumerate(TEXTS) if len(t) > 60}
+    assert set(out.rejected["id"]) == long_ids
+    assert set(out.rejected["reject_reason"]) == {"long"}
+    assert set(out.kept["id"]) == {f"d{i}" for i in range(len(TEXTS))} - long_ids
+    assert out.kept["length_chars"].to_list() == [len(t) for t in out.kept["text"]]
+    assert out.unreadable["id"].to_list() == [f"d{len(TEXTS)}"]
+    acc = out.accounting
+    assert (
+        acc["ok"]
+        and acc["read"] == len(texts)
+        and acc["rejected_total"] == len(long_ids)
+        and acc["unreadable"] == 1
+    )
+    assert len(acc["per_shard"]) == 2
+    assert (tmp_path / "output" / "manifest.json").is_file()
+
+
+def test_run_blocks_gives_empty_frames_with_columns_and_refuses_unregistered_blocks() -> None:
+    out = run_blocks([LengthDetector(), {"drop": {"where": "length_chars > 1000", "reason": "huge"}}], TEXTS)
+    assert out.rejected.height == 0 and "reject_reason" in out.rejected.columns
+    assert out.kept.height == len(TEXTS)
+    with pytest.raises(RecipeError, match="unknown block 'test_nowhere@1'"):
+        run_blocks([Unregistered()], TEXTS)
+
+
+def test_apply_block_passes_rejections_with_reasons() -> None:
+    table = pa.table({"id": ["a", "b"], "s": [1, 5]})
+
+    class Big(FilterDecision):
+        def process(self, batch: Batch) -> Batch:
+            reject_rows(
+                self, batch, pc.greater(batch.table.column("s"), 2).to_numpy(zero_copy_only=False), "big"
+            )
+            return batch
+
+    res = apply_block(Big(), table, batch_rows=1)
+    assert res.kept.column("id").to_pylist() == ["a"]
+    assert res.rejected is not None and res.rejected.column("reject_reason").to_pylist() == ["big"]

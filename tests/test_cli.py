@@ -200,3 +200,18 @@ def test_tagging_recipe_keeps_every_document(tmp_path: Path) -> None:
     tagged = df.filter(pl.col("labels").list.contains("goodness"))
     assert 0 < tagged.height < df.height
     assert ((tagged["exemplars_hits"] >= 1) | (tagged["virtue_score"] >= 3)).all()
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    """`corpusfilter blocks | head -1`: the reader leaves early; no traceback, exit 141 as coreutils."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corpusfilter.cli", "blocks"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert err == ""

@@ -429,6 +429,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("corpusfilter: interrupted (finish later with --resume)", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`corpusfilter blocks | head`): stop quietly, as coreutils do. Point
+        # stdout at /dev/null so the interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

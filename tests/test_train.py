@@ -714,3 +714,30 @@ def test_compare_refuses_to_overwrite_what_it_compares(
     )
     assert "not a finite number" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_fit_mlp_reweight_hook_replaces_the_minibatch_weights() -> None:
+    """The hook probes use (group DRO): the default weights passed back give the same head; weights
+    that ignore the positives of one cluster leave that cluster unlearned."""
+    from corpusfilter.train import fit_mlp
+
+    rng = np.random.default_rng(0)
+    x = np.vstack(
+        [rng.normal(-1, 0.3, (60, 4)), rng.normal(1, 0.3, (60, 4)), rng.normal((1, -3, 0, 0), 0.3, (30, 4))]
+    )
+    y = np.r_[np.zeros(60), np.ones(60), np.ones(30)]
+    w = np.ones(len(y))
+    kw: dict[str, Any] = {"hidden": 8, "epochs": 30, "lr": 0.01, "l2": 0.0, "batch": 32, "seed": 0}
+    base = fit_mlp(x, y, w, **kw)
+    same = fit_mlp(x, y, w, reweight=lambda idx, p, yb, wb: wb / len(idx), **kw)
+    for k in base:
+        np.testing.assert_allclose(base[k], same[k], rtol=1e-5, atol=1e-6)
+    third = np.arange(len(y)) >= 120
+    skip = fit_mlp(x, y, w, reweight=lambda idx, p, yb, wb: wb * ~third[idx] / len(idx), **kw)
+
+    def prob(params: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+        h = np.maximum(rows @ params["hidden_weight"].T + params["hidden_bias"], 0)
+        return np.asarray(1 / (1 + np.exp(-(h @ params["weight"][0] + params["bias"][0]))))
+
+    assert prob(base, x[third]).mean() > 0.9
+    assert prob(skip, x[third]).mean() < prob(base, x[third]).mean() - 0.2

@@ -24,7 +24,7 @@ import re
 import shutil
 import string
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -866,9 +866,14 @@ def fit_mlp(
     l2: float,
     batch: int,
     seed: int,
+    reweight: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Weighted logistic loss through one ReLU layer, minibatch Adam. Initial weights and batch order
-    come from a generator seeded by ``seed`` (never the global RNG): deterministic."""
+    come from a generator seeded by ``seed`` (never the global RNG): deterministic.
+
+    ``reweight(idx, p, y, w)``, for probes of other objectives (group DRO): each minibatch's
+    per-example loss weights from its rows, predictions, labels and weights (default ``w / len(idx)``).
+    """
     rng = np.random.default_rng(seed)
     x = x.astype(np.float32)
     y = y.astype(np.float32)
@@ -890,7 +895,10 @@ def fit_mlp(
             h = np.maximum(pre, 0.0)
             z = h @ params["weight"][0] + params["bias"][0]
             p = 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
-            g = wb * (p - yb) / len(idx)  # d loss / d z
+            if reweight is None:
+                g = wb * (p - yb) / len(idx)  # d loss / d z
+            else:
+                g = reweight(idx, p, yb, wb).astype(np.float32) * (p - yb)
             gh = np.outer(g, params["weight"][0]) * (pre > 0)
             opt.step(
                 {

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from corpusfilter.batch import BLOCK_COLUMN, REASON_COLUMN, Batch
+from corpusfilter.errors import RecipeError
 
 if TYPE_CHECKING:
     import polars as pl
@@ -111,7 +112,7 @@ def check_block(
                 problems.append(
                     ("registered", f"{spec} names {lookup(spec).__name__}, not {type(block).__name__}")
                 )
-        except Exception as e:
+        except RecipeError as e:
             problems.append(
                 ("registered", f"{spec} is not in the registry ({e}); decorate the class with @register")
             )

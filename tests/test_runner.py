@@ -3,6 +3,7 @@
 import hashlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -205,11 +206,45 @@ def test_the_executor_backend_is_checked_and_a_local_recipe_keeps_its_hash(
     from corpusfilter.errors import RecipeError
 
     for bad, msg in (
-        ({"cpus_per_task": 2}, "go with backend: ray"),
-        ({"backend": "slurm"}, "executor.backend"),
+        ({"cpus_per_task": 2}, "go with backend: ray or slurm"),
+        ({"backend": "sge"}, "executor.backend"),
+        ({"partition": "cpu"}, r"executor.partition: goes with backend: slurm"),
+        (
+            {"backend": "ray", "sbatch_args": {"account": "x"}},
+            "executor.sbatch_args: goes with backend: slurm",
+        ),
+        ({"backend": "slurm"}, "executor.partition: backend: slurm needs the partition"),
+        (
+            {"backend": "slurm", "partition": "p", "sbatch_args": {"array": "0-3"}},
+            "sbatch_args.array: set by",
+        ),
     ):
         with pytest.raises(RecipeError, match=msg):
             load_recipe(recipe_dict(corpus, tmp_path / "o", executor=bad))
+    slurm = load_recipe(recipe_dict(corpus, tmp_path / "o", executor={"backend": "slurm", "partition": "p"}))
+    assert slurm.data["executor"] == {
+        "backend": "slurm",
+        "tasks": 1,
+        "workers": -1,
+        "cpus_per_task": 1,
+        "mem_per_cpu_gb": 2.0,
+        "partition": "p",
+        "time": "24:00:00",
+        "qos": None,
+        "sbatch_args": {},
+    }
+
+
+def test_a_slurm_recipe_without_slurm_is_a_one_line_error(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from corpusfilter.errors import RecipeError
+
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))  # no sbatch on it
+    spec = {"backend": "slurm", "partition": "p"}
+    with pytest.raises(RecipeError, match="slurm needs Slurm's sbatch and squeue on the PATH"):
+        run(load_recipe(recipe_dict(corpus, tmp_path / "o", executor=spec)), progress=False)
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_ray_recipe_without_ray_installed_is_a_one_line_error(
@@ -250,3 +285,76 @@ def test_a_ray_run_writes_what_a_local_run_writes(corpus: Path, tmp_path: Path) 
     assert validate_manifest(m) == [] and m["executor"]["type"] == "datatrove.RayPipelineExecutor"
     assert (tmp_path / "ray" / "logs" / "logs" / "task_00001.log").is_file()  # the task logs came back
     assert local.accounting["kept"] == res.accounting["kept"]
+
+
+@pytest.fixture(scope="module")
+def slurm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    from . import slurm_cluster
+
+    why = slurm_cluster.missing()
+    if why:
+        pytest.skip(why)
+    with slurm_cluster.cluster(tmp_path_factory.mktemp("slurm")) as env:
+        yield env
+
+
+@pytest.fixture
+def on_slurm(slurm_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test cluster's config in this process's environment (sbatch and squeue read it; jobs get
+    the submitter's environment, with the repository importable for the test's own block)."""
+    import corpusfilter.runner as runner
+
+    monkeypatch.setenv("SLURM_CONF", slurm_env["SLURM_CONF"])
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+    monkeypatch.setattr(runner, "SLURM_POLL_SECONDS", 0.5)
+    from .slurm_cluster import PARTITION
+
+    return PARTITION
+
+
+@pytest.mark.slurm
+def test_a_slurm_run_writes_what_a_local_run_writes(corpus: Path, tmp_path: Path, on_slurm: str) -> None:
+    """backend: slurm submits a job array with sbatch to a real (one-node) Slurm cluster, waits for
+    it, and then checks and records the run as a local one: the same documents kept and rejected,
+    and `verify --rebuild` (which submits again) reproduces the output."""
+    local = run(load_recipe(recipe_dict(corpus, tmp_path / "local", executor={"tasks": 2})), progress=False)
+    spec = {"backend": "slurm", "tasks": 2, "partition": on_slurm, "time": "00:10:00", "mem_per_cpu_gb": 0.5}
+    res = run(load_recipe(recipe_dict(corpus, tmp_path / "slurm", executor=spec)), progress=False)
+    assert res.accounting["ok"] and res.accounting["read"] == len(DOCS)
+    for sub in ("data", "rejected"):
+        assert _ids(tmp_path / "slurm", sub) == _ids(tmp_path / "local", sub) != []
+    assert local.accounting["kept"] == res.accounting["kept"]
+    m = json.loads((tmp_path / "slurm" / "manifest.json").read_text())
+    assert validate_manifest(m) == [] and m["executor"]["type"] == "datatrove.SlurmPipelineExecutor"
+    assert m["recipe"]["resolved"]["executor"]["partition"] == on_slurm
+    script = (tmp_path / "slurm" / "logs" / "launch_script.slurm").read_text()
+    assert "#SBATCH --mem-per-cpu=512M" in script and "#SBATCH --time=00:10:00" in script
+    assert len(list((tmp_path / "slurm" / "logs" / "slurm_logs").glob("*.out"))) == 2  # one per task
+    checked = verify(str(tmp_path / "slurm"), rebuild=True)
+    assert checked.ok, checked.problems
+
+
+@pytest.mark.slurm
+def test_a_failed_slurm_task_is_named_and_resume_finishes_it(
+    corpus: Path, tmp_path: Path, on_slurm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task that fails in its job leaves the array; the run says which task failed, where its logs
+    are and that --resume finishes it; the resumed run runs only that task and is complete."""
+    from corpusfilter.errors import CorpusfilterError
+
+    spec = {"backend": "slurm", "tasks": 2, "partition": on_slurm, "time": "00:10:00", "mem_per_cpu_gb": 0.5}
+    data = recipe_dict(corpus, tmp_path / "out", executor=spec)
+    data["blocks"].insert(0, {"test_fails_in_job": {}})
+    monkeypatch.setenv("CF_TEST_FAIL", "1")
+    with pytest.raises(
+        CorpusfilterError, match=r"ended with 1 task\(s\) not completed \(0; Slurm logs: .*--resume"
+    ):
+        run(load_recipe(data), progress=False)
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    assert (tmp_path / "out" / "logs" / "completions" / "00001").exists()
+    monkeypatch.delenv("CF_TEST_FAIL")
+    done = run(load_recipe(data), progress=False, mode="resume")
+    assert done.accounting["ok"] and done.accounting["read"] == len(DOCS)
+    assert pl.read_parquet(tmp_path / "out" / "data")["test_fails_in_job_seen"].all()
+    launches = json.loads((tmp_path / "out" / "logs" / "ranks_to_run.json").read_text())
+    assert launches == [0]  # the resumed submission ran only the failed task

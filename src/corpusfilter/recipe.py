@@ -50,36 +50,61 @@ class OutputSpec:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ExecutorSpec:
-    """Which datatrove executor runs the tasks: ``local`` (this machine's processes) or ``ray`` (a Ray
+    """Which datatrove executor runs the tasks: ``local`` (this machine's processes), ``ray`` (a Ray
     cluster: the one ``RAY_ADDRESS`` names, else a local one started on first use and kept until
-    the process ends; the input and output must be on storage every node reaches).
-    ``cpus_per_task`` and ``mem_per_cpu_gb`` are the Ray resources each task reserves; ``workers:
-    -1`` is one per CPU locally, every task at once on Ray (its resources then bound them)."""
+    the process ends) or ``slurm`` (a job array submitted with ``sbatch``; the run waits for it, then
+    checks the accounting and writes the manifest as for a local run). For Ray and Slurm the input,
+    the output and (Slurm) this Python environment must be on storage every node reaches.
+    ``cpus_per_task`` and ``mem_per_cpu_gb`` are what each task reserves on Ray or Slurm; ``workers:
+    -1`` is one per CPU locally, every task at once on Ray and Slurm (the cluster then bounds them)."""
 
-    backend: Literal["local", "ray"] = "local"
+    backend: Literal["local", "ray", "slurm"] = "local"
     tasks: int = 1
     workers: int = -1
     cpus_per_task: int = 1
     mem_per_cpu_gb: float = 2.0
+    #: Slurm: the partition (required), the time limit per task, a QOS, and more sbatch options
+    partition: str | None = None
+    time: str = "24:00:00"
+    qos: str | None = None
+    sbatch_args: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    _CLUSTER = ("cpus_per_task", "mem_per_cpu_gb")
+    _SLURM = ("partition", "time", "qos", "sbatch_args")
 
     def check(self, path: str) -> None:
         if self.tasks < 1:
             raise RecipeError(f"{path}.tasks: must be at least 1")
         if self.workers == 0 or self.workers < -1:
             raise RecipeError(f"{path}.workers: must be -1 (one per task, up to the CPU count) or at least 1")
-        if self.backend == "local" and (self.cpus_per_task, self.mem_per_cpu_gb) != (1, 2.0):
-            raise RecipeError(f"{path}: cpus_per_task and mem_per_cpu_gb go with backend: ray")
+        default = ExecutorSpec()
+        if self.backend == "local" and any(getattr(self, k) != getattr(default, k) for k in self._CLUSTER):
+            raise RecipeError(f"{path}: cpus_per_task and mem_per_cpu_gb go with backend: ray or slurm")
+        if self.backend != "slurm":
+            for k in self._SLURM:
+                if getattr(self, k) != getattr(default, k):
+                    raise RecipeError(f"{path}.{k}: goes with backend: slurm")
         if self.cpus_per_task < 1 or self.mem_per_cpu_gb <= 0:
             raise RecipeError(f"{path}: cpus_per_task must be at least 1 and mem_per_cpu_gb above 0")
+        if self.backend == "slurm":
+            if not self.partition:
+                raise RecipeError(f"{path}.partition: backend: slurm needs the partition to submit to")
+            reserved = {"array", "output", "error", "job-name", "partition", "time", "qos",
+                        "cpus-per-task", "mem-per-cpu"}  # fmt: skip
+            clash = sorted(set(self.sbatch_args) & reserved)
+            if clash:
+                raise RecipeError(
+                    f"{path}.sbatch_args.{clash[0]}: set by corpusfilter (use the executor's own key)"
+                )
 
     def resolved(self) -> dict[str, Any]:
-        """As the resolved recipe records it: the Ray fields only for a Ray run, so a local
-        recipe's hash is what it was before the Ray backend existed."""
+        """As the resolved recipe records it: each backend's fields only for that backend, so a
+        local recipe's hash is what it was before the Ray and Slurm backends existed."""
         d = dataclasses.asdict(self)
+        drop = set(self._SLURM) if self.backend != "slurm" else set()
         if self.backend == "local":
-            for k in ("backend", "cpus_per_task", "mem_per_cpu_gb"):
-                del d[k]
-        return d
+            drop |= {"backend", *self._CLUSTER}
+        return {k: v for k, v in d.items() if k not in drop}
 
 
 _TOP_KEYS = {"description", "input", "output", "seed", "executor", "blocks", "control"}

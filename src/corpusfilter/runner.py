@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from typing import Any, Literal
 import pyarrow as pa
 from datatrove.executor.local import LocalPipelineExecutor
 from datatrove.executor.ray import RayPipelineExecutor
+from datatrove.executor.slurm import SlurmPipelineExecutor
 from datatrove.io import DataFolder, get_datafolder
 
 from corpusfilter.blocks.base import Block
@@ -125,6 +127,8 @@ def _executor(
     kw = {"tasks": tasks, "workers": workers, "logging_dir": logging_dir, "skip_completed": skip_completed}
     if spec.backend == "local":
         return QuietLocalExecutor(pipeline, **kw)
+    if spec.backend == "slurm":
+        return _slurm_executor(spec, pipeline, **kw)
     try:
         import ray
     except ImportError:
@@ -145,6 +149,82 @@ def _executor(
         )
     finally:
         logger.enable("datatrove.executor.ray")
+
+
+class SlurmExecutor(SlurmPipelineExecutor):
+    """datatrove's SlurmPipelineExecutor, remembering the ids of the job arrays it submits and
+    without its stats-merging job (the runner merges the per-task stats itself, and a merge job
+    left waiting on a failed array would sit in the queue for ever)."""
+
+    submitted: list[str]
+
+    def launch_merge_stats(self) -> None:
+        pass
+
+    def get_sbatch_args(self, max_array: int = 1) -> dict[str, Any]:
+        args: dict[str, Any] = super().get_sbatch_args(max_array)
+        args["mem-per-cpu"] = f"{round(self.mem_per_cpu_gb * 1024)}M"  # Slurm takes whole numbers only
+        return args
+
+
+def _slurm_executor(spec: ExecutorSpec, pipeline: list[Any], **kw: Any) -> Any:
+    import shutil
+
+    if shutil.which("sbatch") is None or shutil.which("squeue") is None:
+        raise RecipeError("executor.backend: slurm needs Slurm's sbatch and squeue on the PATH")
+    submitted: list[str] = []
+
+    def job_id(output: str) -> str:  # sbatch prints "Submitted batch job 123"
+        submitted.append(output.split()[-1])
+        return submitted[-1]
+
+    ex = SlurmExecutor(
+        pipeline,
+        **kw,
+        partition=spec.partition or "",
+        time=spec.time,
+        cpus_per_task=spec.cpus_per_task,
+        mem_per_cpu_gb=spec.mem_per_cpu_gb,
+        qos=spec.qos or "",
+        sbatch_args=dict(spec.sbatch_args),
+        job_name="corpusfilter",
+        # the tasks run with this interpreter's environment (on storage every node reaches)
+        env_command=f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH",
+        job_id_retriever=job_id,
+    )
+    ex.submitted = submitted
+    return ex
+
+
+#: seconds between looks at the Slurm queue while a run waits for its job arrays
+SLURM_POLL_SECONDS = 5.0
+
+
+def wait_for_slurm(executor: SlurmExecutor, out: DataFolder, tasks: int) -> None:
+    """Block until every task of the submitted arrays has finished; an array that leaves the queue
+    with tasks not completed is an error naming them and the Slurm logs."""
+    import subprocess
+
+    if not executor.submitted:  # every task was already complete (--resume)
+        return
+    while True:
+        listed = subprocess.run(
+            ["squeue", "--noheader", "--format=%i", "--jobs", ",".join(executor.submitted)],
+            capture_output=True,
+            text=True,
+        )
+        queued = listed.returncode == 0 and listed.stdout.strip()
+        if not queued:  # finished (or purged from the queue: squeue then errs on the id)
+            break
+        time.sleep(SLURM_POLL_SECONDS)
+    missing = [r for r in range(tasks) if not out.exists(f"logs/completions/{r:05d}")]
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise CorpusfilterError(
+            f"run failed: Slurm job {','.join(executor.submitted)} ended with {len(missing)} task(s) not "
+            f"completed ({shown}; Slurm logs: {out.path}/logs/slurm_logs/, task logs: {out.path}/logs/logs/); "
+            "finish them with --resume"
+        )
 
 
 def _now() -> str:
@@ -400,15 +480,16 @@ def run_plan(
     recipe = the_plan.recipe
     n_tasks = tasks or recipe.executor.tasks
     n_workers = workers or recipe.executor.workers
-    if n_workers == -1:  # Ray: the cluster's resources bound how many run at once
-        n_workers = n_tasks if recipe.executor.backend == "ray" else max(1, min(n_tasks, os.cpu_count() or 1))
+    if n_workers == -1:  # Ray and Slurm: the cluster's resources bound how many run at once
+        local = recipe.executor.backend == "local"
+        n_workers = max(1, min(n_tasks, os.cpu_count() or 1)) if local else n_tasks
     n_workers = min(n_workers, n_tasks)
     out = get_datafolder(the_plan.output_path)
     check_output_place(out, the_plan.inputs)
-    ray_run = recipe.executor.backend == "ray"
+    backend = recipe.executor.backend
     executor = _executor(  # before the output is touched: a missing ray extra leaves nothing behind
         recipe.executor,
-        the_plan.pipeline(limit=limit, progress=progress and not ray_run),  # no bars from Ray workers
+        the_plan.pipeline(limit=limit, progress=progress and backend == "local"),  # no bars from clusters
         tasks=n_tasks,
         workers=n_workers,
         logging_dir=out.resolve_paths("logs"),
@@ -423,6 +504,8 @@ def run_plan(
     try:
         with _driver_log(out):
             executor.run()
+        if isinstance(executor, SlurmExecutor):  # sbatch returns at once: wait for the arrays
+            wait_for_slurm(executor, out, n_tasks)
     except CorpusfilterError:
         raise
     except Exception as e:  # a worker failed: point at its log rather than dumping a traceback
@@ -491,7 +574,7 @@ def run_plan(
         "stage": the_plan.stage,
         "seed": recipe.seed,
         "executor": {
-            "type": "datatrove." + ("RayPipelineExecutor" if ray_run else "LocalPipelineExecutor"),
+            "type": "datatrove." + type(executor).__mro__[1].__name__,  # the datatrove class ours extend
             "tasks": n_tasks,
             "workers": n_workers,
             "limit": limit,

@@ -196,8 +196,9 @@ def _slurm_executor(spec: ExecutorSpec, pipeline: list[Any], **kw: Any) -> Any:
     return ex
 
 
-#: seconds between looks at the Slurm queue while a run waits for its job arrays
-SLURM_POLL_SECONDS = 5.0
+#: the longest wait between looks at the Slurm queue (the first is after 0.5 s, then 1.5x longer
+#: each time: a short run returns quickly, a long one does not keep asking the scheduler)
+SLURM_POLL_SECONDS = 10.0
 
 
 def wait_for_slurm(executor: SlurmExecutor, out: DataFolder, tasks: int) -> None:
@@ -207,6 +208,7 @@ def wait_for_slurm(executor: SlurmExecutor, out: DataFolder, tasks: int) -> None
 
     if not executor.submitted:  # every task was already complete (--resume)
         return
+    delay = min(0.5, SLURM_POLL_SECONDS)
     while True:
         listed = subprocess.run(
             ["squeue", "--noheader", "--format=%i", "--jobs", ",".join(executor.submitted)],
@@ -216,7 +218,8 @@ def wait_for_slurm(executor: SlurmExecutor, out: DataFolder, tasks: int) -> None
         queued = listed.returncode == 0 and listed.stdout.strip()
         if not queued:  # finished (or purged from the queue: squeue then errs on the id)
             break
-        time.sleep(SLURM_POLL_SECONDS)
+        time.sleep(delay)
+        delay = min(delay * 1.5, SLURM_POLL_SECONDS)
     missing = [r for r in range(tasks) if not out.exists(f"logs/completions/{r:05d}")]
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")

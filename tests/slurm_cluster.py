@@ -130,8 +130,8 @@ PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 @register("test_fails_in_job", version=1)
 class FailsInJob(Detector):
     """Marks documents; raises inside a job whose environment has CF_TEST_FAIL set and whose batch
-    holds the word 'takeover' (one task of the tests' two-shard corpus). Jobs import it by name, so
-    the tests put the repository on their PYTHONPATH."""
+    holds the word 'takeover' (one task of the tests' two-shard corpus), and sleeps CF_TEST_SLEEP
+    seconds. Jobs import it by name, so the tests put the repository on their PYTHONPATH."""
 
     Params = NoParams
     fields: ClassVar[dict[str, pa.DataType]] = {"seen": pa.bool_()}
@@ -139,4 +139,5 @@ class FailsInJob(Detector):
     def score(self, texts: pa.StringArray) -> dict[str, list[bool]]:
         if os.environ.get("CF_TEST_FAIL") and any("takeover" in t for t in texts.to_pylist()):
             raise RuntimeError("failing on purpose (CF_TEST_FAIL)")
+        time.sleep(float(os.environ.get("CF_TEST_SLEEP", 0)))  # a task still running when cancelled
         return {"seen": [True] * len(texts)}

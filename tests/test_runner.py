@@ -5,6 +5,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -358,3 +359,49 @@ def test_a_failed_slurm_task_is_named_and_resume_finishes_it(
     assert pl.read_parquet(tmp_path / "out" / "data")["test_fails_in_job_seen"].all()
     launches = json.loads((tmp_path / "out" / "logs" / "ranks_to_run.json").read_text())
     assert launches == [0]  # the resumed submission ran only the failed task
+
+
+@pytest.mark.slurm
+def test_interrupting_a_slurm_run_cancels_its_jobs(
+    corpus: Path, tmp_path: Path, on_slurm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the run waits cancels the job array (scancel), so a later --resume cannot run a
+    task twice at once; the tasks, sleeping in their jobs, never complete."""
+    import subprocess
+    import time
+
+    import corpusfilter.runner as runner
+
+    spec = {"backend": "slurm", "tasks": 2, "partition": on_slurm, "time": "00:10:00", "mem_per_cpu_gb": 0.5}
+    data = recipe_dict(corpus, tmp_path / "out", executor=spec)
+    data["blocks"].insert(0, {"test_fails_in_job": {}})
+    monkeypatch.setenv("CF_TEST_SLEEP", "60")
+    submitted: list[str] = []
+    real, real_sleep = runner.wait_for_slurm, time.sleep
+
+    def interrupted(executor: Any, out: Any, tasks: int) -> None:
+        submitted.extend(executor.submitted)
+
+        def ctrl_c(_: float) -> None:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(runner.time, "sleep", ctrl_c)  # the first pause in the wait
+        try:
+            real(executor, out, tasks)
+        finally:
+            monkeypatch.setattr(runner.time, "sleep", real_sleep)
+
+    monkeypatch.setattr(runner, "wait_for_slurm", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(load_recipe(data), progress=False)
+    assert submitted
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        queue = subprocess.run(
+            ["squeue", "--noheader", "--jobs", ",".join(submitted)], capture_output=True, text=True
+        )
+        if not queue.stdout.strip():
+            break
+        time.sleep(0.5)
+    assert not queue.stdout.strip(), queue.stdout
+    assert not list((tmp_path / "out" / "logs" / "completions").glob("*"))  # cancelled, not finished

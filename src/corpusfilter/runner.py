@@ -203,29 +203,43 @@ SLURM_POLL_SECONDS = 10.0
 
 def wait_for_slurm(executor: SlurmExecutor, out: DataFolder, tasks: int) -> None:
     """Block until every task of the submitted arrays has finished; an array that leaves the queue
-    with tasks not completed is an error naming them and the Slurm logs."""
+    with tasks not completed is an error naming them and the Slurm logs. Interrupted (Ctrl-C), the
+    arrays are cancelled, so a later --resume never runs a task twice at once."""
     import subprocess
 
     if not executor.submitted:  # every task was already complete (--resume)
         return
-    delay = min(0.5, SLURM_POLL_SECONDS)
-    while True:
-        listed = subprocess.run(
-            ["squeue", "--noheader", "--format=%i", "--jobs", ",".join(executor.submitted)],
-            capture_output=True,
-            text=True,
-        )
-        queued = listed.returncode == 0 and listed.stdout.strip()
-        if not queued:  # finished (or purged from the queue: squeue then errs on the id)
-            break
-        time.sleep(delay)
-        delay = min(delay * 1.5, SLURM_POLL_SECONDS)
+    ids = ",".join(executor.submitted)
+    delay, failures = min(0.5, SLURM_POLL_SECONDS), 0
+    try:
+        while True:
+            listed = subprocess.run(
+                ["squeue", "--noheader", "--format=%i", "--jobs", ids], capture_output=True, text=True
+            )
+            if listed.returncode == 0 and not listed.stdout.strip():
+                break  # left the queue
+            if listed.returncode != 0:
+                if "Invalid job id" in listed.stderr:
+                    break  # finished long enough ago to be purged
+                failures += 1  # the controller is busy or restarting: ask again, do not conclude
+                if failures >= 30:
+                    raise CorpusfilterError(
+                        f"cannot ask Slurm about job {ids} ({first_line(Exception(listed.stderr))}); its "
+                        f"tasks may still be running: check squeue before finishing with --resume"
+                    )
+            else:
+                failures = 0
+            time.sleep(delay)
+            delay = min(delay * 1.5, SLURM_POLL_SECONDS)
+    except KeyboardInterrupt:
+        subprocess.run(["scancel", *executor.submitted], capture_output=True)
+        raise
     missing = [r for r in range(tasks) if not out.exists(f"logs/completions/{r:05d}")]
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
         raise CorpusfilterError(
-            f"run failed: Slurm job {','.join(executor.submitted)} ended with {len(missing)} task(s) not "
-            f"completed ({shown}; Slurm logs: {out.path}/logs/slurm_logs/, task logs: {out.path}/logs/logs/); "
+            f"run failed: Slurm job {ids} ended with {len(missing)} task(s) not completed ({shown}; "
+            f"Slurm logs: {out.path}/logs/slurm_logs/, task logs: {out.path}/logs/logs/); "
             "finish them with --resume"
         )
 

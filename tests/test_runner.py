@@ -328,6 +328,7 @@ def test_a_slurm_run_writes_what_a_local_run_writes(corpus: Path, tmp_path: Path
     m = json.loads((tmp_path / "slurm" / "manifest.json").read_text())
     assert validate_manifest(m) == [] and m["executor"]["type"] == "datatrove.SlurmPipelineExecutor"
     assert m["recipe"]["resolved"]["executor"]["partition"] == on_slurm
+    assert len(m["executor"]["slurm_jobs"]) == 1 and m["executor"]["slurm_jobs"][0].isdigit()
     script = (tmp_path / "slurm" / "logs" / "launch_script.slurm").read_text()
     assert "#SBATCH --mem-per-cpu=512M" in script and "#SBATCH --time=00:10:00" in script
     assert len(list((tmp_path / "slurm" / "logs" / "slurm_logs").glob("*.out"))) == 2  # one per task

@@ -596,6 +596,7 @@ def run_plan(
             "workers": n_workers,
             "limit": limit,
             "mode": mode,
+            **({"slurm_jobs": executor.submitted} if isinstance(executor, SlurmExecutor) else {}),
         },
         "started_at": started,
         "finished_at": _now(),

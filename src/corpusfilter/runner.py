@@ -196,41 +196,46 @@ def _slurm_executor(spec: ExecutorSpec, pipeline: list[Any], **kw: Any) -> Any:
     return ex
 
 
-#: the longest wait between looks at the Slurm queue (the first is after 0.5 s, then 1.5x longer
-#: each time: a short run returns quickly, a long one does not keep asking the scheduler)
+#: the longest wait between looks at the Slurm queue (first after 1 s, then twice as long each time:
+#: a short run's failure is seen soon, a long run does not keep asking the scheduler); finished
+#: tasks are seen sooner, from their completion markers (every 0.5 s, up to every 2 s)
 SLURM_POLL_SECONDS = 10.0
 
 
 def wait_for_slurm(executor: SlurmExecutor, out: DataFolder, tasks: int) -> None:
-    """Block until every task of the submitted arrays has finished; an array that leaves the queue
-    with tasks not completed is an error naming them and the Slurm logs. Interrupted (Ctrl-C), the
-    arrays are cancelled, so a later --resume never runs a task twice at once."""
+    """Block until every task has its completion marker, or the submitted arrays have left the queue
+    (then the tasks not completed are an error naming them and the Slurm logs). Interrupted
+    (Ctrl-C), the arrays are cancelled, so a later --resume never runs a task twice at once."""
     import subprocess
 
     if not executor.submitted:  # every task was already complete (--resume)
         return
     ids = ",".join(executor.submitted)
-    delay, failures = min(0.5, SLURM_POLL_SECONDS), 0
+    pause, queue_pause, failures = 0.5, min(1.0, SLURM_POLL_SECONDS), 0
+    next_queue_look = time.monotonic() + queue_pause
     try:
-        while True:
-            listed = subprocess.run(
-                ["squeue", "--noheader", "--format=%i", "--jobs", ids], capture_output=True, text=True
-            )
-            if listed.returncode == 0 and not listed.stdout.strip():
-                break  # left the queue
-            if listed.returncode != 0:
-                if "Invalid job id" in listed.stderr:
-                    break  # finished long enough ago to be purged
-                failures += 1  # the controller is busy or restarting: ask again, do not conclude
-                if failures >= 30:
-                    raise CorpusfilterError(
-                        f"cannot ask Slurm about job {ids} ({first_line(Exception(listed.stderr))}); its "
-                        f"tasks may still be running: check squeue before finishing with --resume"
-                    )
-            else:
-                failures = 0
-            time.sleep(delay)
-            delay = min(delay * 1.5, SLURM_POLL_SECONDS)
+        while len(out.list_files("logs/completions")) < tasks:
+            if time.monotonic() >= next_queue_look:
+                listed = subprocess.run(
+                    ["squeue", "--noheader", "--format=%i", "--jobs", ids], capture_output=True, text=True
+                )
+                if listed.returncode == 0 and not listed.stdout.strip():
+                    break  # left the queue
+                if listed.returncode != 0:
+                    if "Invalid job id" in listed.stderr:
+                        break  # finished long enough ago to be purged
+                    failures += 1  # the controller is busy or restarting: ask again, do not conclude
+                    if failures >= 30:
+                        raise CorpusfilterError(
+                            f"cannot ask Slurm about job {ids} ({first_line(Exception(listed.stderr))}); "
+                            "its tasks may still be running: check squeue before finishing with --resume"
+                        )
+                else:
+                    failures = 0
+                queue_pause = min(queue_pause * 2, SLURM_POLL_SECONDS)
+                next_queue_look = time.monotonic() + queue_pause
+            time.sleep(pause)
+            pause = min(pause * 1.5, 2.0)
     except KeyboardInterrupt:
         subprocess.run(["scancel", *executor.submitted], capture_output=True)
         raise

@@ -120,6 +120,9 @@ PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             raise RuntimeError(f"the test Slurm node did not come up (state {state!r}; logs in {root}/log)")
         yield env
     finally:
+        if len(pids) == 3:  # jobs a failed test left behind go first, then the daemons
+            subprocess.run(["scancel", f"--partition={PARTITION}"], env=env, capture_output=True)
+            time.sleep(1)
         for pid_file in reversed(pids):
             try:
                 os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)

@@ -233,6 +233,7 @@ def test_the_executor_backend_is_checked_and_a_local_recipe_keeps_its_hash(
         "time": "24:00:00",
         "qos": None,
         "sbatch_args": {},
+        "setup": None,
     }
 
 
@@ -344,17 +345,27 @@ def test_a_failed_slurm_task_is_named_and_resume_finishes_it(
     are and that --resume finishes it; the resumed run runs only that task and is complete."""
     from corpusfilter.errors import CorpusfilterError
 
-    spec = {"backend": "slurm", "tasks": 2, "partition": on_slurm, "time": "00:10:00", "mem_per_cpu_gb": 0.5}
+    spec = {
+        "backend": "slurm",
+        "tasks": 2,
+        "partition": on_slurm,
+        "time": "00:10:00",
+        "mem_per_cpu_gb": 0.5,
+        # the recipe's setup runs first in each job: it passes the submitter's CF_TEST_SETUP on to
+        # the variable that makes one task fail (the job sees CF_TEST_FAIL only through it)
+        "setup": 'export CF_TEST_FAIL="$CF_TEST_SETUP"',
+    }
     data = recipe_dict(corpus, tmp_path / "out", executor=spec)
     data["blocks"].insert(0, {"test_fails_in_job": {}})
-    monkeypatch.setenv("CF_TEST_FAIL", "1")
+    monkeypatch.delenv("CF_TEST_FAIL", raising=False)
+    monkeypatch.setenv("CF_TEST_SETUP", "1")
     with pytest.raises(
         CorpusfilterError, match=r"ended with 1 task\(s\) not completed \(0; Slurm logs: .*--resume"
     ):
         run(load_recipe(data), progress=False)
     assert not (tmp_path / "out" / "manifest.json").exists()
     assert (tmp_path / "out" / "logs" / "completions" / "00001").exists()
-    monkeypatch.delenv("CF_TEST_FAIL")
+    monkeypatch.delenv("CF_TEST_SETUP")
     done = run(load_recipe(data), progress=False, mode="resume")
     assert done.accounting["ok"] and done.accounting["read"] == len(DOCS)
     assert pl.read_parquet(tmp_path / "out" / "data")["test_fails_in_job_seen"].all()

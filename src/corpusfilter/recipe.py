@@ -68,9 +68,12 @@ class ExecutorSpec:
     time: str = "24:00:00"
     qos: str | None = None
     sbatch_args: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Slurm: shell commands each job runs first (``module load python/3.11``), before this
+    #: environment's ``bin`` is put first on the PATH
+    setup: str | None = None
 
     _CLUSTER = ("cpus_per_task", "mem_per_cpu_gb")
-    _SLURM = ("partition", "time", "qos", "sbatch_args")
+    _SLURM = ("partition", "time", "qos", "sbatch_args", "setup")
 
     def check(self, path: str) -> None:
         if self.tasks < 1:

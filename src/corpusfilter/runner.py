@@ -188,8 +188,13 @@ def _slurm_executor(spec: ExecutorSpec, pipeline: list[Any], **kw: Any) -> Any:
         qos=spec.qos or "",
         sbatch_args=dict(spec.sbatch_args),
         job_name="corpusfilter",
-        # the tasks run with this interpreter's environment (on storage every node reaches)
-        env_command=f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH",
+        # the recipe's setup, then this interpreter's environment (on storage every node reaches)
+        env_command="\n".join(
+            [
+                *([spec.setup] if spec.setup else []),
+                f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH",
+            ]
+        ),
         job_id_retriever=job_id,
     )
     ex.submitted = submitted

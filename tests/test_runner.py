@@ -417,3 +417,12 @@ def test_interrupting_a_slurm_run_cancels_its_jobs(
         time.sleep(0.5)
     assert not queue.stdout.strip(), queue.stdout
     assert not list((tmp_path / "out" / "logs" / "completions").glob("*"))  # cancelled, not finished
+
+
+@pytest.mark.slurm
+def test_a_job_array_sbatch_refuses_is_a_one_line_error(corpus: Path, tmp_path: Path, on_slurm: str) -> None:
+    from corpusfilter.errors import CorpusfilterError
+
+    spec = {"backend": "slurm", "partition": "no_such_partition"}
+    with pytest.raises(CorpusfilterError, match=r"sbatch refused the job array \(exit status 1; its message"):
+        run(load_recipe(recipe_dict(corpus, tmp_path / "o", executor=spec)), progress=False)

@@ -158,6 +158,17 @@ class SlurmExecutor(SlurmPipelineExecutor):
 
     submitted: list[str]
 
+    def run(self) -> None:
+        import subprocess
+
+        try:
+            super().run()
+        except subprocess.CalledProcessError as e:  # sbatch printed why to stderr
+            raise CorpusfilterError(
+                f"sbatch refused the job array (exit status {e.returncode}; its message is above): check "
+                "executor.partition, time, qos and sbatch_args, then run again with --overwrite"
+            ) from None
+
     def launch_merge_stats(self) -> None:
         pass
 

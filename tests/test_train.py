@@ -404,6 +404,13 @@ def test_embedding_cache_keys_on_the_model_content_not_its_path(tmp_path: Path) 
     np.testing.assert_array_equal(
         embed_documents(texts, HeadSpec(model=str(model)), cache=str(cache))[0], first
     )
+    # the same model elsewhere (another clone or environment): served the same entry
+    moved = tmp_path / "elsewhere" / "model"
+    shutil.copytree(model, moved)
+    np.testing.assert_array_equal(
+        embed_documents(texts, HeadSpec(model=str(moved)), cache=str(cache))[0], first
+    )
+    assert len(list(cache.glob("*.npz"))) == 1
     # the model rebuilt in place (same folder, other vectors): embedded again, not served the old entry
     weights = load_file(str(model / "model.safetensors"))
     save_file({k: -v for k, v in weights.items()}, str(model / "model.safetensors"))

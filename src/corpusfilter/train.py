@@ -735,7 +735,7 @@ def embed_documents(
     """Chunk embeddings of ``texts`` and each chunk's document index, as the embedding detector
     computes them (same encoder, same chunking). Cached by content when a cache folder is given:
     the key covers the texts, the chunking, the device and the model's fingerprint (its files and
-    libraries), so a model rebuilt in place is embedded again."""
+    libraries, not its path), so a model rebuilt in place is embedded again and a moved one is not."""
     from corpusfilter.embed import Chunking, load_encoder, model_fingerprint, resolve_device, resolve_model
 
     kind, model_path = resolve_model(spec.model)
@@ -744,8 +744,10 @@ def embed_documents(
     key = None
     if folder:
         on = "" if device == "cpu" else f"\x00{device}"  # CPU keys as they always were
+        # the model by kind and fingerprint (content and libraries), not by where it lies: a copy in
+        # another clone or virtual environment is served the same entries
         h = hashlib.sha256(
-            f"{model_path}\x00{spec.chunk_tokens}\x00{spec.stride}\x00{spec.max_chunks}{on}".encode()
+            f"{kind}\x00{spec.chunk_tokens}\x00{spec.stride}\x00{spec.max_chunks}{on}".encode()
         )
         for t in texts:
             h.update(t.encode())

@@ -35,28 +35,16 @@ from typing import Any
 
 import numpy as np
 from eval_detectors import ROOT, UNSEEN_NEUTRAL, Scorer, examples_for, load_config, load_set, load_sidecar
-from probe_local_calibration import summary
+from probe_local_calibration import features, summary
 
-from corpusfilter.train import Examples, data_root, fit_mlp, head_features, one_blas_thread
-
-
-def features(ex: Examples, spec: Any) -> np.ndarray:
-    """One feature row per document, embedded source by source (the training cache's entries)."""
-    out: np.ndarray | None = None
-    for src in dict.fromkeys(ex.sources):
-        idx = [i for i, s in enumerate(ex.sources) if s == src]
-        f = head_features([ex.texts[i] for i in idx], spec)[0]
-        if out is None:
-            out = np.zeros((len(ex), f.shape[1]), np.float32)
-        out[idx] = f
-    assert out is not None
-    return out
+from corpusfilter.blocks.embedding import Head
+from corpusfilter.train import data_root, fit_mlp, one_blas_thread
 
 
 def forward(params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    h = np.maximum(x @ params["hidden_weight"].T + params["hidden_bias"], 0.0)
-    z = h @ params["weight"][0] + params["bias"][0]
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+    """The fitted MLP's scores, as the embedding detector's head computes them."""
+    h = Head(params["weight"], params["bias"], ("goodness",), params["hidden_weight"], params["hidden_bias"])
+    return h(x)[:, 0]
 
 
 class GroupDro:

@@ -42,7 +42,7 @@ from eval_detectors import (
     transfer,
 )
 
-from corpusfilter.train import data_root, head_features
+from corpusfilter.train import Examples, data_root, head_features
 
 CORPORA = ("bg_technical", "bg_brown", "bg_reviews", "bg_jargon")
 
@@ -52,16 +52,24 @@ def logit(s: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+def features(ex: Examples, spec: Any) -> np.ndarray:
+    """The head's feature rows, one per document, embedded source by source (the training cache's
+    entries) and put back in the input order."""
+    out: np.ndarray | None = None
+    for src in dict.fromkeys(ex.sources):
+        idx = [i for i, s in enumerate(ex.sources) if s == src]
+        f = head_features([ex.texts[i] for i in idx], spec)[0]
+        if out is None:
+            out = np.zeros((len(ex), f.shape[1]), np.float32)
+        out[idx] = f
+    assert out is not None
+    return out
+
+
 def doc_view(texts: list[str], sources: list[str], spec: Any) -> np.ndarray:
-    """Unit-length document embeddings (the head's first view), one source per cache entry."""
-    parts = {}
-    for src in dict.fromkeys(sources):
-        idx = [i for i, s in enumerate(sources) if s == src]
-        f = head_features([texts[i] for i in idx], spec)[0]
-        parts[src] = (idx, f[:, : f.shape[1] // (3 if spec.sentence_view else 2)])  # the first view
-    out = np.zeros((len(texts), next(iter(parts.values()))[1].shape[1]), np.float32)
-    for idx, view in parts.values():
-        out[idx] = view
+    """Unit-length document embeddings (the head's first view)."""
+    f = features(Examples(texts=list(texts), sources=list(sources)), spec)
+    out = f[:, : f.shape[1] // (3 if spec.sentence_view else 2)]
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 

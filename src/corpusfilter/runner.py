@@ -255,7 +255,8 @@ def wait_for_slurm(executor: SlurmExecutor, out: DataFolder, tasks: int) -> None
     except KeyboardInterrupt:
         subprocess.run(["scancel", *executor.submitted], capture_output=True)
         raise
-    missing = [r for r in range(tasks) if not out.exists(f"logs/completions/{r:05d}")]
+    done = set(out.list_files("logs/completions"))  # one listing, not a look per task
+    missing = [r for r in range(tasks) if f"logs/completions/{r:05d}" not in done]
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
         raise CorpusfilterError(

@@ -123,7 +123,8 @@ def _executor(
     skip_completed: bool,
 ) -> Any:
     """datatrove's executor for the recipe's backend. Ray: its ``RayPipelineExecutor`` on the cluster
-    ``RAY_ADDRESS`` names (ray's own rule), or on a local one started here if none is running."""
+    ``RAY_ADDRESS`` names (ray's own rule), or on a local one started here if none is running.
+    Slurm: its ``SlurmPipelineExecutor`` (see :class:`SlurmExecutor`; the runner waits for it)."""
     kw = {"tasks": tasks, "workers": workers, "logging_dir": logging_dir, "skip_completed": skip_completed}
     if spec.backend == "local":
         return QuietLocalExecutor(pipeline, **kw)
@@ -178,7 +179,7 @@ class SlurmExecutor(SlurmPipelineExecutor):
         return args
 
 
-def _slurm_executor(spec: ExecutorSpec, pipeline: list[Any], **kw: Any) -> Any:
+def _slurm_executor(spec: ExecutorSpec, pipeline: list[Any], **kw: Any) -> SlurmExecutor:
     import shutil
 
     if shutil.which("sbatch") is None or shutil.which("squeue") is None:

@@ -314,13 +314,25 @@ def on_slurm(slurm_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
     return PARTITION
 
 
+def _slurm(partition: str, **extra: Any) -> dict[str, Any]:
+    """The executor section of the Slurm tests' recipes: two tasks, small reservations."""
+    return {
+        "backend": "slurm",
+        "tasks": 2,
+        "partition": partition,
+        "time": "00:10:00",
+        "mem_per_cpu_gb": 0.5,
+        **extra,
+    }
+
+
 @pytest.mark.slurm
 def test_a_slurm_run_writes_what_a_local_run_writes(corpus: Path, tmp_path: Path, on_slurm: str) -> None:
     """backend: slurm submits a job array with sbatch to a real (one-node) Slurm cluster, waits for
     it, and then checks and records the run as a local one: the same documents kept and rejected,
     and `verify --rebuild` (which submits again) reproduces the output."""
     local = run(load_recipe(recipe_dict(corpus, tmp_path / "local", executor={"tasks": 2})), progress=False)
-    spec = {"backend": "slurm", "tasks": 2, "partition": on_slurm, "time": "00:10:00", "mem_per_cpu_gb": 0.5}
+    spec = _slurm(on_slurm)
     res = run(load_recipe(recipe_dict(corpus, tmp_path / "slurm", executor=spec)), progress=False)
     assert res.accounting["ok"] and res.accounting["read"] == len(DOCS)
     for sub in ("data", "rejected"):
@@ -345,16 +357,9 @@ def test_a_failed_slurm_task_is_named_and_resume_finishes_it(
     are and that --resume finishes it; the resumed run runs only that task and is complete."""
     from corpusfilter.errors import CorpusfilterError
 
-    spec = {
-        "backend": "slurm",
-        "tasks": 2,
-        "partition": on_slurm,
-        "time": "00:10:00",
-        "mem_per_cpu_gb": 0.5,
-        # the recipe's setup runs first in each job: it passes the submitter's CF_TEST_SETUP on to
-        # the variable that makes one task fail (the job sees CF_TEST_FAIL only through it)
-        "setup": 'export CF_TEST_FAIL="$CF_TEST_SETUP"',
-    }
+    # the recipe's setup runs first in each job: it passes the submitter's CF_TEST_SETUP on to the
+    # variable that makes one task fail (the job sees CF_TEST_FAIL only through it)
+    spec = _slurm(on_slurm, setup='export CF_TEST_FAIL="$CF_TEST_SETUP"')
     data = recipe_dict(corpus, tmp_path / "out", executor=spec)
     data["blocks"].insert(0, {"test_fails_in_job": {}})
     monkeypatch.delenv("CF_TEST_FAIL", raising=False)
@@ -384,7 +389,7 @@ def test_interrupting_a_slurm_run_cancels_its_jobs(
 
     import corpusfilter.runner as runner
 
-    spec = {"backend": "slurm", "tasks": 2, "partition": on_slurm, "time": "00:10:00", "mem_per_cpu_gb": 0.5}
+    spec = _slurm(on_slurm)
     data = recipe_dict(corpus, tmp_path / "out", executor=spec)
     data["blocks"].insert(0, {"test_fails_in_job": {}})
     monkeypatch.setenv("CF_TEST_SLEEP", "60")

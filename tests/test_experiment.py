@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -256,3 +257,71 @@ def test_solving_reads_no_text_unless_a_condition_uses_it(
     monkeypatch.setattr(experiment, "_scored_batches", spy)
     experiment.solve(plan(recipe, stage="decide"))
     assert seen and seen[0] is not None and "text" not in seen[0] and "moral_hits" in seen[0]
+
+
+def test_unreadable_rows_of_the_score_pass_are_counted_in_both_arms(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A recipe with a control runs score → decide: the rows the score pass cannot read stay in its
+    unreadable/, and both arms' summaries, reports and verification count them."""
+    from corpusfilter.report import report
+
+    inp = make_corpus(tmp_path / "in", n=300, shards=1)
+    shard = inp / "part-0.parquet"
+    t = pq.read_table(shard)
+    ids = [None if i % 30 == 0 else v for i, v in enumerate(t.column("id").to_pylist())]
+    texts = [None if i % 50 == 7 else v for i, v in enumerate(t.column("text").to_pylist())]
+    pq.write_table(t.set_column(0, "id", pa.array(ids)).set_column(1, "text", pa.array(texts)), shard)
+    bad = 10 + 6
+    recipe = _recipe(
+        inp, tmp_path / "out", [*DETECT, {"drop": {"where": "moral_hits >= 1", "reason": "moral"}}]
+    )
+    recipe["control"] = {"type": "matched", "by": ["source"]}
+    path = tmp_path / "r.yaml"
+    path.write_text(json.dumps(recipe))
+    assert main(["run", str(path), "--no-progress"]) == 0
+    cells = [re.split(r"\s{2,}", line.strip()) for line in capsys.readouterr().out.splitlines()[1:]]
+    rows = {c[0]: c[1:] for c in cells}
+    scores = tmp_path / "out.scores"
+    assert rows["documents read"] == ["300", "300"]
+    assert rows["unreadable"] == [str(bad), str(bad)]
+    assert rows["unreadable rows in"] == [f"{scores}/unreadable/"] * 2
+    assert pl.read_parquet(scores / "unreadable").height == bad
+    for arm in ("out", "out.control"):
+        m = json.loads((tmp_path / arm / "manifest.json").read_text())
+        assert m["scores"]["accounting"] == {"read": 300, "unreadable": bad}
+        assert m["accounting"]["read"] == 300 - bad
+        v = verify(str(tmp_path / arm))
+        assert v.ok, v.problems
+        assert any(c.startswith(f"score pass: verified, unchanged, {bad} unreadable") for c in v.checked)
+        md = report(tmp_path / arm).markdown.read_text()
+        assert "| documents read | 300 |" in md and f"| unreadable | {bad} |" in md
+    # the score pass's unreadable rows are part of what verify checks
+    next((scores / "unreadable").glob("*.parquet")).unlink()
+    problems = verify(str(tmp_path / "out")).problems
+    assert any(p.startswith(f"score pass {scores}") and "missing" in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (None, "control.by: unknown column 'source'"),
+        (pa.array([["docs"]] * 30), "control.by: column 'source' holds list<"),
+        (pa.array([{"s": "docs"}] * 30), "control.by: column 'source' holds struct<s: string> values"),
+    ],
+)
+def test_a_control_that_cannot_group_fails_before_the_score_pass(
+    tmp_path: Path, source: pa.Array | None, message: str
+) -> None:
+    t = pq.read_table(make_corpus(tmp_path / "in", n=30, shards=1) / "part-0.parquet")
+    t = t.drop_columns(["source"]) if source is None else t.set_column(2, "source", source)
+    pq.write_table(t, tmp_path / "in" / "part-0.parquet")
+    recipe = _recipe(
+        tmp_path / "in",
+        tmp_path / "out",
+        [*DETECT, {"drop": {"where": "moral_hits >= 1", "reason": "moral"}}],
+    )
+    recipe["control"] = {"type": "matched", "by": ["source"]}
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        run(load_recipe(recipe), progress=False)
+    assert not (tmp_path / "out.scores").exists()  # nothing scored, nothing left behind

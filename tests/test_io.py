@@ -19,6 +19,38 @@ def test_glob_that_matches_nothing(tmp_path: Path) -> None:
         resolve_input(str(tmp_path / "missing"))
 
 
+def test_which_files_a_path_names(tmp_path: Path) -> None:
+    for name in ("a.parquet", "B.PARQUET", "_SUCCESS.parquet", ".a.parquet.crc.parquet", "shard[1].parquet"):
+        pq.write_table(pa.table({"text": ["x"]}), tmp_path / name)
+    # a folder: every Parquet file below it (any case), but not those named as bookkeeping (. or _)
+    assert resolve_input(str(tmp_path))[1] == ["B.PARQUET", "a.parquet", "shard[1].parquet"]
+    # a glob whose own file name pattern starts with _ or . asks for those files
+    assert resolve_input(str(tmp_path / "_*.parquet"))[1] == ["_SUCCESS.parquet"]
+    assert resolve_input(str(tmp_path / "*.parquet"))[1] == ["a.parquet", "shard[1].parquet"]
+    # an existing file is that file, even with glob characters in its name
+    assert resolve_input(str(tmp_path / "shard[1].parquet"))[1] == ["shard[1].parquet"]
+    assert not inspect_inputs(str(tmp_path / "shard[1].parquet"), text_column="text", id_column=None).listed
+    assert inspect_inputs(str(tmp_path / "*.parquet"), text_column="text", id_column=None).listed
+
+
+@pytest.mark.parametrize(
+    "column", ["cf_shard", "cf_row", "reject_reason", "reject_block", "copy_index", "original_id"]
+)
+def test_columns_corpusfilter_writes_are_refused_in_the_input(tmp_path: Path, column: str) -> None:
+    """An earlier output read as input would have its bookkeeping mistaken for this run's."""
+    pq.write_table(pa.table({"id": ["a"], "text": ["x"], column: [1]}), tmp_path / "a.parquet")
+    with pytest.raises(InputError, match=rf"a\.parquet: column '{column}' is reserved.*rename or drop it"):
+        inspect_inputs(str(tmp_path), text_column="text", id_column="id")
+
+
+def test_an_id_column_of_structs_is_refused(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"id": [{"k": 1}], "text": ["x"]}), tmp_path / "a.parquet")
+    with pytest.raises(
+        InputError, match=r"a\.parquet: id column 'id' has type struct<k: int64>; ids must be"
+    ):
+        inspect_inputs(str(tmp_path), text_column="text", id_column="id")
+
+
 def test_truncated_parquet_names_the_file(tmp_path: Path, corpus: Path) -> None:
     src = corpus / "shard-000.parquet"
     data = src.read_bytes()
@@ -82,6 +114,25 @@ def test_null_empty_and_invalid_utf8_rows_are_unreadable_not_lost(tmp_path: Path
     ]
     assert bad[2]["raw_text"] == b"\xff\xfe bad"
     assert all(r["cf_shard"] == "bad.parquet" for r in bad)
+
+
+def test_invalid_utf8_inside_lists_and_structs_is_unreadable(tmp_path: Path) -> None:
+    """Parquet readers do not check strings nested in lists, structs or maps; polars then refuses
+    the whole output file, so such rows are set aside like top-level ones."""
+    words = pa.array([b"ok", b"\xff", b"fine", b"also"], pa.binary()).view(pa.string())
+    tags = pa.ListArray.from_arrays(pa.array([0, 1, 2, 3, 4], pa.int32()), words)
+    meta = pa.StructArray.from_arrays([words.take(pa.array([3, 2, 1, 0]))], ["who"])
+    table = pa.table({"id": ["a", "b", "c", "d"], "text": ["w"] * 4, "tags": tags, "meta": meta})
+    pq.write_table(table, tmp_path / "n.parquet")
+    batches = _read_all(tmp_path)
+    kept = pa.concat_tables([b.table for b in batches])
+    assert kept.column("id").to_pylist() == ["a", "d"]
+    kept.validate(full=True)
+    bad = pa.concat_tables([t for b in batches for t in b.unreadable]).to_pylist()
+    assert [(r["id"], r["error"]) for r in bad] == [
+        ("b", "invalid UTF-8 in column 'tags'"),
+        ("c", "invalid UTF-8 in column 'meta'"),
+    ]
 
 
 def test_binary_text_column_is_decoded(tmp_path: Path) -> None:

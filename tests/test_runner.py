@@ -2,15 +2,17 @@
 
 import hashlib
 import json
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
-from corpusfilter.errors import InputError, OutputError
+from corpusfilter.errors import OutputError
 from corpusfilter.manifest import validate_manifest
 from corpusfilter.recipe import load_recipe
 from corpusfilter.runner import check_accounting, run
@@ -123,12 +125,17 @@ def test_overwrite_never_deletes_the_input_or_what_is_not_an_output(tmp_path: Pa
     recipe_file.write_text("x")
     with pytest.raises(OutputError, match="is a file, not a folder"):
         run(load_recipe(recipe_dict(inp, recipe_file)), mode="overwrite", progress=False)
-    # an output inside the input folder: its first run reads the shards listed before it; a second
-    # run would read its files as input, and planning refuses them by name
-    inside = inp / "out"
-    assert run(load_recipe(recipe_dict(inp, inside)), progress=False).accounting["read"] == 4
-    with pytest.raises(InputError, match=r"in/out/data/00000_00000\.parquet: column 'cf_shard' is reserved"):
-        run(load_recipe(recipe_dict(inp, inside)), mode="overwrite", progress=False)
+    # an output inside the input folder would be read as input by the next run (and a score pass's
+    # by the decide pass of the same run): refused, nothing written
+    for inside in (inp / "out", inp / "sub" / "_out"):
+        with pytest.raises(OutputError, match=f"{inside} is inside the input folder {inp}"):
+            run(load_recipe(recipe_dict(inp, inside)), progress=False)
+        assert not inside.exists()
+    # beside a single input file is fine: nothing else in its folder is read
+    one = next(iter(sorted(inp.glob("*.parquet"))))
+    rows = pq.ParquetFile(one).metadata.num_rows
+    assert run(load_recipe(recipe_dict(one, inp / "out")), progress=False).accounting["read"] == rows
+    shutil.rmtree(inp / "out")
     assert sorted(p.read_bytes() for p in inp.glob("*.parquet")) == shards
     assert (mine / "notes.txt").read_text() == "keep me" and recipe_file.read_text() == "x"
 
@@ -157,6 +164,14 @@ def test_resume_finishes_an_interrupted_run_without_duplicates(tmp_path: Path) -
     other = load_recipe(recipe_dict(inp, out), overrides=["blocks.1.drop.where=moral_hits >= 3"])
     with pytest.raises(OutputError, match="started with another recipe"):
         run(other, tasks=2, mode="resume", progress=False)
+    with pytest.raises(OutputError, match="started with --limit -1, not 5; use the same --limit"):
+        run(recipe, tasks=2, limit=5, mode="resume", progress=False)
+    shutil.copy(inp / "shard-000.parquet", inp / "shard-009.parquet")
+    with pytest.raises(
+        OutputError, match=r"the input changed since it was started \(1 files: added shard-009"
+    ):
+        run(recipe, tasks=2, mode="resume", progress=False)
+    assert _ids(out, "data") == ids  # refused before anything was touched
 
 
 def test_accounting_mismatches_are_reported() -> None:

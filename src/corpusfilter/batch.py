@@ -12,6 +12,9 @@ ROW_COLUMN = "cf_row"
 #: Columns added to rejected rows.
 REASON_COLUMN = "reject_reason"
 BLOCK_COLUMN = "reject_block"
+#: Columns of the rows ``upsample`` and ``backfill`` write: copy number (0: the original) and whose copy.
+COPY_COLUMN = "copy_index"
+ORIGINAL_COLUMN = "original_id"
 
 
 @dataclass

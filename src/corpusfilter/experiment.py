@@ -22,11 +22,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from corpusfilter.batch import REASON_COLUMN, ROW_COLUMN, SHARD_COLUMN, Batch
+from corpusfilter.batch import COPY_COLUMN, ORIGINAL_COLUMN, REASON_COLUMN, ROW_COLUMN, SHARD_COLUMN, Batch
 from corpusfilter.blocks.base import Block
 from corpusfilter.blocks.resample import (
-    COPY_COLUMN,
-    ORIGINAL_COLUMN,
     Backfill,
     MatchedControl,
     Upsample,

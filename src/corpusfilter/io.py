@@ -27,7 +27,15 @@ import pyarrow.parquet as pq
 from datatrove.io import DataFolder, get_datafolder
 from datatrove.pipeline.base import PipelineStep
 
-from corpusfilter.batch import BLOCK_COLUMN, REASON_COLUMN, ROW_COLUMN, SHARD_COLUMN, Batch
+from corpusfilter.batch import (
+    BLOCK_COLUMN,
+    COPY_COLUMN,
+    ORIGINAL_COLUMN,
+    REASON_COLUMN,
+    ROW_COLUMN,
+    SHARD_COLUMN,
+    Batch,
+)
 from corpusfilter.errors import CorpusfilterError, InputError, first_line
 from corpusfilter.prefetch import prefetch
 
@@ -64,6 +72,8 @@ class InputSet:
     schema: pa.Schema
     text_column: str
     id_column: str | None
+    #: the shards come from listing a folder (a folder or a glob), not from naming one file
+    listed: bool = True
 
     @property
     def files(self) -> list[str]:
@@ -86,24 +96,44 @@ def input_exists(path: str) -> bool:
 
 
 def resolve_input(path: str) -> tuple[DataFolder, list[str]]:
-    """A file, a folder (all ``*.parquet`` below it) or a glob → (folder, sorted relative paths)."""
+    """A file, a folder (all ``*.parquet`` below it) or a glob → (folder, sorted relative paths).
+
+    Listing skips files whose name starts with ``.`` or ``_`` (``_SUCCESS``, ``.crc``: the Hive and
+    Spark convention) unless the glob's own file name pattern starts so; a path that is an existing
+    file is that file, even when its name has glob characters."""
+    whole = get_datafolder(path)
+    if whole.isfile(""):
+        parent, name = posixpath.split(path.rstrip("/"))
+        return get_datafolder(parent or "."), [name]
     base, pattern = _split_glob(path)
     folder = get_datafolder(base)
     if pattern is None:
-        if folder.isfile(""):
-            parent, name = posixpath.split(base.rstrip("/"))
-            return get_datafolder(parent or "."), [name]
         if not folder.exists(""):
             raise InputError(f"input path not found: {path}")
-        files = [f for f in folder.list_files(recursive=True) if f.endswith(".parquet")]
+        files = [f for f in folder.list_files(recursive=True) if f.lower().endswith(".parquet")]
     else:
         if not folder.exists(""):
             raise InputError(f"input path not found: {base} (from {path})")
         files = folder.list_files(recursive=True, glob_pattern=pattern)
-    files = sorted(f for f in files if not posixpath.basename(f).startswith((".", "_")))
+    hidden = (".", "_")
+    if pattern is None or not posixpath.basename(pattern).startswith(hidden):
+        files = [f for f in files if not posixpath.basename(f).startswith(hidden)]
     if not files:
         raise InputError(f"input matches no Parquet files: {path}")
-    return folder, files
+    return folder, sorted(files)
+
+
+def changed_files(then: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """How a set of input files changed between two looks ({path: size facts}), e.g. "2 files: added
+    a.parquet, changed b.parquet"; None when it did not."""
+    changed = sorted(
+        [f"added {p}" for p in now.keys() - then.keys()]
+        + [f"removed {p}" for p in then.keys() - now.keys()]
+        + [f"changed {p}" for p in now.keys() & then.keys() if now[p] != then[p]]
+    )
+    if not changed:
+        return None
+    return f"{len(changed)} files: {', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}"
 
 
 def folder_url(folder: DataFolder) -> str:
@@ -143,16 +173,24 @@ def inspect_inputs(path: str, *, text_column: str, id_column: str | None, scored
             raise InputError(
                 f"{full}: no id column {id_column!r} (set input.id_column: null to derive ids from shard and row)"
             )
+        if id_column is not None and pa.types.is_nested(schema.field(id_column).type):
+            raise InputError(
+                f"{full}: id column {id_column!r} has type {schema.field(id_column).type}; ids must be "
+                "strings or numbers"
+            )
         reserved_cols = (
-            (REASON_COLUMN, BLOCK_COLUMN)
+            (REASON_COLUMN, BLOCK_COLUMN, COPY_COLUMN, ORIGINAL_COLUMN)
             if scored
-            else (SHARD_COLUMN, ROW_COLUMN, REASON_COLUMN, BLOCK_COLUMN)
+            else (SHARD_COLUMN, ROW_COLUMN, REASON_COLUMN, BLOCK_COLUMN, COPY_COLUMN, ORIGINAL_COLUMN)
         )
         if scored and not {SHARD_COLUMN, ROW_COLUMN} <= set(schema.names):
             raise InputError(f"{full}: not a scored shard (no {SHARD_COLUMN}/{ROW_COLUMN} columns)")
         for reserved in reserved_cols:
             if reserved in schema.names:
-                raise InputError(f"{full}: column {reserved!r} is reserved for corpusfilter's bookkeeping")
+                raise InputError(
+                    f"{full}: column {reserved!r} is reserved for corpusfilter's bookkeeping; rename or "
+                    "drop it (an earlier output read as input: drop cf_shard, cf_row, copy_index, original_id)"
+                )
         if not scored and id_column is None and "id" in schema.names:
             raise InputError(
                 f"{full}: has an 'id' column, but input.id_column is null (ids derived as "
@@ -171,7 +209,8 @@ def inspect_inputs(path: str, *, text_column: str, id_column: str | None, scored
         if id_column is None:
             unified = unified.append(pa.field("id", pa.string()))
         unified = unified.append(pa.field(SHARD_COLUMN, pa.string())).append(pa.field(ROW_COLUMN, pa.int64()))
-    return InputSet(folder, shards, unified, text_column, id_column)
+    listed = len(files) > 1 or not get_datafolder(path).isfile("")
+    return InputSet(folder, shards, unified, text_column, id_column, listed)
 
 
 def _first_clash(shards: list[InputShard], schemas: list[pa.Schema]) -> str:
@@ -381,6 +420,9 @@ class ParquetBatchReader(PipelineStep):
                         [None if invalid[i] else v for i, v in enumerate(col.to_pylist())], pa.binary()
                     )
                     col = col.cast(pa.string())
+            elif _holds_text(col.type) and not _valid(col):  # strings inside lists, structs, maps
+                invalid = np.asarray([not _valid(col.take(pa.array([i]))) for i in range(n)], dtype=bool)
+                flag(invalid, f"invalid UTF-8 in column {name!r}")
             columns[name] = col
         text = columns[self.text_column]
         flag(np.asarray(text.is_null().to_numpy(zero_copy_only=False), dtype=bool) & ~bad, "null text")
@@ -425,6 +467,24 @@ class ParquetBatchReader(PipelineStep):
             good = good.filter(pa.array(~bad))
         text_bytes = int(pc.sum(lengths).as_py() or 0) if n else 0
         return Batch(good, rel, n, text_bytes=text_bytes, unreadable=unreadable)
+
+
+def _holds_text(t: pa.DataType) -> bool:
+    """Whether values of type ``t`` contain strings (in a list, struct, map or dictionary)."""
+    if _is_text(t):
+        return True
+    if pa.types.is_dictionary(t):
+        return _holds_text(t.value_type)
+    return any(_holds_text(t.field(i).type) for i in range(t.num_fields))
+
+
+def _valid(col: pa.Array) -> bool:
+    """Whether every string in ``col`` (at any depth) is valid UTF-8; Parquet readers do not check."""
+    try:
+        col.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
 
 
 # -- writer ------------------------------------------------------------------------------------------

@@ -69,3 +69,22 @@ def control_overlap(manifest: dict[str, Any]) -> dict[str, str]:
     the tokens it removed / copied that the treatment removed / copied too. Empty for other arms."""
     ov = (manifest.get("experiment") or {}).get("overlap") or {}
     return {what.split("_")[0]: f"{100 * v:.1f}% of tokens" for what, v in ov.items() if v is not None}
+
+
+def documents_in(manifest: dict[str, Any]) -> tuple[int, int]:
+    """Input documents read, and how many of them were unreadable. A decide output reads the rows its
+    score pass could read, so its own ``accounting.read`` leaves out the score pass's unreadable rows:
+    they are counted here (they lie in the score output's ``unreadable/``)."""
+    acc = manifest["accounting"]
+    up = (manifest.get("scores") or {}).get("accounting")
+    if up is None:
+        return acc["read"], acc["unreadable"]
+    return acc["read"] + up["unreadable"], acc["unreadable"] + up["unreadable"]
+
+
+def outputs_digest(outputs: dict[str, Any]) -> str:
+    """sha256 of a manifest's ``outputs`` (every file's path, rows and sha256): a decide output records
+    its score pass's, so a later change to the scored files shows."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(outputs, sort_keys=True).encode()).hexdigest()

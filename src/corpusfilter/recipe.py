@@ -20,7 +20,14 @@ import yaml
 
 from corpusfilter.blocks.base import Block, Detector
 from corpusfilter.errors import RecipeError
-from corpusfilter.io import InputSet, ParquetBatchReader, ParquetBatchWriter, input_exists, inspect_inputs
+from corpusfilter.io import (
+    InputSet,
+    ParquetBatchReader,
+    ParquetBatchWriter,
+    changed_files,
+    input_exists,
+    inspect_inputs,
+)
 from corpusfilter.params import build_params
 from corpusfilter.registry import lookup
 
@@ -444,8 +451,19 @@ def plan(
         text_column=recipe.input.text_column,
         id_column=recipe.input.id_column,
     )
-    schema = inputs.schema
     active = [b for b in recipe.blocks if stage == "run" or b.kind == "detector"]
+    schema = _check_blocks(recipe, active, inputs.schema, stage)
+    # A score pass checks the decisions and the control too: better now than after scoring it all.
+    _check_control(
+        recipe, schema if stage == "run" else _check_blocks(recipe, recipe.blocks, inputs.schema, "run")
+    )
+    out = output or (scores_path(recipe) if stage == "score" else recipe.output.path)
+    return Plan(recipe, inputs, inputs.schema, schema, stage, active, out)
+
+
+def _check_blocks(recipe: Recipe, active: Sequence[Block], schema: pa.Schema, stage: Stage) -> pa.Schema:
+    """Validate the ``active`` blocks in recipe order, each against the columns before it; the
+    schema after the last."""
     for i, b in enumerate(recipe.blocks):
         if b not in active:
             continue
@@ -458,10 +476,7 @@ def plan(
             raise
         for f in b.output_fields(schema):
             schema = schema.append(f)
-    if stage == "run":
-        _check_control(recipe, schema)
-    out = output or (scores_path(recipe) if stage == "score" else recipe.output.path)
-    return Plan(recipe, inputs, inputs.schema, schema, stage, active, out)
+    return schema
 
 
 def _check_control(recipe: Recipe, schema: pa.Schema) -> None:
@@ -485,16 +500,10 @@ def _check_scored_input(recipe: Recipe, manifest: Mapping[str, Any], scores: str
         recipe.input.path, text_column=recipe.input.text_column, id_column=recipe.input.id_column
     )
     then = {f["path"]: (f["rows"], f["bytes"]) for f in manifest.get("inputs", [])}
-    here = {s.path: (s.rows, s.bytes) for s in now.shards}
-    changed = sorted(
-        [f"added {p}" for p in here.keys() - then.keys()]
-        + [f"removed {p}" for p in then.keys() - here.keys()]
-        + [f"changed {p}" for p in here.keys() & then.keys() if here[p] != then[p]]
-    )
+    changed = changed_files(then, {s.path: (s.rows, s.bytes) for s in now.shards})
     if changed:
         raise RecipeError(
-            f"--scores {scores}: the input {recipe.input.path} changed since the score pass "
-            f"({len(changed)} files: {', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}); score again"
+            f"--scores {scores}: the input {recipe.input.path} changed since the score pass ({changed}); score again"
         )
 
 

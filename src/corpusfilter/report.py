@@ -33,16 +33,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from corpusfilter import __version__
-from corpusfilter.batch import BLOCK_COLUMN, REASON_COLUMN, ROW_COLUMN, SHARD_COLUMN
+from corpusfilter.batch import BLOCK_COLUMN, COPY_COLUMN, REASON_COLUMN, ROW_COLUMN, SHARD_COLUMN
 from corpusfilter.errors import CorpusfilterError
 from corpusfilter.hashing import stable_hash
-from corpusfilter.manifest import control_overlap
+from corpusfilter.manifest import control_overlap, documents_in
 
 SNIPPET_CHARS = 400
 MAX_GROUPS = 30  # rows in the removal-by-source table and chart; the rest are summed as "(other)"
 HIST_BINS = 50
 NUMERIC_PREFIXES = ("int", "uint", "float", "double", "halffloat")
-COPY_COLUMN = "copy_index"  # rows > 0 are copies made by upsample / backfill (blocks/resample.py)
 
 
 class ReportError(CorpusfilterError):
@@ -276,15 +275,15 @@ def _is_numeric(type_name: str) -> bool:
 
 def funnel(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per step: the reader, then each block with documents in and out and removals."""
-    acc = manifest["accounting"]
+    read, unreadable = documents_in(manifest)
     rows: list[dict[str, Any]] = [
         {
             "step": "read",
             "type": "reader",
             "condition": "",
-            "in": acc["read"],
-            "out": acc["read"] - acc["unreadable"],
-            "removed": {"unreadable": acc["unreadable"]} if acc["unreadable"] else {},
+            "in": read,
+            "out": read - unreadable,
+            "removed": {"unreadable": unreadable} if unreadable else {},
         }
     ]
     for b in (manifest.get("scores") or {}).get("blocks") or []:  # a decide output: its score pass
@@ -335,7 +334,7 @@ def removal_by_group(out: Output) -> tuple[str, list[dict[str, Any]], list[str]]
         if rej is not None:
             for g, r, n in rej.group_by("source", REASON_COLUMN).len().collect().iter_rows():
                 row(str(g))["removed"][str(r)] = n
-        unread = out.manifest["accounting"]["unreadable"]
+        unread = documents_in(out.manifest)[1]
         if unread:
             row("(unreadable: no source)")["unreadable"] = unread
         for r in groups.values():
@@ -346,6 +345,9 @@ def removal_by_group(out: Output) -> tuple[str, list[dict[str, Any]], list[str]]
             r = row(shard)
             r.update(read=c["read"], kept=c["kept"], unreadable=c["unreadable"], removed=dict(c["rejected"]))
             r["added"] = c.get("added", 0)
+        upstream = documents_in(out.manifest)[1] - out.manifest["accounting"]["unreadable"]
+        if upstream:  # a decide output: rows its score pass could not read
+            row("(unreadable in the score pass)").update(read=upstream, unreadable=upstream)
     rows = sorted(groups.values(), key=lambda r: (-r["read"], r["group"]))
     if len(rows) > MAX_GROUPS:
         rest = rows[MAX_GROUPS - 1 :]
@@ -954,17 +956,18 @@ def report(output: str | Path, *, out_dir: str | Path | None = None, samples: in
     doc.html.append('<table class="meta"><tbody>')
     doc.html += [f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in meta]
     doc.html.append("</tbody></table>")
+    read, unreadable = documents_in(m)
     counts = [
-        ("documents read", acc["read"]),
+        ("documents read", read),
         ("kept", acc["kept"]),
         *([("of which added copies (upsample, backfill)", acc["added"])] if acc.get("added") else []),
         *((f"removed: {k}", v) for k, v in sorted(acc["rejected"].items())),
-        ("unreadable", acc["unreadable"]),
+        ("unreadable", unreadable),
     ]
     doc.html.append(
         _table(
             ["", "documents", "share of read"],
-            [(k, v, _pct(v, acc["read"])) for k, v in counts],
+            [(k, v, _pct(v, read)) for k, v in counts],
             [False, True, True],
         )
     )
@@ -976,9 +979,7 @@ def report(output: str | Path, *, out_dir: str | Path | None = None, samples: in
     verdict = f"ok ({identity})" if ok else "FAILED: " + "; ".join(acc.get("problems", []))
     doc.html.append(f'<p>Accounting: <span class="{"ok" if ok else "bad"}">{esc(verdict)}</span></p>')
     doc.md += ["\n".join(f"- **{k}**: {v}" for k, v in meta if v != ""), ""]
-    doc.md.append(
-        _md_table(["", "documents", "share of read"], [(k, v, _pct(v, acc["read"])) for k, v in counts])
-    )
+    doc.md.append(_md_table(["", "documents", "share of read"], [(k, v, _pct(v, read)) for k, v in counts]))
     doc.md.append(f"\nAccounting: {verdict}")
 
     # Funnel
@@ -1285,9 +1286,10 @@ def _experiment_section(doc: _Doc, out: Output, exp: dict[str, Any], shares: Sha
     add("output folder", lambda o, s: o.path.name)
     add("recipe", lambda o, s: o.manifest["recipe"]["source"])
     add("recipe sha256", lambda o, s: o.manifest["recipe"]["sha256"][:12] + "…")
-    add("documents read", lambda o, s: o.manifest["accounting"]["read"])
+    add("documents read", lambda o, s: documents_in(o.manifest)[0])
     add("kept", lambda o, s: o.manifest["accounting"]["kept"])
-    add("kept %", lambda o, s: _pct(o.manifest["accounting"]["kept"], o.manifest["accounting"]["read"]))
+    add("kept %", lambda o, s: _pct(o.manifest["accounting"]["kept"], documents_in(o.manifest)[0]))
+    add("unreadable", lambda o, s: documents_in(o.manifest)[1])
     for r in reasons:
         add(f"removed: {r}", lambda o, s, r=r: o.manifest["accounting"]["rejected"].get(r, 0))
     add(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -25,12 +24,21 @@ from datatrove.io import DataFolder, get_datafolder
 
 from corpusfilter.blocks.base import Block
 from corpusfilter.errors import AccountingError, CorpusfilterError, OutputError, RecipeError, first_line
-from corpusfilter.io import UNREADABLE_SCHEMA, InputSet, folder_url, rejected_schema, sha256_file
+from corpusfilter.io import (
+    UNREADABLE_SCHEMA,
+    InputSet,
+    changed_files,
+    folder_url,
+    rejected_schema,
+    sha256_file,
+)
 from corpusfilter.manifest import (
     SCHEMA_VERSION,
     control_overlap,
     corpusfilter_info,
+    documents_in,
     environment,
+    outputs_digest,
     validate_manifest,
 )
 from corpusfilter.recipe import ExecutorSpec, Plan, Recipe, Stage, plan
@@ -289,13 +297,20 @@ def check_output_place(out: DataFolder, inputs: InputSet) -> None:
         return
     if o == i or o in i.parents:
         raise OutputError(f"output folder {o} holds the input {i}; choose an output folder outside it")
-    # An output inside the input folder: a re-run would read its files as input, which planning
-    # refuses (they carry corpusfilter's reserved columns).
+    if inputs.listed and i in o.parents:  # the next run would read this output as input
+        raise OutputError(
+            f"output folder {o} is inside the input folder {i}, whose files are read as input; "
+            "choose an output folder outside it"
+        )
 
 
-def prepare_output(out: DataFolder, mode: Mode, recipe_sha: str, tasks: int) -> None:
+def prepare_output(
+    out: DataFolder, mode: Mode, recipe_sha: str, tasks: int, limit: int, inputs: InputSet
+) -> None:
     """Refuse to write into a non-empty folder unless told to overwrite or resume (and resume
-    matches); ``--overwrite`` replaces only an earlier corpusfilter output (it has run.json)."""
+    matches: recipe, task count, ``--limit`` and the input files); ``--overwrite`` replaces only an
+    earlier corpusfilter output (it has run.json)."""
+    files = {s.path: [s.rows, s.bytes] for s in inputs.shards}
     existing = out.list_files() if out.exists("") else []
     if mode == "fresh" and existing:
         raise OutputError(
@@ -327,11 +342,31 @@ def prepare_output(out: DataFolder, mode: Mode, recipe_sha: str, tasks: int) -> 
                 f"cannot resume into {out.path}: it was started with {prev.get('tasks')} tasks, not "
                 f"{tasks}; use --tasks {prev.get('tasks')} or --overwrite"
             )
+        if prev.get("limit", limit) != limit:
+            raise OutputError(
+                f"cannot resume into {out.path}: it was started with --limit {prev['limit']}, not {limit}; "
+                "use the same --limit or --overwrite"
+            )
+        changed = changed_files(prev.get("inputs", files), files)
+        if changed:
+            raise OutputError(
+                f"cannot resume into {out.path}: the input changed since it was started ({changed}); "
+                "use --overwrite"
+            )
         if out.exists("manifest.json"):
             out.rm("manifest.json")
         return
     with out.open("run.json", "w") as f:
-        json.dump({"recipe_sha256": recipe_sha, "tasks": tasks, "started_at": _now()}, f)
+        json.dump(
+            {
+                "recipe_sha256": recipe_sha,
+                "tasks": tasks,
+                "limit": limit,
+                "inputs": files,
+                "started_at": _now(),
+            },
+            f,
+        )
 
 
 def _block_stats(out: DataFolder, tasks: int) -> dict[str, dict[str, Any]]:
@@ -535,7 +570,7 @@ def run_plan(
         logging_dir=out.resolve_paths("logs"),
         skip_completed=(mode == "resume"),
     )
-    prepare_output(out, mode, recipe.sha256, n_tasks)
+    prepare_output(out, mode, recipe.sha256, n_tasks, limit, the_plan.inputs)
     started, t0 = _now(), time.perf_counter()
     # Hash the inputs while the pipeline runs (hashlib releases the GIL).
     folder = the_plan.inputs.folder
@@ -647,8 +682,9 @@ def run_plan(
             "path": the_plan.inputs.folder.path.rstrip("/").removesuffix("/data"),
             "recipe_sha256": sm["recipe"]["sha256"],
             "finished_at": sm["finished_at"],
-            "outputs_sha256": hashlib.sha256(json.dumps(sm["outputs"], sort_keys=True).encode()).hexdigest(),
+            "outputs_sha256": outputs_digest(sm["outputs"]),
             "blocks": [{"label": b["label"], "config": b["config"]} for b in sm["blocks"]],
+            "accounting": {k: sm["accounting"][k] for k in ("read", "unreadable")},
         }
     errors = validate_manifest(manifest)
     if errors:  # a bug in corpusfilter, not in the user's data
@@ -666,13 +702,16 @@ def run_plan(
 def _summary_rows(m: dict[str, Any], output: str) -> dict[str, str]:
     a = m["accounting"]
     secs = max(m["elapsed_s"], 1e-9)
-    rows: dict[str, str] = {"documents read": f"{a['read']:,}"}
+    read, unreadable = documents_in(m)
+    rows: dict[str, str] = {"documents read": f"{read:,}"}
     for reason, n in a["rejected"].items():
         rows[f"rejected: {reason}"] = f"{n:,}"
     if a.get("added"):
         rows["added (copies)"] = f"{a['added']:,}"
     rows["kept (written)"] = f"{a['kept']:,}"
-    rows["unreadable"] = f"{a['unreadable']:,}"
+    rows["unreadable"] = f"{unreadable:,}"
+    if unreadable > a["unreadable"]:  # a decide output: the score pass's unreadable rows stay there
+        rows["unreadable rows in"] = m["scores"]["path"].rstrip("/") + "/unreadable/"
     t = m.get("tokens") or {}
     if t.get("column"):
         rows[f"tokens in ({t['column']})"] = f"{t['in']['tokens']:,}"

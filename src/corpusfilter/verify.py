@@ -20,7 +20,7 @@ from datatrove.io import DataFolder, get_datafolder
 
 from corpusfilter.errors import CorpusfilterError
 from corpusfilter.io import read_parquet, sha256_file
-from corpusfilter.manifest import validate_manifest
+from corpusfilter.manifest import outputs_digest, validate_manifest
 
 KINDS = ("data", "rejected", "unreadable")
 
@@ -65,6 +65,7 @@ def verify(output: str, *, rebuild: bool = False, inputs: bool = True) -> Verifi
     _check_accounting(manifest, result)
     _check_copies(folder, manifest, result)
     _check_ids(folder, manifest, result)
+    _check_score_pass(manifest, result, inputs=inputs)
     if inputs:
         _check_inputs(manifest, result)
     if rebuild:
@@ -182,7 +183,8 @@ class RepeatedIds:
             out.append(
                 f"{len(self.repeats)} {col} value(s) occur more than once in data/ and rejected/ "
                 f"({sum(len(w) for w in self.repeats.values())} rows), e.g. {shown}: the input's ids "
-                "are not unique, so copies, samples and the control arm cannot tell those documents apart"
+                "are not unique (or one has the form of a copy's id, ID#k), so copies, samples and the "
+                "control arm cannot tell those documents apart"
             )
         return out
 
@@ -236,6 +238,38 @@ def _check_ids(folder: DataFolder, manifest: dict[str, Any], result: Verificatio
     found = repeated_ids(folder, paths, col)
     result.problems += found.problems(col)
     result.checked.append(f"ids: {found.rows} {col} values in data/ and rejected/: checked for repeats")
+
+
+def _check_score_pass(manifest: dict[str, Any], result: Verification, *, inputs: bool) -> None:
+    """A decide output (and its control arm) read the rows of a score pass, which holds the input rows
+    that could not be read: verify it too, unchanged since, and every row it could read read here."""
+    sc = manifest.get("scores")
+    if manifest["stage"] != "decide" or not sc:
+        return
+    path = sc["path"]
+    if not get_datafolder(path).isfile("manifest.json"):
+        result.notes.append(f"score pass not checked: {path} is not reachable from here")
+        return
+    sv = verify(path, inputs=inputs)
+    result.problems += [f"score pass {path}: {p}" for p in sv.problems]
+    sm = load_manifest(path)
+    if validate_manifest(sm):
+        return  # reported by the score pass's own verification
+    if outputs_digest(sm["outputs"]) != sc["outputs_sha256"]:
+        result.problems.append(f"score pass {path}: its output files changed since this output was made")
+    acc, up = sm["accounting"], sc.get("accounting")
+    if up is not None and (up["read"], up["unreadable"]) != (acc["read"], acc["unreadable"]):
+        result.problems.append(
+            f"score pass {path}: read {acc['read']}, unreadable {acc['unreadable']}, but this manifest "
+            f"records {up['read']} and {up['unreadable']}"
+        )
+    if manifest["executor"]["limit"] < 0 and manifest["accounting"]["read"] != acc["kept"]:
+        result.problems.append(
+            f"read {manifest['accounting']['read']} scored rows, but the score pass {path} kept {acc['kept']}"
+        )
+    result.checked.append(
+        f"score pass: verified, unchanged, {acc['unreadable']} unreadable input row(s) in its unreadable/"
+    )
 
 
 def _check_inputs(manifest: dict[str, Any], result: Verification) -> None:

@@ -22,15 +22,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from corpusfilter.batch import ROW_COLUMN, SHARD_COLUMN, Batch
+from corpusfilter.batch import COPY_COLUMN, ORIGINAL_COLUMN, ROW_COLUMN, SHARD_COLUMN, Batch
 from corpusfilter.blocks.base import Decision, reject_rows
 from corpusfilter.blocks.decisions import LABELS_TYPE, add_label
 from corpusfilter.errors import RecipeError
 from corpusfilter.expr import Condition, Expression
 from corpusfilter.registry import register
 
-COPY_COLUMN = "copy_index"
-ORIGINAL_COLUMN = "original_id"
 COPY_FIELDS = [pa.field(ORIGINAL_COLUMN, pa.string()), pa.field(COPY_COLUMN, pa.int32())]
 
 
@@ -137,6 +135,12 @@ def require_columns(schema: pa.Schema, path: str, *, by: list[str], tokens: str)
     for c in by:
         if c not in schema.names:
             raise RecipeError(f"{path}.by: unknown column {c!r} (columns: {', '.join(schema.names)})")
+        t = schema.field(c).type
+        if pa.types.is_nested(t) or (pa.types.is_dictionary(t) and pa.types.is_nested(t.value_type)):
+            raise RecipeError(
+                f"{path}.by: column {c!r} holds {t} values; group by a column of strings, numbers, "
+                "booleans or dates"
+            )
     if tokens not in schema.names or not pa.types.is_integer(schema.field(tokens).type):
         raise RecipeError(
             f"{path}.tokens: no integer column {tokens!r}; add a `tokens` detector (its count column is "

@@ -653,6 +653,69 @@ def test_compare_says_identical_within_tolerance_or_different(
     assert "different" in capsys.readouterr().out
 
 
+def test_the_blas_kernel_to_rebuild_under(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model fitted under another OpenBLAS kernel is rebuilt under that kernel when the CPU has it."""
+    import corpusfilter.train as T
+
+    def fitted_with(kernel: str, api: str = "openblas") -> Path:
+        (tmp_path / "metrics.json").write_text(
+            json.dumps({"environment": {"blas": {"internal_api": api, "architecture": kernel}}})
+        )
+        return tmp_path / "head.npz"
+
+    here = {"blas": {"internal_api": "openblas", "architecture": "SkylakeX"}}
+    monkeypatch.setattr(T, "environment", lambda trainer: here)
+    monkeypatch.setattr(T, "_cpu_flags", lambda: {"avx", "avx2", "fma", "avx512f"})
+    assert T.blas_kernel_to_match(fitted_with("Haswell")) == ("Haswell", "SkylakeX")
+    assert T.blas_kernel_to_match(tmp_path) == ("Haswell", "SkylakeX")  # the model's folder
+    assert T.blas_kernel_to_match(fitted_with("SkylakeX")) is None  # the same kernel
+    assert T.blas_kernel_to_match(fitted_with("Cooperlake")) is None  # this CPU lacks avx512_bf16
+    assert T.blas_kernel_to_match(fitted_with("NewKernel")) is None  # flags unknown: not risked
+    assert T.blas_kernel_to_match(fitted_with("Haswell", api="mkl")) is None
+    (tmp_path / "metrics.json").unlink()
+    assert T.blas_kernel_to_match(tmp_path) is None
+
+
+def test_compare_reruns_under_the_recorded_blas_kernel(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`train --compare` of a model fitted under another OpenBLAS kernel runs itself again with
+    OPENBLAS_CORETYPE set to it (a new process: OpenBLAS reads it when it loads)."""
+    pytest.importorskip("model2vec")
+    import corpusfilter.train as T
+    from corpusfilter.cli import main
+
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    blas = T.environment("head").get("blas") or {}
+    if blas.get("internal_api") != "openblas":
+        pytest.skip("numpy's BLAS is not OpenBLAS")
+    other = [
+        k
+        for k in ("Sandybridge", "Haswell")
+        if k != blas["architecture"] and T._KERNEL_FLAGS[k] <= T._cpu_flags()
+    ]
+    if not other:
+        pytest.skip("this CPU runs no other kernel to test with")
+    cfg_path = tmp_path / "cfg" / "train.yaml"
+    cfg_path.parent.mkdir()
+    cfg_path.write_text(yaml.safe_dump(config(trainer="head", head={"model": "static-minilm", "epochs": 5})))
+    shipped = tmp_path / "shipped"
+    assert main(["train", str(cfg_path), "--data-root", str(root), "--output", str(shipped)]) == 0
+    m = json.loads((shipped / "metrics.json").read_text())
+    m["environment"]["blas"]["architecture"] = other[0]
+    (shipped / "metrics.json").write_text(json.dumps(m))
+    capsys.readouterr()
+    args = ["train", str(cfg_path), "--data-root", str(root), "--compare", str(shipped)]
+    assert main([*args, "--output", str(tmp_path / "r")]) in (
+        0,
+        1,
+    )  # rounding may differ: a verdict either way
+    assert f"running again with OPENBLAS_CORETYPE={other[0]}" in capsys.readouterr().err
+    rebuilt = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert rebuilt["environment"]["blas"]["architecture"] == other[0]
+    assert (tmp_path / "r" / "compare.json").is_file()
+
+
 def test_rebuild_script_records_each_detectors_verdict(root: Path, tmp_path: Path) -> None:
     """scripts/rebuild_detectors.py over a folder of detectors: one rebuilds identically, one whose
     shipped model was trained from another seed is 'different'; both land in rebuild.json."""

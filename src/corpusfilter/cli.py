@@ -37,10 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"corpusfilter {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    def recipe_args(sp: argparse.ArgumentParser) -> None:
+    def recipe_args(sp: argparse.ArgumentParser, output: str = "override output.path") -> None:
         sp.add_argument("recipe", help="recipe YAML file")
         sp.add_argument("--input", metavar="PATH", help="override input.path (file, folder or glob)")
-        sp.add_argument("--output", metavar="DIR", help="override output.path")
+        sp.add_argument("--output", metavar="DIR", help=output)
         sp.add_argument(
             "--set",
             metavar="KEY=VALUE",
@@ -74,7 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     sc = sub.add_parser(
         "score", help="run only the detectors; write every row with its scores (default: <output>.scores)"
     )
-    recipe_args(sc)
+    recipe_args(
+        sc,
+        output="the scores folder itself (default: <output.path>.scores); decide reads it with --scores DIR",
+    )
     exec_args(sc)
     de = sub.add_parser("decide", help="apply the recipe's decisions to a `score` output, running no model")
     recipe_args(de)
@@ -108,7 +111,10 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="list what would be uploaded and the card; contact nothing"
     )
     pu.add_argument("--force", action="store_true", help="replace files already on the revision")
-    pu.add_argument("--license", help="license id for the card (default: the recipe's, else 'other')")
+    pu.add_argument(
+        "--license",
+        help="license id for the card (default: 'other', with a note to check the sources' licenses)",
+    )
     pu.add_argument("--tag", action="append", default=[], dest="tags", help="card tag (repeatable)")
     pu.add_argument(
         "--source-dataset",
@@ -402,6 +408,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to run a command again (train)
     if args.command is None:
         _parser().print_help()
         return 2

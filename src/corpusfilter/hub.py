@@ -225,7 +225,7 @@ def dataset_card(
     """README.md: YAML front matter the Hub reads (configs, license, tags, sources), then a summary."""
     resolved = manifest.get("recipe", {}).get("resolved", {})
     acc = manifest["accounting"]
-    license = license or resolved.get("license") or manifest.get("license") or "other"
+    given, license = license, license or "other"
     sources = list(dict.fromkeys([*source_datasets, *source_datasets_of(manifest)]))
     meta: dict[str, Any] = {
         "license": license,
@@ -323,7 +323,7 @@ def dataset_card(
     if has_report:
         lines += ["", "## Audit report", "", "See " + " and ".join(f"[{r}]({r})" for r in has_report) + "."]
     lines += ["", "## License", ""]
-    if license == "other" and not (resolved.get("license") or manifest.get("license")):
+    if not given:
         lines.append("No license was given at publish time (`--license`); check the sources' licenses.")
     else:
         lines.append(f"`{license}`.")

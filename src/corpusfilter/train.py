@@ -1410,6 +1410,66 @@ def _compare_args(args: Any, out: Path) -> tuple[Path | None, float]:
     return compare, tol
 
 
+#: CPU flags (as /proc/cpuinfo names them) that each x86 OpenBLAS kernel a model may record needs
+_KERNEL_FLAGS = {
+    "Nehalem": {"sse4_2"},
+    "Sandybridge": {"avx"},
+    "Haswell": {"avx2", "fma"},
+    "Zen": {"avx2", "fma"},
+    "SkylakeX": {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"},
+    "Cooperlake": {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx512_bf16"},
+}
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+def blas_kernel_to_match(model: Path) -> tuple[str, str] | None:
+    """(recorded, current) when ``model`` (a file or its folder) was fitted under another OpenBLAS
+    CPU kernel than this process uses and this CPU can run the recorded one: a rebuild with
+    ``OPENBLAS_CORETYPE=recorded`` then does the same arithmetic. OpenBLAS reads that variable only
+    when it loads, so the caller has to start a new process."""
+    metrics = (model if model.is_dir() else model.parent) / "metrics.json"
+    try:
+        recorded = json.loads(metrics.read_text(encoding="utf-8"))["environment"]["blas"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    current = environment("head").get("blas") or {}
+    if recorded.get("internal_api") != "openblas" or current.get("internal_api") != "openblas":
+        return None
+    want, have = recorded.get("architecture"), current.get("architecture")
+    if not want or want == have or not _KERNEL_FLAGS.get(want, {"?"}) <= _cpu_flags():
+        return None
+    return str(want), str(have)
+
+
+def _rerun_under_kernel(compare: Path, argv: list[str] | None) -> int | None:
+    """Run the command line ``argv`` again under the OpenBLAS kernel ``compare`` was fitted with, when
+    this process has another and the CPU can run it (its exit status); None: go on here."""
+    if argv is None or "OPENBLAS_CORETYPE" in os.environ:
+        return None
+    kernel = blas_kernel_to_match(compare)
+    if kernel is None:
+        return None
+    import subprocess
+    import sys
+
+    print(
+        f"{compare} was fitted with OpenBLAS's {kernel[0]} kernel and this process has {kernel[1]}: "
+        f"running again with OPENBLAS_CORETYPE={kernel[0]}, which this CPU supports",
+        file=sys.stderr,
+        flush=True,
+    )
+    env = {**os.environ, "OPENBLAS_CORETYPE": kernel[0]}
+    return subprocess.run([sys.executable, "-m", "corpusfilter.cli", *argv], env=env, check=False).returncode
+
+
 def _checkpoint_args(args: Any) -> Checkpointing | None:
     """``--checkpoint DIR [--checkpoint-every N]`` (N alone is refused: it would do nothing)."""
     every = getattr(args, "checkpoint_every", None)
@@ -1442,6 +1502,11 @@ def cmd_train(args: Any) -> int:
         else (cfg_path.parent / cfg.output if cfg.output else cfg_path.parent)
     )
     compare, tol = _compare_args(args, out)
+    if (
+        compare is not None
+        and (code := _rerun_under_kernel(compare, getattr(args, "argv", None))) is not None
+    ):
+        return code
     if compare is not None and examples is None:  # built once: trained on, then scored by both models
         examples = build_examples(cfg, root, config_dir=cfg_dir)
     res = train(

@@ -81,6 +81,48 @@ def test_incompatible_shards_name_the_file_that_disagrees(tmp_path: Path) -> Non
         inspect_inputs(str(tmp_path), text_column="text", id_column="id")
 
 
+def test_shards_whose_columns_widen_are_unified_exactly(tmp_path: Path) -> None:
+    """int32 in one shard and int64 in another (pandas vs polars writers) become int64; timestamps
+    of two units the finer one; a lossy pairing (int64 and double) stays an error."""
+    ts = [1_700_000_000_123]
+    pq.write_table(
+        pa.table(
+            {
+                "id": ["a"],
+                "text": ["t"],
+                "year": pa.array([2001], pa.int32()),
+                "at": pa.array(ts, pa.timestamp("ms")),
+                "w": pa.array([0.5], pa.float32()),
+            }
+        ),
+        tmp_path / "1.parquet",
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "id": ["b"],
+                "text": ["t"],
+                "year": pa.array([2_000_000_000_000], pa.int64()),
+                "at": pa.array([ts[0] * 1000 + 7], pa.timestamp("us")),
+                "w": pa.array([0.25], pa.float64()),
+            }
+        ),
+        tmp_path / "2.parquet",
+    )
+    schema = inspect_inputs(str(tmp_path), text_column="text", id_column="id").schema
+    assert (schema.field("year").type, schema.field("at").type, schema.field("w").type) == (
+        pa.int64(),
+        pa.timestamp("us"),
+        pa.float64(),
+    )
+    got = pa.concat_tables([b.table for b in _read_all(tmp_path)]).select(["year", "at", "w"]).to_pylist()
+    assert [r["year"] for r in got] == [2001, 2_000_000_000_000] and [r["w"] for r in got] == [0.5, 0.25]
+    assert got[0]["at"] == pa.scalar(ts[0], pa.timestamp("ms")).as_py()
+    pq.write_table(pa.table({"id": ["c"], "text": ["t"], "year": [2001.5]}), tmp_path / "3.parquet")
+    with pytest.raises(InputError, match=r"incompatible schemas .*: 3\.parquet disagrees with 1\.parquet"):
+        inspect_inputs(str(tmp_path), text_column="text", id_column="id")
+
+
 def _read_all(folder: Path, **kw: Any) -> list:
     inputs = inspect_inputs(str(folder), text_column="text", id_column="id")
     reader = ParquetBatchReader(

@@ -199,7 +199,7 @@ def inspect_inputs(path: str, *, text_column: str, id_column: str | None, scored
         shards.append(InputShard(rel, meta.num_rows, size, schema))
     normalized = [_normalize_schema(s.schema, text_column, id_column) for s in shards]
     try:
-        unified = pa.unify_schemas(normalized)
+        unified = _unify(normalized)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise InputError(
             f"{path}: input shards have incompatible schemas ({first_line(e)}){_first_clash(shards, normalized)}"
@@ -213,12 +213,48 @@ def inspect_inputs(path: str, *, text_column: str, id_column: str | None, scored
     return InputSet(folder, shards, unified, text_column, id_column, listed)
 
 
+def _widens(src: pa.DataType, dst: pa.DataType) -> bool:
+    """Whether every ``src`` value fits ``dst`` exactly: a wider integer or float, a finer timestamp."""
+    t = pa.types
+    if src == dst or t.is_null(src):
+        return True
+    if t.is_integer(src) and t.is_integer(dst):
+        if t.is_signed_integer(src) and not t.is_signed_integer(dst):
+            return False
+        grow = 0 if t.is_signed_integer(src) == t.is_signed_integer(dst) else 1  # uint32 → int64
+        return bool(dst.bit_width >= src.bit_width + grow)
+    if t.is_floating(src) and t.is_floating(dst):
+        return bool(dst.bit_width >= src.bit_width)
+    if t.is_timestamp(src) and t.is_timestamp(dst):
+        order = ["s", "ms", "us", "ns"]
+        return bool(src.tz == dst.tz and order.index(dst.unit) >= order.index(src.unit))
+    return False
+
+
+def _unify(schemas: list[pa.Schema]) -> pa.Schema:
+    """One schema for all shards: as Arrow unifies them, and where a column's type differs between
+    shards, the type every shard's values fit exactly (int32 and int64 → int64, timestamp[ms] and
+    [us] → [us]); anything lossy (int64 and double, int and string) is refused."""
+    try:
+        return pa.unify_schemas(schemas)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        try:
+            wide = pa.unify_schemas(schemas, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            raise e from None
+        for s in schemas:
+            for f in s:
+                if not _widens(f.type, wide.field(f.name).type):
+                    raise e from None
+        return wide
+
+
 def _first_clash(shards: list[InputShard], schemas: list[pa.Schema]) -> str:
     """Which shard first disagrees with the ones before it (to name the file)."""
     unified = schemas[0]
     for k in range(1, len(schemas)):
         try:
-            unified = pa.unify_schemas([unified, schemas[k]])
+            unified = _unify([unified, schemas[k]])
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             before = ", ".join(s.path for s in shards[:k][:3]) + (", ..." if k > 3 else "")
             return f": {shards[k].path} disagrees with {before}"

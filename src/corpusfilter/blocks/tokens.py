@@ -20,6 +20,9 @@ from corpusfilter.blocks.keyword import nul_joined, word_counts
 from corpusfilter.errors import RecipeError, at_path
 from corpusfilter.registry import register
 
+#: Text tokenized at once (a longer document goes alone)
+TOKENIZE_BYTES = 1 << 20
+
 
 def resolve_tokenizer(spec: str) -> Path:
     """``minilm`` (all-MiniLM-L6-v2's tokenizer.json, shipped in the package), or a tokenizer.json or a
@@ -78,10 +81,16 @@ class TokenCounter(Detector):
         return ("_tok",)
 
     def score(self, texts: pa.StringArray) -> Mapping[str, Any]:
-        encs = self._tok.encode_batch_fast(texts.to_pylist(), add_special_tokens=False)
         buf, starts = nul_joined(texts)
-        return {
-            "count": np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(texts)),
-            "bytes": np.diff(starts) - 1,
-            "words": word_counts(buf, starts),
-        }
+        nbytes = np.diff(starts) - 1
+        # A tokenizer's encodings take ~25x their text in memory: tokenize a few MB at a time and
+        # keep only the counts.
+        count = np.zeros(len(texts), dtype=np.int64)
+        ends = np.cumsum(nbytes)
+        i = 0
+        while i < len(texts):
+            j = max(i + 1, int(np.searchsorted(ends, ends[i] - nbytes[i] + TOKENIZE_BYTES, side="right")))
+            encs = self._tok.encode_batch_fast(texts.slice(i, j - i).to_pylist(), add_special_tokens=False)
+            count[i:j] = [len(e.ids) for e in encs]
+            i = j
+        return {"count": count, "bytes": nbytes, "words": word_counts(buf, starts)}

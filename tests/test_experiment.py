@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -296,10 +297,20 @@ def test_unreadable_rows_of_the_score_pass_are_counted_in_both_arms(
         assert any(c.startswith(f"score pass: verified, unchanged, {bad} unreadable") for c in v.checked)
         md = report(tmp_path / arm).markdown.read_text()
         assert "| documents read | 300 |" in md and f"| unreadable | {bad} |" in md
+    # folders moved together: the score pass is found beside the output
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for arm in ("out", "out.scores", "out.control"):
+        (tmp_path / arm).rename(moved / arm)
+    v = verify(str(moved / "out.control"))
+    assert v.ok and any(c.startswith("score pass: verified") for c in v.checked), v.problems
     # the score pass's unreadable rows are part of what verify checks
-    next((scores / "unreadable").glob("*.parquet")).unlink()
-    problems = verify(str(tmp_path / "out")).problems
-    assert any(p.startswith(f"score pass {scores}") and "missing" in p for p in problems), problems
+    next((moved / "out.scores" / "unreadable").glob("*.parquet")).unlink()
+    problems = verify(str(moved / "out")).problems
+    assert any(p.startswith(f"score pass {moved / 'out.scores'}") and "missing" in p for p in problems)
+    shutil.rmtree(moved / "out.scores")  # gone: those rows are nowhere, and the output counts them
+    problems = verify(str(moved / "out")).problems
+    assert any(f"unreadable/ holds {bad} input row(s) counted here" in p for p in problems), problems
 
 
 @pytest.mark.parametrize(
@@ -325,3 +336,15 @@ def test_a_control_that_cannot_group_fails_before_the_score_pass(
     with pytest.raises(RecipeError, match=re.escape(message)):
         run(load_recipe(recipe), progress=False)
     assert not (tmp_path / "out.scores").exists()  # nothing scored, nothing left behind
+
+
+def test_a_trial_limit_applies_to_both_arms(tmp_path: Path) -> None:
+    inp = make_corpus(tmp_path / "in", n=300, shards=1)
+    recipe = _recipe(
+        inp, tmp_path / "out", [*DETECT, {"drop": {"where": "moral_hits >= 1", "reason": "moral"}}]
+    )
+    recipe["control"] = {"type": "matched", "by": ["source"]}
+    res = run(load_recipe(recipe), limit=50, progress=False)
+    assert res.control is not None
+    for m in (res.manifest, res.control.manifest):
+        assert m["executor"]["limit"] == 50 and m["accounting"]["read"] == 50

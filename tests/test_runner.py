@@ -164,7 +164,7 @@ def test_resume_finishes_an_interrupted_run_without_duplicates(tmp_path: Path) -
     other = load_recipe(recipe_dict(inp, out), overrides=["blocks.1.drop.where=moral_hits >= 3"])
     with pytest.raises(OutputError, match="started with another recipe"):
         run(other, tasks=2, mode="resume", progress=False)
-    with pytest.raises(OutputError, match="started with --limit -1, not 5; use the same --limit"):
+    with pytest.raises(OutputError, match="started with no --limit, not --limit 5; use the same --limit"):
         run(recipe, tasks=2, limit=5, mode="resume", progress=False)
     shutil.copy(inp / "shard-000.parquet", inp / "shard-009.parquet")
     with pytest.raises(

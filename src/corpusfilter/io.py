@@ -98,14 +98,14 @@ def input_exists(path: str) -> bool:
 def resolve_input(path: str) -> tuple[DataFolder, list[str]]:
     """A file, a folder (all ``*.parquet`` below it) or a glob → (folder, sorted relative paths).
 
-    Listing skips files whose name starts with ``.`` or ``_`` (``_SUCCESS``, ``.crc``: the Hive and
-    Spark convention) unless the glob's own file name pattern starts so; a path that is an existing
-    file is that file, even when its name has glob characters."""
+    Listing skips files and folders whose name starts with ``.`` or ``_`` (``_SUCCESS``,
+    ``_temporary/``, ``.crc``: the Hive and Spark convention) unless the glob names such a part; an
+    existing file or folder is that, even when its name has glob characters."""
     whole = get_datafolder(path)
     if whole.isfile(""):
         parent, name = posixpath.split(path.rstrip("/"))
         return get_datafolder(parent or "."), [name]
-    base, pattern = _split_glob(path)
+    base, pattern = (path, None) if whole.exists("") else _split_glob(path)  # a folder named a[1]
     folder = get_datafolder(base)
     if pattern is None:
         if not folder.exists(""):
@@ -116,8 +116,9 @@ def resolve_input(path: str) -> tuple[DataFolder, list[str]]:
             raise InputError(f"input path not found: {base} (from {path})")
         files = folder.list_files(recursive=True, glob_pattern=pattern)
     hidden = (".", "_")
-    if pattern is None or not posixpath.basename(pattern).startswith(hidden):
-        files = [f for f in files if not posixpath.basename(f).startswith(hidden)]
+    asked = pattern is not None and any(p.startswith(hidden) for p in pattern.split("/"))
+    if not asked:  # nor files in such folders (Spark's _temporary/, .ipynb_checkpoints/)
+        files = [f for f in files if not any(p.startswith(hidden) for p in f.split("/"))]
     if not files:
         raise InputError(f"input matches no Parquet files: {path}")
     return folder, sorted(files)
@@ -226,8 +227,8 @@ def _widens(src: pa.DataType, dst: pa.DataType) -> bool:
     if t.is_floating(src) and t.is_floating(dst):
         return bool(dst.bit_width >= src.bit_width)
     if t.is_timestamp(src) and t.is_timestamp(dst):
-        order = ["s", "ms", "us", "ns"]
-        return bool(src.tz == dst.tz and order.index(dst.unit) >= order.index(src.unit))
+        order = ["s", "ms", "us", "ns"]  # ns holds only years 1677-2262: nothing widens into it
+        return bool(src.tz == dst.tz and order.index(src.unit) <= order.index(dst.unit) < 3)
     return False
 
 
@@ -457,8 +458,12 @@ class ParquetBatchReader(PipelineStep):
                     )
                     col = col.cast(pa.string())
             elif _holds_text(col.type) and not _valid(col):  # strings inside lists, structs, maps
-                invalid = np.asarray([not _valid(col.take(pa.array([i]))) for i in range(n)], dtype=bool)
+                # row by row, on values of their own (a dictionary's take keeps the whole dictionary)
+                probe = col.dictionary_decode() if pa.types.is_dictionary(col.type) else col
+                invalid = np.asarray([not _valid(probe.take(pa.array([i]))) for i in range(n)], dtype=bool)
                 flag(invalid, f"invalid UTF-8 in column {name!r}")
+                if probe is not col:  # rebuild the dictionary without the bad values (a filter keeps them)
+                    col = pc.if_else(pa.array(invalid), pa.nulls(n, probe.type), probe).dictionary_encode()
             columns[name] = col
         text = columns[self.text_column]
         flag(np.asarray(text.is_null().to_numpy(zero_copy_only=False), dtype=bool) & ~bad, "null text")

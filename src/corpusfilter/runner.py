@@ -344,8 +344,8 @@ def prepare_output(
             )
         if prev.get("limit", limit) != limit:
             raise OutputError(
-                f"cannot resume into {out.path}: it was started with --limit {prev['limit']}, not {limit}; "
-                "use the same --limit or --overwrite"
+                f"cannot resume into {out.path}: it was started with {_limit(prev['limit'])}, not "
+                f"{_limit(limit)}; use the same --limit or --overwrite"
             )
         changed = changed_files(prev.get("inputs", files), files)
         if changed:
@@ -367,6 +367,10 @@ def prepare_output(
             },
             f,
         )
+
+
+def _limit(n: int) -> str:
+    return "no --limit" if n < 0 else f"--limit {n}"
 
 
 def _block_stats(out: DataFolder, tasks: int) -> dict[str, dict[str, Any]]:
@@ -491,7 +495,7 @@ def run(
         }
     result = run_plan(the_plan, limit=limit, experiment=arm, **kw)
     if recipe.control is not None:
-        result.control = _run_control(the_plan, result, **kw)
+        result.control = _run_control(the_plan, result, limit=limit, **kw)
     return result
 
 
@@ -679,7 +683,8 @@ def run_plan(
     if the_plan.scores_manifest is not None:
         sm = the_plan.scores_manifest
         manifest["scores"] = {
-            "path": the_plan.inputs.folder.path.rstrip("/").removesuffix("/data"),
+            "path": (scores := the_plan.inputs.folder.path.rstrip("/").removesuffix("/data")),
+            "relative_path": exp.relpath(scores, the_plan.output_path),
             "recipe_sha256": sm["recipe"]["sha256"],
             "finished_at": sm["finished_at"],
             "outputs_sha256": outputs_digest(sm["outputs"]),

@@ -246,9 +246,17 @@ def _check_score_pass(manifest: dict[str, Any], result: Verification, *, inputs:
     sc = manifest.get("scores")
     if manifest["stage"] != "decide" or not sc:
         return
-    path = sc["path"]
-    if not get_datafolder(path).isfile("manifest.json"):
-        result.notes.append(f"score pass not checked: {path} is not reachable from here")
+    here = [sc["path"]]
+    if sc.get("relative_path") and "://" not in result.output:  # the folders moved together
+        here.append(os.path.normpath(os.path.join(result.output, sc["relative_path"])))
+    path = next((p for p in here if get_datafolder(p).isfile("manifest.json")), None)
+    if path is None:
+        lost = (sc.get("accounting") or {}).get("unreadable", 0)
+        msg = f"score pass not found at {' or '.join(dict.fromkeys(here))}"
+        if lost:  # the only copy of those rows, and this output counts them
+            result.problems.append(f"{msg}: its unreadable/ holds {lost} input row(s) counted here")
+        else:
+            result.notes.append(f"{msg}: not checked")
         return
     sv = verify(path, inputs=inputs)
     result.problems += [f"score pass {path}: {p}" for p in sv.problems]

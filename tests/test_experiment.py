@@ -67,6 +67,17 @@ DETECT = [
 ]
 
 
+def _with_control(inp: Path, tmp_path: Path) -> Path:
+    """tmp_path/r.yaml: DETECT, drop the moral documents into tmp_path/out, a control matched by source."""
+    recipe = _recipe(
+        inp, tmp_path / "out", [*DETECT, {"drop": {"where": "moral_hits >= 1", "reason": "moral"}}]
+    )
+    recipe["control"] = {"type": "matched", "by": ["source"]}
+    path = tmp_path / "r.yaml"
+    path.write_text(json.dumps(recipe))
+    return path
+
+
 def _frame(out: Path, sub: str) -> pl.DataFrame:
     return pl.read_parquet(sorted((out / sub).glob("*.parquet")))
 
@@ -192,13 +203,7 @@ def test_backfill_keeps_total_tokens_per_source(big: Path, tmp_path: Path) -> No
 
 def test_summary_prints_both_arms(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     inp = make_corpus(tmp_path / "in", n=300, shards=1)
-    recipe = _recipe(
-        inp, tmp_path / "out", [*DETECT, {"drop": {"where": "moral_hits >= 1", "reason": "moral"}}]
-    )
-    recipe["control"] = {"type": "matched", "by": ["source"]}
-    path = tmp_path / "r.yaml"
-    path.write_text(json.dumps(recipe))
-    assert main(["run", str(path), "--no-progress"]) == 0
+    assert main(["run", str(_with_control(inp, tmp_path)), "--no-progress"]) == 0
     text = capsys.readouterr().out
     head = text.splitlines()[0].split()
     assert head == ["treatment", "control"]
@@ -274,13 +279,7 @@ def test_unreadable_rows_of_the_score_pass_are_counted_in_both_arms(
     texts = [None if i % 50 == 7 else v for i, v in enumerate(t.column("text").to_pylist())]
     pq.write_table(t.set_column(0, "id", pa.array(ids)).set_column(1, "text", pa.array(texts)), shard)
     bad = 10 + 6
-    recipe = _recipe(
-        inp, tmp_path / "out", [*DETECT, {"drop": {"where": "moral_hits >= 1", "reason": "moral"}}]
-    )
-    recipe["control"] = {"type": "matched", "by": ["source"]}
-    path = tmp_path / "r.yaml"
-    path.write_text(json.dumps(recipe))
-    assert main(["run", str(path), "--no-progress"]) == 0
+    assert main(["run", str(_with_control(inp, tmp_path)), "--no-progress"]) == 0
     cells = [re.split(r"\s{2,}", line.strip()) for line in capsys.readouterr().out.splitlines()[1:]]
     rows = {c[0]: c[1:] for c in cells}
     scores = tmp_path / "out.scores"
@@ -327,24 +326,14 @@ def test_a_control_that_cannot_group_fails_before_the_score_pass(
     t = pq.read_table(make_corpus(tmp_path / "in", n=30, shards=1) / "part-0.parquet")
     t = t.drop_columns(["source"]) if source is None else t.set_column(2, "source", source)
     pq.write_table(t, tmp_path / "in" / "part-0.parquet")
-    recipe = _recipe(
-        tmp_path / "in",
-        tmp_path / "out",
-        [*DETECT, {"drop": {"where": "moral_hits >= 1", "reason": "moral"}}],
-    )
-    recipe["control"] = {"type": "matched", "by": ["source"]}
     with pytest.raises(RecipeError, match=re.escape(message)):
-        run(load_recipe(recipe), progress=False)
+        run(load_recipe(_with_control(tmp_path / "in", tmp_path)), progress=False)
     assert not (tmp_path / "out.scores").exists()  # nothing scored, nothing left behind
 
 
 def test_a_trial_limit_applies_to_both_arms(tmp_path: Path) -> None:
     inp = make_corpus(tmp_path / "in", n=300, shards=1)
-    recipe = _recipe(
-        inp, tmp_path / "out", [*DETECT, {"drop": {"where": "moral_hits >= 1", "reason": "moral"}}]
-    )
-    recipe["control"] = {"type": "matched", "by": ["source"]}
-    res = run(load_recipe(recipe), limit=50, progress=False)
+    res = run(load_recipe(_with_control(inp, tmp_path)), limit=50, progress=False)
     assert res.control is not None
     for m in (res.manifest, res.control.manifest):
         assert m["executor"]["limit"] == 50 and m["accounting"]["read"] == 50

@@ -590,6 +590,20 @@ def test_heads_are_fitted_on_one_blas_thread_whatever_the_machine_allows(
     assert env["blas"]["internal_api"] in ("openblas", "mkl", "blis", "accelerate")
 
 
+def _shipped_head(root: Path, tmp_path: Path, *, epochs: int) -> tuple[Path, Path]:
+    """A static-MiniLM head config in tmp_path/cfg and the model it trains in tmp_path/shipped."""
+    from corpusfilter.cli import main
+
+    cfg_path = tmp_path / "cfg" / "train.yaml"
+    cfg_path.parent.mkdir()
+    cfg_path.write_text(
+        yaml.safe_dump(config(trainer="head", head={"model": "static-minilm", "epochs": epochs}))
+    )
+    shipped = tmp_path / "shipped"
+    assert main(["train", str(cfg_path), "--data-root", str(root), "--output", str(shipped)]) == 0
+    return cfg_path, shipped
+
+
 def test_compare_says_identical_within_tolerance_or_different(
     root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -598,11 +612,7 @@ def test_compare_says_identical_within_tolerance_or_different(
     pytest.importorskip("model2vec")
     from corpusfilter.cli import main
 
-    cfg_path = tmp_path / "cfg" / "train.yaml"
-    cfg_path.parent.mkdir()
-    cfg_path.write_text(yaml.safe_dump(config(trainer="head", head={"model": "static-minilm", "epochs": 60})))
-    shipped = tmp_path / "shipped"
-    assert main(["train", str(cfg_path), "--data-root", str(root), "--output", str(shipped)]) == 0
+    cfg_path, shipped = _shipped_head(root, tmp_path, epochs=60)
     (shipped / "metrics.json").write_text(
         json.dumps({"generalization": {"threshold": {"value": 0.7}, "document_threshold": {"value": 0.3}}})
     )
@@ -696,11 +706,7 @@ def test_compare_reruns_under_the_recorded_blas_kernel(
     ]
     if not other:
         pytest.skip("this CPU runs no other kernel to test with")
-    cfg_path = tmp_path / "cfg" / "train.yaml"
-    cfg_path.parent.mkdir()
-    cfg_path.write_text(yaml.safe_dump(config(trainer="head", head={"model": "static-minilm", "epochs": 5})))
-    shipped = tmp_path / "shipped"
-    assert main(["train", str(cfg_path), "--data-root", str(root), "--output", str(shipped)]) == 0
+    cfg_path, shipped = _shipped_head(root, tmp_path, epochs=5)
     m = json.loads((shipped / "metrics.json").read_text())
     m["environment"]["blas"]["architecture"] = other[0]
     (shipped / "metrics.json").write_text(json.dumps(m))

@@ -21,7 +21,7 @@ from corpusfilter.blocks.keyword import nul_joined, word_counts
 from corpusfilter.errors import RecipeError, at_path
 from corpusfilter.registry import register
 
-#: Text tokenized at once (a longer document goes alone)
+#: Text tokenized at once (a longer document is cut at spaces where that counts exactly, else goes alone)
 TOKENIZE_BYTES = 1 << 20
 
 

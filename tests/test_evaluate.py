@@ -163,6 +163,51 @@ def test_eval_names_null_labels_unexpected_labels_and_classes_the_model_lacks(
     assert "d.parquet: no column 'lbl' (has text, label)" in capsys.readouterr().err
 
 
+def test_eval_and_calibrate_refuse_bad_text_and_out_of_range_options(
+    trained_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Invalid UTF-8 is an error naming its row (not a traceback); shares outside [0, 1] are refused;
+    the operating-point row names the threshold asked for; an empty reference says it is empty."""
+    from corpusfilter.cli import main
+
+    texts = _moral_then_tech(6, 4, 700)
+    raw = pa.array(
+        [t.encode() for t in texts[:1]] + [b"bad \xff\xfe bytes"] + [t.encode() for t in texts[2:]]
+    )
+    data = tmp_path / "u.parquet"
+    pq.write_table(pa.table({"text": raw.view(pa.string()), "label": [1] * 6 + [0] * 6}), data)
+    assert main(["eval", str(trained_dir), "--data", str(data)]) == 1
+    assert "u.parquet: row 1: text is not valid UTF-8" in capsys.readouterr().err
+    assert main(["calibrate", str(trained_dir), "--reference", str(data), "--target-fpr", "0.1"]) == 1
+    assert "u.parquet: row 1: text is not valid UTF-8" in capsys.readouterr().err
+    pq.write_table(pa.table({"text": texts, "label": [1] * 6 + [0] * 6}), data)
+    for opt, value in (
+        ("--target-fpr", "1.5"),
+        ("--target-recall", "-1"),
+        ("--threshold", "nan"),
+        ("--threshold", "7"),
+    ):
+        assert main(["eval", str(trained_dir), "--data", str(data), opt, value]) == 1
+        assert f"{opt} {float(value)}: a share between 0 and 1" in capsys.readouterr().err
+    assert main(["eval", str(trained_dir), "--data", str(data), "--threshold", "0.3"]) == 0
+    assert "threshold 0.3 " in capsys.readouterr().out
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), tmp_path / "empty.parquet")
+    assert (
+        main(
+            [
+                "calibrate",
+                str(trained_dir),
+                "--reference",
+                str(tmp_path / "empty.parquet"),
+                "--target-share",
+                "0.1",
+            ]
+        )
+        == 1
+    )
+    assert "empty.parquet: 0 rows: nothing to calibrate on" in capsys.readouterr().err
+
+
 def test_files_that_are_not_models_are_clear_errors(tmp_path: Path) -> None:
     from corpusfilter.blocks.embedding import Head
 

@@ -124,6 +124,21 @@ def test_unknown_keys_are_errors_naming_the_key() -> None:
         parse_config(config(positive="nope", sources=config()["sources"][:2]))
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"seed": -1}, "seed: 0 or more"),
+        ({"fasttext": {"epoch": 0}}, "fasttext: dim, epoch and minCount are at least 1"),
+        ({"fasttext": {"lr": -1.0}}, r"fasttext\.lr: a number above 0"),
+        ({"fasttext": {"lr": float("nan")}}, r"fasttext\.lr: a number above 0"),
+    ],
+)
+def test_settings_that_would_train_nothing_are_refused(overrides: dict[str, Any], message: str) -> None:
+    """Before, epoch 0 trained a model of AUROC 0.5 and exit 0; a negative seed failed after loading."""
+    with pytest.raises(RecipeError, match=message):
+        parse_config(config(**overrides))
+
+
 def test_documents_are_grouped_by_key_and_splits_are_seeded(root: Path) -> None:
     cfg = parse_config(config())
     ex = build_examples(cfg, root)

@@ -330,7 +330,9 @@ def cmd_calibrate(args: Any) -> int:
         optional=() if given else ["label"],
     )
     label_col = args.label_column or ("label" if "label" in table.column_names else None)
-    texts = text_values(table.column(args.text_column).to_pylist(), args.reference, args.text_column)
+    texts = text_values(table.column(args.text_column), args.reference, args.text_column)
+    if not texts:
+        raise InputError(f"{args.reference}: 0 rows: nothing to calibrate on")
     groups = read_groups(table, group_col, args.reference) if group_col is not None else None
     column = args.column
     positive = args.positive

@@ -383,7 +383,7 @@ def format_metrics(m: Mapping[str, Any]) -> str:
         "",
         f"{'operating point':24s} {'threshold':>10s} {'precision':>10s} {'recall':>10s} {'F1':>8s} {'FPR':>8s}",
     ]
-    points = [("threshold 0.5", m)]
+    points = [(f"threshold {m['threshold']:g}", m)]
     if "at_target_recall" in m:
         points.append((f"recall >= {m['at_target_recall']['target_recall']}", m["at_target_recall"]))
     if "at_target_fpr" in m:
@@ -405,7 +405,7 @@ def read_labelled(
     """Texts, boolean labels (positive when true, 1, or equal to ``positive``), with
     ``group_column`` each row's group (no nulls), and the label counts (:func:`label_values`)."""
     table = read_columns(path, [text_column, label_column] + ([group_column] if group_column else []))
-    texts = text_values(table.column(text_column).to_pylist(), path, text_column)
+    texts = text_values(table.column(text_column), path, text_column)
     y, counts = label_values(table.column(label_column).to_pylist(), positive, path, label_column)
     return texts, y, read_groups(table, group_column, path) if group_column else None, counts
 
@@ -430,12 +430,30 @@ def read_columns(path: str, required: Sequence[str], optional: Sequence[str] = (
         raise InputError(f"{path}: not a readable Parquet file ({first_line(e)})") from None
 
 
-def text_values(raw: list[Any], path: str, column: str) -> list[str]:
-    """The texts, or an error naming the first row whose text is not a string (null included)."""
+def text_values(col: Any, path: str, column: str) -> list[str]:
+    """A text column's values, or an error naming the first row whose text is not a string (null
+    included) or not valid UTF-8."""
+    try:
+        raw = col.to_pylist()
+    except UnicodeDecodeError:
+        import pyarrow as pa
+
+        for i, b in enumerate(col.cast(pa.binary()).to_pylist()):
+            if b is not None and not _utf8(b):
+                raise InputError(f"{path}: row {i}: {column} is not valid UTF-8") from None
+        raise
     bad = next((i for i, t in enumerate(raw) if not isinstance(t, str)), None)
     if bad is not None:
         raise InputError(f"{path}: row {bad}: {column} is not a string")
     return raw
+
+
+def _utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def label_values(raw: Sequence[Any], positive: str, path: str, column: str) -> tuple[np.ndarray, str]:
@@ -457,6 +475,10 @@ def _counts(c: Counter[str]) -> str:
 
 
 def cmd_eval(args: Any) -> int:
+    for name in ("threshold", "target_recall", "target_fpr"):
+        v = getattr(args, name)
+        if v is not None and not 0 <= v <= 1:  # nan fails too
+            raise CorpusfilterError(f"--{name.replace('_', '-')} {v}: a share between 0 and 1")
     side, model = load_sidecar(args.model, positive=args.positive)
     texts, y, groups, counts = read_labelled(
         args.data, args.text_column, args.label_column, side["positive"], args.group_column

@@ -109,6 +109,12 @@ class FastTextSpec:
     loss: Literal["softmax", "ova"] = "softmax"
     quantize: Literal["auto", "always", "never"] = "auto"  # auto: .ftz when the .bin is over 50 MB
 
+    def check(self, path: str) -> None:
+        if self.dim < 1 or self.epoch < 1 or self.minCount < 1:
+            raise RecipeError(f"{path}: dim, epoch and minCount are at least 1")
+        if not (0 < self.lr < float("inf")):
+            raise RecipeError(f"{path}.lr: a number above 0")
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class HeadSpec:
@@ -201,6 +207,8 @@ class TrainConfig:
     def check(self, path: str) -> None:
         if not self.name.isidentifier():
             raise RecipeError(f"{path}name: {self.name!r} is not an identifier")
+        if self.seed < 0:
+            raise RecipeError(f"{path}seed: 0 or more")
         names = [s.name for s in self.sources]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

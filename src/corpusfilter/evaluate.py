@@ -436,24 +436,14 @@ def text_values(col: Any, path: str, column: str) -> list[str]:
     try:
         raw = col.to_pylist()
     except UnicodeDecodeError:
-        import pyarrow as pa
+        from corpusfilter.io import invalid_utf8
 
-        for i, b in enumerate(col.cast(pa.binary()).to_pylist()):
-            if b is not None and not _utf8(b):
-                raise InputError(f"{path}: row {i}: {column} is not valid UTF-8") from None
-        raise
+        row = int(np.argmax(invalid_utf8(col)))
+        raise InputError(f"{path}: row {row}: {column} is not valid UTF-8") from None
     bad = next((i for i, t in enumerate(raw) if not isinstance(t, str)), None)
     if bad is not None:
         raise InputError(f"{path}: row {bad}: {column} is not a string")
     return raw
-
-
-def _utf8(b: bytes) -> bool:
-    try:
-        b.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def label_values(raw: Sequence[Any], positive: str, path: str, column: str) -> tuple[np.ndarray, str]:

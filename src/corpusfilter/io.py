@@ -445,18 +445,9 @@ class ParquetBatchReader(PipelineStep):
                 try:
                     col = col.cast(pa.string())
                 except pa.ArrowInvalid:
-                    invalid = np.zeros(n, dtype=bool)
-                    for i, v in enumerate(col.to_pylist()):
-                        if v is not None:
-                            try:
-                                v.decode("utf-8")
-                            except UnicodeDecodeError:
-                                invalid[i] = True
+                    invalid = invalid_utf8(col)
                     flag(invalid, f"invalid UTF-8 in column {name!r}")
-                    col = pa.array(
-                        [None if invalid[i] else v for i, v in enumerate(col.to_pylist())], pa.binary()
-                    )
-                    col = col.cast(pa.string())
+                    col = pc.if_else(pa.array(invalid), pa.nulls(n, pa.binary()), col).cast(pa.string())
             elif _holds_text(col.type) and not _valid(col):  # strings inside lists, structs, maps
                 # row by row, on values of their own (a dictionary's take keeps the whole dictionary)
                 probe = col.dictionary_decode() if pa.types.is_dictionary(col.type) else col
@@ -508,6 +499,21 @@ class ParquetBatchReader(PipelineStep):
             good = good.filter(pa.array(~bad))
         text_bytes = int(pc.sum(lengths).as_py() or 0) if n else 0
         return Batch(good, rel, n, text_bytes=text_bytes, unreadable=unreadable)
+
+
+def invalid_utf8(col: pa.Array) -> np.ndarray:
+    """Per row of a binary (or string) array, whether its bytes are not valid UTF-8 (null: valid)."""
+
+    def bad(v: bytes | None) -> bool:
+        if v is None:
+            return False
+        try:
+            v.decode("utf-8")
+        except UnicodeDecodeError:
+            return True
+        return False
+
+    return np.fromiter(map(bad, col.cast(pa.binary()).to_pylist()), dtype=bool, count=len(col))
 
 
 def _holds_text(t: pa.DataType) -> bool:

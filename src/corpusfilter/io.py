@@ -101,10 +101,16 @@ def resolve_input(path: str) -> tuple[DataFolder, list[str]]:
     Listing skips files and folders whose name starts with ``.`` or ``_`` (``_SUCCESS``,
     ``_temporary/``, ``.crc``: the Hive and Spark convention) unless the glob names such a part; an
     existing file or folder is that, even when its name has glob characters."""
+    folder, files, _ = _resolve(path)
+    return folder, files
+
+
+def _resolve(path: str) -> tuple[DataFolder, list[str], bool]:
+    """:func:`resolve_input`, and whether the files come from listing a folder (not one named file)."""
     whole = get_datafolder(path)
     if whole.isfile(""):
         parent, name = posixpath.split(path.rstrip("/"))
-        return get_datafolder(parent or "."), [name]
+        return get_datafolder(parent or "."), [name], False
     base, pattern = (path, None) if whole.exists("") else _split_glob(path)  # a folder named a[1]
     folder = get_datafolder(base)
     if pattern is None:
@@ -121,7 +127,7 @@ def resolve_input(path: str) -> tuple[DataFolder, list[str]]:
         files = [f for f in files if not any(p.startswith(hidden) for p in f.split("/"))]
     if not files:
         raise InputError(f"input matches no Parquet files: {path}")
-    return folder, sorted(files)
+    return folder, sorted(files), True
 
 
 def changed_files(then: dict[str, Any], now: dict[str, Any]) -> str | None:
@@ -154,7 +160,7 @@ def inspect_inputs(path: str, *, text_column: str, id_column: str | None, scored
     ``scored`` input is the output of ``corpusfilter score``: it already carries the provenance
     columns (``cf_shard``, ``cf_row``), which are kept rather than added.
     """
-    folder, files = resolve_input(path)
+    folder, files, listed = _resolve(path)
     shards: list[InputShard] = []
     for rel in files:
         full = folder.resolve_paths(rel)
@@ -210,7 +216,6 @@ def inspect_inputs(path: str, *, text_column: str, id_column: str | None, scored
         if id_column is None:
             unified = unified.append(pa.field("id", pa.string()))
         unified = unified.append(pa.field(SHARD_COLUMN, pa.string())).append(pa.field(ROW_COLUMN, pa.int64()))
-    listed = len(files) > 1 or not get_datafolder(path).isfile("")
     return InputSet(folder, shards, unified, text_column, id_column, listed)
 
 

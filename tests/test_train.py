@@ -688,8 +688,8 @@ def test_the_blas_kernel_to_rebuild_under(tmp_path: Path, monkeypatch: pytest.Mo
         )
         return tmp_path / "head.npz"
 
-    here = {"blas": {"internal_api": "openblas", "architecture": "SkylakeX"}}
-    monkeypatch.setattr(T, "environment", lambda trainer: here)
+    here = {"internal_api": "openblas", "architecture": "SkylakeX"}
+    monkeypatch.setattr(T, "blas_info", lambda: here)
     monkeypatch.setattr(T, "_cpu_flags", lambda: {"avx", "avx2", "fma", "avx512f"})
     assert T.blas_kernel_to_match(fitted_with("Haswell")) == ("Haswell", "SkylakeX")
     assert T.blas_kernel_to_match(tmp_path) == ("Haswell", "SkylakeX")  # the model's folder
@@ -711,7 +711,7 @@ def test_compare_reruns_under_the_recorded_blas_kernel(
     from corpusfilter.cli import main
 
     monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
-    blas = T.environment("head").get("blas") or {}
+    blas = T.blas_info() or {}
     if blas.get("internal_api") != "openblas":
         pytest.skip("numpy's BLAS is not OpenBLAS")
     other = [

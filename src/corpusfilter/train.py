@@ -824,6 +824,14 @@ _ENV_PACKAGES = {
 }
 
 
+def blas_info() -> dict[str, Any] | None:
+    """numpy's BLAS: library, version and the CPU kernel it picked (None when there is none)."""
+    from threadpoolctl import threadpool_info
+
+    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    return {k: blas[0].get(k) for k in ("internal_api", "version", "architecture")} if blas else None
+
+
 def environment(trainer: str) -> dict[str, Any]:
     """What a model's bits depend on beyond the config, the data and the seed: Python, numpy, the BLAS
     library and the CPU kernel it picked, and the trainer's libraries. To rebuild bit for bit on
@@ -831,16 +839,14 @@ def environment(trainer: str) -> dict[str, Any]:
     import importlib.metadata
     import platform
 
-    from threadpoolctl import threadpool_info
-
     env: dict[str, Any] = {
         "python": platform.python_version(),
         "machine": platform.machine(),
         "numpy": np.__version__,
     }
-    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    blas = blas_info()
     if blas:
-        env["blas"] = {k: blas[0].get(k) for k in ("internal_api", "version", "architecture")}
+        env["blas"] = blas
     for dist in _ENV_PACKAGES.get(trainer, ()):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             env[dist] = importlib.metadata.version(dist)
@@ -1448,7 +1454,7 @@ def blas_kernel_to_match(model: Path) -> tuple[str, str] | None:
         recorded = json.loads(metrics.read_text(encoding="utf-8"))["environment"]["blas"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    current = environment("head").get("blas") or {}
+    current = blas_info() or {}
     if recorded.get("internal_api") != "openblas" or current.get("internal_api") != "openblas":
         return None
     want, have = recorded.get("architecture"), current.get("architecture")

@@ -13,6 +13,7 @@ import yaml
 
 from corpusfilter.calibrate import pick_threshold
 from corpusfilter.errors import CorpusfilterError
+from corpusfilter.evaluate import threshold_for_fpr
 from tests.test_train import MORAL, TECH, config, sentences, write_data
 
 
@@ -57,6 +58,22 @@ def test_group_report_leave_one_group_out_and_per_group() -> None:
     for name, row in pg["group_report"]["groups"].items():
         assert row["rate"] <= 0.02, name
     assert (prose >= pg["threshold"]).sum() == 1 and pg["threshold"] > r["threshold"]
+    # ... and its leave-one-group-out check uses that rule on the other groups, not the pooled one:
+    # with a third register left out, prose's own 2% threshold is the binding one of the other two
+    mid = np.linspace(0.3, 0.65, 50)
+    s3, g3 = np.r_[tech, prose, mid], np.asarray(["tech"] * 100 + ["prose"] * 50 + ["mid"] * 50, dtype=object)
+    pooled3 = pick_threshold(s3, None, fpr=0.02, share=None, groups=g3)["group_report"]
+    each3 = pick_threshold(s3, None, fpr=0.02, share=None, groups=g3, per_group=True)["group_report"]
+    assert pooled3["rule"] == "pooled" and each3["rule"] == "in every group"
+    t_each = each3["groups"]["mid"]["threshold_without_it"]  # 2% in tech and in prose: prose's
+    assert t_each == max(threshold_for_fpr(tech, 0.02), threshold_for_fpr(prose, 0.02))
+    assert pooled3["groups"]["mid"]["threshold_without_it"] == threshold_for_fpr(np.r_[tech, prose], 0.02)
+    assert t_each > pooled3["groups"]["mid"]["threshold_without_it"]
+    assert each3["groups"]["mid"]["rate_at_threshold_without_it"] == (mid >= t_each).mean()
+    assert (
+        each3["groups"]["mid"]["rate_at_threshold_without_it"]
+        < pooled3["groups"]["mid"]["rate_at_threshold_without_it"]
+    )
     # a share target counts every row, positives included
     sh = pick_threshold(s, y, fpr=None, share=0.1, groups=g)
     assert set(sh["group_report"]["groups"]) == {"tech", "prose", "pos"}

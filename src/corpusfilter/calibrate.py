@@ -142,7 +142,7 @@ def pick_threshold(
         )
     if groups is not None:
         out["per_group"] = per_group
-        out["group_report"] = group_report(scores, y, groups, t, fpr=fpr, share=share)
+        out["group_report"] = group_report(scores, y, groups, t, fpr=fpr, share=share, per_group=per_group)
     return out
 
 
@@ -174,12 +174,16 @@ def group_report(
     *,
     fpr: float | None,
     share: float | None,
+    per_group: bool = False,
 ) -> dict[str, Any]:
     """Per group: its documents, the rate at ``threshold``, and the rate at the threshold chosen on
     the other groups alone (leave one group out), i.e. whether a threshold set elsewhere holds there.
 
-    The rate is the FPR (over negatives) or the flagged share, as the target is. A group with fewer
-    than 1/target documents cannot show a rate at the target; it is marked ``too_small``."""
+    The threshold without a group is chosen by the same rule as ``threshold``: pooled over the
+    other groups, or with ``per_group`` meeting the target in each of them, so the verdict is about
+    the rule the user calibrates with. The rate is the FPR (over negatives) or the flagged share, as
+    the target is. A group with fewer than 1/target documents cannot show a rate at the target; it is
+    marked ``too_small``."""
     target = fpr if fpr is not None else share
     assert target is not None
     base, groups = _base(scores, y, fpr), group_names(groups)
@@ -193,7 +197,11 @@ def group_report(
             "too_small": bool(here.sum() * target < 1),
         }
         if rest.any():
-            t = threshold_for_fpr(scores[rest], target)
+            t = (
+                per_group_threshold(scores[rest], None, groups[rest], fpr=target, share=None)
+                if per_group
+                else threshold_for_fpr(scores[rest], target)
+            )
             row["threshold_without_it"] = t
             row["rate_at_threshold_without_it"] = float((scores[here] >= t).mean())
         out[g] = row
@@ -204,6 +212,7 @@ def group_report(
     return {
         "rate": "fpr" if fpr is not None else "share",
         "target": target,
+        "rule": "in every group" if per_group else "pooled",
         "groups": out,
         "worst_left_out": worst,
         "worst_left_out_rate": held[worst] if worst is not None else None,
@@ -231,7 +240,8 @@ def format_group_report(rep: dict[str, Any]) -> list[str]:
             else "over 2x the target: it does NOT transfer"
         )
         lines.append(
-            f"  leave-one-group-out: a threshold set on the other groups gives {rep['worst_left_out']} "
+            f"  leave-one-group-out: a threshold set on the other groups"
+            f"{' (target met in each)' if rep.get('rule') == 'in every group' else ''} gives {rep['worst_left_out']} "
             f"{rep['worst_left_out_rate']:.4f} (target {rep['target']:g}), {verdict}"
         )
     return lines

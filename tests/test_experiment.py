@@ -296,6 +296,22 @@ def test_unreadable_rows_of_the_score_pass_are_counted_in_both_arms(
         assert any(c.startswith(f"score pass: verified, unchanged, {bad} unreadable") for c in v.checked)
         md = report(tmp_path / arm).markdown.read_text()
         assert "| documents read | 300 |" in md and f"| unreadable | {bad} |" in md
+    # a trial decide reads part of the scored rows: the score pass's unreadable rows are named, not
+    # added to its count (which of them it would have reached is unknown)
+    trial = tmp_path / "trial"
+    args = ["decide", str(tmp_path / "r.yaml"), "--scores", str(scores), "--output", str(trial)]
+    assert main([*args, "--limit", "50", "--no-progress"]) == 0
+    cells = [re.split(r"\s{2,}", line.strip()) for line in capsys.readouterr().out.splitlines()[1:]]
+    rows = {c[0]: c[1:] for c in cells}
+    assert rows["documents read"][0] == "50" and rows["unreadable"][0] == "0"
+    assert (
+        rows["score pass unreadable"][0]
+        == f"{bad} in {scores}/unreadable/ (not counted in this --limit read)"
+    )
+    assert "unreadable rows in" not in rows
+    md = report(trial).markdown.read_text()
+    assert "| documents read | 50 |" in md and f"set aside {bad} unreadable input row(s)" in md
+    assert verify(str(trial)).ok
     # folders moved together: the score pass is found beside the output
     moved = tmp_path / "moved"
     moved.mkdir()

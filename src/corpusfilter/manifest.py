@@ -74,12 +74,24 @@ def control_overlap(manifest: dict[str, Any]) -> dict[str, str]:
 def documents_in(manifest: dict[str, Any]) -> tuple[int, int]:
     """Input documents read, and how many of them were unreadable. A decide output reads the rows its
     score pass could read, so its own ``accounting.read`` leaves out the score pass's unreadable rows:
-    they are counted here (they lie in the score output's ``unreadable/``)."""
+    they are counted here (they lie in the score output's ``unreadable/``), unless a ``--limit`` read
+    only part of the scored rows (:func:`upstream_unreadable_outside`)."""
     acc = manifest["accounting"]
     up = (manifest.get("scores") or {}).get("accounting")
-    if up is None:
+    if up is None or upstream_unreadable_outside(manifest):
         return acc["read"], acc["unreadable"]
     return acc["read"] + up["unreadable"], acc["unreadable"] + up["unreadable"]
+
+
+def upstream_unreadable_outside(manifest: dict[str, Any]) -> int:
+    """The score pass's unreadable rows when this decide output read only part of the scored rows
+    (``decide --limit``): which of those input rows it would have reached is unknown, so they are
+    not added to its count but named beside it. 0 for any other output."""
+    up = (manifest.get("scores") or {}).get("accounting")
+    if up is None:
+        return 0
+    partial = manifest["accounting"]["read"] < up["read"] - up["unreadable"]
+    return int(up["unreadable"]) if partial else 0
 
 
 def outputs_digest(outputs: dict[str, Any]) -> str:

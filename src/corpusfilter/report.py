@@ -36,7 +36,7 @@ from corpusfilter import __version__
 from corpusfilter.batch import BLOCK_COLUMN, COPY_COLUMN, REASON_COLUMN, ROW_COLUMN, SHARD_COLUMN
 from corpusfilter.errors import CorpusfilterError
 from corpusfilter.hashing import stable_hash
-from corpusfilter.manifest import control_overlap, documents_in
+from corpusfilter.manifest import control_overlap, documents_in, upstream_unreadable_outside
 
 SNIPPET_CHARS = 400
 MAX_GROUPS = 30  # rows in the removal-by-source table and chart; the rest are summed as "(other)"
@@ -981,6 +981,14 @@ def report(output: str | Path, *, out_dir: str | Path | None = None, samples: in
     doc.md += ["\n".join(f"- **{k}**: {v}" for k, v in meta if v != ""), ""]
     doc.md.append(_md_table(["", "documents", "share of read"], [(k, v, _pct(v, read)) for k, v in counts]))
     doc.md.append(f"\nAccounting: {verdict}")
+    if outside := upstream_unreadable_outside(m):  # decide --limit: part of the scored rows read
+        note = (
+            f"The score pass set aside {outside:,} unreadable input row(s) in "
+            f"{m['scores']['path'].rstrip('/')}/unreadable/; this --limit read covers only part of "
+            "its rows, so they are not counted above."
+        )
+        doc.html.append(f'<p class="note">{esc(note)}</p>')
+        doc.md.append(f"\n{note}")
 
     # Funnel
     rows = funnel(m)

@@ -39,6 +39,7 @@ from corpusfilter.manifest import (
     documents_in,
     environment,
     outputs_digest,
+    upstream_unreadable_outside,
     validate_manifest,
 )
 from corpusfilter.recipe import ExecutorSpec, Plan, Recipe, Stage, plan
@@ -717,6 +718,9 @@ def _summary_rows(m: dict[str, Any], output: str) -> dict[str, str]:
     rows["unreadable"] = f"{unreadable:,}"
     if unreadable > a["unreadable"]:  # a decide output: the score pass's unreadable rows stay there
         rows["unreadable rows in"] = m["scores"]["path"].rstrip("/") + "/unreadable/"
+    if outside := upstream_unreadable_outside(m):  # decide --limit read part of the scored rows
+        where = m["scores"]["path"].rstrip("/") + "/unreadable/"
+        rows["score pass unreadable"] = f"{outside:,} in {where} (not counted in this --limit read)"
     t = m.get("tokens") or {}
     if t.get("column"):
         rows[f"tokens in ({t['column']})"] = f"{t['in']['tokens']:,}"

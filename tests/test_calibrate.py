@@ -143,6 +143,7 @@ def test_calibrate_cli_model_and_recipe(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["calibrate", str(res.model), "--reference", str(ref), "--target-fpr", "0.1"]) == 0
     out_text = capsys.readouterr()
     assert "positive 'good' 10; negative 'other' 90" in out_text.err and "recall" in out_text.out
+    assert "(FPR <= 0.1 on the 90 negative of 100 reference documents)" in out_text.out
     fpr = float(out_text.out.split("fpr ")[1].split(",")[0])
     thr = float(out_text.out.split(">= ")[1].split()[0])
     assert fpr == pytest.approx(float((scores[10:] >= thr).mean()), abs=1e-4)  # over the 90 negatives

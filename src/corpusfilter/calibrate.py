@@ -373,7 +373,12 @@ def cmd_calibrate(args: Any) -> int:
         else f"share removed <= {args.target_share}"
     )
     where = f"in every {group_col} of" if args.per_group else "on"
-    print(f"{column} >= {res['threshold']!r}  ({what} {where} {len(texts)} reference documents)")
+    counted = (
+        f"the {int((~y).sum())} negative of {len(texts)} reference documents"
+        if args.target_fpr is not None and y is not None
+        else f"{len(texts)} reference documents"
+    )
+    print(f"{column} >= {res['threshold']!r}  ({what} {where} {counted})")
     print("  " + ", ".join(f"{k} {v:.4f}" for k, v in res.items() if k in ("flagged_share", "fpr", "recall")))
     if "warning" in res:
         print(f"warning: {res['warning']}", file=sys.stderr)

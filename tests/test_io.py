@@ -231,3 +231,42 @@ def test_read_parquet_and_iter_parquet_read_back_a_written_file(tmp_path: Path) 
     parts = list(iter_parquet(folder, "f.parquet", batch_size=2, columns=["id", "gone"]))
     assert [t.column_names for t in parts] == [["id"], ["id"]]
     assert [v for t in parts for v in t.column("id").to_pylist()] == ["a", "b", "c"]
+
+
+def test_dictionary_and_view_text_and_id_columns_are_read_as_strings(tmp_path: Path) -> None:
+    """A text column written from a pandas categorical (a dictionary of strings) or as a string view,
+    and such an id column, are decoded like plain strings, bad bytes and all, through a real run."""
+    import json
+
+    import polars as pl
+
+    from corpusfilter.recipe import load_recipe
+    from corpusfilter.runner import run
+
+    from .conftest import recipe_dict
+
+    words = pa.array(
+        [b"kindness and mercy, kindness", b"a plain page", b"\xff bad", b"caf\xc3\xa9"], pa.binary()
+    )
+    words = words.view(pa.string())
+    text = pa.DictionaryArray.from_arrays(pa.array([0, 1, 2, 3, 1], pa.int32()), words)
+    ids = pa.array(["a", "b", "c", "d", "e"], pa.string_view())
+    inp = tmp_path / "in"
+    inp.mkdir()
+    pq.write_table(pa.table({"id": ids, "text": text}), inp / "cat.parquet")
+    assert pq.ParquetFile(inp / "cat.parquet").schema_arrow.field("text").type.value_type == pa.string()
+    pq.write_table(
+        pa.table({"id": pa.array(["f"]), "text": pa.array(["a view of text"], pa.string_view())}),
+        inp / "view.parquet",
+    )
+    out = tmp_path / "out"
+    run(load_recipe(recipe_dict(inp, out)), progress=False)
+    kept = pl.read_parquet(out / "data").sort("id")
+    assert kept["id"].to_list() == ["b", "d", "e", "f"]
+    assert kept["text"].to_list() == ["a plain page", "café", "a plain page", "a view of text"]
+    assert pl.read_parquet(out / "rejected")["id"].to_list() == ["a"]
+    bad = pl.read_parquet(out / "unreadable")
+    assert bad.select("id", "error").rows() == [("c", "invalid UTF-8 in column 'text'")]
+    assert bad["raw_text"].to_list() == [b"\xff bad"]
+    acc = json.loads((out / "manifest.json").read_text())["accounting"]
+    assert (acc["read"], acc["kept"], acc["rejected_total"], acc["unreadable"]) == (6, 4, 1, 1)

@@ -54,6 +54,14 @@ def _is_text(t: pa.DataType) -> bool:
     return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
 
 
+def _decodes_to_text(t: pa.DataType) -> bool:
+    """Strings in another layout (a view, or a dictionary of strings, as pandas categoricals are
+    written): read as bytes like any string, when they are the text or id column."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return bool(_is_text(t) or pa.types.is_string_view(t))
+
+
 # -- input discovery ---------------------------------------------------------------------------------
 @dataclass
 class InputShard:
@@ -174,7 +182,7 @@ def inspect_inputs(path: str, *, text_column: str, id_column: str | None, scored
         if text_column not in schema.names:
             raise InputError(f"{full}: no text column {text_column!r} (columns: {', '.join(schema.names)})")
         t = schema.field(text_column).type
-        if not (_is_text(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)):
+        if not (_decodes_to_text(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)):
             raise InputError(f"{full}: text column {text_column!r} has type {t}, expected string")
         if id_column is not None and id_column not in schema.names:
             raise InputError(
@@ -403,9 +411,12 @@ class ParquetBatchReader(PipelineStep):
         with self.folder.open(rel, "rb") as f:
             file_schema = pq.ParquetFile(f).schema_arrow
         # Read every string column as binary so one bad byte costs one row, not the whole batch.
+        key_columns = (self.text_column, self.id_column)
         read_schema = pa.schema(
             [
-                pa.field(fl.name, pa.binary()) if _is_text(fl.type) else fl
+                pa.field(fl.name, pa.binary())
+                if _is_text(fl.type) or (fl.name in key_columns and _decodes_to_text(fl.type))
+                else fl
                 for fl in file_schema.remove_metadata()
             ]
         )

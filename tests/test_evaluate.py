@@ -166,7 +166,7 @@ def test_eval_names_null_labels_unexpected_labels_and_classes_the_model_lacks(
 def test_eval_and_calibrate_refuse_bad_text_and_out_of_range_options(
     trained_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Invalid UTF-8 is an error naming its row (not a traceback); shares outside [0, 1] are refused;
+    """Invalid UTF-8 and empty text are errors naming their row (not a traceback); shares outside [0, 1] are refused;
     the operating-point row names the threshold asked for; an empty reference says it is empty."""
     from corpusfilter.cli import main
 
@@ -180,6 +180,16 @@ def test_eval_and_calibrate_refuse_bad_text_and_out_of_range_options(
     assert "u.parquet: row 1: text is not valid UTF-8" in capsys.readouterr().err
     assert main(["calibrate", str(trained_dir), "--reference", str(data), "--target-fpr", "0.1"]) == 1
     assert "u.parquet: row 1: text is not valid UTF-8" in capsys.readouterr().err
+    # empty text has no score in a run (it is unreadable there), so it is not scored here either
+    pq.write_table(pa.table({"text": [*texts[:3], "", *texts[4:]], "label": [1] * 6 + [0] * 6}), data)
+    for cmd in (
+        ["eval", str(trained_dir), "--data"],
+        ["calibrate", str(trained_dir), "--target-fpr", "0.1", "--reference"],
+    ):
+        assert main([*cmd, str(data)]) == 1
+        assert (
+            "u.parquet: row 3: text is empty (a run sets empty text aside unscored" in capsys.readouterr().err
+        )
     pq.write_table(pa.table({"text": texts, "label": [1] * 6 + [0] * 6}), data)
     for opt, value in (
         ("--target-fpr", "1.5"),

@@ -432,7 +432,8 @@ def read_columns(path: str, required: Sequence[str], optional: Sequence[str] = (
 
 def text_values(col: Any, path: str, column: str) -> list[str]:
     """A text column's values, or an error naming the first row whose text is not a string (null
-    included) or not valid UTF-8."""
+    included), is empty, or is not valid UTF-8: the rows a run sets aside unscored as unreadable,
+    which a threshold or a metric must not count either."""
     try:
         raw = col.to_pylist()
     except UnicodeDecodeError:
@@ -443,6 +444,11 @@ def text_values(col: Any, path: str, column: str) -> list[str]:
     bad = next((i for i, t in enumerate(raw) if not isinstance(t, str)), None)
     if bad is not None:
         raise InputError(f"{path}: row {bad}: {column} is not a string")
+    empty = next((i for i, t in enumerate(raw) if not t), None)
+    if empty is not None:
+        raise InputError(
+            f"{path}: row {empty}: {column} is empty (a run sets empty text aside unscored; drop such rows)"
+        )
     return raw
 
 

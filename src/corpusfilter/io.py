@@ -51,15 +51,38 @@ UNREADABLE_SCHEMA = pa.schema(
 
 
 def _is_text(t: pa.DataType) -> bool:
-    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+    """A string column in any of Arrow's layouts; read as bytes and decoded (checked) as ``string``:
+    pyarrow's filter and take have no kernels for views."""
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t))
 
 
-def _decodes_to_text(t: pa.DataType) -> bool:
-    """Strings in another layout (a view, or a dictionary of strings, as pandas categoricals are
-    written): read as bytes like any string, when they are the text or id column."""
+_BYTES = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view)
+
+
+def _key_bytes(t: pa.DataType) -> bool:
+    """Whether a text or id column of type ``t`` is read as bytes and decoded to strings: any string
+    or binary layout, or a dictionary of one (pandas categoricals are written so)."""
     if pa.types.is_dictionary(t):
         t = t.value_type
-    return bool(_is_text(t) or pa.types.is_string_view(t))
+    return bool(_is_text(t) or any(f(t) for f in _BYTES))
+
+
+def _nested_view(t: pa.DataType) -> bool:
+    """Whether a view type lies inside ``t`` (a list, struct, map or dictionary), which the reader
+    cannot decode or filter."""
+    if pa.types.is_dictionary(t):
+        return _nested_view(t.value_type) or pa.types.is_string_view(t.value_type)
+    views = (
+        pa.types.is_string_view,
+        pa.types.is_binary_view,
+        pa.types.is_list_view,
+        pa.types.is_large_list_view,
+    )
+    if any(f(t) for f in views[2:]):
+        return True
+    return any(
+        any(f(t.field(i).type) for f in views) or _nested_view(t.field(i).type) for i in range(t.num_fields)
+    )
 
 
 # -- input discovery ---------------------------------------------------------------------------------
@@ -182,11 +205,17 @@ def inspect_inputs(path: str, *, text_column: str, id_column: str | None, scored
         if text_column not in schema.names:
             raise InputError(f"{full}: no text column {text_column!r} (columns: {', '.join(schema.names)})")
         t = schema.field(text_column).type
-        if not (_decodes_to_text(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)):
+        if not _key_bytes(t):
             raise InputError(f"{full}: text column {text_column!r} has type {t}, expected string")
         if id_column is not None and id_column not in schema.names:
             raise InputError(
                 f"{full}: no id column {id_column!r} (set input.id_column: null to derive ids from shard and row)"
+            )
+        viewed = next((f for f in schema if _nested_view(f.type)), None)
+        if viewed is not None:
+            raise InputError(
+                f"{full}: column {viewed.name!r} has type {viewed.type}; views nested in lists, structs or "
+                "maps are not supported (write plain list/string types, as pyarrow and polars do by default)"
             )
         if id_column is not None and pa.types.is_nested(schema.field(id_column).type):
             raise InputError(
@@ -280,8 +309,10 @@ def _normalize_schema(schema: pa.Schema, text_column: str, id_column: str | None
     for f in schema.remove_metadata():
         if f.name == text_column or (f.name == id_column):
             f = pa.field(f.name, pa.string())
-        elif pa.types.is_large_string(f.type):
+        elif _is_text(f.type):  # large or view: one layout, as the reader decodes them
             f = pa.field(f.name, pa.string())
+        elif pa.types.is_binary_view(f.type):
+            f = pa.field(f.name, pa.binary())
         fields.append(f)
     return pa.schema(fields)
 
@@ -415,7 +446,9 @@ class ParquetBatchReader(PipelineStep):
         read_schema = pa.schema(
             [
                 pa.field(fl.name, pa.binary())
-                if _is_text(fl.type) or (fl.name in key_columns and _decodes_to_text(fl.type))
+                if _is_text(fl.type)
+                or pa.types.is_binary_view(fl.type)
+                or (fl.name in key_columns and _key_bytes(fl.type))
                 else fl
                 for fl in file_schema.remove_metadata()
             ]

@@ -30,6 +30,10 @@ def test_pick_threshold_for_fpr_and_share() -> None:
     few = pick_threshold(s[:5], None, fpr=0.01, share=None)  # one document is 20% of five
     assert few["warning"].startswith("5 reference documents cannot resolve a target of 0.01")
     assert few["warning"].endswith("use at least 100")
+    # with labels an FPR counts the negatives: the warning and the denominator say so
+    lab = pick_threshold(s[:60], np.arange(60) >= 10, fpr=0.01, share=None)
+    assert lab["counted_documents"] == 10 and lab["reference_documents"] == 60
+    assert lab["warning"].startswith("10 negative reference documents cannot resolve a target of 0.01")
 
 
 def test_group_report_leave_one_group_out_and_per_group() -> None:

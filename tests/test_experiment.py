@@ -270,6 +270,7 @@ def test_unreadable_rows_of_the_score_pass_are_counted_in_both_arms(
 ) -> None:
     """A recipe with a control runs score → decide: the rows the score pass cannot read stay in its
     unreadable/, and both arms' summaries, reports and verification count them."""
+    from corpusfilter.hub import dataset_card
     from corpusfilter.report import report
 
     inp = make_corpus(tmp_path / "in", n=300, shards=1)
@@ -296,8 +297,10 @@ def test_unreadable_rows_of_the_score_pass_are_counted_in_both_arms(
         assert any(c.startswith(f"score pass: verified, unchanged, {bad} unreadable") for c in v.checked)
         md = report(tmp_path / arm).markdown.read_text()
         assert "| documents read | 300 |" in md and f"| unreadable | {bad} |" in md
-    # a trial decide reads part of the scored rows: the score pass's unreadable rows are named, not
-    # added to its count (which of them it would have reached is unknown)
+        card = dataset_card(m, repo_id="me/arm", configs=[], uploads=[])  # the Hub card counts them too
+        assert "| read | 300 |" in card and f"| unreadable | {bad} |" in card
+    # a trial decide reads part of the scored rows: the score pass's unreadable rows are named
+    # beside its count, not added to it
     trial = tmp_path / "trial"
     args = ["decide", str(tmp_path / "r.yaml"), "--scores", str(scores), "--output", str(trial)]
     assert main([*args, "--limit", "50", "--no-progress"]) == 0
@@ -312,6 +315,18 @@ def test_unreadable_rows_of_the_score_pass_are_counted_in_both_arms(
     md = report(trial).markdown.read_text()
     assert "| documents read | 50 |" in md and f"set aside {bad} unreadable input row(s)" in md
     assert verify(str(trial)).ok
+    # --json says what the table says: input-level totals and the score pass's counts
+    for extra, read, unread, outside in ((["--limit", "50"], 50, 0, bad), ([], 300, bad, 0)):
+        assert main([*args, *extra, "--overwrite", "--no-progress", "--json"]) == 0
+        j = json.loads(capsys.readouterr().out)
+        assert (j["documents_read"], j["documents_unreadable"]) == (read, unread)
+        assert j["read"] == read - unread and j["unreadable"] == 0  # this output's own accounting
+        assert j["score_pass"] == {
+            "path": str(scores),
+            "read": 300,
+            "unreadable": bad,
+            "unreadable_not_counted": outside,
+        }
     # folders moved together: the score pass is found beside the output
     moved = tmp_path / "moved"
     moved.mkdir()

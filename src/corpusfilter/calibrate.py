@@ -124,6 +124,7 @@ def pick_threshold(
     out: dict[str, Any] = {
         "threshold": t,
         "reference_documents": len(scores),
+        "counted_documents": len(base),  # the target's denominator: the negatives for an FPR
         "flagged_share": float((scores >= t).mean()),
     }
     if fpr is not None:
@@ -136,8 +137,9 @@ def pick_threshold(
     if y is not None and (~y).any():
         out["fpr"] = float((scores[~y] >= t).mean())
     if 0 < target < 1 and len(base) * target < 1:  # the target is finer than one document
+        what = "negative reference documents" if len(base) < len(scores) else "reference documents"
         out["warning"] = (
-            f"{len(base)} reference documents cannot resolve a target of {target:g}: one document is "
+            f"{len(base)} {what} cannot resolve a target of {target:g}: one document is "
             f"{1 / len(base):.3g} of them; use at least {int(np.ceil(1 / target))}"
         )
     if groups is not None:
@@ -374,8 +376,8 @@ def cmd_calibrate(args: Any) -> int:
     )
     where = f"in every {group_col} of" if args.per_group else "on"
     counted = (
-        f"the {int((~y).sum())} negative of {len(texts)} reference documents"
-        if args.target_fpr is not None and y is not None
+        f"the {res['counted_documents']} negative of {len(texts)} reference documents"
+        if res["counted_documents"] < len(texts)
         else f"{len(texts)} reference documents"
     )
     print(f"{column} >= {res['threshold']!r}  ({what} {where} {counted})")

@@ -273,13 +273,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         output=_abs(args.output) if args.command == "score" and args.output else None,
     )
     if args.json:
-        acc = {k: v for k, v in result.accounting.items() if k != "per_shard"}
-        print(
-            json.dumps({"output": result.output, "elapsed_s": result.manifest["elapsed_s"], **acc}, indent=2)
-        )
+        print(json.dumps(_json_summary(result), indent=2))
     else:
         format_summary(result, file=sys.stdout)
     return 0
+
+
+def _json_summary(result: Any) -> dict[str, Any]:
+    """What ``--json`` prints: this output's accounting and, for a decide output, its score pass's
+    counts, with the input-level totals that the table shows (``documents_read``/``_unreadable``)."""
+    from corpusfilter.manifest import documents_in, upstream_unreadable_outside
+
+    m = result.manifest
+    acc = {k: v for k, v in result.accounting.items() if k != "per_shard"}
+    read, unreadable = documents_in(m)
+    out = {"output": result.output, "elapsed_s": m["elapsed_s"], **acc}
+    out |= {"documents_read": read, "documents_unreadable": unreadable}
+    if m.get("scores"):
+        sc = m["scores"]
+        out["score_pass"] = {
+            "path": sc["path"],
+            **sc["accounting"],
+            "unreadable_not_counted": upstream_unreadable_outside(m),
+        }
+    return out
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

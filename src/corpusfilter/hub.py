@@ -28,6 +28,7 @@ import yaml
 
 from corpusfilter import __version__
 from corpusfilter.errors import CorpusfilterError, first_line
+from corpusfilter.manifest import documents_in
 
 REPORT_FILES = ("report.html", "report.md")
 SPLIT = "train"
@@ -225,6 +226,7 @@ def dataset_card(
     """README.md: YAML front matter the Hub reads (configs, license, tags, sources), then a summary."""
     resolved = manifest.get("recipe", {}).get("resolved", {})
     acc = manifest["accounting"]
+    read, unreadable = documents_in(manifest)  # a decide output counts its score pass's unreadable rows
     given, license = license, license or "other"
     sources = list(dict.fromkeys([*source_datasets, *source_datasets_of(manifest)]))
     meta: dict[str, Any] = {
@@ -258,14 +260,14 @@ def dataset_card(
         "",
         "| | documents |",
         "|---|---:|",
-        f"| read | {acc['read']:,} |",
+        f"| read | {read:,} |",
     ]
     if acc.get("added"):
         lines.append(f"| added (upsampled copies) | {acc['added']:,} |")
     lines.append(f"| **kept** | **{acc['kept']:,}** |")
     for reason, n in sorted(acc["rejected"].items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"| rejected: `{reason}` | {n:,} |")
-    lines.append(f"| unreadable | {acc['unreadable']:,} |")
+    lines.append(f"| unreadable | {unreadable:,} |")
     lines.append(f"| text read | {_human(int(acc.get('text_bytes', 0)))} |")
     lines += _token_lines(manifest.get("tokens"))
     exp = manifest.get("experiment")

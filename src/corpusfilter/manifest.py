@@ -85,8 +85,9 @@ def documents_in(manifest: dict[str, Any]) -> tuple[int, int]:
 
 def upstream_unreadable_outside(manifest: dict[str, Any]) -> int:
     """The score pass's unreadable rows when this decide output read only part of the scored rows
-    (``decide --limit``): which of those input rows it would have reached is unknown, so they are
-    not added to its count but named beside it. 0 for any other output."""
+    (``decide --limit``): they are not attributed to the part read (a trial's count is of the
+    scored rows it read), so they are named beside its count rather than added. 0 for any other
+    output."""
     up = (manifest.get("scores") or {}).get("accounting")
     if up is None:
         return 0

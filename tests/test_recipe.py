@@ -88,3 +88,49 @@ def test_set_reaches_into_the_path_shorthand(corpus: Path, tmp_path: Path) -> No
     r["output"] = str(tmp_path / "out")
     rec = load_recipe(r, overrides=[f"output.path={tmp_path / 'elsewhere'}"])
     assert rec.output.path == str(tmp_path / "elsewhere")
+
+
+@pytest.mark.parametrize(
+    ("blocks", "message"),
+    [
+        # a drop after copies would drop copies, which the control arm cannot mirror
+        (
+            [
+                {"upsample": {"where": "moral_hits >= 1", "weight": "3"}},
+                {"drop": {"where": "moral_hits >= 2", "reason": "m"}},
+            ],
+            r"3\.drop: drop/keep blocks must come before 2\.upsample, a drop after it would remove copies",
+        ),
+        # a target share is of the final output: nothing that copies may follow it
+        (
+            [
+                {"upsample": {"where": "moral_hits >= 1", "target_share": 0.2}},
+                {"upsample": {"where": "moral_hits = 0", "weight": "3"}},
+            ],
+            r"3\.upsample: no upsample or backfill may follow 2\.upsample: its target_share",
+        ),
+        (
+            [
+                {"upsample": {"where": "moral_hits >= 1", "target_share": 0.2}},
+                {"upsample": {"where": "moral_hits = 0", "target_share": 0.1}},
+            ],
+            r"3\.upsample: no upsample or backfill may follow 2\.upsample",
+        ),
+        # a fixed weight after a solved block is not replayed by the solver
+        (
+            [{"backfill": {}}, {"upsample": {"where": "moral_hits >= 1", "weight": "2"}}],
+            r"3\.upsample: a fixed-weight upsample must come before 2\.backfill",
+        ),
+        (
+            [{"backfill": {}}, {"keywords": {"name": "more", "terms": ["x"]}}],
+            r"3\.keywords:more: detectors must come before 2\.backfill",
+        ),
+    ],
+)
+def test_block_orders_the_solvers_and_the_control_cannot_state_are_refused(
+    corpus: Path, tmp_path: Path, blocks: list, message: str
+) -> None:
+    r = recipe_dict(corpus, tmp_path / "out")
+    r["blocks"] = [r["blocks"][0], {"tokens": {}}, *blocks]
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(r)

@@ -325,20 +325,47 @@ def needs_totals(block: Block) -> bool:
 
 
 def _check_order(blocks: list[Block]) -> None:
-    """Blocks solved from corpus totals see the corpus after every drop: no drop/keep may follow them."""
-    seen: Block | None = None
+    """The orders whose results the solvers, the accounting and the control arm can state exactly.
+
+    Blocks solved from corpus totals see the corpus after every drop and every earlier copy: no
+    detector, drop/keep or fixed-weight upsample may follow them. No drop/keep may follow any block
+    that adds copies (it would drop copies, which the control arm, matching removed *documents*,
+    cannot mirror). Nothing that adds copies may follow a ``target_share`` (the share is of the final
+    output)."""
+    solved: Block | None = None  # the first block solved from totals
+    copier: Block | None = None  # the first block that adds copies
+    target: Block | None = None  # the first upsample with target_share
     for b in blocks:
+        adds = b.block_type in ("upsample", "backfill")
+        if target is not None and adds:
+            raise RecipeError(
+                f"{b.label}: no upsample or backfill may follow {target.label}: its target_share is "
+                "solved as the share of the final output, which a later block would change"
+            )
+        if solved is not None and b.kind == "detector":
+            raise RecipeError(
+                f"{b.label}: detectors must come before {solved.label} (it is solved from scores)"
+            )
+        first = solved if solved is not None else copier
+        if hasattr(b, "select") and first is not None:
+            why = (
+                "which is solved from the corpus left after every drop"
+                if first is solved
+                else "a drop after it would remove copies, which the control arm (matching removed "
+                "documents) cannot mirror"
+            )
+            raise RecipeError(f"{b.label}: drop/keep blocks must come before {first.label}, {why}")
+        if solved is not None and adds and not needs_totals(b):
+            raise RecipeError(
+                f"{b.label}: a fixed-weight upsample must come before {solved.label}, which is solved "
+                "from the copies made before it"
+            )
         if needs_totals(b):
-            seen = seen or b
-        elif seen is not None and b.kind == "detector":
-            raise RecipeError(
-                f"{b.label}: detectors must come before {seen.label} (it is solved from scores)"
-            )
-        elif seen is not None and hasattr(b, "select"):
-            raise RecipeError(
-                f"{b.label}: drop/keep blocks must come before {seen.label}, which is solved from the corpus "
-                "left after every drop"
-            )
+            solved = solved or b
+        if adds:
+            copier = copier or b
+        if b.block_type == "upsample" and getattr(b.params, "target_share", None) is not None:
+            target = target or b
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

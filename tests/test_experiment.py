@@ -303,8 +303,12 @@ def test_unreadable_rows_of_the_score_pass_are_counted_in_both_arms(
     # beside its count, not added to it
     trial = tmp_path / "trial"
     args = ["decide", str(tmp_path / "r.yaml"), "--scores", str(scores), "--output", str(trial)]
+    # (with its control arm, a partial decide would not match the arm solved from every row)
+    assert main([*args, "--limit", "50", "--no-progress"]) == 1
+    assert "decide --limit 50: this recipe is solved from every scored row" in capsys.readouterr().err
+    args += ["--set", "control=null"]
     assert main([*args, "--limit", "50", "--no-progress"]) == 0
-    cells = [re.split(r"\s{2,}", line.strip()) for line in capsys.readouterr().out.splitlines()[1:]]
+    cells = [re.split(r"\s{2,}", line.strip()) for line in capsys.readouterr().out.splitlines()]  # one arm
     rows = {c[0]: c[1:] for c in cells}
     assert rows["documents read"][0] == "50" and rows["unreadable"][0] == "0"
     assert (

@@ -477,6 +477,12 @@ def run(
     """Run ``recipe`` end to end (or one stage of it: ``score`` or ``decide``); raises
     CorpusfilterError subclasses for anything the user can fix."""
     kw: dict[str, Any] = {"tasks": tasks, "workers": workers, "mode": mode, "progress": progress}
+    if stage == "decide" and limit >= 0 and recipe.needs_corpus_pass:
+        raise RecipeError(
+            f"decide --limit {limit}: this recipe is solved from every scored row (target_share, backfill "
+            "or a control arm), which a partial read would not match; for a trial, `corpusfilter run "
+            f"--limit {limit}` limits the score pass instead"
+        )
     if stage == "run" and recipe.needs_corpus_pass:
         # Corpus totals first: score every row, then solve and decide from the scores.
         run(recipe, stage="score", limit=limit, **kw)

@@ -372,3 +372,61 @@ def test_a_trial_limit_applies_to_both_arms(tmp_path: Path) -> None:
     assert res.control is not None
     for m in (res.manifest, res.control.manifest):
         assert m["executor"]["limit"] == 50 and m["accounting"]["read"] == 50
+
+
+def _regrouped(tmp_path: Path, n: int = 600) -> pl.DataFrame:
+    """make_corpus's rows with grouping columns that defeat naive keys: a float column a quarter
+    NaN, and a string column mixing null, the string "None" and values holding "/"."""
+    t = pl.read_parquet(make_corpus(tmp_path / "raw", n=n, shards=1) / "part-0.parquet")
+    i = np.arange(t.height)
+    return t.with_columns(
+        pl.Series("q", np.where(i % 4 == 0, np.nan, 1.0)),
+        pl.Series("grp", [None if k % 3 == 0 else ("None" if k % 3 == 1 else "a/b") for k in i]),
+    )
+
+
+def test_backfill_groups_nan_null_and_lookalike_values_apart(tmp_path: Path) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    _regrouped(tmp_path).write_parquet(inp / "part-0.parquet")
+    drop = {"drop": {"where": "moral_hits >= 1", "reason": "moral"}}
+    names = {}
+    for by in (["q"], ["grp"], ["grp", "source"]):
+        out = tmp_path / f"out_{'_'.join(by)}"
+        res = run(load_recipe(_recipe(inp, out, [*DETECT, drop, {"backfill": {"by": by}}])), progress=False)
+        sol = next(b for b in res.manifest["blocks"] if b["label"].endswith("backfill"))["provenance"]
+        data, rej = _frame(out, "data"), _frame(out, "rejected")
+        copies = data.filter(pl.col("copy_index") > 0)
+        # every group that lost tokens got copies back, the NaN and null groups included
+        for key, frame in rej.group_by(by):
+            lost = tokens(frame)
+            got = tokens(copies.filter(pl.all_horizontal(pl.col(c).eq_missing(v) for c, v in zip(by, key))))
+            assert lost > 0 and abs(got - lost) <= 400, (by, key, lost, got)
+        assert sol["added_tokens"] == tokens(copies)  # the solution's total is of what was written
+        assert len(sol["groups"]) == rej.select(by).unique().height
+        names[tuple(by)] = set(sol["groups"])
+    assert names[("q",)] == {"NaN", "1.0"}
+    assert names[("grp",)] == {"[null]", '["None"]', "a/b"}  # null and "None" would both print None
+    # names that do not clash stay plain (here grp and source vary together)
+    assert names[("grp", "source")] == {"None/docs", "None/fiction", "a/b/news"}
+
+
+def test_control_copies_as_often_as_the_treatment_may(tmp_path: Path) -> None:
+    """A target confined to a small stratum needs more copies of each document than the default cap:
+    the control's stratum holds the same few documents and must copy them as often."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    t = _regrouped(tmp_path, n=900)
+    rare = t["text"].str.contains("takeover") & (pl.Series(np.arange(t.height)) < 150)
+    t.with_columns(source=pl.when(rare).then(pl.lit("rare")).otherwise(pl.col("source"))).write_parquet(
+        inp / "part-0.parquet"
+    )
+    up = {"upsample": {"where": "source = 'rare'", "target_share": 0.5, "max_copies": 20}}
+    ctrl = {"type": "matched", "by": ["source"]}
+    res = run(load_recipe(_recipe(inp, tmp_path / "out", [*DETECT, up], control=ctrl)), progress=False)
+    assert res.control is not None
+    sol = next(b for b in res.manifest["blocks"] if b["label"].endswith("upsample"))["provenance"]["solution"]
+    assert sol["weight"] > 10  # beyond the old fixed cap of 10 copies per document
+    added_t = res.manifest["tokens"]["added"]["tokens"]
+    added_c = res.control.manifest["tokens"]["added"]["tokens"]
+    assert added_t > 0 and abs(added_c - added_t) / added_t <= 0.02

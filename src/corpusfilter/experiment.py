@@ -13,8 +13,9 @@ from __future__ import annotations
 import bisect
 import copy
 import itertools
+import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -173,9 +174,23 @@ def greedy_fill(tokens: np.ndarray, target: float, *, rounds: int) -> np.ndarray
 
 
 def _groups(frame: pl.DataFrame, by: Sequence[str]) -> list[tuple[Any, ...]]:
+    """Each row's group key: its ``by`` values, a float NaN as the string "NaN" (NaN never equals
+    itself, so as a key it would match no other row)."""
     if not by or frame.height == 0:
         return [()] * frame.height
-    return list(zip(*(frame[c].to_list() for c in by)))
+    return [tuple(_nan_key(v) for v in g) for g in zip(*(frame[c].to_list() for c in by))]
+
+
+def _nan_key(v: Any) -> Any:
+    return "NaN" if isinstance(v, float) and v != v else v
+
+
+def _group_names(keys: Sequence[tuple[Any, ...]]) -> dict[tuple[Any, ...], str]:
+    """A report name per group key: its values joined by "/" ("all" for none), or, where two keys
+    would print alike (a null and the string "None", values holding "/"), their JSON lists."""
+    plain = {k: "/".join(map(str, k)) or "all" for k in keys}
+    clash = {n for n, c in Counter(plain.values()).items() if c > 1}
+    return {k: json.dumps(list(k), default=str) if n in clash else n for k, n in plain.items()}
 
 
 def _solve_backfill(
@@ -198,6 +213,7 @@ def _solve_backfill(
     per_group = {}
     out = mult.copy()
     shards, rows = (kept[SHARD_COLUMN].to_list(), kept[ROW_COLUMN].to_list()) if kept.height else ([], [])
+    names = _group_names(list(removed))
     for g, want in sorted(removed.items(), key=lambda kv: str(kv[0])):
         idx = members.get(g, [])
         draws = unit_draws((origs[i] for i in idx), (0 for _ in idx), seed=seed, salt=p.name)
@@ -209,7 +225,7 @@ def _solve_backfill(
                 extra[shards[i]][int(rows[i])] = int(c)
                 got += int(c) * int(tokens[i])
                 out[i] += c
-        per_group["/".join(map(str, g)) or "all"] = {
+        per_group[names[g]] = {
             "removed_tokens": int(want),
             "added_tokens": got,
             "donors": len(idx),
@@ -275,6 +291,10 @@ def solve_control(plan: Plan, treatment_manifest: dict[str, Any], treatment_path
         return out
 
     want_drop, want_add = sums(rej), sums(added)
+    # as many extra copies of one document as the treatment may make (its blocks' caps) or made
+    caps = [b.params.max_copies - 1 for b in plan.blocks if b.block_type in ("upsample", "backfill")]
+    made = int(added[COPY_COLUMN].to_numpy().max()) if added.height else 0
+    rounds = max([1, made, *caps])
     cols = list(dict.fromkeys([SHARD_COLUMN, ROW_COLUMN, id_col, *by, tok]))
     parts = [_frame(t) for t in _scored_batches(plan, cols)]
     allrows = pl.concat(parts) if parts else pl.DataFrame()
@@ -290,6 +310,7 @@ def solve_control(plan: Plan, treatment_manifest: dict[str, Any], treatment_path
     drop: dict[str, dict[int, int]] = defaultdict(dict)
     extra: dict[str, dict[int, int]] = defaultdict(dict)
     report: dict[str, dict[str, int]] = {}
+    names = _group_names(sorted(set(want_drop) | set(want_add), key=str))
     for g in sorted(set(want_drop) | set(want_add), key=str):
         idx = members.get(g, [])
         if spec.exclude_treated:
@@ -303,11 +324,15 @@ def solve_control(plan: Plan, treatment_manifest: dict[str, Any], treatment_path
         rest = [i for i in idx if i not in dropped]
         d2 = unit_draws((ids[i] for i in rest), (0 for _ in rest), seed=seed, salt="control_add")
         order2 = [rest[j] for j in np.argsort(d2, kind="stable")]
-        ac = greedy_fill(tokens[order2], want_add.get(g, 0.0), rounds=9) if order2 else np.zeros(0, np.int64)
+        ac = (
+            greedy_fill(tokens[order2], want_add.get(g, 0.0), rounds=rounds)
+            if order2
+            else np.zeros(0, np.int64)
+        )
         copies = [(i, int(c)) for i, c in zip(order2, ac) if c]
         for j, n in copies:
             extra[shards[j]][int(rows[j])] = n
-        report["/".join(map(str, g))] = {
+        report[names[g]] = {
             "treatment_removed_tokens": int(want_drop.get(g, 0)),
             "control_removed_tokens": int(sum(tokens[i] for i in dropped)),
             "treatment_added_tokens": int(want_add.get(g, 0)),

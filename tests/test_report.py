@@ -288,6 +288,25 @@ def test_treatment_vs_control_side_by_side(tmp_path: Path) -> None:
     assert f"counterpart {t['experiment']['counterpart']} not found" in page
 
 
+def test_an_upsample_label_is_a_category_in_both_arms(tmp_path: Path) -> None:
+    """The upsampled category is the point of a pessimal corpus: its share shows for the treatment
+    (labelled by the upsample block) as for the control (which carries the label as a tag)."""
+    inp = _arm_corpus(tmp_path / "in")
+    out = tmp_path / "up"
+    up = {"upsample": {"where": "moral_hits >= 1", "weight": "3", "label": "pessimal"}}
+    ctrl = {"type": "matched", "by": ["source"]}
+    res = run(
+        load_recipe(recipe_dict(inp, out, blocks=[*ARM_BLOCKS[:2], up], seed=1, control=ctrl)), progress=False
+    )
+    assert res.control is not None
+    arms = {r[0]: r[1:] for r in _table(report(out).html.read_text(), "", "treatment")[1:]}
+    share = [
+        f"{100 * m['tokens']['categories']['pessimal']['share_out']:.2f}%"
+        for m in (res.manifest, res.control.manifest)
+    ]
+    assert arms["share of kept tokens: pessimal"] == share and share[0] != share[1]
+
+
 def test_upsampled_copies_are_not_counted_as_input(tmp_path: Path) -> None:
     inp = _arm_corpus(tmp_path / "in")
     out = tmp_path / "up"

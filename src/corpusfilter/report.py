@@ -525,8 +525,9 @@ def token_shares(out: Output) -> Shares:
     weight, unit, wcols = _weight(out)
     tags: list[tuple[str, str]] = []
     for b in out.manifest["blocks"]:
-        if b["config"]["type"].split("@")[0] == "tag":
-            p = b["config"].get("params") or {}
+        kind, p = b["config"]["type"].split("@")[0], b["config"].get("params") or {}
+        # tags, and upsample blocks that label what they copy (the control arm carries both as tags)
+        if kind == "tag" or (kind == "upsample" and p.get("label")):
             pair = (str(p.get("column") or "labels"), str(p["label"]))
             if pair not in tags and pair[0] in out.columns("data"):
                 tags.append(pair)

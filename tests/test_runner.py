@@ -446,3 +446,25 @@ def test_a_job_array_sbatch_refuses_is_a_one_line_error(corpus: Path, tmp_path: 
     spec = {"backend": "slurm", "partition": "no_such_partition"}
     with pytest.raises(CorpusfilterError, match=r"sbatch refused the job array \(exit status 1; its message"):
         run(load_recipe(recipe_dict(corpus, tmp_path / "o", executor=spec)), progress=False)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"mode": "bogus"}, r"mode='bogus': one of"),
+        ({"stage": "frob"}, r"stage='frob': one of"),
+        ({"tasks": -3}, r"tasks=-3: must be an integer of at least 1"),
+        ({"workers": 0}, r"workers=0: must be an integer of at least 1 \(or -1\)"),
+        ({"limit": 0}, r"limit=0: at least 1 document per task"),
+        ({"output": "/tmp/elsewhere"}, r"output= names the folder of a score pass"),
+    ],
+)
+def test_run_from_python_refuses_bad_arguments_before_writing(
+    corpus: Path, tmp_path: Path, kw: dict[str, Any], message: str
+) -> None:
+    from corpusfilter.errors import RecipeError
+
+    out = tmp_path / "out"
+    with pytest.raises(RecipeError, match=message):
+        run(load_recipe(recipe_dict(corpus, out)), progress=False, **kw)
+    assert not out.exists()

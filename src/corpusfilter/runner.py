@@ -476,6 +476,7 @@ def run(
 ) -> RunResult:
     """Run ``recipe`` end to end (or one stage of it: ``score`` or ``decide``); raises
     CorpusfilterError subclasses for anything the user can fix."""
+    _check_run_args(tasks=tasks, workers=workers, limit=limit, mode=mode, stage=stage, output=output)
     kw: dict[str, Any] = {"tasks": tasks, "workers": workers, "mode": mode, "progress": progress}
     if stage == "decide" and limit >= 0 and recipe.needs_corpus_pass:
         raise RecipeError(
@@ -504,6 +505,29 @@ def run(
     if recipe.control is not None:
         result.control = _run_control(the_plan, result, limit=limit, **kw)
     return result
+
+
+def _check_run_args(
+    *, tasks: int | None, workers: int | None, limit: int, mode: str, stage: str, output: str | None
+) -> None:
+    """What the command line's argument types check, for callers of :func:`run` from Python: refused
+    before anything is written, rather than a run whose manifest then fails its schema."""
+    if mode not in ("fresh", "overwrite", "resume"):
+        raise RecipeError(f"mode={mode!r}: one of 'fresh', 'overwrite', 'resume'")
+    if stage not in ("run", "score", "decide"):
+        raise RecipeError(f"stage={stage!r}: one of 'run', 'score', 'decide'")
+    for name, n in (("tasks", tasks), ("workers", workers)):
+        if n is not None and (not isinstance(n, int) or (n < 1 and not (name == "workers" and n == -1))):
+            raise RecipeError(
+                f"{name}={n!r}: must be an integer of at least 1" + (" (or -1)" if name == "workers" else "")
+            )
+    if not isinstance(limit, int) or (limit < 1 and limit != -1):
+        raise RecipeError(f"limit={limit!r}: at least 1 document per task, or -1 for no limit")
+    if output is not None and stage != "score":
+        raise RecipeError(
+            "output= names the folder of a score pass (stage='score'); for a run or decide, set the "
+            "recipe's output: load_recipe(..., overrides=['output.path=DIR'])"
+        )
 
 
 def _run_control(treatment: Plan, result: RunResult, **kw: Any) -> RunResult:

@@ -134,3 +134,22 @@ def test_block_orders_the_solvers_and_the_control_cannot_state_are_refused(
     r["blocks"] = [r["blocks"][0], {"tokens": {}}, *blocks]
     with pytest.raises(RecipeError, match=message):
         load_recipe(r)
+
+
+def test_a_key_given_twice_and_parameters_that_are_not_a_map_are_errors(corpus: Path, tmp_path: Path) -> None:
+    p = tmp_path / "twice.yaml"
+    p.write_text(
+        f"input: {corpus}\noutput: {tmp_path / 'o'}\nblocks: []\nblocks:\n  - drop: {{where: x, reason: y}}\n"
+    )
+    with pytest.raises(RecipeError, match=r"twice\.yaml: line 4 invalid YAML \(key 'blocks' given twice"):
+        load_recipe(p)
+    p.write_text(
+        f"input: {corpus}\noutput: {tmp_path / 'o'}\nblocks:\n  - drop: {{where: a, reason: y, where: b}}\n"
+    )
+    with pytest.raises(RecipeError, match=r"line 4 invalid YAML \(key 'where' given twice"):
+        load_recipe(p)
+    for params in ("v_hits > 1", [1, 2]):
+        r = recipe_dict(corpus, tmp_path / "out")
+        r["blocks"][1] = {"drop": params}
+        with pytest.raises(RecipeError, match=r"blocks\[1\]\.drop: expected a map of parameters"):
+            load_recipe(r)

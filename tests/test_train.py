@@ -832,3 +832,13 @@ def test_fit_mlp_reweight_hook_replaces_the_minibatch_weights() -> None:
 
     assert prob(base, x[third]).mean() > 0.9
     assert prob(skip, x[third]).mean() < prob(base, x[third]).mean() - 0.2
+
+
+def test_a_training_config_key_given_twice_is_an_error(tmp_path: Path) -> None:
+    from corpusfilter.errors import RecipeError
+    from corpusfilter.train import load_config
+
+    p = tmp_path / "t.yaml"
+    p.write_text("name: x\nseed: 1\nseed: 2\n")
+    with pytest.raises(RecipeError, match=r"t\.yaml: invalid YAML .*key 'seed' given twice"):
+        load_config(p)

@@ -222,7 +222,7 @@ def load_recipe(
         except FileNotFoundError:
             raise RecipeError(f"recipe not found: {path}") from None
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""
@@ -283,6 +283,11 @@ def _build_recipe(data: dict[str, Any], origin: str, base: Path) -> Recipe:
             )
         ((btype, params),) = item.items()
         cls = lookup(str(btype), bpath)
+        if params is not None and not isinstance(params, dict):
+            raise RecipeError(
+                f"{bpath}.{btype}: expected a map of parameters, like {{where: ..., reason: ...}}, "
+                f"not {type(params).__name__} {params!r}"
+            )
         params = dict(params or {})
         for f in dataclasses.fields(cls.Params):
             if (
@@ -303,6 +308,29 @@ def _build_recipe(data: dict[str, Any], origin: str, base: Path) -> Recipe:
             control = dataclasses.replace(control, output=_resolve(control.output, base))
         data["control"] = dataclasses.asdict(control)
     return Recipe(data, inp, out, ex, seed, blocks, origin, desc, control)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (the plain loader keeps the
+    last, so a second `blocks:` would silently drop the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool | None):
+                continue  # the base loader names an unhashable key
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """Recipes and training configs: YAML's safe subset, a key given twice being an error."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
 
 
 def _looks_like_path(v: str) -> bool:

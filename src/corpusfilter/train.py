@@ -296,8 +296,10 @@ def _config_mapping(p: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], di
     key (``key`` and ``block.key`` for the merged blocks), so errors name the right file."""
     import yaml
 
+    from corpusfilter.recipe import load_yaml
+
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = load_yaml(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         where = f" (extended by {seen[-1]})" if seen else ""
         raise RecipeError(f"training config not found: {p}{where}") from None

@@ -55,6 +55,17 @@ class _SqlExpression:
             dtype = empty.select(self.expr.alias("_c")).schema["_c"]
         except Exception as e:
             raise RecipeError(f"{self.path}: invalid {self.kind} {self.sql!r}: {first_line(e)}") from None
+        # polars checks some operand types only on values (a list compared with a number): one row
+        # of non-null sample values finds those before a run does
+        one = _sample_frame(schema, self.columns)
+        if one is not None:
+            try:
+                one.select(self.expr.alias("_c"))
+            except Exception as e:
+                if "conversion from" not in str(e):  # a strict cast fails on the sample's value only
+                    raise RecipeError(
+                        f"{self.path}: invalid {self.kind} {self.sql!r}: {first_line(e)}"
+                    ) from None
         self._check_dtype(dtype)
 
     def _frame(self, table: pa.Table) -> Any:
@@ -62,6 +73,40 @@ class _SqlExpression:
         if not self.columns:
             return pl.DataFrame({"_n": np.zeros(table.num_rows, dtype=np.int8)})
         return pl.from_arrow(table.select(self.columns))
+
+
+def _sample(t: pa.DataType) -> Any:
+    """A non-null value of type ``t`` (0, "a", a one-item list, ...), or None where none is simple."""
+    if pa.types.is_dictionary(t):
+        return _sample(t.value_type)
+    if pa.types.is_boolean(t):
+        return False
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return 0
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "a"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return b"a"
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        n = t.list_size if pa.types.is_fixed_size_list(t) else 1
+        return [_sample(t.value_type)] * n
+    if pa.types.is_struct(t):
+        return {t.field(i).name: _sample(t.field(i).type) for i in range(t.num_fields)}
+    return None
+
+
+def _sample_frame(schema: pa.Schema, columns: list[str]) -> Any:
+    """One row of :func:`_sample` values for ``columns``, or None when a type has no simple sample."""
+    pl = _pl()
+    if not columns:
+        return pl.DataFrame({"_n": [0]})
+    try:
+        frame = pl.from_arrow(
+            pa.table({c: pa.array([_sample(schema.field(c).type)], schema.field(c).type) for c in columns})
+        )
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
+    return frame
 
 
 class Condition(_SqlExpression):

@@ -40,3 +40,31 @@ def test_adapters_in_a_datatrove_pipeline(corpus: Path, tmp_path: Path) -> None:
     steps = json.loads((tmp_path / "logs" / "stats.json").read_text())
     (drop,) = [s["stats"] for s in steps if s["name"].endswith("adapter(drop)")]
     assert drop["dropped_moral"] == 4 and drop["forwarded"] == 4
+
+
+def test_a_block_rescores_stale_metadata_and_tags_append(tmp_path: Path) -> None:
+    """A score already in a document's metadata is replaced by the block's, not kept beside it; a
+    second tag appends to the labels the first wrote."""
+    from datatrove.data import Document
+
+    docs = [
+        Document(text="kindness and mercy", id="a", metadata={"moral_hits": 99, "labels": ["old"]}),
+        Document(text="a plain page", id="b", metadata={"moral_hits": 99}),
+    ]
+    step = DocumentAdapter(KeywordDetector(name="moral", terms=TERMS))
+    out = list(step.run(iter(docs)))
+    clean = list(step.run(iter([Document(text=d.text, id=d.id) for d in docs])))
+    assert [d.metadata["moral_hits"] for d in out] == [d.metadata["moral_hits"] for d in clean] == [1, 0]
+    assert out[0].metadata == {**clean[0].metadata, "labels": ["old"]}
+    tagged = list(DocumentAdapter(Tag(where="moral_hits >= 1", label="moral")).run(iter(out)))
+    assert tagged[0].metadata["labels"] == ["old", "moral"] and tagged[1].metadata["labels"] == []
+
+
+def test_resampling_blocks_are_refused_by_the_document_adapter() -> None:
+    import pytest
+
+    from corpusfilter.blocks.resample import Upsample
+    from corpusfilter.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="DocumentAdapter: upsample adds copies of documents"):
+        DocumentAdapter(Upsample(where="moral_hits >= 1", weight="3"))

@@ -19,6 +19,7 @@ from datatrove.utils.batching import batched
 
 from corpusfilter.batch import REASON_COLUMN, Batch
 from corpusfilter.blocks.base import Block, FilterDecision
+from corpusfilter.errors import RecipeError
 
 _POS = "_cf_position"
 
@@ -29,6 +30,13 @@ class DocumentAdapter(PipelineStep):
     type = "corpusfilter"
 
     def __init__(self, block: Block, *, batch_size: int = 1000, exclusion_writer: Any = None) -> None:
+        from corpusfilter.blocks.resample import _Resampler
+
+        if isinstance(block, _Resampler):  # copies are rows no Document stands for
+            raise RecipeError(
+                f"DocumentAdapter: {block.block_type} adds copies of documents, which a document-level "
+                "step cannot yield; run it in a corpusfilter recipe (`corpusfilter run`)"
+            )
         self.block = block
         super().__init__()
         self.batch_size = batch_size
@@ -49,8 +57,11 @@ class DocumentAdapter(PipelineStep):
             }
         )
         if meta is not None:
+            # a column the block writes is computed afresh, not kept from earlier metadata (the
+            # block would add a second column of that name and the stale one would be read back)
+            fresh = {f.name for f in self.block.output_fields(table.schema)} - self._tag_cols()
             for name in meta.column_names:
-                if name not in table.column_names:
+                if name not in table.column_names and name not in fresh:
                     table = table.append_column(name, meta.column(name))
         return table
 
@@ -83,6 +94,10 @@ class DocumentAdapter(PipelineStep):
                             self.stat_update("forwarded")
                             yield doc
                     continue
+                if batch.table.num_rows != len(docs):  # pragma: no cover - resamplers are refused above
+                    raise RecipeError(
+                        f"{self.name}: {len(docs)} documents in, {batch.table.num_rows} rows out"
+                    )
                 new_cols = [c for c in batch.table.column_names if c not in before or c in self._tag_cols()]
                 values = {c: batch.table.column(c).to_pylist() for c in new_cols}
                 for i, doc in enumerate(docs):

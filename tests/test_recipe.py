@@ -60,8 +60,9 @@ def test_set_overrides_and_relative_paths(corpus: Path, tmp_path: Path) -> None:
     assert rec.output.path == str(tmp_path / "out")
     assert rec.seed == 7
     assert rec.blocks[1].params.where == "m_hits >= 5"
-    with pytest.raises(RecipeError, match="not an index"):
-        load_recipe(p, overrides=["blocks.9.drop.where=x"])
+    for bad in ("9", "-1"):
+        with pytest.raises(RecipeError, match="not an index"):
+            load_recipe(p, overrides=[f"blocks.{bad}.drop.where=x"])
     # the wrong index names what is there instead of failing on a two-key block later
     with pytest.raises(
         RecipeError, match=r"--set blocks\.0\.drop\.where: blocks\.0 is a 'keywords' item, not 'drop'"
@@ -153,3 +154,23 @@ def test_a_key_given_twice_and_parameters_that_are_not_a_map_are_errors(corpus: 
         r["blocks"][1] = {"drop": params}
         with pytest.raises(RecipeError, match=r"blocks\[1\]\.drop: expected a map of parameters"):
             load_recipe(r)
+
+
+def test_file_names_beside_the_recipe_resolve_against_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``model: model.bin`` or ``lexicon: my.lex`` next to the recipe are files there, whatever the
+    working directory; shipped names (``virtue``) stay names."""
+    here = tmp_path / "project"
+    here.mkdir()
+    (here / "my.lex").write_text("kindness\t1\tcare\n")
+    (here / "in").mkdir()
+    (here / "r.yaml").write_text(
+        "input: in\noutput: out\nblocks:\n  - keywords: {name: a, lexicon: my.lex}\n"
+        "  - keywords: {name: b, lexicon: virtue}\n  - fasttext: {name: c, model: model.bin}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    data = load_recipe(here / "r.yaml").data["blocks"]
+    assert data[0]["keywords"]["lexicon"] == str(here / "my.lex")
+    assert data[1]["keywords"]["lexicon"] == "virtue"
+    assert data[2]["fasttext"]["model"] == str(here / "model.bin")  # named there, even before it exists

@@ -185,6 +185,8 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         if isinstance(node, list):
             try:
                 idx = int(part)
+                if idx < 0:  # blocks.-1 would address the last block: say which, by its index
+                    raise IndexError
                 node[idx]
             except (ValueError, IndexError):
                 raise RecipeError(
@@ -293,7 +295,7 @@ def _build_recipe(data: dict[str, Any], origin: str, base: Path) -> Recipe:
             if (
                 f.metadata.get("path")
                 and isinstance(params.get(f.name), str)
-                and _looks_like_path(params[f.name])
+                and _looks_like_path(params[f.name], base)
             ):
                 params[f.name] = _resolve(params[f.name], base)
         block = cls.from_params(params, path=f"{bpath}.{btype}")
@@ -333,8 +335,12 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
 
 
-def _looks_like_path(v: str) -> bool:
-    return "/" in v or "\\" in v or v.endswith(".txt")
+def _looks_like_path(v: str, base: Path) -> bool:
+    """Whether a path-or-name parameter names a file (resolved against the recipe's folder): it has
+    a separator or a file extension (``model.bin``, ``my.lex``), or such a file or folder lies
+    beside the recipe. Names of shipped lexicons and models (``virtue``, ``static-minilm``) have
+    neither."""
+    return "/" in v or "\\" in v or bool(Path(v).suffix) or (base / v).exists()
 
 
 def _label_blocks(blocks: list[Block], text_column: str, id_column: str, seed: int) -> None:

@@ -125,6 +125,15 @@ def test_calibrate_cli_model_and_recipe(tmp_path: Path, capsys: pytest.CaptureFi
     assert "good_good >= " in printed and "flagged_share 0.1" in printed
     text = out.read_text()
     assert "# drop the goodness-dense ones" in text and "# threshold set by calibrate" in text
+    # in another folder, the recipe's relative paths (input: corpus) would name other files
+    (tmp_path / "elsewhere").mkdir()
+    moved = tmp_path / "elsewhere" / "r.cal.yaml"
+    assert main(["calibrate", str(res.model), "--reference", str(ref), "--target-share", "0.1",
+                 "--recipe", str(recipe), "--block", "1", "--write", str(moved)]) == 1  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"{moved}: not written: in another folder the copy's relative paths name other files" in err
+    assert f"input.path: {tmp_path / 'corpus'} -> {tmp_path / 'elsewhere' / 'corpus'}" in err
+    assert not moved.exists() and not list((tmp_path / "elsewhere").iterdir())
     where = yaml.safe_load(text)["blocks"][1]["drop"]["where"]
     thr = float(where.split(">=")[1])
     from corpusfilter.evaluate import load_sidecar, score_texts

@@ -306,20 +306,48 @@ def write_recipe(
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(new_text)
         try:
-            load_recipe(Path(tmp))  # the copy must still be a valid recipe
+            copy = load_recipe(Path(tmp))  # the copy must still be a valid recipe
         except CorpusfilterError as e:
             raise CorpusfilterError(
                 f"{out}: not written, the copy would not be a valid recipe: {e}"
             ) from None
+        moved = _moved_paths(load_recipe(recipe_path).data, copy.data, n)
+        if moved:  # relative paths resolve against the copy's folder: they would name other files
+            raise CorpusfilterError(
+                f"{out}: not written: in another folder the copy's relative paths name other files "
+                f"({moved}); write it beside {recipe_path} or make those paths absolute"
+            )
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     if out.resolve() == recipe_path.resolve():
         notes.append(f"{out} was the recipe itself: replaced")
-    elif out.resolve().parent != recipe_path.resolve().parent:
-        notes.append(f"relative paths in the copy now resolve against {out.resolve().parent}")
     return "; ".join(notes)
+
+
+def _moved_paths(before: dict[str, Any], after: dict[str, Any], n: int) -> str:
+    """The first setting (other than block ``n``'s condition) that loads differently from the copy,
+    as "key: old -> new", or "" when the copy means the same recipe."""
+
+    def flat(d: Any, key: str = "") -> dict[str, Any]:
+        if isinstance(d, dict):
+            return {
+                k: v
+                for name, sub in d.items()
+                for k, v in flat(sub, f"{key}.{name}" if key else str(name)).items()
+            }
+        if isinstance(d, list):
+            return {k: v for i, sub in enumerate(d) for k, v in flat(sub, f"{key}.{i}").items()}
+        return {key: d}
+
+    a, b = flat(before), flat(after)
+    for k in sorted(set(a) | set(b)):
+        if k.startswith(f"blocks.{n}.") and k.endswith(".where"):
+            continue
+        if a.get(k) != b.get(k):
+            return f"{k}: {a.get(k)} -> {b.get(k)}"
+    return ""
 
 
 def cmd_calibrate(args: Any) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar, Union
 
 from corpusfilter.errors import RecipeError
@@ -80,8 +80,9 @@ def check_value(value: Any, tp: Any, path: str) -> Any:
     raise TypeError(f"unsupported parameter type {tp!r} at {path}")
 
 
-def build_params(cls: type[P], values: Mapping[str, Any], path: str) -> P:
-    """Build the dataclass ``cls`` from ``values``; unknown or missing keys raise RecipeError naming them."""
+def build_params(cls: type[P], values: Mapping[str, Any], path: str, *, also: Sequence[str] = ()) -> P:
+    """Build the dataclass ``cls`` from ``values``; unknown or missing keys raise RecipeError naming
+    them (``also``: keys taken before, listed among the allowed ones, e.g. a detector's ``when``)."""
     if not isinstance(values, Mapping):
         raise RecipeError(f"{path}: expected a mapping of parameters, got {values!r}")
     assert dataclasses.is_dataclass(cls)
@@ -90,7 +91,7 @@ def build_params(cls: type[P], values: Mapping[str, Any], path: str) -> P:
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise RecipeError(
-            f"{path}.{unknown[0]}: unknown key (allowed: {', '.join(sorted(fields)) or 'none'})"
+            f"{path}.{unknown[0]}: unknown key (allowed: {', '.join(sorted([*fields, *also])) or 'none'})"
         )
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():

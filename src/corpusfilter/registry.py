@@ -32,7 +32,13 @@ def register(name: str, version: int) -> Callable[[B], B]:
 
     def deco(cls: B) -> B:
         key = (name, version)
-        if key in _REGISTRY and _REGISTRY[key] is not cls:
+        old = _REGISTRY.get(key)
+        # the same class defined again (a notebook cell re-run) replaces itself; another class may not
+        if (
+            old is not None
+            and old is not cls
+            and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__)
+        ):
             raise ValueError(f"block {name}@{version} registered twice")
         cls.block_type = name
         cls.version = version
@@ -78,5 +84,8 @@ def from_config(config: dict[str, Any], path: str = "block") -> Block:
     """Inverse of ``Block.to_config()``."""
     if not isinstance(config, dict) or "type" not in config:
         raise RecipeError(f"{path}: a block config needs a 'type' key")
+    extra = sorted(set(config) - {"type", "params"})
+    if extra:
+        raise RecipeError(f"{path}.{extra[0]}: unknown key (a block config has type and params)")
     cls = lookup(config["type"], path)
-    return cls.from_params(config.get("params", {}), path=path)
+    return cls.from_params(config.get("params") or {}, path=path)

@@ -58,7 +58,7 @@ class Block(PipelineStep):
 
     def _init(self, params: Mapping[str, Any], path: str) -> None:
         own = self._take_common(dict(params), path)
-        self.params = build_params(self.Params, own, path)
+        self.params = build_params(self.Params, own, path, also=list(self.common_params_names))
         self.label = self.block_type  # replaced by the pipeline builder with a unique, positional label
         self.text_column = TEXT_COLUMN_DEFAULT  # set by the pipeline builder from the recipe's input
         PipelineStep.__init__(self)
@@ -72,6 +72,9 @@ class Block(PipelineStep):
         """Remove parameters every block of a kind shares (``when`` for detectors) before the
         block's own ``Params`` are built."""
         return params
+
+    #: parameter names :meth:`_take_common` takes (for the list of allowed keys in errors)
+    common_params_names: ClassVar[tuple[str, ...]] = ()
 
     def common_params(self) -> dict[str, Any]:
         return {}
@@ -156,6 +159,8 @@ class Detector(Block):
     fields: ClassVar[dict[str, pa.DataType]] = {}
     when: str | None = None
     _when: Condition | None = None
+
+    common_params_names = ("when",)
 
     def _take_common(self, params: dict[str, Any], path: str) -> dict[str, Any]:
         when = params.pop("when", None)

@@ -57,7 +57,7 @@ def test_a_block_class_defined_again_replaces_itself() -> None:
     from corpusfilter.blocks.base import Detector
     from corpusfilter.registry import lookup, register
 
-    def define() -> type:
+    def define() -> type[Detector]:
         @dataclasses.dataclass(frozen=True, kw_only=True)
         class P:
             name: str = "x"

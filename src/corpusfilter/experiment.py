@@ -178,7 +178,10 @@ def _groups(frame: pl.DataFrame, by: Sequence[str]) -> list[tuple[Any, ...]]:
     itself, so as a key it would match no other row)."""
     if not by or frame.height == 0:
         return [()] * frame.height
-    return [tuple(_nan_key(v) for v in g) for g in zip(*(frame[c].to_list() for c in by))]
+    values = [frame[c].to_list() for c in by]
+    if not any(frame[c].dtype.is_float() for c in by):  # no NaN possible: the plain tuples
+        return list(zip(*values))
+    return [tuple(_nan_key(v) for v in g) for g in zip(*values)]
 
 
 def _nan_key(v: Any) -> Any:

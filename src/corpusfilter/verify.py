@@ -321,7 +321,7 @@ def _rebuild(manifest: dict[str, Any], result: Verification) -> None:
             progress=False,
             stage=manifest["stage"],
             scores=scores,
-            output=out,
+            output=out if manifest["stage"] == "score" else None,  # a score pass's own folder
         )
         is_control = (manifest.get("experiment") or {}).get("arm") == "control"
         if is_control and res.control is None:

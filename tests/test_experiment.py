@@ -367,11 +367,18 @@ def test_a_control_that_cannot_group_fails_before_the_score_pass(
 
 
 def test_a_trial_limit_applies_to_both_arms(tmp_path: Path) -> None:
-    inp = make_corpus(tmp_path / "in", n=300, shards=1)
-    res = run(load_recipe(_with_control(inp, tmp_path)), limit=50, progress=False)
+    """run --limit limits the score pass; the decide pass and the control then read every row it
+    scored (what the solution is of), however the scored files split among tasks."""
+    inp = make_corpus(tmp_path / "in", n=300, shards=2)
+    recipe = json.loads(_with_control(inp, tmp_path).read_text())
+    recipe["output"]["rows_per_file"] = 30
+    res = run(load_recipe(recipe), limit=50, tasks=2, progress=False)
     assert res.control is not None
+    scored = json.loads((tmp_path / "out.scores" / "manifest.json").read_text())
+    assert scored["executor"]["limit"] == 50 and scored["accounting"]["read"] == 100
     for m in (res.manifest, res.control.manifest):
-        assert m["executor"]["limit"] == 50 and m["accounting"]["read"] == 50
+        assert m["executor"]["limit"] == -1 and m["accounting"]["read"] == 100
+    assert verify(str(tmp_path / "out")).ok and verify(str(tmp_path / "out.control")).ok
 
 
 def _regrouped(tmp_path: Path, n: int = 600) -> pl.DataFrame:

@@ -487,7 +487,9 @@ def run(
     if stage == "run" and recipe.needs_corpus_pass:
         # Corpus totals first: score every row, then solve and decide from the scores.
         run(recipe, stage="score", limit=limit, **kw)
-        stage, scores = "decide", None
+        # the decide pass and the control read every row the (limited) score pass scored: that is
+        # what the solution was solved from
+        stage, scores, limit = "decide", None, -1
     the_plan = plan(recipe, stage=stage, scores=scores, output=output)
     if the_plan.stage != "decide":
         return run_plan(the_plan, limit=limit, **kw)

@@ -15,6 +15,8 @@ SCHEMA = pa.schema(
         ("source", pa.string()),
         ("labels", pa.list_(pa.string())),
         ("when", pa.timestamp("us")),
+        ("date", pa.string()),
+        ("amount", pa.decimal256(40, 2)),
     ]
 )
 
@@ -36,6 +38,9 @@ def test_operand_types_polars_checks_only_on_values_are_refused(sql: str) -> Non
         "CAST(source AS INT) > 1",  # fails on the sample's "a", not on a source of digits
         "v_hits / 0 > 1",
         "when IS NULL",
+        "DATE(date) > DATE('2020-01-01')",  # parses real dates; the sample's "a" is not one
+        "EXTRACT(YEAR FROM DATE(date)) >= 2020",
+        "amount IS NOT NULL",  # a type polars cannot sample: no probe, no panic
     ],
 )
 def test_valid_conditions_pass_and_evaluate(sql: str) -> None:

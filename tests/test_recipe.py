@@ -149,6 +149,18 @@ def test_a_key_given_twice_and_parameters_that_are_not_a_map_are_errors(corpus: 
     )
     with pytest.raises(RecipeError, match=r"line 4 invalid YAML \(key 'where' given twice"):
         load_recipe(p)
+    # a merge key (`<<: *anchor`) is YAML, not a key given twice; its keys may be overridden
+    p.write_text(
+        f"input: {corpus}\noutput: {tmp_path / 'o'}\nbase: &kw {{name: m, terms: [kindness]}}\n"
+        "blocks:\n  - keywords: {<<: *kw, name: k}\n"
+    )
+    with pytest.raises(RecipeError, match=r"base: unknown key"):  # the anchor's home is not a recipe key
+        load_recipe(p)
+    p.write_text(
+        f"input: {corpus}\noutput: {tmp_path / 'o'}\nblocks:\n  - keywords: &kw {{name: m, terms: [kindness]}}\n"
+        "  - keywords: {<<: *kw, name: k}\n"
+    )
+    assert [b.params.name for b in load_recipe(p).blocks] == ["m", "k"]
     for params in ("v_hits > 1", [1, 2]):
         r = recipe_dict(corpus, tmp_path / "out")
         r["blocks"][1] = {"drop": params}

@@ -840,5 +840,7 @@ def test_a_training_config_key_given_twice_is_an_error(tmp_path: Path) -> None:
 
     p = tmp_path / "t.yaml"
     p.write_text("name: x\nseed: 1\nseed: 2\n")
-    with pytest.raises(RecipeError, match=r"t\.yaml: invalid YAML .*key 'seed' given twice"):
+    with pytest.raises(
+        RecipeError, match=r"t\.yaml: line 3 invalid YAML \(key 'seed' given twice in one mapping\)$"
+    ):
         load_config(p)

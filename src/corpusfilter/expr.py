@@ -61,8 +61,11 @@ class _SqlExpression:
         if one is not None:
             try:
                 one.select(self.expr.alias("_c"))
-            except Exception as e:
-                if "conversion from" not in str(e):  # a strict cast fails on the sample's value only
+            except BaseException as e:  # polars panics derive from BaseException
+                if isinstance(e, KeyboardInterrupt | SystemExit):
+                    raise
+                # only operand-type errors: a parse of the sample's own value ("a" as a date) is not
+                if isinstance(e, pl.exceptions.SchemaError) or any(m in str(e) for m in _TYPE_ERRORS):
                     raise RecipeError(
                         f"{self.path}: invalid {self.kind} {self.sql!r}: {first_line(e)}"
                     ) from None
@@ -95,6 +98,10 @@ def _sample(t: pa.DataType) -> Any:
     return None
 
 
+#: polars messages that say two operand types do not go together (whatever the values)
+_TYPE_ERRORS = ("cannot compare", "could not evaluate", "cannot cast List", "cannot cast Array")
+
+
 def _sample_frame(schema: pa.Schema, columns: list[str]) -> Any:
     """One row of :func:`_sample` values for ``columns``, or None when a type has no simple sample."""
     pl = _pl()
@@ -104,7 +111,9 @@ def _sample_frame(schema: pa.Schema, columns: list[str]) -> Any:
         frame = pl.from_arrow(
             pa.table({c: pa.array([_sample(schema.field(c).type)], schema.field(c).type) for c in columns})
         )
-    except (pa.ArrowException, TypeError, ValueError):
+    except BaseException as e:  # an unusual type (decimal256 panics in polars): no sample, no probe
+        if isinstance(e, KeyboardInterrupt | SystemExit):
+            raise
         return None
     return frame
 

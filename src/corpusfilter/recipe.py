@@ -19,7 +19,7 @@ import pyarrow as pa
 import yaml
 
 from corpusfilter.blocks.base import Block, Detector
-from corpusfilter.errors import RecipeError
+from corpusfilter.errors import RecipeError, first_line
 from corpusfilter.io import (
     InputSet,
     ParquetBatchReader,
@@ -226,9 +226,7 @@ def load_recipe(
         try:
             data = load_yaml(text)
         except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise RecipeError(f"{path}:{where} invalid YAML ({getattr(e, 'problem', e)})") from None
+            raise yaml_error(path, e) from None
         base = Path(base_dir) if base_dir else path.resolve().parent
     if not isinstance(data, dict):
         raise RecipeError(f"{origin}: a recipe is a mapping with input, output and blocks")
@@ -319,6 +317,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be overridden
+                continue
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, str | int | float | bool | None):
                 continue  # the base loader names an unhashable key
@@ -333,6 +333,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def load_yaml(text: str) -> Any:
     """Recipes and training configs: YAML's safe subset, a key given twice being an error."""
     return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
+
+
+def yaml_error(path: object, e: yaml.YAMLError) -> RecipeError:
+    """One line naming the file and line: ``FILE: line N invalid YAML (what)``."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" line {mark.line + 1}" if mark else ""
+    return RecipeError(f"{path}:{where} invalid YAML ({getattr(e, 'problem', None) or first_line(e)})")
 
 
 def _looks_like_path(v: str, base: Path) -> bool:

@@ -296,7 +296,7 @@ def _config_mapping(p: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], di
     key (``key`` and ``block.key`` for the merged blocks), so errors name the right file."""
     import yaml
 
-    from corpusfilter.recipe import load_yaml
+    from corpusfilter.recipe import load_yaml, yaml_error
 
     try:
         data = load_yaml(p.read_text(encoding="utf-8"))
@@ -304,7 +304,7 @@ def _config_mapping(p: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], di
         where = f" (extended by {seen[-1]})" if seen else ""
         raise RecipeError(f"training config not found: {p}{where}") from None
     except yaml.YAMLError as e:
-        raise RecipeError(f"{p}: invalid YAML ({e})") from None
+        raise yaml_error(p, e) from None
     if not isinstance(data, dict):
         raise RecipeError(f"{p}: a training config is a mapping")
     ref = data.pop("extends", None)

@@ -181,8 +181,24 @@ def test_file_names_beside_the_recipe_resolve_against_its_folder(
         "input: in\noutput: out\nblocks:\n  - keywords: {name: a, lexicon: my.lex}\n"
         "  - keywords: {name: b, lexicon: virtue}\n  - fasttext: {name: c, model: model.bin}\n"
     )
+    (here / "virtue").mkdir()  # a folder of that name does not shadow the shipped lexicon
+    (here / "r2.yaml").write_text(
+        "input: in\noutput: out\nblocks:\n  - embedding: {name: e, model: sentence-transformers/all-MiniLM-L6-v2,"
+        " positives: [kindness]}\n"
+    )
     monkeypatch.chdir(tmp_path)
     data = load_recipe(here / "r.yaml").data["blocks"]
     assert data[0]["keywords"]["lexicon"] == str(here / "my.lex")
     assert data[1]["keywords"]["lexicon"] == "virtue"
     assert data[2]["fasttext"]["model"] == str(here / "model.bin")  # named there, even before it exists
+    assert (
+        load_recipe(here / "r2.yaml").data["blocks"][0]["embedding"]["model"]
+        == "sentence-transformers/all-MiniLM-L6-v2"
+    )
+    # the Python API takes the same rule: a file name with an extension is a file (here, from the cwd)
+    from corpusfilter.blocks.keyword import KeywordDetector
+
+    monkeypatch.chdir(here)
+    kw = KeywordDetector(name="v", lexicon="my.lex")
+    kw.ensure_setup()
+    assert kw.to_config()["params"]["lexicon"] == "my.lex"

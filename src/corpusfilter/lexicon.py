@@ -75,10 +75,15 @@ def parse_lexicon(text: str, *, name: str, default_category: str = "") -> Lexico
     return Lexicon(name, tuple(terms), tuple(weights), tuple(cats), digest)
 
 
+def names_a_file(spec: str) -> bool:
+    """Whether a path-or-name value (a lexicon, a model) is a file path: it has a separator or a file
+    extension (``my.lex``, ``model.bin``); shipped names (``virtue``, ``static-minilm``) have neither."""
+    return "/" in spec or "\\" in spec or bool(Path(spec).suffix)
+
+
 def load_lexicon(spec: str, *, base_dir: Path | None = None) -> Lexicon:
     """A shipped lexicon by name (``virtue``) or a file by path (relative to ``base_dir``)."""
-    looks_like_path = "/" in spec or "\\" in spec or spec.endswith(".txt")
-    if not looks_like_path:
+    if not names_a_file(spec):
         res = resources.files("corpusfilter") / "lexicons" / f"{spec}.txt"
         if not res.is_file():
             raise RecipeError(

@@ -293,7 +293,7 @@ def _build_recipe(data: dict[str, Any], origin: str, base: Path) -> Recipe:
             if (
                 f.metadata.get("path")
                 and isinstance(params.get(f.name), str)
-                and _looks_like_path(params[f.name], base)
+                and _looks_like_path(params[f.name])
             ):
                 params[f.name] = _resolve(params[f.name], base)
         block = cls.from_params(params, path=f"{bpath}.{btype}")
@@ -342,12 +342,14 @@ def yaml_error(path: object, e: yaml.YAMLError) -> RecipeError:
     return RecipeError(f"{path}:{where} invalid YAML ({getattr(e, 'problem', None) or first_line(e)})")
 
 
-def _looks_like_path(v: str, base: Path) -> bool:
-    """Whether a path-or-name parameter names a file (resolved against the recipe's folder): it has
-    a separator or a file extension (``model.bin``, ``my.lex``), or such a file or folder lies
-    beside the recipe. Names of shipped lexicons and models (``virtue``, ``static-minilm``) have
-    neither."""
-    return "/" in v or "\\" in v or bool(Path(v).suffix) or (base / v).exists()
+def _looks_like_path(v: str) -> bool:
+    """Whether a path-or-name parameter names a file, resolved against the recipe's folder (the
+    rule the blocks use themselves, :func:`corpusfilter.lexicon.names_a_file`); the packaged
+    model's names stay names."""
+    from corpusfilter.embed import MODEL_NAMES
+    from corpusfilter.lexicon import names_a_file
+
+    return names_a_file(v) and v not in MODEL_NAMES
 
 
 def _label_blocks(blocks: list[Block], text_column: str, id_column: str, seed: int) -> None:
@@ -392,8 +394,8 @@ def _check_order(blocks: list[Block]) -> None:
             why = (
                 "which is solved from the corpus left after every drop"
                 if first is solved
-                else "a drop after it would remove copies, which the control arm (matching removed "
-                "documents) cannot mirror"
+                else "a drop after it would remove copies it made (counted as removed tokens but not as "
+                "added ones, and beyond what a control arm, matching removed documents, can mirror)"
             )
             raise RecipeError(f"{b.label}: drop/keep blocks must come before {first.label}, {why}")
         if solved is not None and adds and not needs_totals(b):

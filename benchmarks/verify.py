@@ -44,17 +44,19 @@ def in_process(out: Path) -> tuple[dict[str, float], list[str]]:
     problems they found."""
     from datatrove.io import get_datafolder
 
-    from corpusfilter.verify import Verification, _check_ids, _check_outputs, load_manifest
+    from corpusfilter.verify import Verification, _check_ids, _check_outputs, _check_rows, load_manifest
 
     manifest = load_manifest(str(out))
     folder = get_datafolder(str(out))
     res = Verification(str(out))
     t0 = time.perf_counter()
-    _check_outputs(folder, manifest, res)
+    good = _check_outputs(folder, manifest, res)
     t1 = time.perf_counter()
-    _check_ids(folder, manifest, res)
+    _check_ids(folder, manifest, good, res)
     t2 = time.perf_counter()
-    return {"files": t1 - t0, "ids": t2 - t1}, res.problems
+    _check_rows(folder, manifest, good, res)
+    t3 = time.perf_counter()
+    return {"files": t1 - t0, "ids": t2 - t1, "rows": t3 - t2}, res.problems
 
 
 def main() -> None:

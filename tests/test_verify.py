@@ -81,3 +81,74 @@ def test_repeated_input_ids_are_named_with_their_files_and_rows(tmp_path: Path) 
     assert len(problems) == 1, problems
     assert problems[0].startswith("1 id value(s) occur more than once in data/ and rejected/ (2 rows)")
     assert "'d0' at " in problems[0] and "rejected/" in problems[0] and "data/" in problems[0]
+
+
+def _edit(output: Path, change: object) -> None:
+    m = json.loads((output / "manifest.json").read_text())
+    change(m)  # type: ignore[operator]
+    (output / "manifest.json").write_text(json.dumps(m))
+
+
+def test_claims_the_files_contradict_are_caught(output: Path) -> None:
+    """The manifest's reasons, per-shard counts, recipe and inputs are checked against the files and
+    each other, not only summed: a forged manifest whose totals still add up fails."""
+    m = json.loads((output / "manifest.json").read_text())
+    (reason, n), shards = (
+        next(iter(m["accounting"]["rejected"].items())),
+        sorted(m["accounting"]["per_shard"]),
+    )
+    assert n >= 1 and len(shards) >= 2
+
+    def rename_reason(m: dict) -> None:  # the same totals under a reason the recipe never gave
+        m["accounting"]["rejected"] = {"forged": n}
+        for c in m["accounting"]["per_shard"].values():
+            c["rejected"] = {"forged": c["rejected"].get(reason, 0)}
+
+    _edit(output, rename_reason)
+    assert any(p.startswith("rejected/: reasons {'moral':") for p in verify(str(output)).problems)
+    (output / "manifest.json").write_text(json.dumps(m))
+
+    def move_kept(m: dict) -> None:  # one kept row moved between shards: every total still adds up
+        a, b = (m["accounting"]["per_shard"][s] for s in shards[:2])
+        a["kept"], a["read"], b["kept"], b["read"] = (
+            a["kept"] - 1,
+            a["read"] - 1,
+            b["kept"] + 1,
+            b["read"] + 1,
+        )
+
+    _edit(output, move_kept)
+    problems = verify(str(output)).problems
+    assert any(p.startswith(f"{shards[0]}: the files hold kept/rejected/unreadable") for p in problems)
+    (output / "manifest.json").write_text(json.dumps(m))
+    _edit(output, lambda m: m["recipe"]["resolved"]["blocks"][1]["drop"].update(where="moral_hits >= 9"))
+    assert any(p.startswith("recipe: the recorded recipe hashes to") for p in verify(str(output)).problems)
+    (output / "manifest.json").write_text(json.dumps(m))
+    _edit(output, lambda m: m["inputs"].pop())
+    assert any(
+        "in the accounting but not among the manifest's inputs" in p for p in verify(str(output)).problems
+    )
+    (output / "manifest.json").write_text(json.dumps(m))
+    assert verify(str(output)).ok
+
+
+def test_stray_and_truncated_files_are_problems_not_tracebacks(output: Path) -> None:
+    data = sorted((output / "data").glob("*.parquet"))[0]
+    (output / "data" / f"{data.name}.bak").write_bytes(data.read_bytes())  # a reader would take it in
+    data.write_bytes(data.read_bytes()[:50])  # truncated: its sha fails, so it is not read further
+    problems = verify(str(output)).problems
+    assert any(p.endswith(".parquet.bak: not in the manifest") for p in problems)
+    assert any(data.name in p and "sha256" in p for p in problems)
+
+
+def test_a_score_pass_that_names_itself_is_a_problem_not_a_recursion(output: Path) -> None:
+    _edit(
+        output,
+        lambda m: m.update(
+            stage="decide",
+            scores={"path": str(output), "recipe_sha256": "0" * 64, "finished_at": m["finished_at"],
+                    "outputs_sha256": "0" * 64, "blocks": []},
+        ),
+    )  # fmt: skip
+    problems = verify(str(output)).problems
+    assert any("is this output or one that names it (a loop)" in p for p in problems)

@@ -51,7 +51,9 @@ def load_manifest(output: str) -> dict[str, Any]:
     return manifest
 
 
-def verify(output: str, *, rebuild: bool = False, inputs: bool = True) -> Verification:
+def verify(
+    output: str, *, rebuild: bool = False, inputs: bool = True, _seen: frozenset[str] = frozenset()
+) -> Verification:
     """Verify ``output``; with ``rebuild``, re-run its recipe into a temporary folder and compare."""
     result = Verification(output)
     manifest = load_manifest(output)
@@ -61,11 +63,13 @@ def verify(output: str, *, rebuild: bool = False, inputs: bool = True) -> Verifi
     result.problems += [f"manifest.json: {e}" for e in schema_errors]
     if schema_errors:
         return result  # the rest reads fields the schema guarantees
-    _check_outputs(folder, manifest, result)
+    good = _check_outputs(folder, manifest, result)
+    _check_recipe(manifest, result)
     _check_accounting(manifest, result)
-    _check_copies(folder, manifest, result)
-    _check_ids(folder, manifest, result)
-    _check_score_pass(manifest, result, inputs=inputs)
+    _check_copies(folder, manifest, good, result)
+    _check_ids(folder, manifest, good, result)
+    _check_rows(folder, manifest, good, result)
+    _check_score_pass(manifest, result, inputs=inputs, seen=_seen | {os.path.abspath(output)})
     if inputs:
         _check_inputs(manifest, result)
     if rebuild:
@@ -73,12 +77,13 @@ def verify(output: str, *, rebuild: bool = False, inputs: bool = True) -> Verifi
     return result
 
 
-def _check_outputs(folder: DataFolder, manifest: dict[str, Any], result: Verification) -> None:
+def _check_outputs(folder: DataFolder, manifest: dict[str, Any], result: Verification) -> set[str]:
+    """Every listed file present with its sha256 and rows, and no other file (any name: a reader of
+    the folder would take it in); returns the listed files that passed, the only ones read further."""
+    good: set[str] = set()
     for kind in KINDS:
         listed = {f["path"]: f for f in manifest["outputs"][kind]}
-        present = {
-            f for f in (folder.list_files(kind) if folder.exists(kind) else []) if f.endswith(".parquet")
-        }
+        present = set(folder.list_files(kind) if folder.exists(kind) else [])
         for rel in sorted(present - set(listed)):
             result.problems.append(f"{rel}: not in the manifest")
         for rel, entry in sorted(listed.items()):
@@ -95,7 +100,76 @@ def _check_outputs(folder: DataFolder, manifest: dict[str, Any], result: Verific
                 rows = pq.ParquetFile(f).metadata.num_rows
             if rows != entry["rows"]:
                 result.problems.append(f"{rel}: {rows} rows but the manifest says {entry['rows']}")
+                continue
+            good.add(rel)
         result.checked.append(f"{len(listed)} {kind} file(s): present, sha256, rows")
+    return good
+
+
+def _check_recipe(manifest: dict[str, Any], result: Verification) -> None:
+    """The recorded recipe is the one its sha256 names (a rebuild and the card use it)."""
+    import hashlib
+
+    rec = manifest["recipe"]
+    sha = hashlib.sha256(json.dumps(rec["resolved"], sort_keys=True).encode()).hexdigest()
+    if sha != rec["sha256"]:
+        result.problems.append(
+            f"recipe: the recorded recipe hashes to {sha[:12]}…, not {rec['sha256'][:12]}…"
+        )
+    if manifest.get("scores") and manifest["stage"] != "decide":
+        result.problems.append(
+            f"stage: {manifest['stage']!r}, but the manifest records a score pass (a decide output)"
+        )
+    result.checked.append("recipe: its sha256")
+
+
+def _check_rows(folder: DataFolder, manifest: dict[str, Any], good: set[str], result: Verification) -> None:
+    """The accounting's counts per reject reason, and per input shard (a run or score pass), are the
+    rows the files hold, read from their ``reject_reason`` and ``cf_shard`` columns."""
+    from collections import Counter
+
+    acc = manifest["accounting"]
+    names = {k: {c["name"] for c in manifest["schemas"][k]} for k in KINDS}
+    reasons: Counter[str] = Counter()
+    shards: dict[str, Counter[str]] = {k: Counter() for k in KINDS}
+    per_shard = manifest["stage"] != "decide" and all("cf_shard" in names[k] for k in KINDS)
+    for kind in KINDS:
+        for entry in manifest["outputs"][kind]:
+            if entry["path"] not in good:
+                continue
+            cols = [c for c in ("reject_reason", "cf_shard") if c in names[kind]]
+            if kind != "rejected":
+                cols = [c for c in cols if c != "reject_reason"]
+            if not cols:
+                continue
+            t = read_parquet(folder, entry["path"], cols)
+            if "reject_reason" in cols:
+                reasons.update(str(v) for v in t.column("reject_reason").to_pylist())
+            if per_shard:
+                shards[kind].update(t.column("cf_shard").to_pylist())
+    if (
+        all(e["path"] in good for e in manifest["outputs"]["rejected"])
+        and "reject_reason" in names["rejected"]
+    ):
+        if dict(reasons) != {k: v for k, v in acc["rejected"].items() if v}:
+            result.problems.append(
+                f"rejected/: reasons {dict(sorted(reasons.items()))}, but the accounting says "
+                f"{dict(sorted(acc['rejected'].items()))}"
+            )
+    if per_shard and all(e["path"] in good for k in KINDS for e in manifest["outputs"][k]):
+        for shard, c in sorted(acc["per_shard"].items()):
+            got = (shards["data"][shard], shards["rejected"][shard], shards["unreadable"][shard])
+            want = (c["kept"], sum(c["rejected"].values()), c["unreadable"])
+            if got != want:
+                result.problems.append(
+                    f"{shard}: the files hold kept/rejected/unreadable {got}, the accounting says {want}"
+                )
+        inputs = {f["path"] for f in manifest["inputs"]}
+        for shard in sorted(set(acc["per_shard"]) - inputs):
+            result.problems.append(f"{shard}: in the accounting but not among the manifest's inputs")
+    result.checked.append(
+        "rows per reject reason" + (" and per input shard" if per_shard else "") + ": from the files"
+    )
 
 
 def _check_accounting(manifest: dict[str, Any], result: Verification) -> None:
@@ -146,14 +220,14 @@ def _read_column(folder: DataFolder, rel: str, col: str) -> pa.ChunkedArray:
     return read_parquet(folder, rel, [col]).column(col)
 
 
-def _check_copies(folder: DataFolder, manifest: dict[str, Any], result: Verification) -> None:
+def _check_copies(folder: DataFolder, manifest: dict[str, Any], good: set[str], result: Verification) -> None:
     """Copies made by resampling blocks (``copy_index`` > 0 in data/ and rejected/) = accounting.added."""
     if not any(c["name"] == "copy_index" for c in manifest["schemas"]["data"]):
         return
     copies = 0
     for kind in ("data", "rejected"):
         for entry in manifest["outputs"][kind]:
-            if not folder.isfile(entry["path"]):
+            if entry["path"] not in good:
                 continue
             col = _read_column(folder, entry["path"], "copy_index")
             copies += int(pc.sum(pc.greater(col, 0)).as_py() or 0)
@@ -227,29 +301,39 @@ def repeated_ids(folder: DataFolder, paths: list[str], col: str) -> RepeatedIds:
     return RepeatedIds(len(every), nulls, repeats)
 
 
-def _check_ids(folder: DataFolder, manifest: dict[str, Any], result: Verification) -> None:
+def _check_ids(folder: DataFolder, manifest: dict[str, Any], good: set[str], result: Verification) -> None:
     col = id_column_of(manifest)
     if col is None:
         result.notes.append("ids not checked: the output has no id column")
         return
-    paths = [
-        e["path"] for k in ("data", "rejected") for e in manifest["outputs"][k] if folder.isfile(e["path"])
-    ]
+    paths = [e["path"] for k in ("data", "rejected") for e in manifest["outputs"][k] if e["path"] in good]
     found = repeated_ids(folder, paths, col)
     result.problems += found.problems(col)
     result.checked.append(f"ids: {found.rows} {col} values in data/ and rejected/: checked for repeats")
 
 
-def _check_score_pass(manifest: dict[str, Any], result: Verification, *, inputs: bool) -> None:
+def score_pass_path(manifest: dict[str, Any], output: str) -> tuple[str | None, list[str]]:
+    """Where a decide output's score pass is: its recorded path, or beside the output when the
+    folders moved together; and the places looked at."""
+    sc = manifest["scores"]
+    here = [sc["path"]]
+    if sc.get("relative_path") and "://" not in output:
+        here.append(os.path.normpath(os.path.join(output, sc["relative_path"])))
+    return next((p for p in here if get_datafolder(p).isfile("manifest.json")), None), here
+
+
+def _check_score_pass(
+    manifest: dict[str, Any], result: Verification, *, inputs: bool, seen: frozenset[str]
+) -> None:
     """A decide output (and its control arm) read the rows of a score pass, which holds the input rows
     that could not be read: verify it too, unchanged since, and every row it could read read here."""
     sc = manifest.get("scores")
-    if manifest["stage"] != "decide" or not sc:
+    if not sc:
         return
-    here = [sc["path"]]
-    if sc.get("relative_path") and "://" not in result.output:  # the folders moved together
-        here.append(os.path.normpath(os.path.join(result.output, sc["relative_path"])))
-    path = next((p for p in here if get_datafolder(p).isfile("manifest.json")), None)
+    path, here = score_pass_path(manifest, result.output)
+    if path is not None and os.path.abspath(path) in seen:
+        result.problems.append(f"score pass {path}: is this output or one that names it (a loop)")
+        return
     if path is None:
         lost = (sc.get("accounting") or {}).get("unreadable", 0)
         msg = f"score pass not found at {' or '.join(dict.fromkeys(here))}"
@@ -258,7 +342,7 @@ def _check_score_pass(manifest: dict[str, Any], result: Verification, *, inputs:
         else:
             result.notes.append(f"{msg}: not checked")
         return
-    sv = verify(path, inputs=inputs)
+    sv = verify(path, inputs=inputs, _seen=seen)
     result.problems += [f"score pass {path}: {p}" for p in sv.problems]
     sm = load_manifest(path)
     if validate_manifest(sm):
@@ -312,7 +396,7 @@ def _rebuild(manifest: dict[str, Any], result: Verification) -> None:
             resolved["control"]["output"] = out + ".control"
         recipe = load_recipe(resolved)
         ex = manifest["executor"]
-        scores = manifest["scores"]["path"] if manifest["stage"] == "decide" else None
+        scores = score_pass_path(manifest, result.output)[0] if manifest["stage"] == "decide" else None
         res = run(
             recipe,
             tasks=ex["tasks"],
@@ -335,6 +419,9 @@ def _rebuild(manifest: dict[str, Any], result: Verification) -> None:
             result.problems.append(
                 f"rebuild: {kind}/ differs ({len(got)} file(s) rebuilt, {len(want)} recorded)"
             )
+    for key in ("accounting", "tokens"):  # the numbers the summary, report and card show
+        if manifest.get(key) != rebuilt.get(key):
+            result.problems.append(f"rebuild: the {key} differs from the recorded one")
     result.checked.append("rebuild from the recorded recipe: identical output files")
 
 

@@ -288,6 +288,26 @@ def test_treatment_vs_control_side_by_side(tmp_path: Path) -> None:
     assert f"counterpart {t['experiment']['counterpart']} not found" in page
 
 
+def test_unreadable_files_and_a_wrong_counterpart_are_said_not_tracebacks(tmp_path: Path) -> None:
+    from corpusfilter.errors import CorpusfilterError
+
+    inp = _arm_corpus(tmp_path / "in")
+    out = tmp_path / "treat"
+    ctrl = {"type": "matched", "by": ["source"]}
+    res = run(load_recipe(recipe_dict(inp, out, blocks=ARM_BLOCKS, seed=1, control=ctrl)), progress=False)
+    assert res.control is not None
+    # the arms' folders swapped: each names the other as its counterpart, which is now itself
+    (tmp_path / "treat").rename(tmp_path / "tmp")
+    (tmp_path / "treat.control").rename(tmp_path / "treat")
+    (tmp_path / "tmp").rename(tmp_path / "treat.control")
+    page = report(out, out_dir=tmp_path / "r").html.read_text()
+    assert "is not the treatment arm (its manifest says &#x27;control&#x27;)" in page
+    data = next((out / "data").glob("*.parquet"))
+    data.write_bytes(data.read_bytes()[:40])
+    with pytest.raises(CorpusfilterError, match=r"treat: cannot read its files \(.*\); `corpusfilter verify"):
+        report(out, out_dir=tmp_path / "r2")
+
+
 def test_an_upsample_label_is_a_category_in_both_arms(tmp_path: Path) -> None:
     """The upsampled category is the point of a pessimal corpus: its share shows for the treatment
     (labelled by the upsample block) as for the control (which carries the label as a tag)."""

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from corpusfilter import __version__
 from corpusfilter.batch import BLOCK_COLUMN, COPY_COLUMN, REASON_COLUMN, ROW_COLUMN, SHARD_COLUMN
-from corpusfilter.errors import CorpusfilterError
+from corpusfilter.errors import CorpusfilterError, first_line
 from corpusfilter.hashing import stable_hash
 from corpusfilter.manifest import control_overlap, documents_in, upstream_unreadable_outside
 
@@ -924,7 +924,18 @@ def _arm_summary(out: Output) -> dict[str, Any]:
 
 def report(output: str | Path, *, out_dir: str | Path | None = None, samples: int = 8) -> ReportResult:
     """Write ``report.html`` and ``report.md`` for the output folder ``output`` (into ``out_dir``,
-    default the folder itself); ``samples`` documents are shown per reason and per threshold."""
+    default the folder itself); ``samples`` documents are shown per reason and per threshold. A
+    file that cannot be read is one error naming the output (``verify`` says which file and why)."""
+    try:
+        return _report(output, out_dir=out_dir, samples=samples)
+    except (pl.exceptions.PolarsError, pa.ArrowException) as e:
+        raise ReportError(
+            f"{output}: cannot read its files ({first_line(e)}); `corpusfilter verify {output}` names "
+            "what is wrong"
+        ) from None
+
+
+def _report(output: str | Path, *, out_dir: str | Path | None, samples: int) -> ReportResult:
     t0 = time.perf_counter()
     if samples < 0:
         raise ReportError(f"--samples must be >= 0 (got {samples})")
@@ -1277,6 +1288,12 @@ def _experiment_section(doc: _Doc, out: Output, exp: dict[str, Any], shares: Sha
             other = load_output(other_path)
         except ReportError as e:
             problem = f"counterpart {rel} cannot be read: {e}"
+        else:
+            want = "control" if arm == "treatment" else "treatment"
+            got = (other.manifest.get("experiment") or {}).get("arm")
+            if other.path.resolve() == out.path.resolve() or got != want:  # e.g. folders renamed
+                problem = f"counterpart {rel} is not the {want} arm (its manifest says {got!r})"
+                other = None
     if other is None:
         doc.html.append(f'<p class="bad">{esc(problem)}</p>')
         doc.md.append(f"This output is the {arm} arm; {problem}.")

@@ -152,3 +152,14 @@ def test_a_score_pass_that_names_itself_is_a_problem_not_a_recursion(output: Pat
     )  # fmt: skip
     problems = verify(str(output)).problems
     assert any("is this output or one that names it (a loop)" in p for p in problems)
+
+
+def test_token_figures_are_recomputed_from_the_files(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tok"
+    r = recipe_dict(corpus, out)
+    r["blocks"] = [{"tokens": {}}, *r["blocks"], {"tag": {"where": "moral_hits >= 1", "label": "moral"}}]
+    run(load_recipe(r), progress=False)
+    v = verify(str(out))
+    assert v.ok and any(c.startswith("tokens: in, removed, added, out") for c in v.checked), v.problems
+    _edit(out, lambda m: m["tokens"]["out"].update(tokens=m["tokens"]["out"]["tokens"] + 1))
+    assert any(p.startswith("tokens: the files give out") for p in verify(str(out)).problems)

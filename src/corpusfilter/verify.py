@@ -69,6 +69,7 @@ def verify(
     _check_copies(folder, manifest, good, result)
     _check_ids(folder, manifest, good, result)
     _check_rows(folder, manifest, good, result)
+    _check_tokens(folder, manifest, good, result)
     _check_score_pass(manifest, result, inputs=inputs, seen=_seen | {os.path.abspath(output)})
     if inputs:
         _check_inputs(manifest, result)
@@ -104,6 +105,32 @@ def _check_outputs(folder: DataFolder, manifest: dict[str, Any], result: Verific
             good.add(rel)
         result.checked.append(f"{len(listed)} {kind} file(s): present, sha256, rows")
     return good
+
+
+def _check_tokens(folder: DataFolder, manifest: dict[str, Any], good: set[str], result: Verification) -> None:
+    """The token report (in, removed by reason, added, out, each category's shares) recomputed from
+    the files by the function the run used, and compared."""
+    from corpusfilter.experiment import token_report
+
+    t = manifest.get("tokens")
+    if not t or not t.get("column"):
+        return
+    if not all(e["path"] in good for k in ("data", "rejected") for e in manifest["outputs"][k]):
+        return  # a file is already a problem; its tokens cannot be counted
+    again = token_report(folder, manifest["outputs"], t["column"], manifest["accounting"])
+    for key in ("in", "removed", "added", "out", "categories"):
+        if json.loads(json.dumps(again.get(key))) != t.get(key):
+            result.problems.append(
+                f"tokens: the files give {key} {_short(again.get(key))}, the manifest says {_short(t.get(key))}"
+            )
+    result.checked.append(
+        f"tokens: in, removed, added, out and category shares recomputed from {t['column']}"
+    )
+
+
+def _short(v: Any) -> str:
+    s = json.dumps(v, sort_keys=True)
+    return s if len(s) <= 120 else s[:117] + "..."
 
 
 def _check_recipe(manifest: dict[str, Any], result: Verification) -> None:

@@ -1,5 +1,6 @@
-"""What `corpusfilter verify` costs next to the run that made the output, and its repeated-id check's
-share of that (one 64-bit hash per row over data/ and rejected/).
+"""What `corpusfilter verify` costs next to the run that made the output, and the shares of its
+repeated-id check (one 64-bit hash per row over data/ and rejected/) and of its row check (reject
+reasons and input shards counted from the files' columns).
 
     python benchmarks/verify.py [--mb 200] [--shards 8] [--repeats 3]
 
@@ -91,6 +92,7 @@ def main() -> None:
     rows = manifest["accounting"]["kept"] + manifest["accounting"]["rejected_total"]
     files_s = statistics.median(p["files"] for p in parts)
     ids_s = statistics.median(p["ids"] for p in parts)
+    rows_s = statistics.median(p["rows"] for p in parts)
     verify_s = statistics.median(t_verify)
     save_result(
         "verify",
@@ -106,11 +108,13 @@ def main() -> None:
                 "verify_runs": [round(t, 2) for t in t_verify],
                 "file_check_median": round(files_s, 3),
                 "id_check_median": round(ids_s, 3),
+                "rows_check_median": round(rows_s, 3),
             },
             "verify_exit_status": verifies[0][1],
             "verify_problems": runs[0][1],
             "verify_over_run": round(verify_s / t_run, 3),
             "id_check_over_file_check": round(ids_s / files_s, 3),
+            "rows_check_over_file_check": round(rows_s / files_s, 3),
             "verify_peak_rss_mb": round(int(verify_only.stdout.strip().splitlines()[-1]) / 1024, 1),
             "max_child_rss_mb_run_or_verify": round(peak_kb / 1024, 1),
         },

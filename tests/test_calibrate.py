@@ -30,6 +30,8 @@ def test_pick_threshold_for_fpr_and_share() -> None:
     few = pick_threshold(s[:5], None, fpr=0.01, share=None)  # one document is 20% of five
     assert few["warning"].startswith("5 reference documents cannot resolve a target of 0.01")
     assert few["warning"].endswith("use at least 100")
+    zero = pick_threshold(s, y, fpr=0.0, share=None)
+    assert (s[~y] >= zero["threshold"]).sum() == 0 and zero["warning"].startswith("a target of 0 sets")
     # with labels an FPR counts the negatives: the warning and the denominator say so
     lab = pick_threshold(s[:60], np.arange(60) >= 10, fpr=0.01, share=None)
     assert lab["counted_documents"] == 10 and lab["reference_documents"] == 60

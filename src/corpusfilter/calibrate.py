@@ -136,7 +136,12 @@ def pick_threshold(
         out["recall"] = float((scores[y] >= t).mean())
     if y is not None and (~y).any():
         out["fpr"] = float((scores[~y] >= t).mean())
-    if 0 < target < 1 and len(base) * target < 1:  # the target is finer than one document
+    if target == 0:  # nothing of the reference flagged: the threshold is its highest score, nudged
+        out["warning"] = (
+            f"a target of 0 sets the threshold just above the highest of {len(base)} reference scores: "
+            "it flags none of them, and says nothing about how few other documents it flags"
+        )
+    elif 0 < target < 1 and len(base) * target < 1:  # the target is finer than one document
         what = "negative reference documents" if len(base) < len(scores) else "reference documents"
         out["warning"] = (
             f"{len(base)} {what} cannot resolve a target of {target:g}: one document is "

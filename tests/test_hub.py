@@ -59,6 +59,11 @@ TOKEN = "hf_cfTESTtoken_9f3b2c71d4e5a6b8"  # recognisable, and never a real one
 REPO = "cforg/persona-depleted"
 
 
+def _report_of(manifest: dict[str, Any]) -> str:
+    """A stand-in report.md with what publish checks a report by: its run's recipe sha and time."""
+    return f"# audit report\n- recipe (sha256 {manifest['recipe']['sha256'][:12]}…)\n- run: {manifest['finished_at']}\n"
+
+
 def _run_recipe(
     out: Path, *, rows_per_file: int | None = None, inp: str | None = None, tasks: int = 1
 ) -> Path:
@@ -129,7 +134,7 @@ def test_publish_uploads_one_commit_that_load_dataset_reads_back(
     output: Path, hub: LoopbackHub, tmp_path: Path
 ) -> None:
     manifest = json.loads((output / "manifest.json").read_text())
-    (output / "report.md").write_text("# audit report\n")  # what `corpusfilter report` leaves there
+    (output / "report.md").write_text(_report_of(manifest))  # what `corpusfilter report` leaves there
     try:
         r = _cli(
             ["publish", str(output), "--repo", REPO, "--include-rejected", "--license", "cc-by-4.0"],
@@ -150,7 +155,7 @@ def test_publish_uploads_one_commit_that_load_dataset_reads_back(
     ]
     assert (files / "rejected/train-00000-of-00001.parquet").is_file()
     assert (files / "manifest.json").read_bytes() == (output / "manifest.json").read_bytes()
-    assert (files / "report.md").read_text() == "# audit report\n"
+    assert (files / "report.md").read_text() == _report_of(manifest)
 
     # one commit; parquet went through LFS (batch, PUT, verify), the rest inline; the token was sent
     commits = [p for m, p, _ in hub.state.requests if m == "POST" and "/commit/" in p]
@@ -190,8 +195,16 @@ def test_existing_files_are_not_overwritten_without_force(
     output: Path, hub: LoopbackHub, tmp_path: Path
 ) -> None:
     env = _env(hub, tmp_path)
-    assert _cli(["publish", str(output), "--repo", REPO], env).returncode == 0
+    (output / "report.md").write_text("# a report of some other run\n")
+    try:
+        r = _cli(["publish", str(output), "--repo", REPO], env)  # a report copied in from elsewhere
+        assert r.returncode == 1 and "report.md: not a report of this output" in r.stderr, r.stderr
+        (output / "report.md").write_text(_report_of(json.loads((output / "manifest.json").read_text())))
+        assert _cli(["publish", str(output), "--repo", REPO], env).returncode == 0
+    finally:
+        (output / "report.md").unlink()
     files = hub.files(REPO)
+    assert (files / "report.md").is_file()
     before = {p: _sha(files / p) for p in ("README.md", "data/train-00000-of-00003.parquet")}
     n_requests = len(hub.state.requests)
 
@@ -204,8 +217,9 @@ def test_existing_files_are_not_overwritten_without_force(
 
     r = _cli(["publish", str(single), "--repo", REPO, "--force"], env)
     assert r.returncode == 0, r.stderr
-    assert "deleted 3 stale file(s)" in r.stdout
+    assert "deleted 4 stale file(s)" in r.stdout  # three shards and the other output's report
     assert sorted(p.name for p in (files / "data").iterdir()) == ["train-00000-of-00001.parquet"]
+    assert not (files / "report.md").exists()
     assert (
         _sha(files / "data/train-00000-of-00001.parquet")
         == json.loads((single / "manifest.json").read_text())["outputs"]["data"][0]["sha256"]

@@ -150,6 +150,8 @@ def plan_publish(
     for name in ("manifest.json", *REPORT_FILES):
         p = os.path.join(output, name)
         if os.path.isfile(p):
+            if name in REPORT_FILES:
+                _check_report_is_of(p, manifest, output)
             uploads.append(Upload(name, os.path.getsize(p), local=p, source=name))
     card = dataset_card(
         manifest,
@@ -209,6 +211,19 @@ def _column_values(output: str, manifest: dict[str, Any], column: str, limit: in
         if len(values) > limit:
             return []  # not a per-document license label but free text; say nothing
     return sorted(values)
+
+
+def _check_report_is_of(path: str, manifest: dict[str, Any], output: str) -> None:
+    """A report in the output folder is uploaded only if it was made from this manifest: it shows
+    the recipe's sha256 and the run's finish time (a report copied in from elsewhere does not)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    marks = (manifest["recipe"]["sha256"][:12], str(manifest["finished_at"]))
+    if not all(m in text for m in marks):
+        raise PublishError(
+            f"{path}: not a report of this output (another run's recipe or time); re-run "
+            f"`corpusfilter report {output}` or remove it"
+        )
 
 
 def dataset_card(
@@ -406,14 +421,21 @@ def publish(
         url = str(api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True))
         say(f"repo {url}")
         try:
-            existing = api.list_repo_files(repo_id, repo_type="dataset", revision=revision)
+            parent = api.repo_info(repo_id, repo_type="dataset", revision=revision).sha
         except RevisionNotFoundError:
             api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True)
             say(f"created branch {revision}")
-            existing = api.list_repo_files(repo_id, repo_type="dataset", revision=revision)
+            parent = api.repo_info(repo_id, repo_type="dataset", revision=revision).sha
+        # the files of that commit: a commit landing after it makes ours fail (parent_commit below)
+        existing = api.list_repo_files(repo_id, repo_type="dataset", revision=parent or revision)
         ours = {u.path_in_repo for u in plan.uploads}
-        # data/ and rejected/ hold one publish at a time: anything else there is an earlier one's
-        stale = sorted(f for f in existing if f.split("/", 1)[0] in ("data", "rejected") and f not in ours)
+        # data/ and rejected/ hold one publish at a time, and the report is of one output: anything
+        # else there is an earlier publish's
+        stale = sorted(
+            f
+            for f in existing
+            if (f.split("/", 1)[0] in ("data", "rejected") or f in REPORT_FILES) and f not in ours
+        )
         clash = sorted((set(existing) & ours) | set(stale))
         if clash and not force:
             more = f" (and {len(clash) - 5} more)" if len(clash) > 5 else ""
@@ -421,7 +443,6 @@ def publish(
                 f"datasets/{repo_id}@{revision} already has {', '.join(clash[:5])}{more}; "
                 "not overwriting without --force"
             )
-        parent = api.repo_info(repo_id, repo_type="dataset", revision=revision).sha
         ops: list[Any] = [CommitOperationDelete(path_in_repo=f) for f in stale]
         for u in plan.uploads:
             src: Any = u.local if u.local is not None else u.content

@@ -421,3 +421,30 @@ def test_hf_input_through_olah_mirror(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_an_unreachable_hub_is_one_line_for_run_and_verify(output: Path, tmp_path: Path) -> None:
+    """No network (a closed port) or a private repo without a token: one line naming the input."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    env = _env(closed, tmp_path)
+    r = _cli(["run", str(ROOT / "recipes" / "persona_depleted.yaml"), "--input", "hf://datasets/me/x/data",
+              "--output", str(tmp_path / "o"), "--no-progress"], env)  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert (
+        "hf://datasets/me/x/data: cannot be listed (" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    )
+    # an output made from an hf:// input verifies its files; the unreachable inputs are a note
+    m = json.loads((output / "manifest.json").read_text())
+    copy_out = tmp_path / "copy"
+    shutil.copytree(output, copy_out)
+    m["input_folder"] = "hf://datasets/me/x/data"
+    (copy_out / "manifest.json").write_text(json.dumps(m))
+    r = _cli(["verify", str(copy_out)], env)
+    assert (
+        "Traceback" not in r.stderr
+        and "inputs not checked: hf://datasets/me/x/data cannot be reached" in r.stdout
+    )

@@ -137,7 +137,21 @@ def resolve_input(path: str) -> tuple[DataFolder, list[str]]:
 
 
 def _resolve(path: str) -> tuple[DataFolder, list[str], bool]:
-    """:func:`resolve_input`, and whether the files come from listing a folder (not one named file)."""
+    """:func:`resolve_input`, and whether the files come from listing a folder (not one named file).
+    A remote path that cannot be reached (no network, a bad token) is one error naming it."""
+    if "://" not in path:
+        return _resolve_here(path)
+    try:
+        return _resolve_here(path)
+    except CorpusfilterError as e:
+        if path.startswith("hf://") and str(e).startswith("input path not found"):
+            raise InputError(f"{e} (a private or gated repo also needs HF_TOKEN)") from None
+        raise
+    except Exception as e:  # fsspec's transports raise their own errors (httpx, aiohttp, ...)
+        raise InputError(f"{path}: cannot be listed ({type(e).__name__}: {first_line(e)})") from None
+
+
+def _resolve_here(path: str) -> tuple[DataFolder, list[str], bool]:
     whole = get_datafolder(path)
     if whole.isfile(""):
         parent, name = posixpath.split(path.rstrip("/"))

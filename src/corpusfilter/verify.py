@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datatrove.io import DataFolder, get_datafolder
 
-from corpusfilter.errors import CorpusfilterError
+from corpusfilter.errors import CorpusfilterError, first_line
 from corpusfilter.io import read_parquet, sha256_file
 from corpusfilter.manifest import outputs_digest, validate_manifest
 
@@ -122,6 +122,7 @@ def _check_tokens(folder: DataFolder, manifest: dict[str, Any], good: set[str], 
     if not all(e["path"] in good for k in ("data", "rejected") for e in manifest["outputs"][k]):
         return  # a file is already a problem; its tokens cannot be counted
     from corpusfilter.experiment import token_report  # polars: only when there are tokens to count
+
     again = token_report(folder, manifest["outputs"], t["column"], manifest["accounting"])
     for key in ("in", "removed", "added", "out", "categories"):
         if json.loads(json.dumps(again.get(key))) != t.get(key):
@@ -402,7 +403,14 @@ def _check_inputs(manifest: dict[str, Any], result: Verification) -> None:
         result.notes.append("inputs not checked: the manifest names no input folder")
         return
     folder = get_datafolder(base)
-    if not folder.exists(""):
+    try:
+        reachable = bool(folder.exists(""))
+    except Exception as e:  # a remote input without network or token: a note, like a missing folder
+        result.notes.append(
+            f"inputs not checked: {base} cannot be reached ({type(e).__name__}: {first_line(e)})"
+        )
+        return
+    if not reachable:
         result.notes.append(f"inputs not checked: {base} is not reachable from here")
         return
     for entry in manifest["inputs"]:

@@ -225,7 +225,10 @@ def test_existing_files_are_not_overwritten_without_force(
         == json.loads((single / "manifest.json").read_text())["outputs"]["data"][0]["sha256"]
     )
 
-    # another branch: created on demand, main untouched
+    # another branch: created on demand, main untouched; not created by a publish that is refused
+    r = _cli(["publish", str(output), "--repo", REPO, "--revision", "v2"], env)
+    assert r.returncode == 1 and "not overwriting without --force" in r.stderr
+    assert not hub.files(REPO, "v2").exists()
     r = _cli(["publish", str(output), "--repo", REPO, "--revision", "v2", "--force"], env)
     assert r.returncode == 0, r.stderr
     assert len(list((hub.files(REPO, "v2") / "data").iterdir())) == 3

@@ -420,12 +420,12 @@ def publish(
     try:
         url = str(api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True))
         say(f"repo {url}")
+        new_branch = False
         try:
             parent = api.repo_info(repo_id, repo_type="dataset", revision=revision).sha
-        except RevisionNotFoundError:
-            api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True)
-            say(f"created branch {revision}")
-            parent = api.repo_info(repo_id, repo_type="dataset", revision=revision).sha
+        except RevisionNotFoundError:  # made from the default branch, once the checks below pass
+            new_branch = True
+            parent = api.repo_info(repo_id, repo_type="dataset").sha
         # the files of that commit: a commit landing after it makes ours fail (parent_commit below)
         existing = api.list_repo_files(repo_id, repo_type="dataset", revision=parent or revision)
         ours = {u.path_in_repo for u in plan.uploads}
@@ -443,6 +443,9 @@ def publish(
                 f"datasets/{repo_id}@{revision} already has {', '.join(clash[:5])}{more}; "
                 "not overwriting without --force"
             )
+        if new_branch:
+            api.create_branch(repo_id, repo_type="dataset", branch=revision, revision=parent, exist_ok=True)
+            say(f"created branch {revision}")
         ops: list[Any] = [CommitOperationDelete(path_in_repo=f) for f in stale]
         for u in plan.uploads:
             src: Any = u.local if u.local is not None else u.content

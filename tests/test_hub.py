@@ -249,6 +249,10 @@ def test_dry_run_lists_the_commit_and_contacts_nothing(
         assert f"{f['rows']:,} rows" in line and f["path"] in line and _human(f["bytes"]) in line
     assert "manifest.json" in out and "README.md" in out and "nothing was uploaded" in out
     assert "configs:" in out and "- alignment" in out and "license: other" in out
+    # ids the Hub would refuse are refused by the dry run too
+    for bad in ("me/a..b", "me/a--b", "me/name.", "me/x.git", "me/" + "a" * 97):
+        r = _cli(["publish", str(output), "--repo", bad, "--dry-run"], _env(hub, tmp_path))
+        assert r.returncode == 1 and "as the Hub requires" in r.stderr, (bad, r.stderr)
 
 
 def test_token_never_appears_in_errors(

@@ -35,6 +35,18 @@ SPLIT = "train"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+def _hub_refuses(repo_id: str) -> bool:
+    """The Hub's own rules for a repo id (huggingface_hub's validator), checked here so that
+    --dry-run refuses what the real publish would."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        return True
+    return False
+
+
 class PublishError(CorpusfilterError):
     """The output cannot be published (fails verification, would overwrite, the Hub refused)."""
 
@@ -110,8 +122,11 @@ def plan_publish(
     """Verify ``output`` and work out the commit (files, Hub names, card). Contacts nothing."""
     from corpusfilter.verify import format_verification, load_manifest, verify
 
-    if not _REPO_ID.match(repo_id):
-        raise PublishError(f"--repo {repo_id!r}: expected ORG/NAME (letters, digits, '-', '_', '.')")
+    if not _REPO_ID.match(repo_id) or _hub_refuses(repo_id):
+        raise PublishError(
+            f"--repo {repo_id!r}: expected ORG/NAME (letters, digits, '-', '_', '.'; no '--' or '..', "
+            "not ending in '-', '.' or '.git', the name at most 96 characters), as the Hub requires"
+        )
     if "://" in output:
         raise PublishError(f"{output}: publish uploads a local output folder (copy it here first)")
     output = os.path.abspath(output)

@@ -302,6 +302,15 @@ def test_unreadable_files_and_a_wrong_counterpart_are_said_not_tracebacks(tmp_pa
     (tmp_path / "tmp").rename(tmp_path / "treat.control")
     page = report(out, out_dir=tmp_path / "r").html.read_text()
     assert "is not the treatment arm (its manifest says &#x27;control&#x27;)" in page
+    # an arm relabelled in its manifest does not verify (the card and report would name it so)
+    from corpusfilter.verify import verify
+
+    ctrl = json.loads((out / "manifest.json").read_text())
+    ctrl["experiment"]["arm"] = "treatment"
+    (out / "manifest.json").write_text(json.dumps(ctrl))
+    assert any(
+        p.startswith("experiment.arm: 'treatment', but its blocks include") for p in verify(str(out)).problems
+    )
     data = next((out / "data").glob("*.parquet"))
     data.write_bytes(data.read_bytes()[:40])
     with pytest.raises(CorpusfilterError, match=r"treat: cannot read its files \(.*\); `corpusfilter verify"):

@@ -149,6 +149,12 @@ def _check_recipe(manifest: dict[str, Any], result: Verification) -> None:
         result.problems.append(
             f"recipe: the recorded recipe hashes to {sha[:12]}…, not {rec['sha256'][:12]}…"
         )
+    arm = (manifest.get("experiment") or {}).get("arm")
+    control = any(b["config"]["type"].split("@")[0] == "matched_control" for b in manifest["blocks"])
+    if arm is not None and (arm == "control") != control:  # the card and report name the arm
+        result.problems.append(
+            f"experiment.arm: {arm!r}, but its blocks {'include' if control else 'lack'} the matched control"
+        )
     if manifest.get("scores") and manifest["stage"] != "decide":
         result.problems.append(
             f"stage: {manifest['stage']!r}, but the manifest records a score pass (a decide output)"

@@ -313,8 +313,9 @@ def solve_control(plan: Plan, treatment_manifest: dict[str, Any], treatment_path
     drop: dict[str, dict[int, int]] = defaultdict(dict)
     extra: dict[str, dict[int, int]] = defaultdict(dict)
     report: dict[str, dict[str, int]] = {}
-    names = _group_names(sorted(set(want_drop) | set(want_add), key=str))
-    for g in sorted(set(want_drop) | set(want_add), key=str):
+    keys = sorted(set(want_drop) | set(want_add), key=str)
+    names = _group_names(keys)
+    for g in keys:
         idx = members.get(g, [])
         if spec.exclude_treated:
             idx = [i for i in idx if ids[i] not in treated_removed and ids[i] not in treated_copied]

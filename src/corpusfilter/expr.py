@@ -61,9 +61,7 @@ class _SqlExpression:
         if one is not None:
             try:
                 one.select(self.expr.alias("_c"))
-            except BaseException as e:  # polars panics derive from BaseException
-                if isinstance(e, KeyboardInterrupt | SystemExit):
-                    raise
+            except (Exception, pl.exceptions.PanicException) as e:  # a panic is no Exception
                 # only operand-type errors: a parse of the sample's own value ("a" as a date) is not
                 if isinstance(e, pl.exceptions.SchemaError) or any(m in str(e) for m in _TYPE_ERRORS):
                     raise RecipeError(
@@ -111,9 +109,7 @@ def _sample_frame(schema: pa.Schema, columns: list[str]) -> Any:
         frame = pl.from_arrow(
             pa.table({c: pa.array([_sample(schema.field(c).type)], schema.field(c).type) for c in columns})
         )
-    except BaseException as e:  # an unusual type (decimal256 panics in polars): no sample, no probe
-        if isinstance(e, KeyboardInterrupt | SystemExit):
-            raise
+    except (Exception, pl.exceptions.PanicException):  # an unusual type (decimal256 panics): no probe
         return None
     return frame
 

@@ -748,10 +748,10 @@ def _summary_rows(m: dict[str, Any], output: str) -> dict[str, str]:
         rows["added (copies)"] = f"{a['added']:,}"
     rows["kept (written)"] = f"{a['kept']:,}"
     rows["unreadable"] = f"{unreadable:,}"
+    where = m["scores"]["path"].rstrip("/") + "/unreadable/" if m.get("scores") else ""
     if unreadable > a["unreadable"]:  # a decide output: the score pass's unreadable rows stay there
-        rows["unreadable rows in"] = m["scores"]["path"].rstrip("/") + "/unreadable/"
+        rows["unreadable rows in"] = where
     if outside := upstream_unreadable_outside(m):  # decide --limit read part of the scored rows
-        where = m["scores"]["path"].rstrip("/") + "/unreadable/"
         rows["score pass unreadable"] = f"{outside:,} in {where} (not counted in this --limit read)"
     t = m.get("tokens") or {}
     if t.get("column"):

@@ -276,3 +276,92 @@ def test_write_recipe_leaves_out_untouched_when_the_copy_is_invalid(
     assert out.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["out.yaml", "r.yaml"]
     with pytest.raises(CorpusfilterError, match="not a finite number"):
         write_recipe(recipe, 1, "m_score", float("nan"), tmp_path / "n.yaml")
+
+
+def test_rounded_threshold_keeps_every_row_and_shortfalls_are_said() -> None:
+    # the shorter threshold flags the same rows, positives too (it had lost three of ten)
+    neg = [0.01, 0.02, 0.05, 0.08, 0.1, 0.11, 0.12, 0.13, 0.3, 0.9]
+    pos = [0.131, 0.132, 0.135, 0.5, 0.6, 0.7, 0.8, 0.95, 0.97, 0.99]
+    s, y = np.r_[neg, pos], np.r_[np.zeros(10, bool), np.ones(10, bool)]
+    r = pick_threshold(s, y, fpr=0.2, share=None)
+    assert r["fpr"] == 0.2 and r["recall"] == 1.0 and 0.13 < r["threshold"] <= 0.131
+    # a cascade scored 2 of 10 rows (the rest -inf): "flag 50%" flags both and says why it is short
+    casc = np.r_[[0.7, 0.2], np.full(8, -np.inf)]
+    r = pick_threshold(casc, None, fpr=None, share=0.5)
+    assert r["threshold"] == 0.2 and r["flagged_share"] == 0.2
+    assert r["warning"].startswith("only 2 of 10 reference documents are scored")
+    # ties: ten equal scores are all flagged or none; "the most moral 5%" flags none, and says so
+    tied = np.r_[np.full(10, 3.0), np.zeros(90)]
+    r = pick_threshold(tied, None, fpr=None, share=0.05)
+    assert r["flagged_share"] == 0.0
+    assert r["warning"] == (
+        "ties: 10 reference documents share the next score (3); the threshold flags 0.0000 "
+        "(target 0.05), and including them would flag 0.1000"
+    )
+    assert "warning" not in pick_threshold(tied, None, fpr=None, share=0.1)
+
+
+def test_calibrate_write_sets_one_comparison_and_reads_the_recipes_positive_label(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("fasttext")
+    from corpusfilter.cli import main
+    from corpusfilter.train import parse_config, train
+
+    res = train(
+        parse_config(config()), root=write_data(tmp_path / "data"), out_dir=tmp_path / "m", write_card=False
+    )
+    texts = [" ".join(sentences(MORAL, 3, 3000 + i)) for i in range(10)] + [
+        " ".join(sentences(TECH, 3, 4000 + i)) for i in range(40)
+    ]
+    ref = tmp_path / "ref.parquet"
+    pq.write_table(pa.table({"text": texts, "label": ["good"] * 10 + ["other"] * 40}), ref)
+    (tmp_path / "corpus").mkdir()
+    pq.write_table(pa.table({"id": ["a"], "text": ["x"]}), tmp_path / "corpus" / "a.parquet")
+    renamed = tmp_path / "r2.yaml"  # the detector is named myft: the condition compares myft_good
+    renamed.write_text(
+        RECIPE.format(model=res.model).replace("name: good", "name: myft").replace("good_good", "myft_good")
+    )
+    out = tmp_path / "r2.cal.yaml"
+    argv = ["calibrate", str(res.model), "--reference", str(ref), "--target-share", "0.2", "--recipe", str(renamed),
+            "--block", "1", "--write", str(out)]  # fmt: skip
+    assert main(argv) == 1  # it had written an unchanged copy and said it set good_good
+    err = capsys.readouterr().err
+    assert (
+        "has no `good_good >= number` comparison; --write sets exactly one (name the compared column" in err
+    )
+    assert not out.exists()
+    assert main([*argv, "--column", "myft_good"]) == 0
+    assert "myft_good >= " in yaml.safe_load(out.read_text())["blocks"][1]["drop"]["where"]
+    twice = tmp_path / "r3.yaml"  # two comparisons of the column: which one is meant?
+    twice.write_text(
+        RECIPE.format(model=res.model).replace('"good_good >= 0.5"', '"good_good >= 0.3 OR good_good >= 0.9"')
+    )
+    assert (
+        main([*argv[:6], "--recipe", str(twice), "--block", "1", "--write", str(tmp_path / "r3.cal.yaml")])
+        == 1
+    )
+    assert "has 2 `good_good >= number` comparisons; --write sets exactly one" in capsys.readouterr().err
+    # a labelled reference: the recipe route takes the compared column's label (good) as positive,
+    # as the model route takes the model's, so both give one threshold over the 40 negatives
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE.format(model=res.model))
+    thresholds = []
+    for first in ([str(res.model)], [str(recipe), "--block", "1"]):
+        assert main(["calibrate", *first, "--reference", str(ref), "--target-fpr", "0.1"]) == 0
+        got = capsys.readouterr()
+        assert "positive 'good' 10; negative 'other' 40" in got.err
+        assert "on the 40 negative of 50 reference documents" in got.out
+        thresholds.append(got.out.split(">= ")[1].split()[0])
+    assert thresholds[0] == thresholds[1]
+    # labels none of which the column names: refused rather than every row counted as a negative
+    pq.write_table(pa.table({"text": texts, "label": ["kind"] * 10 + ["other"] * 40}), ref)
+    assert (
+        main(["calibrate", str(recipe), "--block", "1", "--reference", str(ref), "--target-fpr", "0.1"]) == 1
+    )
+    assert (
+        "'label' holds 2 labels and none is 1 or true, and column 'good_good' names none of them; pass --positive"
+        in (capsys.readouterr().err)
+    )
+    assert main(["calibrate", str(recipe), "--block", "1", "--reference", str(ref), "--target-fpr", "0.1",
+                 "--positive", "kind"]) == 0  # fmt: skip

@@ -15,9 +15,11 @@ from corpusfilter.evaluate import (
     auroc,
     binary_metrics,
     calibration,
+    format_metrics,
     load_sidecar,
     per_group_metrics,
     score_texts,
+    short_threshold,
     threshold_for_fpr,
     threshold_for_recall,
 )
@@ -44,6 +46,42 @@ def test_metrics_at_targets() -> None:
     m = binary_metrics(y, s, target_fpr=0.1, target_recall=1.0)
     assert m["at_target_fpr"]["fpr"] <= 0.1 and m["at_target_recall"]["recall"] == 1.0
     assert m["precision"] == pytest.approx(10 / 12)  # negatives 0.533 and 0.6 pass 0.5 and m["recall"] == 1.0
+
+
+def test_chosen_thresholds_give_the_rates_printed_beside_them() -> None:
+    """A threshold as reported (JSON) and as printed, applied to the scores, gives the reported rates:
+    it flags the same rows as the exact one (rounding it had moved it past a score)."""
+    neg = np.array([0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.04, 0.03, 0.02, 0.01])
+    pos = np.array([0.12345678, 0.6, 0.7, 0.8])
+    y, s = np.r_[np.zeros(10, bool), np.ones(4, bool)], np.r_[neg, pos]
+    rng = np.random.default_rng(0)  # and scores crowded within 1e-7 of each other
+    y2 = rng.random(400) < 0.3
+    s2 = 0.3 + rng.random(400) * 1e-7 + y2 * 2e-8
+    for yy, ss in ((y, s), (y2, s2)):
+        for kw in ({"target_fpr": 0.1}, {"target_recall": 1.0}, {"target_recall": 0.9}, {"target_fpr": 0.0}):
+            key = f"at_{next(iter(kw))}"
+            m = binary_metrics(yy, ss, **kw)
+            got = m[key]
+            exact = (threshold_for_fpr(ss[~yy], kw["target_fpr"]) if "target_fpr" in kw
+                     else threshold_for_recall(ss[yy], kw["target_recall"]))  # fmt: skip
+            assert np.array_equal(ss >= got["threshold"], ss >= exact)  # the same operating point
+            printed = next(
+                ln for ln in format_metrics(m).splitlines() if ln.startswith(("FPR <=", "recall >="))
+            )
+            t = float(printed.split()[3])
+            assert t == got["threshold"]
+            assert float((ss[yy] >= t).mean()) == pytest.approx(got["recall"], abs=1e-6)
+            assert float((ss[~yy] >= t).mean()) == pytest.approx(got["fpr"], abs=1e-6)
+    m = binary_metrics(y, s, target_fpr=0.1, target_recall=1.0)
+    assert m["at_target_fpr"]["threshold"] == 0.5 and m["at_target_recall"]["threshold"] == 0.11
+
+
+def test_short_threshold_keeps_the_rows() -> None:
+    s = np.array([0.1, 0.123456, 0.2, -np.inf])
+    assert short_threshold(0.123456, s) == 0.11  # the shortest decimal above 0.1 flagging the same
+    assert short_threshold(float(np.nextafter(-np.inf, 1)), s) == 0.1  # every scored row: no overflow
+    assert short_threshold(float(np.nextafter(0.2, 1)), s) == 0.21  # none flagged
+    assert np.isnan(short_threshold(float("nan"), s))
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ from corpusfilter.evaluate import (
     label_values,
     read_columns,
     read_groups,
+    short_threshold,
     text_values,
     threshold_for_fpr,
 )
@@ -57,6 +58,33 @@ def _block_condition(recipe: Any, n: int) -> tuple[str, str]:
     return btype, where
 
 
+def compared_column(recipe: Any, n: int, column: str | None) -> str:
+    """The score column block N's condition compares with a number: ``column`` if given (it must be
+    compared there), else the only one."""
+    _, where = _block_condition(recipe, n)
+    cols = sorted({c for c, _, _ in _comparisons(where)})
+    if column is None:
+        if len(cols) != 1:
+            raise RecipeError(
+                f"--block {n}: condition {where!r} compares {cols or 'no column'} with a number; "
+                "name the score column with --column"
+            )
+        return str(cols[0])
+    if column not in cols:
+        raise RecipeError(f"--block {n}: condition {where!r} has no `{column} >= number`")
+    return column
+
+
+def column_label(recipe: Any, n: int, column: str) -> str | None:
+    """The label a score column stands for (``<detector name>_<label>``), from the detector before
+    block N that writes it; None when no detector's name prefixes it."""
+    for b in recipe.blocks[:n]:
+        prefix = getattr(b, "prefix", None)
+        if b.kind == "detector" and prefix and column.startswith(f"{prefix}_"):
+            return column[len(prefix) + 1 :]
+    return None
+
+
 def reference_scores_recipe(
     recipe: Any, n: int, column: str | None, texts: list[str]
 ) -> tuple[np.ndarray, str]:
@@ -65,18 +93,7 @@ def reference_scores_recipe(
 
     from corpusfilter.batch import Batch
 
-    _, where = _block_condition(recipe, n)
-    comps = _comparisons(where)
-    cols = sorted({c for c, _, _ in comps})
-    if column is None:
-        if len(cols) != 1:
-            raise RecipeError(
-                f"--block {n}: condition {where!r} compares {cols or 'no column'} with a number; "
-                "name the score column with --column"
-            )
-        column = cols[0]
-    elif column not in cols:
-        raise RecipeError(f"--block {n}: condition {where!r} has no `{column} >= number`")
+    column = compared_column(recipe, n, column)
     table = pa.table({recipe.input.text_column: pa.array(texts, pa.string())})
     schema = table.schema
     for i, b in enumerate(recipe.blocks[:n]):
@@ -120,7 +137,7 @@ def pick_threshold(
         t = per_group_threshold(scores, y, groups, fpr=fpr, share=share)
     else:
         t = threshold_for_fpr(base, target)
-    t = _short(t, base)  # flags the same pooled rows, so the same rows of every group
+    t = short_threshold(t, scores)  # flags the same rows (every label, every group)
     out: dict[str, Any] = {
         "threshold": t,
         "reference_documents": len(scores),
@@ -136,21 +153,50 @@ def pick_threshold(
         out["recall"] = float((scores[y] >= t).mean())
     if y is not None and (~y).any():
         out["fpr"] = float((scores[~y] >= t).mean())
+    what = "negative reference documents" if len(base) < len(scores) else "reference documents"
+    warnings = []
     if target == 0:  # nothing of the reference flagged: the threshold is its highest score, nudged
-        out["warning"] = (
+        warnings.append(
             f"a target of 0 sets the threshold just above the highest of {len(base)} reference scores: "
             "it flags none of them, and says nothing about how few other documents it flags"
         )
     elif 0 < target < 1 and len(base) * target < 1:  # the target is finer than one document
-        what = "negative reference documents" if len(base) < len(scores) else "reference documents"
-        out["warning"] = (
+        warnings.append(
             f"{len(base)} {what} cannot resolve a target of {target:g}: one document is "
             f"{1 / len(base):.3g} of them; use at least {int(np.ceil(1 / target))}"
         )
+    elif not per_group:
+        warnings += _shortfall(base, t, target, what)
+    if warnings:
+        out["warning"] = "; ".join(warnings)
     if groups is not None:
         out["per_group"] = per_group
         out["group_report"] = group_report(scores, y, groups, t, fpr=fpr, share=share, per_group=per_group)
     return out
+
+
+def _shortfall(base: np.ndarray, t: float, target: float, what: str) -> list[str]:
+    """Why the threshold flags fewer documents than the target allows, if it does: rows a cascade
+    left unscored (never flagged), or documents tied at the next score (all or none are flagged)."""
+    allowed = int(np.floor(target * len(base) + 1e-9))
+    flagged = int((base >= t).sum())
+    if flagged >= allowed:
+        return []
+    rest = base[(base < t) & np.isfinite(base)]
+    unscored = int(np.isneginf(base).sum())
+    if len(rest) == 0:
+        return [
+            f"only {len(base) - unscored} of {len(base)} {what} are scored (a cascade's `when` skips the "
+            f"rest, which are never flagged): flagging all of them is {flagged / len(base):.4f}, short of "
+            f"the target {target:g}"
+        ]
+    nxt = float(rest.max())
+    tied = int((base == nxt).sum())
+    return [
+        f"ties: {tied} {what} share the next score ({nxt:g}); the threshold flags "
+        f"{flagged / len(base):.4f} (target {target:g}), and including them would flag "
+        f"{(flagged + tied) / len(base):.4f}"
+    ]
 
 
 def _base(scores: np.ndarray, y: np.ndarray | None, fpr: float | None) -> np.ndarray:
@@ -254,18 +300,15 @@ def format_group_report(rep: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _short(t: float, base: np.ndarray) -> float:
-    """The shortest decimal at or above t that flags the same documents (nicer in a recipe)."""
-    import math
-
-    if not math.isfinite(t):
-        return t
-    flagged = int((base >= t).sum())
-    for k in range(2, 12):
-        c = math.ceil(t * 10**k) / 10**k
-        if c >= t and int((base >= c).sum()) == flagged:
-            return c
-    return t
+def one_comparison(where: str, column: str, n: int) -> None:
+    """``--write`` sets one number: block N's condition must compare ``column`` exactly once."""
+    found = sum(c == column for c, _, _ in _comparisons(where))
+    if found != 1:  # none: the block compares another column; several: which one is meant?
+        raise CorpusfilterError(
+            f"block {n}'s condition {where!r} has {found or 'no'} `{column} >= number` "
+            f"comparison{'s' if found > 1 else ''}; --write sets exactly one"
+            + ("" if found else " (name the compared column with --column)")
+        )
 
 
 def write_recipe(
@@ -286,6 +329,7 @@ def write_recipe(
     text = recipe_path.read_text(encoding="utf-8")
     recipe = load_recipe(recipe_path)
     _, where = _block_condition(recipe, n)
+    one_comparison(where, column, n)
     new_where = re.sub(rf"\b{re.escape(column)}\s*(>=|>)\s*{_NUM}", f"{column} >= {threshold!r}", where)
     notes = []
     if any(c == column and op == ">" for c, op, _ in _comparisons(where)):
@@ -381,23 +425,40 @@ def cmd_calibrate(args: Any) -> int:
     groups = read_groups(table, group_col, args.reference) if group_col is not None else None
     column = args.column
     positive = args.positive
-    if not is_recipe:  # the data's positive label is the model's (as in eval) unless given
-        side, model = load_sidecar(target, positive=args.positive)
-        positive = side["positive"]
-    y = None
-    if label_col:
-        y, counts = label_values(
-            table.column(label_col).to_pylist(), positive or "1", args.reference, label_col
-        )
-        print(counts, file=sys.stderr)
     if is_recipe:
         from corpusfilter.recipe import load_recipe
 
         recipe = load_recipe(target)
+        column = compared_column(recipe, args.block, column)
+        label = column_label(recipe, args.block, column)
+        if positive is None and label_col and label is not None:
+            # the data's positive label is the one the compared column scores (as in model mode)
+            if label in {str(v) for v in table.column(label_col).to_pylist()}:
+                positive = label
+    else:  # the data's positive label is the model's (as in eval) unless given
+        side, model = load_sidecar(target, positive=args.positive)
+        positive = side["positive"]
+        column = column or side["score_column"]
+    if args.write:  # before scoring: the copy must have exactly one comparison to set
+        assert recipe_path is not None
+        from corpusfilter.recipe import load_recipe
+
+        one_comparison(_block_condition(load_recipe(recipe_path), args.block)[1], str(column), args.block)
+    y = None
+    if label_col:
+        raw = table.column(label_col).to_pylist()
+        y, counts = label_values(raw, positive or "1", args.reference, label_col)
+        print(counts, file=sys.stderr)
+        if positive is None and not y.any() and len({str(v) for v in raw}) > 1:
+            # several classes and none positive: the labels' positive could not be told
+            raise InputError(
+                f"{args.reference}: {label_col!r} holds {len({str(v) for v in raw})} labels and none is "
+                f"1 or true, and column {column!r} names none of them; pass --positive LABEL"
+            )
+    if is_recipe:
         scores, column = reference_scores_recipe(recipe, args.block, column, texts)
     else:
         scores = score_texts(side, model, texts)
-        column = column or side["score_column"]
     res = pick_threshold(
         scores, y, fpr=args.target_fpr, share=args.target_share, groups=groups, per_group=args.per_group
     )

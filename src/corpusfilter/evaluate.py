@@ -218,6 +218,36 @@ def threshold_for_recall(pos_scores: np.ndarray, recall: float) -> float:
     return float(s[min(k, len(s)) - 1])
 
 
+def short_threshold(t: float, scores: np.ndarray) -> float:
+    """The shortest decimal (at most 12 places) that flags exactly the rows ``t`` flags among
+    ``scores`` (``score >= threshold``): the same operating point, written so that a user who copies
+    it gets the rates printed beside it. The smallest such decimal above the highest unflagged score,
+    so it stays close to a lowest-threshold rule; ``t`` itself when no short decimal does."""
+    import math
+
+    s = np.asarray(scores, dtype=np.float64)
+    if not math.isfinite(t) or len(s) == 0:
+        return t
+    hit = s >= t
+    lo = float(s[~hit].max()) if (~hit).any() else -math.inf  # any c in (lo, hi] flags the same rows
+    hi = float(s[hit].min()) if hit.any() else math.inf
+    # with no row on one side the gap is unbounded: two places at least keep it near the rows
+    for k in range(0 if math.isfinite(lo) and math.isfinite(hi) else 2, 13):
+        scale = 10.0**k
+        ref = lo if math.isfinite(lo) else hi
+        if not math.isfinite(ref) or not math.isfinite(ref * scale):
+            continue
+        if math.isfinite(lo):  # the smallest k-place decimal above lo
+            c = (math.floor(lo * scale) + 1) / scale
+            if c <= lo:
+                c = (math.floor(lo * scale) + 2) / scale
+        else:  # every row flagged: the largest k-place decimal at or below the lowest score
+            c = math.floor(hi * scale) / scale
+        if lo < c <= hi and np.array_equal(s >= c, hit):
+            return c
+    return t
+
+
 def rates(y: np.ndarray, s: np.ndarray, thr: float) -> dict[str, float]:
     y = np.asarray(y, dtype=bool)
     hit = s >= thr
@@ -268,13 +298,18 @@ def binary_metrics(
     ece, table = calibration(y, s)
     out["ece"] = ece
     out["reliability"] = table
+    # the thresholds are written so that applying the printed number gives the printed rates
+    chosen = {}
     if target_recall is not None:
-        t = threshold_for_recall(s[y], target_recall)
-        out["at_target_recall"] = {"target_recall": target_recall, **rates(y, s, t)}
+        chosen["at_target_recall"] = short_threshold(threshold_for_recall(s[y], target_recall), s)
+        out["at_target_recall"] = {"target_recall": target_recall, **rates(y, s, chosen["at_target_recall"])}
     if target_fpr is not None:
-        t = threshold_for_fpr(s[~y], target_fpr)
-        out["at_target_fpr"] = {"target_fpr": target_fpr, **rates(y, s, t)}
-    return _round(out)
+        chosen["at_target_fpr"] = short_threshold(threshold_for_fpr(s[~y], target_fpr), s)
+        out["at_target_fpr"] = {"target_fpr": target_fpr, **rates(y, s, chosen["at_target_fpr"])}
+    out = _round(out)
+    for key, t in chosen.items():  # not rounded to 6 places: that could move it past a score
+        out[key]["threshold"] = t
+    return out
 
 
 def group_names(values: Sequence[Any] | np.ndarray) -> np.ndarray:
@@ -389,8 +424,9 @@ def format_metrics(m: Mapping[str, Any]) -> str:
     if "at_target_fpr" in m:
         points.append((f"FPR <= {m['at_target_fpr']['target_fpr']}", m["at_target_fpr"]))
     for name, p in points:
+        t = f(p["threshold"]) if p is m else repr(p["threshold"])  # a chosen threshold: in full
         lines.append(
-            f"{name:24s} {f(p['threshold']):>10s} {f(p['precision']):>10s} {f(p['recall']):>10s} "
+            f"{name:24s} {t:>10s} {f(p['precision']):>10s} {f(p['recall']):>10s} "
             f"{f(p['f1']):>8s} {f(p['fpr']):>8s}"
         )
     lines += ["", "reliability:", f"  {'bin':10s} {'n':>7s} {'mean score':>11s} {'positive rate':>14s}"]
@@ -496,10 +532,9 @@ def cmd_eval(args: Any) -> int:
     m["docs_per_second"] = round(len(texts) / elapsed, 1) if elapsed > 0 else None
     if groups is not None:
         points = {"threshold": float(args.threshold)}  # the operating points binary_metrics reports
-        if args.target_recall is not None:
-            points["target_recall"] = threshold_for_recall(s[y], args.target_recall)
-        if args.target_fpr is not None:
-            points["target_fpr"] = threshold_for_fpr(s[~y], args.target_fpr)
+        for key in ("target_recall", "target_fpr"):
+            if f"at_{key}" in m:
+                points[key] = m[f"at_{key}"]["threshold"]
         m["per_group"] = per_group_metrics(y, s, groups, points)
     print(f"model {model} ({side['trainer']}, column {side['score_column']}) on {args.data}")
     print(format_metrics(m))

@@ -183,6 +183,9 @@ def test_eval_names_null_labels_unexpected_labels_and_classes_the_model_lacks(
     pq.write_table(pa.table({"text": texts, "label": ["good", None] + ["good"] * 4 + ["other"] * 6}), data)
     assert main(["eval", str(trained_dir), "--data", str(data)]) == 1
     assert "d.parquet: row 1: null label in column 'label'" in capsys.readouterr().err
+    pq.write_table(pa.table({"text": texts, "label": [1.0, float("nan")] + [1.0] * 4 + [0.0] * 6}), data)
+    assert main(["eval", str(trained_dir), "--data", str(data)]) == 1  # NaN is no class either
+    assert "d.parquet: row 1: NaN label in column 'label'" in capsys.readouterr().err
     pq.write_table(pa.table({"text": texts, "label": ["good"] * 6 + ["other"] * 5 + ["weird"]}), data)
     assert main(["eval", str(trained_dir), "--data", str(data)]) == 0  # counted, and said
     assert "labels in 'label': positive 'good' 6; negative 'other' 5, 'weird' 1" in capsys.readouterr().err

@@ -844,3 +844,76 @@ def test_a_training_config_key_given_twice_is_an_error(tmp_path: Path) -> None:
         RecipeError, match=r"t\.yaml: line 3 invalid YAML \(key 'seed' given twice in one mapping\)$"
     ):
         load_config(p)
+
+
+def test_card_and_resolved_config_reproduce_from_the_model_folder(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config beside the data, trained into another folder: the card names the config from the
+    model's folder, and it retrains the same bytes from there; train.resolved.yaml says where its
+    relative paths resolve. The label column's source lists both labels; the card and metrics give
+    documents per label and split."""
+    pytest.importorskip("fasttext")
+    import os
+
+    from corpusfilter.cli import main
+
+    cfg = config()
+    for s in cfg["sources"]:
+        s["path"] = f"data/{s['path']}"
+        s["relative_to"] = "config"
+    path = tmp_path / "ft.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(path), "--output", str(tmp_path / "ft1")]) == 0
+    card = (tmp_path / "ft1" / "MODEL_CARD.md").read_text()
+    assert "- reproduce: `corpusfilter train ../ft.yaml` from this folder with the data root" in card
+    resolved = (tmp_path / "ft1" / "train.resolved.yaml").read_text()
+    assert (
+        f"# sources with relative_to: config are relative to {tmp_path.resolve()} (the config's" in resolved
+    )
+    here = Path.cwd()
+    try:  # the card's command, run where it says
+        os.chdir(tmp_path / "ft1")
+        assert main(["train", "../ft.yaml", "--output", "../ft2"]) == 0
+    finally:
+        os.chdir(here)
+    assert (tmp_path / "ft1" / "model.bin").read_bytes() == (tmp_path / "ft2" / "model.bin").read_bytes()
+    m = json.loads((tmp_path / "ft1" / "metrics.json").read_text())
+    assert m["sources"]["labelled"]["label"] == "good/other"  # was the first row's label
+    per = m["documents_per_label"]
+    assert sum(per["train"].values()) + sum(per["validation"].values()) + sum(per["test"].values()) == sum(
+        m["sources"][s][sp] for s in m["sources"] for sp in ("train", "validation", "test")
+    )
+    assert set(per["train"]) == {"good", "other"}
+    assert f"Documents per label: train good {per['train']['good']}, other {per['train']['other']}; " in card
+    capsys.readouterr()
+
+
+def test_fasttext_labels_with_whitespace_and_empty_sources_are_refused_before_writing(
+    root: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("fasttext")
+    cfg = config()
+    cfg["positive"] = "very good"
+    cfg["sources"][0]["label"] = "very good"
+    cfg["sources"][2]["label_map"] = {"1": "very good", "0": "other"}
+    out = tmp_path / "out"
+    with pytest.raises(
+        CorpusfilterError, match=r"sources.moral_statements: label 'very good' holds whitespace"
+    ):
+        train(parse_config(cfg), root=root, out_dir=out)
+    assert not out.exists()  # nothing written (it had left a model, or train.txt after a NaN)
+    empty = {
+        "text": pa.array([], pa.string()),
+        "theme": pa.array([], pa.string()),
+        "good": pa.array([], pa.bool_()),
+    }
+    pq.write_table(pa.table(empty), root / "e.parquet")
+    cfg = config()
+    cfg["sources"][0]["path"] = "e.parquet"
+    with pytest.raises(
+        InputError,
+        match=r"sources.moral_statements: .*e.parquet: no rows to train on \(0 rows where 'good'\)",
+    ):
+        train(parse_config(cfg), root=root, out_dir=out)
+    assert not out.exists()

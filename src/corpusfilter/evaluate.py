@@ -492,9 +492,11 @@ def label_values(raw: Sequence[Any], positive: str, path: str, column: str) -> t
     """Rows whose label is true, 1, or ``positive`` (as a string) are positive, the rest negative;
     a null label is an error naming its row. Also the counts by value, for the command to print,
     so an unexpected label is seen."""
-    null = next((i for i, v in enumerate(raw) if v is None), None)
-    if null is not None:
-        raise InputError(f"{path}: row {null}: null label in column {column!r}")
+    null = next((i for i, v in enumerate(raw) if v is None or (isinstance(v, float) and v != v)), None)
+    if null is not None:  # NaN too: it is no class, and counted as a negative it would hide
+        raise InputError(
+            f"{path}: row {null}: {'null' if raw[null] is None else 'NaN'} label in column {column!r}"
+        )
     y = np.asarray(
         [v is True or v == 1 or (isinstance(v, str) and v in (positive, "1", "true")) for v in raw]
     )

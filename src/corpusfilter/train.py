@@ -540,6 +540,13 @@ def load_source(
         return split_of(ids[i], seed, split)
 
     keep = [i for i in range(n) if texts[i].strip()]
+    if not keep:  # a wrong path, filter or column: say which source, not "one label only" later
+        raise InputError(
+            f"{where}: {path}: no rows to train on ("
+            + (f"{n} rows, all with null or empty text" if n else "0 rows")
+            + (f" where {src.where!r}" if src.where else "")
+            + ")"
+        )
     skipped = {src.name: n - len(keep)} if len(keep) < n else {}
     if skipped:
         from loguru import logger
@@ -705,7 +712,32 @@ def train_fasttext(cfg: TrainConfig, train: Examples, out_dir: Path) -> Path:
         f.write(f"{len(vocab)} {p.dim}\n")
         for w in vocab:
             f.write(w + " " + " ".join(f"{x:.5f}" for x in rng.uniform(-1 / p.dim, 1 / p.dim, p.dim)) + "\n")
-    model = fasttext.train_supervised(
+    try:
+        model = _ft_train(fasttext, data, vec, p, cfg.seed)
+    except RuntimeError as e:  # fastText's own errors ("Encountered NaN"): one line, no temp files
+        shutil.rmtree(work)
+        raise CorpusfilterError(
+            f"fastText training failed: {e} (lower lr or epoch, or check the labels)"
+        ) from None
+    path = out_dir / "model.bin"
+    model.save_model(str(path))
+    if p.quantize == "always" or (p.quantize == "auto" and path.stat().st_size > 50 * 2**20):
+        try:
+            model.quantize(input=str(data), qnorm=True, retrain=False, cutoff=100_000, thread=1)
+        except ValueError as e:
+            shutil.rmtree(work)
+            raise CorpusfilterError(f"cannot quantize the fastText model: {e}") from None
+        ftz = out_dir / "model.ftz"
+        model.save_model(str(ftz))
+        path.unlink()
+        path = ftz
+    shutil.rmtree(work)
+    return path
+
+
+def _ft_train(fasttext: Any, data: Path, vec: Path, p: Any, seed: int) -> Any:
+    """fastText supervised with the trainer's fixed settings (one thread, no n-gram buckets)."""
+    return fasttext.train_supervised(
         str(data),
         dim=p.dim,
         epoch=p.epoch,
@@ -717,23 +749,10 @@ def train_fasttext(cfg: TrainConfig, train: Examples, out_dir: Path) -> Path:
         maxn=0,
         loss=p.loss,
         thread=1,
-        seed=cfg.seed,
+        seed=seed,
         verbose=0,
         pretrainedVectors=str(vec),
     )
-    path = out_dir / "model.bin"
-    model.save_model(str(path))
-    if p.quantize == "always" or (p.quantize == "auto" and path.stat().st_size > 50 * 2**20):
-        try:
-            model.quantize(input=str(data), qnorm=True, retrain=False, cutoff=100_000, thread=1)
-        except ValueError as e:
-            raise CorpusfilterError(f"cannot quantize the fastText model: {e}") from None
-        ftz = out_dir / "model.ftz"
-        model.save_model(str(ftz))
-        path.unlink()
-        path = ftz
-    shutil.rmtree(work)
-    return path
 
 
 # ---------------------------------------------------------------------------------------- head
@@ -1162,10 +1181,11 @@ def train(
     config_dir: Path | None = None,
     examples: Examples | None = None,
     checkpoint: Checkpointing | None = None,
+    config_path: Path | None = None,
 ) -> TrainResult:
     """Build examples (or take ``examples`` built before), train on the train split, score the
     validation split, write everything. ``checkpoint``: a fine-tune saves its state there and resumes
-    from it."""
+    from it. ``config_path``: the config file, named in the card's reproduce line."""
     if checkpoint is not None and cfg.trainer != "finetune":
         raise RecipeError(
             f"--checkpoint applies to the finetune trainer, not {cfg.trainer!r} (minutes at most)"
@@ -1184,6 +1204,17 @@ def train(
         raise CorpusfilterError(
             f"positive label {cfg.positive!r} is not among the train split's labels ({', '.join(sorted(set(tr.labels)))})"
         )
+    if cfg.trainer == "fasttext":  # `__label__very good` is the label `very` and a word `good`
+        bad = next((i for i, lb in enumerate(ex.labels) if _WS.search(lb)), None)
+        if bad is not None:
+            raise CorpusfilterError(
+                f"sources.{ex.sources[bad]}: label {ex.labels[bad]!r} holds whitespace, which fastText "
+                "reads as the end of a label; use another label (label_map can rename one)"
+            )
+    if not len(va):
+        from loguru import logger
+
+        logger.warning(f"{cfg.name}: no example fell in the validation split: no validation metrics")
     out_dir.mkdir(parents=True, exist_ok=True)
     model = (
         train_finetune(cfg, tr, out_dir, checkpoint=checkpoint)
@@ -1192,10 +1223,14 @@ def train(
     )
     train_s = time.perf_counter() - t0
     side = write_sidecar(cfg, model)
-    sizes: dict[str, dict[str, int]] = {}
+    sizes: dict[str, dict[str, Any]] = {}
+    by_label: dict[str, dict[str, int]] = {"train": {}, "validation": {}, "test": {}}
     for src, sp, lab in zip(ex.sources, ex.splits, ex.labels):
-        d = sizes.setdefault(src, {"label": lab, "train": 0, "validation": 0, "test": 0})  # type: ignore[dict-item]
+        d = sizes.setdefault(src, {"label": lab, "train": 0, "validation": 0, "test": 0})
         d[sp] += 1
+        if lab not in d["label"].split("/"):  # a label column's source holds several labels
+            d["label"] = "/".join(sorted([*d["label"].split("/"), lab]))
+        by_label[sp][lab] = by_label[sp].get(lab, 0) + 1
     metrics: dict[str, Any] = {
         "name": cfg.name,
         "trainer": cfg.trainer,
@@ -1207,6 +1242,7 @@ def train(
         "train_seconds": round(train_s, 2),
         "excluded_sources": list(exclude),
         "sources": sizes,
+        "documents_per_label": {sp: dict(sorted(c.items())) for sp, c in by_label.items()},
         "environment": environment(cfg.trainer),
     }
     if ex.skipped:
@@ -1229,9 +1265,14 @@ def train(
         metrics["validation_per_source"] = per
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     if config_text is not None:
-        (out_dir / "train.resolved.yaml").write_text(_resolved_yaml(cfg), encoding="utf-8")
+        (out_dir / "train.resolved.yaml").write_text(
+            _resolved_yaml(cfg, config_dir, out_dir), encoding="utf-8"
+        )
     if write_card:
-        (out_dir / "MODEL_CARD.md").write_text(model_card(cfg, metrics, root), encoding="utf-8")
+        config = os.path.relpath(config_path, out_dir) if config_path is not None else None
+        (out_dir / "MODEL_CARD.md").write_text(
+            model_card(cfg, metrics, root, config=config), encoding="utf-8"
+        )
     return TrainResult(model, metrics, out_dir)
 
 
@@ -1245,16 +1286,28 @@ def _source_rates(y: np.ndarray, s: np.ndarray, thr: float) -> dict[str, Any]:
     return out
 
 
-def _resolved_yaml(cfg: TrainConfig) -> str:
+def _resolved_yaml(cfg: TrainConfig, config_dir: Path | None = None, out_dir: Path | None = None) -> str:
+    """The config with defaults filled in: a record of what was trained. Its paths are written as in
+    the config (a source's default ids contain its path as written, so rewriting one would change
+    the splits); when the model's folder is not the config's, the header says where they resolve."""
     import yaml
 
     d = config_to_dict(cfg)
     for key in ("fasttext", "head", "finetune"):  # only the trainer's own options
         if key != cfg.trainer:
             d.pop(key)
-    return "# resolved configuration (defaults filled in) written by corpusfilter train\n" + yaml.safe_dump(
-        d, sort_keys=False, allow_unicode=True
+    head = "# resolved configuration (defaults filled in) written by corpusfilter train\n"
+    moved = (
+        config_dir is not None
+        and out_dir is not None
+        and Path(config_dir).resolve() != Path(out_dir).resolve()
     )
+    if moved and any(src.get("relative_to") == "config" for src in d["sources"]):
+        head += (
+            f"# sources with relative_to: config are relative to {Path(config_dir).resolve()} (the config's "  # type: ignore[arg-type]
+            "folder), not to this file's: train from the config itself to reproduce the model\n"
+        )
+    return head + yaml.safe_dump(d, sort_keys=False, allow_unicode=True)
 
 
 def _size(n: int) -> str:
@@ -1284,8 +1337,17 @@ def _env_line(env: Mapping[str, Any] | None) -> list[str]:
     ]
 
 
-def model_card(cfg: TrainConfig, metrics: Mapping[str, Any], root: Path) -> str:
-    """MODEL_CARD.md: sources and sizes, hyperparameters, validation metrics, use, failure modes."""
+def model_card(
+    cfg: TrainConfig, metrics: Mapping[str, Any], root: Path, *, config: str | None = "train.yaml"
+) -> str:
+    """MODEL_CARD.md: sources and sizes, hyperparameters, validation metrics, use, failure modes.
+    ``config``: the training config's path from the model's folder (None: built in Python)."""
+    if config is None:
+        how = "a config built in Python (its settings are below; the CLI writes train.resolved.yaml)"
+    elif config == "train.yaml":
+        how = "`corpusfilter train train.yaml`"
+    else:
+        how = f"`corpusfilter train {config}` from this folder"
     lines = [f"# {cfg.name} detector", ""]
     if cfg.description:
         lines += [cfg.description.strip(), ""]
@@ -1293,7 +1355,7 @@ def model_card(cfg: TrainConfig, metrics: Mapping[str, Any], root: Path) -> str:
         f"- trainer: `{cfg.trainer}`; positive label `{cfg.positive}`; seed {cfg.seed}",
         f"- model file: `{metrics['model_file']}` ({_size(metrics['model_bytes'])}, "
         f"sha256 `{metrics['model_sha256'][:16]}…`); sidecar `{Path(metrics['model_file']).stem}.json`",
-        "- reproduce: `corpusfilter train train.yaml` with the data root "
+        f"- reproduce: {how} with the data root "
         f"(`--data-root`, `$CORPUSFILTER_DATA`, default `{DEFAULT_DATA_ROOT}`)",
         *_env_line(metrics.get("environment")),
         "- trained on text derived from the third-party data sets listed below (licenses: each file's "
@@ -1321,6 +1383,16 @@ def model_card(cfg: TrainConfig, metrics: Mapping[str, Any], root: Path) -> str:
             f"{f', limit {s.limit}' if s.limit else ''}{f', weight {s.weight:g}' if s.weight != 1 else ''} "
             f"| {n['train']} | {n['validation']} | {n['test']} |"
         )
+    per_label = metrics.get("documents_per_label")
+    if per_label:
+        lines += [
+            "",
+            "Documents per label: "
+            + "; ".join(
+                f"{sp} " + ", ".join(f"{lb} {n}" for lb, n in c.items()) for sp, c in per_label.items() if c
+            )
+            + ".",
+        ]
     if "first" in metrics.get("split_overlap", {}):
         lines += ["", f"Repeated texts: {_overlap_text(metrics['split_overlap'])}."]
     if metrics.get("skipped_rows_null_or_empty_text"):
@@ -1531,6 +1603,7 @@ def cmd_train(args: Any) -> int:
         out_dir=out,
         config_text=cfg_path.read_text(encoding="utf-8"),
         config_dir=cfg_dir,
+        config_path=cfg_path,
         examples=examples,
         checkpoint=_checkpoint_args(args),
     )

@@ -83,6 +83,29 @@ def test_repeated_input_ids_are_named_with_their_files_and_rows(tmp_path: Path) 
     assert "'d0' at " in problems[0] and "rejected/" in problems[0] and "data/" in problems[0]
 
 
+def test_adjacent_input_rows_sharing_an_id_are_two_originals_under_an_upsample(tmp_path: Path) -> None:
+    """An upsample numbered runs of equal ids: the second of two adjacent rows with one id became a
+    copy (x#1, copy_index 1) that nothing made, so the run said ok and verify failed; with a batch
+    boundary between them it did not. Both stay originals, counted as a repeated id, in any batch."""
+    docs = [("a", "one doc", "x"), ("x", "two doc", "x"), ("x", "three doc", "x"), ("b", "four doc", "x")]
+    inp = write_shards(tmp_path / "in", docs, n_shards=1)
+    for batch in (1000, 2):
+        out = tmp_path / f"out{batch}"
+        recipe = recipe_dict(inp, out, blocks=[
+            {"keywords": {"name": "kw", "terms": ["zebra"]}},
+            {"upsample": {"where": "kw_hits >= 1", "weight": "2"}},
+        ])  # fmt: skip
+        recipe["input"]["batch_size"] = batch
+        res = run(load_recipe(recipe), progress=False)
+        acc = res.manifest["accounting"]
+        assert acc["ok"] and acc["repeated_ids"] == 1 and acc["added"] == 0
+        rows = pq.read_table(out / "data").sort_by("id")
+        assert rows.column("id").to_pylist() == ["a", "b", "x", "x"]
+        assert rows.column("copy_index").to_pylist() == [0, 0, 0, 0]
+        problems = verify(str(out)).problems  # named, and nothing else: copies agree with `added`
+        assert len(problems) == 1 and problems[0].startswith("1 id value(s) occur more than once"), problems
+
+
 def _edit(output: Path, change: object) -> None:
     m = json.loads((output / "manifest.json").read_text())
     change(m)  # type: ignore[operator]

@@ -55,19 +55,25 @@ def repeat_rows(table: pa.Table, counts: np.ndarray, *, id_column: str) -> pa.Ta
     """Repeat row i ``counts[i]`` times (counts >= 1) and number every original's rows 0, 1, 2, ...
 
     Copies sit next to the row they copy, and every copy of a document is made in the batch that
-    holds it, so numbering the runs of equal ``original_id`` keeps indices unique across any chain of
-    resampling blocks. Copy k of document D gets the id ``D#k``.
+    holds it, so numbering each original row and the copies after it keeps indices unique across any
+    chain of resampling blocks. Copy k of document D gets the id ``D#k``. A run starts at every
+    original row (copy index 0), not only where the id changes: two input rows that share an id are
+    two documents, not a document and its copy.
     """
-    orig, _ = lineage(table, id_column)
+    orig, copy_idx = lineage(table, id_column)
     counts = counts.astype(np.int64)
-    take = pa.array(np.repeat(np.arange(table.num_rows), counts))
+    src = np.repeat(np.arange(table.num_rows), counts)
+    take = pa.array(src)
     out = table.take(take)
     orig_rep = orig.take(take).cast(pa.string())
     n = len(orig_rep)
     if n:
         starts = np.ones(n, dtype=bool)
         if n > 1:
-            starts[1:] = pc.not_equal(orig_rep[1:], orig_rep[:-1]).to_numpy(zero_copy_only=False)
+            first = src[1:] != src[:-1]  # the row itself, not one of the copies made here
+            starts[1:] = pc.not_equal(orig_rep[1:], orig_rep[:-1]).to_numpy(zero_copy_only=False) | (
+                first & (copy_idx[src[1:]] == 0)
+            )
         run_start = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
         new_idx = np.arange(n) - run_start
     else:

@@ -45,3 +45,44 @@ def test_operand_types_polars_checks_only_on_values_are_refused(sql: str) -> Non
 )
 def test_valid_conditions_pass_and_evaluate(sql: str) -> None:
     Condition(sql).validate(SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "v_hits >= MAX(v_hits)",
+        "v_hits <= MIN(v_hits)",
+        "FIRST(v_hits) = v_hits",
+        "COUNT(*) > 1",
+        "ROW_NUMBER() OVER () > 1",
+        "RANK() OVER (ORDER BY v_hits) < 3",
+        "SUM(v_hits) OVER (PARTITION BY source) > 2",
+        "v_hits > AVG(v_hits) AND source = 'a'",
+        "MAX(DATE(date)) > DATE('2020-01-01')",  # a date parse is row-wise; its maximum is not
+        "ROUND(v_hits, 1) >= MAX(v_hits)",  # a tree polars cannot walk: found by the sample rows
+    ],
+)
+def test_aggregates_and_windows_are_refused(sql: str) -> None:
+    """They are computed over the rows of a batch: a run's result moved with batch_size (46, 14 and
+    6 rows dropped at batch sizes 1, 5 and 100 for `>= MAX(...)`)."""
+    with pytest.raises(RecipeError, match=r"is not computed row by row \(an aggregate or window"):
+        Condition(sql, path="blocks[1].drop.where").validate(SCHEMA)
+
+
+def test_weights_with_aggregates_are_refused_and_row_wise_ones_pass() -> None:
+    from corpusfilter.expr import Expression
+
+    with pytest.raises(
+        RecipeError, match=r"weight: expression '1 \+ v_hits / AVG\(v_hits\)' is not computed row"
+    ):
+        Expression("1 + v_hits / AVG(v_hits)").validate(SCHEMA)
+    for sql in ("1 + 4 * v_hits", "2", "CASE WHEN source = 'a' THEN 2 ELSE 1 END", "GREATEST(v_hits, 1)"):
+        Expression(sql).validate(SCHEMA)
+    for sql in (
+        "TRUE",
+        "v_hits IN (1, 2)",
+        "ARRAY_LENGTH(v_categories) > 1",
+        "source LIKE 'a%'",
+        "ABS(v_hits) > 1",
+    ):
+        Condition(sql).validate(SCHEMA)

@@ -7,6 +7,7 @@ null result (e.g. a detector that did not score the row) counts as false.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,33 @@ class _SqlExpression:
                         f"{self.path}: invalid {self.kind} {self.sql!r}: {first_line(e)}"
                     ) from None
         self._check_dtype(dtype)
+        self._check_row_wise(schema)
+
+    def _check_row_wise(self, schema: pa.Schema) -> None:
+        """An aggregate or window (``MAX(x)``, ``COUNT(*)``, ``... OVER (...)``) is computed over the
+        rows that share a batch, so the result would move with the batch size and the input's
+        split into files. Found from polars' own verdict on each node of the expression or, where
+        it cannot walk the tree, by evaluating four varied sample rows together and one by one."""
+        pl = _pl()
+        bad = _not_row_wise(self.expr)
+        probe = _probe_frame(schema, self.columns) if bad is None else None
+        if probe is not None:
+            try:
+                whole = probe.select(self.expr.alias("_c")).to_series().to_list()
+                each = [
+                    probe.slice(i, 1).select(self.expr.alias("_c")).to_series().to_list() for i in range(4)
+                ]
+            except (Exception, pl.exceptions.PanicException):  # the samples do not suit it: no verdict
+                return
+            if len(whole) == 1:
+                whole = whole * 4
+            bad = any(len(e) != 1 for e in each) or _plain(whole) != _plain([e[0] for e in each if e])
+        if bad:
+            raise RecipeError(
+                f"{self.path}: {self.kind} {self.sql!r} is not computed row by row (an aggregate or "
+                "window function such as MAX, AVG, COUNT or OVER): its value would depend on which "
+                "rows share a batch"
+            )
 
     def _frame(self, table: pa.Table) -> Any:
         pl = _pl()
@@ -112,6 +140,66 @@ def _sample_frame(schema: pa.Schema, columns: list[str]) -> Any:
     except (Exception, pl.exceptions.PanicException):  # an unusual type (decimal256 panics): no probe
         return None
     return frame
+
+
+_STRPTIME = re.compile(r"\.str\.strptime\(\[[^\]]*\]\)$")  # the node is the parse itself
+
+
+def _not_row_wise(expr: Any) -> bool | None:
+    """Whether some node of the expression is computed over several rows (polars'
+    ``is_row_separable``), or None where polars cannot walk it without a schema. A date parse that
+    infers its format (``DATE(col)``) counts as row-wise: a value in another format fails the run."""
+    try:
+        nodes, bad = [expr], False
+        while nodes:
+            e = nodes.pop()
+            if not e.meta.is_row_separable() and not _STRPTIME.search(str(e)):
+                bad = True
+            nodes.extend(e.meta.pop())
+        return bad
+    except Exception:
+        return None
+
+
+def _plain(values: list[Any]) -> list[Any]:
+    """Values comparable with ``==``: NaN as None."""
+    return [None if isinstance(v, float) and v != v else v for v in values]
+
+
+#: four rows per column pattern: varied, with repeats (so a partition has more than one row)
+_PATTERNS = ((0, 1, 2, 3), (1, 1, 2, 2), (3, 0, 2, 1))
+
+
+def _probe_frame(schema: pa.Schema, columns: list[str]) -> Any:
+    """Four rows of varied sample values for ``columns`` (numbers, strings, booleans; one sample
+    value repeated for other types), or None when a type has no sample."""
+    pl = _pl()
+    if not columns:  # COUNT(*) or ROW_NUMBER() read no column, but rows all the same
+        return pl.DataFrame({"_n": [0, 1, 2, 3]})
+    arrays = {}
+    for j, c in enumerate(columns):
+        t = schema.field(c).type
+        base = t.value_type if pa.types.is_dictionary(t) else t
+        k = _PATTERNS[j % len(_PATTERNS)]
+        if pa.types.is_integer(base) or pa.types.is_floating(base):
+            vals: list[Any] = list(k)
+        elif pa.types.is_string(base) or pa.types.is_large_string(base) or pa.types.is_string_view(base):
+            vals = ["abcd"[i] for i in k]
+        elif pa.types.is_boolean(base):
+            vals = [i % 2 == 1 for i in k]
+        else:
+            v = _sample(t)
+            if v is None:
+                return None
+            vals = [v] * 4
+        try:
+            arrays[c] = pa.array(vals, t)
+        except (Exception, pl.exceptions.PanicException):
+            return None
+    try:
+        return pl.from_arrow(pa.table(arrays))
+    except (Exception, pl.exceptions.PanicException):
+        return None
 
 
 class Condition(_SqlExpression):

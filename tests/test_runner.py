@@ -174,6 +174,28 @@ def test_resume_finishes_an_interrupted_run_without_duplicates(tmp_path: Path) -
     assert _ids(out, "data") == ids  # refused before anything was touched
 
 
+def test_resume_refuses_a_lexicon_edited_at_the_same_path(tmp_path: Path) -> None:
+    """The resolved recipe names the lexicon by path: a resume after the file changed had mixed
+    shards filtered with the old terms and the new, and recorded only the new."""
+    from .conftest import write_shards
+
+    docs = [(f"id{i}", "kindness compassion" if i % 3 == 0 else f"doc {i}", "s") for i in range(40)]
+    inp = write_shards(tmp_path / "in", docs, n_shards=4)
+    lex = tmp_path / "moral.lex"
+    lex.write_text("kindness\ncompassion\n")
+    out = tmp_path / "out"
+    r = recipe_dict(inp, out)
+    r["blocks"][0]["keywords"] = {"name": "moral", "lexicon": str(lex)}
+    run(load_recipe(r), tasks=2, progress=False)
+    (out / "logs" / "completions" / "00001").unlink()  # task 1 died
+    lex.write_text("kindness\n")
+    with pytest.raises(OutputError, match=r"cannot resume into .*: 0.keywords:moral reads other files than when it "
+                       r"was started \(a lexicon, model or tokenizer at the same path changed\)"):  # fmt: skip
+        run(load_recipe(r), tasks=2, mode="resume", progress=False)
+    lex.write_text("kindness\ncompassion\n")
+    assert run(load_recipe(r), tasks=2, mode="resume", progress=False).accounting["ok"]
+
+
 def test_accounting_mismatches_are_reported() -> None:
     good = {"read": 3, "kept": 1, "rejected": {"x": 1}, "unreadable": 1, "text_bytes": 9}
     bad = {"read": 3, "kept": 1, "rejected": {}, "unreadable": 1, "text_bytes": 9}

@@ -108,3 +108,21 @@ def test_runs_are_deterministic(docs_in: Path, tmp_path: Path) -> None:
     assert [f["sha256"] for f in a.manifest["outputs"]["data"]] == [
         f["sha256"] for f in b.manifest["outputs"]["data"]
     ]
+
+
+def test_decide_refuses_scores_made_with_another_lexicon_file_at_the_same_path(
+    docs_in: Path, tmp_path: Path
+) -> None:
+    """The config names a lexicon by path, so it stays the same when the file is edited: the
+    provenance (the file's sha256) tells. decide had accepted it and recorded the new file."""
+    lex = tmp_path / "moral.lex"
+    lex.write_text("kindness\ncompassion\n")
+    r = _recipe(docs_in, tmp_path / "d", 2)
+    r["blocks"][1]["keywords"] = {"name": "moral", "lexicon": str(lex), "when": "ai_hits = 0"}
+    run(load_recipe(r), stage="score", progress=False)
+    lex.write_text("kindness\n")
+    with pytest.raises(RecipeError, match=r"1.keywords:moral: the scores in .* were made with other files at the same "
+                       r"paths \(lexicon_sha256, terms changed"):  # fmt: skip
+        run(load_recipe(r), stage="decide", progress=False)
+    lex.write_text("kindness\ncompassion\n")  # back as it was: accepted
+    assert run(load_recipe(r), stage="decide", progress=False).accounting["ok"]

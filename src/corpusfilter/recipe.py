@@ -588,6 +588,7 @@ def _plan_decide(recipe: Recipe, scores: str, output: str | None) -> Plan:
     if manifest.get("stage") != "score" or not manifest.get("accounting", {}).get("ok"):
         raise RecipeError(f"--scores {scores}: not a completed `corpusfilter score` output")
     made_with = {b["label"]: b["config"] for b in manifest["blocks"]}
+    made_by = {b["label"]: b.get("provenance") for b in manifest["blocks"]}
     for b in recipe.blocks:
         if b.kind == "detector" and b.label not in made_with:
             raise RecipeError(
@@ -598,6 +599,12 @@ def _plan_decide(recipe: Recipe, scores: str, output: str | None) -> Plan:
             raise RecipeError(
                 f"{b.label}: the scores in {scores} were made with "
                 f"{json.dumps(made_with[b.label])}, not {json.dumps(b.to_config())}; score again"
+            )
+        if b.kind == "detector" and (was := made_by[b.label]) is not None and was != (now := b.provenance()):
+            changed = sorted(k for k in {*was, *now} if was.get(k) != now.get(k))
+            raise RecipeError(
+                f"{b.label}: the scores in {scores} were made with other files at the same paths "
+                f"({', '.join(changed)} changed: a lexicon, model or tokenizer was edited); score again"
             )
     _check_scored_input(recipe, manifest, scores)
     if not any(f["rows"] for f in manifest.get("outputs", {}).get("data", [])):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -306,11 +307,18 @@ def check_output_place(out: DataFolder, inputs: InputSet) -> None:
 
 
 def prepare_output(
-    out: DataFolder, mode: Mode, recipe_sha: str, tasks: int, limit: int, inputs: InputSet
+    out: DataFolder,
+    mode: Mode,
+    recipe_sha: str,
+    tasks: int,
+    limit: int,
+    inputs: InputSet,
+    block_files: dict[str, str] | None = None,
 ) -> None:
     """Refuse to write into a non-empty folder unless told to overwrite or resume (and resume
-    matches: recipe, task count, ``--limit`` and the input files); ``--overwrite`` replaces only an
-    earlier corpusfilter output (it has run.json)."""
+    matches: recipe, the files its blocks read, task count, ``--limit`` and the input files);
+    ``--overwrite`` replaces only an earlier corpusfilter output (it has run.json).
+    ``block_files``: per block label, a digest of its provenance (lexicon, model, tokenizer hashes)."""
     files = {s.path: [s.rows, s.bytes] for s in inputs.shards}
     existing = out.list_files() if out.exists("") else []
     if mode == "fresh" and existing:
@@ -338,6 +346,13 @@ def prepare_output(
                 f"cannot resume into {out.path}: it was started with another recipe (the resolved "
                 "recipe differs: a block, a parameter, --set, or the input or output path); use --overwrite"
             )
+        was = prev.get("block_files")
+        if was is not None and block_files is not None and was != block_files:
+            which = next((k for k in block_files if was.get(k) != block_files[k]), "a block")
+            raise OutputError(
+                f"cannot resume into {out.path}: {which} reads other files than when it was started (a "
+                "lexicon, model or tokenizer at the same path changed); use --overwrite"
+            )
         if prev.get("tasks") != tasks:
             raise OutputError(
                 f"cannot resume into {out.path}: it was started with {prev.get('tasks')} tasks, not "
@@ -361,6 +376,7 @@ def prepare_output(
         json.dump(
             {
                 "recipe_sha256": recipe_sha,
+                **({"block_files": block_files} if block_files is not None else {}),
                 "tasks": tasks,
                 "limit": limit,
                 "inputs": files,
@@ -607,7 +623,12 @@ def run_plan(
         logging_dir=out.resolve_paths("logs"),
         skip_completed=(mode == "resume"),
     )
-    prepare_output(out, mode, recipe.sha256, n_tasks, limit, the_plan.inputs)
+    provenance = [b.provenance() for b in the_plan.blocks]  # file hashes: a resume must match them
+    block_files = {
+        b.label: hashlib.sha256(json.dumps(p, sort_keys=True, default=str).encode()).hexdigest()
+        for b, p in zip(the_plan.blocks, provenance)
+    }
+    prepare_output(out, mode, recipe.sha256, n_tasks, limit, the_plan.inputs, block_files)
     started, t0 = _now(), time.perf_counter()
     # Hash the inputs while the pipeline runs (hashlib releases the GIL).
     folder = the_plan.inputs.folder
@@ -663,7 +684,7 @@ def run_plan(
     exp.achieved_shares(the_plan, out, outputs)
     stats = _block_stats(out, n_tasks)
     blocks = []
-    for b in the_plan.blocks:
+    for b, p in zip(the_plan.blocks, provenance):
         s = stats.get(str(b), {"in": 0, "out": 0, "scored": 0, "dropped": {}, "seconds": 0.0})
         s["seconds"] = round(s["seconds"], 6)
         blocks.append(
@@ -671,7 +692,7 @@ def run_plan(
                 "label": b.label,
                 "kind": b.kind,
                 "config": b.to_config(),
-                "provenance": b.provenance(),
+                "provenance": p,
                 "stats": s,
             }
         )

@@ -174,6 +174,26 @@ def test_null_empty_and_invalid_utf8_rows_are_unreadable_not_lost(tmp_path: Path
     assert all(r["cf_shard"] == "bad.parquet" for r in bad)
 
 
+def test_a_null_typed_text_column_and_an_empty_pandas_shard_are_read(tmp_path: Path) -> None:
+    """pandas writes a column of only None as type null, and an empty frame's columns as double:
+    the run had refused the whole input; the rows are null text (set aside), and no rows are none."""
+    pq.write_table(pa.table({"id": ["c", "d"], "text": pa.nulls(2)}), tmp_path / "b.parquet")
+    empty = pa.table({"id": pa.array([], pa.float64()), "text": pa.array([], pa.float64())})
+    pq.write_table(empty, tmp_path / "c.parquet")
+    pq.write_table(pa.table({"id": ["a"], "text": ["fine"]}), tmp_path / "a.parquet")
+    batches = _read_all(tmp_path)
+    assert sum(b.rows_read for b in batches) == 3
+    assert [i for b in batches for i in b.table.column("id").to_pylist()] == ["a"]
+    bad = pa.concat_tables([t for b in batches for t in b.unreadable]).to_pylist()
+    assert [(r["cf_shard"], r["cf_row"], r["error"]) for r in bad] == [
+        ("b.parquet", 0, "null text"),
+        ("b.parquet", 1, "null text"),
+    ]
+    with pytest.raises(InputError, match=r"x.parquet: text column 'text' has type double, expected string"):
+        pq.write_table(pa.table({"id": ["e"], "text": [1.5]}), tmp_path / "x.parquet")  # values: refused
+        _read_all(tmp_path)
+
+
 def test_invalid_utf8_inside_lists_and_structs_is_unreadable(tmp_path: Path) -> None:
     """Parquet readers do not check strings nested in lists, structs or maps; polars then refuses
     the whole output file, so such rows are set aside like top-level ones."""

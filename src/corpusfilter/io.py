@@ -61,10 +61,11 @@ _BYTES = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view)
 
 def _key_bytes(t: pa.DataType) -> bool:
     """Whether a text or id column of type ``t`` is read as bytes and decoded to strings: any string
-    or binary layout, or a dictionary of one (pandas categoricals are written so)."""
+    or binary layout, a dictionary of one (pandas categoricals are written so), or null (pandas writes
+    a column of only None so: every row is then null, and set aside as such)."""
     if pa.types.is_dictionary(t):
         t = t.value_type
-    return bool(_is_text(t) or any(f(t) for f in _BYTES))
+    return bool(_is_text(t) or pa.types.is_null(t) or any(f(t) for f in _BYTES))
 
 
 def _nested_view(t: pa.DataType) -> bool:
@@ -219,7 +220,7 @@ def inspect_inputs(path: str, *, text_column: str, id_column: str | None, scored
         if text_column not in schema.names:
             raise InputError(f"{full}: no text column {text_column!r} (columns: {', '.join(schema.names)})")
         t = schema.field(text_column).type
-        if not _key_bytes(t):
+        if not _key_bytes(t) and meta.num_rows:  # no rows, no values to misread (pandas types them double)
             raise InputError(f"{full}: text column {text_column!r} has type {t}, expected string")
         if id_column is not None and id_column not in schema.names:
             raise InputError(
@@ -231,7 +232,7 @@ def inspect_inputs(path: str, *, text_column: str, id_column: str | None, scored
                 f"{full}: column {viewed.name!r} has type {viewed.type}; views nested in lists, structs or "
                 "maps are not supported (write plain list/string types, as pyarrow and polars do by default)"
             )
-        if id_column is not None and pa.types.is_nested(schema.field(id_column).type):
+        if id_column is not None and pa.types.is_nested(schema.field(id_column).type) and meta.num_rows:
             raise InputError(
                 f"{full}: id column {id_column!r} has type {schema.field(id_column).type}; ids must be "
                 "strings or numbers"
@@ -454,7 +455,11 @@ class ParquetBatchReader(PipelineStep):
 
         full = self.folder.resolve_paths(rel)
         with self.folder.open(rel, "rb") as f:
-            file_schema = pq.ParquetFile(f).schema_arrow
+            pf = pq.ParquetFile(f)
+            file_schema, n_rows = pf.schema_arrow, pf.metadata.num_rows
+        if n_rows == 0:  # nothing to read (its columns may have any type: pandas writes double)
+            yield Batch(self.schema.empty_table(), rel, 0)
+            return
         # Read every string column as binary so one bad byte costs one row, not the whole batch.
         key_columns = (self.text_column, self.id_column)
         read_schema = pa.schema(

@@ -68,3 +68,25 @@ def test_resampling_blocks_are_refused_by_the_document_adapter() -> None:
 
     with pytest.raises(RecipeError, match="DocumentAdapter: upsample adds copies of documents"):
         DocumentAdapter(Upsample(where="moral_hits >= 1", weight="3"))
+
+
+def test_metadata_the_block_does_not_read_is_left_alone() -> None:
+    """JSONL readers put every extra field in metadata: a year of 2020 in one document and "unknown"
+    in another had crashed a keyword detector, which reads only the text. A key the block does read
+    with no single type is a one-line error naming it."""
+    import pytest
+    from datatrove.data import Document
+
+    from corpusfilter.errors import RecipeError
+
+    docs = [
+        Document(text="kindness", id="a", metadata={"year": 2020, "src": "x"}),
+        Document(text="plain", id="b", metadata={"year": "unknown"}),
+    ]
+    out = list(DocumentAdapter(KeywordDetector(name="v", terms=TERMS)).run(iter(docs)))
+    assert [d.metadata["v_hits"] for d in out] == [1, 0]
+    assert [d.metadata["year"] for d in out] == [2020, "unknown"] and out[0].metadata["src"] == "x"
+    casc = DocumentAdapter(KeywordDetector(name="w", terms=TERMS, when="year > 2000"))
+    with pytest.raises(RecipeError, match=r"metadata key 'year', which the block reads, holds values of several "
+                       r"types in one batch \(int, str\)"):  # fmt: skip
+        list(casc.run(iter(docs)))

@@ -19,7 +19,8 @@ from datatrove.utils.batching import batched
 
 from corpusfilter.batch import REASON_COLUMN, Batch
 from corpusfilter.blocks.base import Block, FilterDecision
-from corpusfilter.errors import RecipeError
+from corpusfilter.errors import RecipeError, first_line
+from corpusfilter.expr import Condition
 
 _POS = "_cf_position"
 
@@ -47,8 +48,14 @@ class DocumentAdapter(PipelineStep):
     def name(self) -> str:
         return f"adapter({self.block.label})"
 
+    def _needed(self) -> set[str] | None:
+        """The metadata keys the block reads (None: all): a detector its ``when`` condition's."""
+        if self.block.kind == "detector":
+            when = getattr(self.block, "when", None)
+            return set(Condition(when).columns) if when else set()
+        return self.block.columns_read()
+
     def _table(self, docs: list[Document]) -> pa.Table:
-        meta = pa.Table.from_pylist([d.metadata for d in docs]) if any(d.metadata for d in docs) else None
         table = pa.table(
             {
                 "id": [d.id for d in docs],
@@ -56,13 +63,26 @@ class DocumentAdapter(PipelineStep):
                 _POS: pa.array(range(len(docs)), pa.int64()),
             }
         )
-        if meta is not None:
-            # a column the block writes is computed afresh, not kept from earlier metadata (the
-            # block would add a second column of that name and the stale one would be read back)
-            fresh = {f.name for f in self.block.output_fields(table.schema)} - self._tag_cols()
-            for name in meta.column_names:
-                if name not in table.column_names and name not in fresh:
-                    table = table.append_column(name, meta.column(name))
+        # only the metadata the block reads becomes columns: other keys stay in each document's
+        # metadata untouched (a key holding 2020 in one document and "unknown" in another has no type)
+        needed = self._needed()
+        keys = dict.fromkeys(k for d in docs for k in d.metadata if needed is None or k in needed)
+        # a column the block writes is computed afresh, not kept from earlier metadata (the
+        # block would add a second column of that name and the stale one would be read back)
+        fresh = {f.name for f in self.block.output_fields(table.schema)} - self._tag_cols()
+        for name in keys:
+            if name in table.column_names or name in fresh:
+                continue
+            values = [d.metadata.get(name) for d in docs]
+            try:
+                col = pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+                kinds = sorted({type(v).__name__ for v in values if v is not None})
+                raise RecipeError(
+                    f"{self.name}: metadata key {name!r}, which the block reads, holds values of "
+                    f"several types in one batch ({', '.join(kinds)}): {first_line(e)}"
+                ) from None
+            table = table.append_column(name, col)
         return table
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> Iterator[Document]:

@@ -166,3 +166,96 @@ def test_words_are_runs_of_bytes_above_0x20() -> None:
     buf = np.frombuffer(b"".join(t.encode() + b"\x00" for t in docs), dtype=np.uint8)
     starts = np.cumsum([0] + [len(t.encode()) + 1 for t in docs])
     assert list(word_counts(buf, starts)) == [len(re.findall(rb"[^\x00-\x20]+", t.encode())) for t in docs]
+
+
+def test_inline_terms_are_terms_even_when_they_start_with_hash() -> None:
+    d = _detector(["#StopAI", "AI doom\t2"])
+    assert d.lexicon.terms == ("#StopAI", "AI doom")
+    texts = ["Say #stopai now", "x#StopAI", "AI  doom #StopAI."]
+    assert (
+        list(d.score(pa.array(texts))["hits"]) == _reference_hits(texts, ["#StopAI", "AI doom"]) == [1, 0, 2]
+    )
+    with pytest.raises(RecipeError, match=r"kw:inline, item 2: empty term"):
+        _detector(["virtue", "  "])
+
+
+def test_lexicon_file_comments_and_hash_escape(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from corpusfilter.lexicon import load_lexicon
+
+    path = tmp_path / "tags.lex"
+    path.write_text(
+        "# a comment\n  # an indented comment\n\\#StopAI\t2\tactivism\n\\\\o/\n"
+        "care\t\tvirtue\npause ai\t1.5\tactivism\n",
+        encoding="utf-8",
+    )
+    lex = load_lexicon(str(path))
+    assert lex.terms == ("#StopAI", "\\o/", "care", "pause ai")
+    assert lex.weights == (2.0, 1.0, 1.0, 1.5)
+    assert lex.categories == ("activism", "", "virtue", "activism")
+    d = KeywordDetector(name="kw", lexicon=str(path), categories=["activism"])
+    d.ensure_setup()
+    assert d.lexicon.terms == ("#StopAI", "pause ai")
+    assert list(d.score(pa.array(["#StopAI and Pause AI", "StopAI"]))["score"]) == [3.5, 0.0]
+
+
+def test_duplicates_are_terms_the_matcher_folds_together() -> None:
+    # the matcher folds one character to one (ẞ/ß, ſ/s, Kelvin sign/k), never ß to ss
+    d = _detector(["Großmut", "Grossmut", "ıstanbul", "istanbul"])
+    texts = ["GROSSMUT", "großmut", "GROẞMUT", "ISTANBUL", "ıstanbul"]
+    doc, term = d.find(pa.array(texts))
+    assert sorted(zip(doc.tolist(), term.tolist())) == [(0, 1), (1, 0), (2, 0), (3, 3), (4, 2)]
+    for dup in (["Café", "CAFÉ"], ["Straße", "STRAẞE"], ["ſtar", "Star"], ["kelvin", "\u212aelvin"]):
+        with pytest.raises(RecipeError, match="item 2: duplicate of item 1"):
+            _detector(dup)
+
+
+def test_match_key_is_hyperscans_case_folding() -> None:
+    import re
+    import unicodedata
+
+    import hyperscan
+
+    from corpusfilter.blocks.keyword import compile_cached
+    from corpusfilter.lexicon import match_key
+
+    chars = [
+        c
+        for c in map(chr, range(0x110000))
+        if unicodedata.category(c) != "Cs" and (c.lower() != c or c.upper() != c or c.casefold() != c)
+    ]
+    chars += ["ı", "ſ", "µ", "\u0345", "\u1fbe", "ς", "ϐ", "ϑ", "ϕ", "ϖ", "ϰ", "ϱ", "ϵ", "ẛ", "ﬅ", "ﬆ"]
+    text = "\x00".join(chars).encode() + b"\x00"
+    char_at, pos = {}, 0
+    for i, c in enumerate(chars):
+        pos += len(c.encode())
+        char_at[pos] = i  # match end -> the character ending there
+        pos += 1
+    flags = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_UTF8 | hyperscan.HS_FLAG_UCP
+    db = compile_cached([re.escape(c).encode() for c in chars], list(range(len(chars))), flags, name="t")
+    matched: dict[int, set[int]] = {i: set() for i in range(len(chars))}
+    db.scan(text, match_event_handler=lambda i, s, e, f, ctx: matched[i].add(char_at[e]))
+    same_key: dict[str, set[int]] = {}
+    for i, c in enumerate(chars):
+        same_key.setdefault(match_key(c), set()).add(i)
+    wrong = [c for i, c in enumerate(chars) if matched[i] != same_key[match_key(c)]]
+    assert not wrong, [f"U+{ord(c):04X}" for c in wrong[:20]]
+
+
+def test_unicode_phrases_match_across_exactly_re_whitespace() -> None:
+    from corpusfilter.blocks.keyword import UNICODE_SPACES
+
+    terms = ["café au lait", "coffee break"]
+    seps = [*UNICODE_SPACES, "\u180e", "\u200b", "\ufeff", "\x01"]
+    texts = [f"café{s}au lait and coffee{s}break" for s in seps]
+    assert list(_detector(terms).score(pa.array(texts))["hits"]) == _reference_hits(texts, terms)
+    assert _reference_hits(texts, terms) == [2] * len(UNICODE_SPACES) + [0] * 4
+
+
+def test_documented_differences_from_re() -> None:
+    # the case folds README "Keyword detector and lexicons" lists as differences from re
+    ascii_terms, unicode_terms = ["istanbul", "kelvin", "star"], ["ıstanbul café", "naïve ion"]
+    texts = ["İSTANBUL", "ıstanbul", "\u212aELVIN", "ſtar", "istanbul café", "naïve İon", "NAÏVE ıon"]
+    ref = _reference_hits(texts, ascii_terms + unicode_terms)
+    assert ref == [1, 1, 1, 1, 2, 1, 1]
+    got = list(_detector(ascii_terms + unicode_terms).score(pa.array(texts))["hits"])
+    assert got == [0, 0, 0, 0, 1, 0, 0]

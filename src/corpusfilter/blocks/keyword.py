@@ -2,8 +2,9 @@
 
 Hyperscan scans the Arrow string buffer of a whole batch in one call (no per-document Python
 strings). Word boundaries are then checked exactly as Python's ``re`` defines them, so a hit is
-``(?<!\\w)term(?!\\w)`` under ``re.IGNORECASE``, with internal whitespace matching ``\\s+``. Every
-occurrence of every term counts (two terms may overlap, e.g. "AI takeover" and "takeover").
+``(?<!\\w)term(?!\\w)`` under ``re.IGNORECASE``, with internal whitespace matching ``\\s+``, except for
+the rare case folds the README lists. Every occurrence of every term counts (two terms may overlap,
+e.g. "AI takeover" and "takeover").
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pyarrow.compute as pc
 
 from corpusfilter.blocks.base import Detector
 from corpusfilter.errors import RecipeError, at_path
-from corpusfilter.lexicon import Lexicon, load_lexicon, parse_lexicon, select_categories
+from corpusfilter.lexicon import Lexicon, load_lexicon, parse_terms, select_categories
 from corpusfilter.registry import register
 
 _ASCII_WORD = np.zeros(256, dtype=bool)
@@ -47,11 +48,18 @@ def _byte_space_class() -> str:
 
 
 _BYTE_SPACES = _byte_space_class()
+#: ``re``'s ``\s`` for hyperscan's UTF-8 mode, whose own ``\s`` differs (U+001C-U+001F, U+180E).
+_UTF8_SPACES = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in UNICODE_SPACES) + "]+"
 
 
 def term_pattern(term: str) -> str:
     """Regex body for one term: escaped tokens joined by ``\\s+``."""
     return r"\s+".join(re.escape(tok) for tok in term.split())
+
+
+def unicode_term_pattern(term: str) -> str:
+    """UTF-8-mode pattern for a non-ASCII term: escaped tokens joined by runs of UNICODE_SPACES."""
+    return _UTF8_SPACES.join(re.escape(tok) for tok in term.split())
 
 
 def ascii_term_pattern(term: str) -> str:
@@ -174,7 +182,7 @@ class KeywordParams:
         metadata={"help": "shipped lexicon name (virtue, ...) or a path to a lexicon file", "path": True},
     )
     terms: list[str] | None = dataclasses.field(
-        default=None, metadata={"help": "inline terms, each 'term[<TAB>weight[<TAB>category]]'"}
+        default=None, metadata={"help": "inline terms, each 'term[<TAB>weight[<TAB>category]]' (no comments)"}
     )
     categories: list[str] | None = dataclasses.field(
         default=None,
@@ -228,7 +236,7 @@ class KeywordDetector(Detector):
         lex: Lexicon | None = getattr(self, "_lexicon", None)
         if lex is None:
             if self.params.terms is not None:
-                lex = parse_lexicon("\n".join(self.params.terms), name=f"{self.params.name}:inline")
+                lex = parse_terms(self.params.terms, name=f"{self.params.name}:inline")
             else:
                 lex = load_lexicon(self.params.lexicon)
             if self.params.categories is not None:
@@ -258,7 +266,7 @@ class KeywordDetector(Detector):
                 ascii_pats.append(ascii_term_pattern(t).encode())
             else:
                 uni_ids.append(i)
-                uni_pats.append(term_pattern(t).encode("utf-8"))
+                uni_pats.append(unicode_term_pattern(t).encode("utf-8"))
         self._dbs = []
         base = hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SOM_LEFTMOST
         unicode = base | hyperscan.HS_FLAG_UTF8 | hyperscan.HS_FLAG_UCP

@@ -12,7 +12,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from corpusfilter.errors import OutputError
+from corpusfilter.errors import CorpusfilterError, OutputError
 from corpusfilter.manifest import validate_manifest
 from corpusfilter.recipe import load_recipe
 from corpusfilter.runner import check_accounting, run
@@ -324,6 +324,38 @@ def test_a_ray_run_writes_what_a_local_run_writes(corpus: Path, tmp_path: Path) 
     assert validate_manifest(m) == [] and m["executor"]["type"] == "datatrove.RayPipelineExecutor"
     assert (tmp_path / "ray" / "logs" / "logs" / "task_00001.log").is_file()  # the task logs came back
     assert local.accounting["kept"] == res.accounting["kept"]
+
+
+@pytest.mark.ray
+def test_a_failing_ray_task_names_its_cause_as_a_local_run_does(tmp_path: Path) -> None:
+    """datatrove's Ray executor logs a task's exception and returns, so the run had said only that
+    the shard "never reached the writer": the cause now comes from the task's log."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ray = pytest.importorskip("ray")
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for name in ("a", "b"):
+        texts = [f"document {i} of {name} with kindness" for i in range(3000)]
+        pq.write_table(pa.table({"id": [f"{name}{i}" for i in range(3000)], "text": texts}), inp / f"{name}.parquet",
+                       row_group_size=500)  # fmt: skip
+    md = pq.ParquetFile(inp / "b.parquet").metadata
+    off = md.row_group(3).column(1).data_page_offset  # garble a page in the middle of b.parquet
+    raw = bytearray((inp / "b.parquet").read_bytes())
+    raw[off + 40 : off + 200] = bytes(x ^ 0x5A for x in raw[off + 40 : off + 200])
+    (inp / "b.parquet").write_bytes(bytes(raw))
+    recipe = recipe_dict(
+        inp, tmp_path / "out", executor={"backend": "ray", "tasks": 2, "mem_per_cpu_gb": 0.5}
+    )
+    try:
+        with pytest.raises(CorpusfilterError) as err:
+            run(load_recipe(recipe), progress=False)
+    finally:
+        ray.shutdown()
+    msg = str(err.value)
+    assert msg.startswith(f"{inp / 'b.parquet'}: cannot read rows from ") and "never reached" not in msg
+    assert f"1 Ray task(s) did not complete: 1; task logs: {tmp_path / 'out'}/logs/logs/)" in msg
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shlex
 import sys
 import time
@@ -275,6 +276,43 @@ def wait_for_slurm(executor: SlurmExecutor, out: DataFolder, tasks: int) -> None
             f"Slurm logs: {out.path}/logs/slurm_logs/, task logs: {out.path}/logs/logs/); "
             "finish them with --resume"
         )
+
+
+def check_ray_tasks(out: DataFolder, tasks: int) -> None:
+    """After a Ray run: tasks without a completion marker failed. The error names them and the first
+    one's cause, read from its task log (the local executor raises it; datatrove's Ray executor only
+    logs it), so a bad input file is named as in a local run."""
+    done = set(out.list_files("logs/completions"))
+    missing = [r for r in range(tasks) if f"logs/completions/{r:05d}" not in done]
+    if not missing:
+        return
+    cause = _task_error(out, missing[0])
+    shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+    raise CorpusfilterError(
+        f"{cause + ' (' if cause else 'run failed ('}{len(missing)} Ray task(s) did not complete: {shown}; "
+        f"task logs: {out.path}/logs/logs/); fix it and finish them with --resume"
+    )
+
+
+_EXC_LINE = re.compile(r"^(?P<exc>[A-Za-z_][\w.]*(?:Error|Exception|Interrupt))(?::\s*(?P<msg>.*))?$")
+
+
+def _task_error(out: DataFolder, rank: int) -> str:
+    """The last exception line of a task's log: a corpusfilter error as its message, another as
+    ``Type: message``; "" when the log has none."""
+    rel = f"logs/logs/task_{rank:05d}.log"
+    if not out.exists(rel):
+        return ""
+    with out.open(rel, "r", encoding="utf-8", errors="replace") as f:
+        lines = f.read().splitlines()
+    for line in reversed(lines):
+        m = _EXC_LINE.match(line.strip())
+        if m:
+            exc, msg = m.group("exc"), (m.group("msg") or "").strip()
+            if exc.startswith("corpusfilter.errors."):
+                return msg
+            return f"{exc.rsplit('.', 1)[-1]}: {msg}" if msg else exc.rsplit(".", 1)[-1]
+    return ""
 
 
 def _now() -> str:
@@ -639,6 +677,8 @@ def run_plan(
             executor.run()
         if isinstance(executor, SlurmExecutor):  # sbatch returns at once: wait for the arrays
             wait_for_slurm(executor, out, n_tasks)
+        if isinstance(executor, RayPipelineExecutor):  # it logs a task's error and returns
+            check_ray_tasks(out, n_tasks)
     except CorpusfilterError:
         raise
     except Exception as e:  # a worker failed: point at its log rather than dumping a traceback

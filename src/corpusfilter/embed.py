@@ -12,6 +12,7 @@ on the whole batch at once, and chunks are sorted by length so batches carry lit
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -58,6 +59,62 @@ def resolve_model(spec: str) -> tuple[str, str]:
     if (path / "modules.json").is_file() or (path / "config_sentence_transformers.json").is_file():
         return "transformer", str(path)
     raise RecipeError(f"{path}: neither a sentence-transformers nor a model2vec model folder")
+
+
+def _json(path: Path) -> Any:
+    """A small JSON file's content; None when it is missing or not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _int(conf: Any, key: str) -> int | None:
+    value = conf.get(key) if isinstance(conf, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _pooled_dim(conf: Any) -> int | None:
+    """A sentence-transformers Pooling module's output width: its modes (``pooling_mode``, or the
+    older ``pooling_mode_*`` flags) times the token embedding's width."""
+    if not isinstance(conf, dict):
+        return None
+    mode = conf.get("pooling_mode")
+    if mode is not None:
+        modes = 1 if isinstance(mode, str) else len(mode) if isinstance(mode, list) else 0
+    else:
+        modes = sum(bool(v) for k, v in conf.items() if k.startswith("pooling_mode_"))
+    width = _int(conf, "embedding_dimension") or _int(conf, "word_embedding_dimension")
+    return width * modes if width and modes else None
+
+
+def model_shape(kind: str, path: str) -> tuple[int | None, int | None]:
+    """(embedding dimension, tokens per chunk at most) of a resolved model, read from its config files
+    and safetensors header without loading it; None where they do not say (then checked on load)."""
+    folder = Path(path)
+    if kind == "static":  # model2vec: a (vocabulary, dim) "embeddings" tensor, no token limit
+        try:
+            with open(folder / "model.safetensors", "rb") as f:
+                header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+            return int(header["embeddings"]["shape"][1]), None
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            return _int(_json(folder / "config.json"), "hidden_dim"), None
+    modules = _json(folder / "modules.json")
+    dim = limit = None
+    for m in modules if isinstance(modules, list) else [{"type": "Transformer", "path": ""}]:
+        module = str(m.get("type", "")).rsplit(".", 1)[-1] if isinstance(m, dict) else ""
+        sub = folder / str(m.get("path", "") if isinstance(m, dict) else "")
+        conf = _json(sub / "config.json")
+        if module == "Transformer":
+            dim = _int(conf, "hidden_size")
+            limit = _int(_json(sub / "sentence_bert_config.json"), "max_seq_length")
+        elif module == "Pooling":  # one embedding per pooling mode, side by side
+            dim = _pooled_dim(conf)
+        elif module == "Dense":
+            dim = _int(conf, "out_features")
+        elif module != "Normalize":
+            dim = None  # a module that may change the dimension in a way not read here
+    return dim, limit
 
 
 #: Libraries whose versions an embedding depends on, by model kind (tokenizer, kernels, pooling).

@@ -277,3 +277,99 @@ def test_overlapped_tokenizing_gives_the_same_scores() -> None:
         results.append(pa.concat_tables([b.table for b in out]))
     assert results[0].equals(results[1])
     assert results[1].column("g_pos_max_chunkmax").null_count == 20
+
+
+def test_empty_exemplar_lists_and_files_are_refused_naming_the_parameter(tmp_path: Path) -> None:
+    """An empty ``negatives`` list or exemplar file is a mistake: one error at construction or
+    validation, not a KeyError for the missing margin column in every task."""
+    from corpusfilter.testing import run_blocks
+
+    for key in ("positives", "negatives"):
+        with pytest.raises(RecipeError, match=rf"^blocks\[0\]\.embedding\.{key}: an empty list"):
+            EmbeddingDetector.from_params(
+                {"model": "static-minilm", "positives": GOOD, key: []}, path="blocks[0].embedding"
+            )
+    blank = tmp_path / "blank.txt"
+    blank.write_text("# negatives to come\n\n   \n")
+    for key in ("positives_file", "negatives_file"):
+        d = EmbeddingDetector(name="x", model="static-minilm", positives=GOOD, **{key: str(blank)})
+        with pytest.raises(RecipeError, match=rf"^b: {key}: .*blank.txt holds no exemplars"):
+            d.validate(SCHEMA, "b")
+    block = {
+        "embedding": {"name": "x", "model": "static-minilm", "positives": GOOD, "negatives_file": str(blank)}
+    }
+    with pytest.raises(RecipeError, match="negatives_file: .* holds no exemplars"):
+        run_blocks([block], ["Forgive those who wrong you."], workdir=tmp_path / "run")
+    assert not (tmp_path / "run" / "output").exists()
+
+
+def test_model_limits_and_head_width_are_checked_at_validation_without_loading_the_model(
+    minilm: TransformerEncoder,
+) -> None:
+    """chunk_tokens over the model's limit and a head trained on another model's embeddings fail at
+    validation (read from the models' config files), not in every worker's setup."""
+    import subprocess
+    import sys
+
+    from corpusfilter.embed import model_shape, resolve_model
+
+    static = load_encoder("static-minilm", Chunking())
+    assert model_shape(*resolve_model("minilm")) == (minilm.dim, minilm.model.max_seq_length) == (384, 256)
+    assert model_shape(*resolve_model("static-minilm")) == (static.dim, None)
+    root = Path(__file__).resolve().parents[2]
+    head = str(root / "classifiers" / "goodness" / "head.npz")  # static-minilm's: 3 views x 256
+    code = (
+        "import sys, pyarrow as pa\n"
+        "from corpusfilter.blocks.embedding import EmbeddingDetector\n"
+        "from corpusfilter.errors import RecipeError\n"
+        "for kw in ({'chunk_tokens': 512, 'positives': ['a']}, {'head': sys.argv[1]}):\n"
+        "    try:\n"
+        "        EmbeddingDetector(name='e', model='minilm', **kw).validate(pa.schema([]), 'b')\n"
+        "    except RecipeError as e:\n"
+        "        print(e)\n"
+        "print([m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, head], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [
+        "b: chunk_tokens: 512 exceeds the limit of 256 tokens of model minilm",
+        f"b: head {head} expects 768 features, trained on static-minilm; model minilm gives 1152 "
+        "(document+last_paragraph+sentences: 3 x 384)",
+        "[]",
+    ]
+    EmbeddingDetector(name="e", model="static-minilm", head=head, chunk_tokens=512).validate(SCHEMA, "b")
+
+
+def test_rows_times_gives_each_row_what_it_gives_alone() -> None:
+    from corpusfilter.blocks.embedding import rows_times
+
+    rng = np.random.default_rng(0)
+    x, w = rng.normal(size=(150, 256)).astype(np.float32), rng.normal(size=(7, 256)).astype(np.float32)
+    full = rows_times(x, w)
+    np.testing.assert_allclose(full, x @ w.T, rtol=1e-5, atol=1e-5)
+    for size in (1, 3, 64, 100):
+        parts = np.concatenate([rows_times(x[i : i + size], w) for i in range(0, len(x), size)])
+        assert np.array_equal(parts, full)
+    assert rows_times(x[:0], w).shape == (0, 7)
+
+
+def test_static_scores_do_not_depend_on_batch_composition() -> None:
+    """check_block with atol=0: prototype, chunk-head and document-head scores of a document are the
+    same bits whichever documents share its batch (a plain BLAS product moved them by ~3e-8)."""
+    from corpusfilter.testing import check_block
+
+    rng = np.random.default_rng(0)
+    words = "be kind honest install pip forgive the module love function returns virtue a of it".split()
+    texts = [
+        " ".join(rng.choice(words, size=int(rng.integers(3, 60))))
+        + ("\n\nYes. I would again." if i % 2 else "")
+        for i in range(24)
+    ]
+    root = Path(__file__).resolve().parents[2] / "classifiers"
+    for kw in (
+        {"positives": GOOD, "negatives": TECH, "aggregate": ["max", "mean", "share"]},
+        {"head": str(root / "ai_discourse_static" / "head.npz"), "aggregate": ["mean"]},
+        {"head": str(root / "goodness" / "head.npz")},
+    ):
+        check_block(
+            EmbeddingDetector(name="e", model="static-minilm", chunk_tokens=16, max_chunks=4, **kw), texts
+        )

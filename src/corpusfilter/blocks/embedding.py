@@ -113,6 +113,9 @@ class EmbeddingParams:
             raise RecipeError(f"{path}: give positives (or positives_file) or a head, not both or neither")
         if self.head is not None and (self.negatives is not None or self.negatives_file is not None):
             raise RecipeError(f"{path}: negatives apply to prototype mode, not to a head")
+        for key in ("positives", "negatives"):
+            if getattr(self, key) is not None and not getattr(self, key):  # lists arrive as tuples
+                raise RecipeError(f"{path}.{key}: an empty list; give exemplars or leave it out")
         if self.chunk_tokens < 8:
             raise RecipeError(f"{path}.chunk_tokens: at least 8")
         if self.stride is not None and not 0 < self.stride:
@@ -133,6 +136,29 @@ def _read_lines(path: str) -> list[str]:
     except FileNotFoundError:
         raise RecipeError(f"exemplar file not found: {path}") from None
     return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def _trained_on(head: str) -> str | None:
+    """The embedding model named by a head's sidecar ``.json`` (``corpusfilter train`` writes it)."""
+    try:
+        side = json.loads(Path(head).with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    model = side.get("embedding_model") if isinstance(side, dict) else None
+    return model if isinstance(model, str) else None
+
+
+#: rows per matrix product when scoring (see ``rows_times``)
+PRODUCT_ROWS = 64
+
+
+def rows_times(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``x @ w.T`` in zero-padded blocks of ``PRODUCT_ROWS`` rows: BLAS picks kernels, and so rounding,
+    by shape, so one shape for every batch keeps a row's result independent of the rows beside it."""
+    n, d = x.shape
+    blocks = np.zeros((-(-n // PRODUCT_ROWS), PRODUCT_ROWS, d), dtype=x.dtype)
+    blocks.reshape(-1, d)[:n] = x
+    return (blocks @ w.T).reshape(-1, w.shape[0])[:n]
 
 
 HeadInput = Literal["chunks", "document+last_paragraph", "document+last_paragraph+sentences"]
@@ -233,8 +259,8 @@ class Head:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.hidden_weight is not None and self.hidden_bias is not None:
-            x = np.maximum(x @ self.hidden_weight.T + self.hidden_bias, 0.0)
-        z = x @ self.weight.T + self.bias
+            x = np.maximum(rows_times(x, self.hidden_weight) + self.hidden_bias, 0.0)
+        z = rows_times(x, self.weight) + self.bias
         return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float32)
 
 
@@ -270,22 +296,53 @@ class EmbeddingDetector(Detector):
 
     def exemplars(self) -> tuple[list[str], list[str]]:
         p = self.params
-        pos = list(p.positives or []) + (_read_lines(p.positives_file) if p.positives_file else [])
-        neg = list(p.negatives or []) + (_read_lines(p.negatives_file) if p.negatives_file else [])
-        if p.head is None and not pos:
+        found: dict[str, list[str]] = {}
+        for key in ("positives", "negatives"):
+            found[key] = list(getattr(p, key) or [])
+            file = getattr(p, f"{key}_file")
+            if file:
+                lines = _read_lines(file)
+                if not lines:
+                    raise RecipeError(f"{key}_file: {file} holds no exemplars (only blank or # lines)")
+                found[key] += lines
+        if p.head is None and not found["positives"]:
             raise RecipeError("no positive exemplars")
-        return pos, neg
+        return found["positives"], found["negatives"]
 
     def validate(self, schema: pa.Schema, path: str) -> None:
-        from corpusfilter.embed import resolve_model
+        """Also checks ``chunk_tokens`` and a head's width against the model's config files (the
+        model itself loads only in workers)."""
+        from corpusfilter.embed import model_shape, resolve_model
 
+        p = self.params
         with at_path(path):
-            resolve_model(self.params.model)
-            if self.params.head is not None:
-                self.head()
+            dim, limit = model_shape(*resolve_model(p.model))
+            if limit is not None:
+                self._check_chunk_tokens(limit)
+            if p.head is not None:
+                self._check_head(dim)
             else:
                 self.exemplars()
         super().validate(schema, path)
+
+    def _check_chunk_tokens(self, limit: int) -> None:
+        if self.params.chunk_tokens > limit:
+            raise RecipeError(
+                f"chunk_tokens: {self.params.chunk_tokens} exceeds the limit of {limit} tokens of model "
+                f"{self.params.model}"
+            )
+
+    def _check_head(self, dim: int | None) -> None:
+        """The head file loads and reads as many features as the model gives (times its views)."""
+        head = self.head()
+        want = dim * head.views if dim is not None else head.in_dim
+        if head.in_dim != want:
+            side = _trained_on(str(self.params.head))
+            hint = f", trained on {side}" if side and side != self.params.model else ""
+            raise RecipeError(
+                f"head {self.params.head} expects {head.in_dim} features{hint}; model {self.params.model} "
+                f"gives {want} ({head.input}: {head.views} x {dim})"
+            )
 
     def provenance(self) -> dict[str, Any]:
         from corpusfilter.embed import resolve_model
@@ -324,12 +381,7 @@ class EmbeddingDetector(Detector):
         on_gpu = isinstance(self._encoder, TransformerEncoder) and self._encoder.device.startswith("cuda")
         self.overlap = p.overlap if p.overlap is not None else on_gpu
         if p.head is not None:
-            want = self._encoder.dim * self.head().views
-            if self.head().in_dim != want:
-                raise RecipeError(
-                    f"head {p.head} expects {self.head().in_dim} features; {p.model} gives {want} "
-                    f"({self.head().input})"
-                )
+            self._check_head(self._encoder.dim)
         else:
             pos, neg = self.exemplars()
             self._pos = self._encoder.embed_texts(pos, p.batch_size)
@@ -345,10 +397,10 @@ class EmbeddingDetector(Detector):
         if self.params.head is not None:
             probs = self.head()(emb)
             return {lab: probs[:, j] for j, lab in enumerate(self.head().labels)}
-        sims = emb @ self._pos.T
+        sims = rows_times(emb, self._pos)
         out = {"pos_max": sims.max(axis=1), "pos_mean": sims.mean(axis=1)}
         if self._neg is not None:
-            out["margin"] = out["pos_max"] - (emb @ self._neg.T).max(axis=1)
+            out["margin"] = out["pos_max"] - rows_times(emb, self._neg).max(axis=1)
         return out
 
     def prepare(self, texts: pa.StringArray) -> Prepared:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pyarrow as pa
 import pytest
 
@@ -48,3 +50,25 @@ def test_conditions_checked_against_schema_before_running() -> None:
         Drop(where="s_hits >= ", reason="r")
     with pytest.raises(RecipeError, match="reason"):
         Drop(where="s_hits > 1", reason="bad reason!")
+
+
+@pytest.mark.parametrize("column", ["reject_reason", "original_id", "copy_index", "cf_shard"])
+def test_a_tag_column_of_corpusfilters_bookkeeping_is_refused(column: str) -> None:
+    """A tag into reject_reason had crashed a later drop (the field twice); into original_id, an
+    upsample ('copy_index' does not exist)."""
+    schema = pa.schema([("id", pa.string()), ("text", pa.string()), ("x_hits", pa.int32())])
+    with pytest.raises(
+        RecipeError, match=rf"blocks\[1\].tag.column: '{column}' is reserved for corpusfilter's bookkeeping"
+    ):
+        Tag(where="x_hits >= 1", label="x", column=column).validate(schema, "blocks[1].tag")
+
+
+def test_matched_control_in_a_recipe_points_to_the_control_section(tmp_path: Path) -> None:
+    from corpusfilter.recipe import load_recipe
+
+    (tmp_path / "in").mkdir()
+    recipe = {"input": {"path": str(tmp_path / "in")}, "output": {"path": str(tmp_path / "o")},
+              "blocks": [{"matched_control": {}}]}  # fmt: skip
+    with pytest.raises(RecipeError, match=r"blocks\[0\].matched_control: the control arm's block, which the runner "
+                       r"adds from a `control:` section"):  # fmt: skip
+        load_recipe(recipe)

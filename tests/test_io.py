@@ -194,6 +194,22 @@ def test_a_null_typed_text_column_and_an_empty_pandas_shard_are_read(tmp_path: P
         _read_all(tmp_path)
 
 
+def test_a_corrupt_page_is_reported_from_its_row_group_not_the_batch(tmp_path: Path) -> None:
+    """The reader reads ahead, so the failing batch started at row 0 although rows 0-1499 read fine."""
+    texts = [f"document {i}" for i in range(3000)]
+    pq.write_table(pa.table({"id": [str(i) for i in range(3000)], "text": texts}), tmp_path / "b.parquet",
+                   row_group_size=500)  # fmt: skip
+    off = pq.ParquetFile(tmp_path / "b.parquet").metadata.row_group(3).column(1).data_page_offset
+    raw = bytearray((tmp_path / "b.parquet").read_bytes())
+    raw[off + 40 : off + 200] = bytes(x ^ 0x5A for x in raw[off + 40 : off + 200])
+    (tmp_path / "b.parquet").write_bytes(bytes(raw))
+    inputs = inspect_inputs(str(tmp_path), text_column="text", id_column="id")
+    reader = ParquetBatchReader(folder=inputs.folder, files=inputs.files, schema=inputs.schema, text_column="text",
+                                id_column="id", batch_size=10_000, progress=False)  # fmt: skip
+    with pytest.raises(InputError, match=r"b.parquet: cannot read rows from 1500 on \("):
+        list(reader.run(None, 0, 1))
+
+
 def test_invalid_utf8_inside_lists_and_structs_is_unreadable(tmp_path: Path) -> None:
     """Parquet readers do not check strings nested in lists, structs or maps; polars then refuses
     the whole output file, so such rows are set aside like top-level ones."""

@@ -489,9 +489,27 @@ class ParquetBatchReader(PipelineStep):
                 yielded = True
                 yield batch
         except (OSError, pa.ArrowException) as e:
-            raise InputError(f"{full}: cannot read rows from {row0} on ({first_line(e)})") from None
+            start = max(row0, self._first_bad_row(rel, read_schema))  # not the read-ahead batch's start
+            raise InputError(f"{full}: cannot read rows from {start} on ({first_line(e)})") from None
         if not yielded:  # an empty shard still reaches the writer, so it is accounted for
             yield Batch(self.schema.empty_table(), rel, 0)
+
+    def _first_bad_row(self, rel: str, read_schema: pa.Schema) -> int:
+        """After a read failed: the first row of the first row group that cannot be read (row
+        groups are read one by one), or 0 when each reads alone."""
+        row = 0
+        try:
+            with self.folder.open(rel, "rb") as f:
+                pf = pq.ParquetFile(f)
+                for i in range(pf.metadata.num_row_groups):
+                    try:
+                        pf.read_row_group(i, columns=read_schema.names)
+                    except (OSError, pa.ArrowException):
+                        return row
+                    row += pf.metadata.row_group(i).num_rows
+        except (OSError, pa.ArrowException):
+            pass
+        return 0
 
     def _make_batch(self, table: pa.Table, rel: str, row0: int, full: str) -> Batch:
         n = table.num_rows

@@ -86,3 +86,17 @@ def test_weights_with_aggregates_are_refused_and_row_wise_ones_pass() -> None:
         "ABS(v_hits) > 1",
     ):
         Condition(sql).validate(SCHEMA)
+
+
+def test_nan_counts_as_missing_not_as_the_largest_number() -> None:
+    """polars orders NaN above every number, so `q > 0.8` held for NaN while null counts as false."""
+    from corpusfilter.expr import Expression
+
+    t = pa.table({"q": pa.array([0.9, float("nan"), None, 0.1], pa.float64()), "n": [1, 2, 3, 4]})
+    schema = t.schema
+    for sql, want in (("q > 0.8", [True, False, False, False]), ("q <= 0.8", [False, False, False, True]),
+                      ("q IS NULL", [False, True, True, False]), ("n > 1", [False, True, True, True])):  # fmt: skip
+        c = Condition(sql)
+        c.validate(schema)
+        assert c.evaluate(t).tolist() == want, sql
+    assert Expression("1 + q").evaluate(t, default=0.0).tolist() == [1.9, 0.0, 0.0, 1.1]

@@ -2,7 +2,7 @@
 
 A condition is checked against the pipeline's schema when the recipe is validated, so an unknown
 column, a syntax error or a non-boolean result is reported before any data is read. At run time a
-null result (e.g. a detector that did not score the row) counts as false.
+null result (e.g. a detector that did not score the row) counts as false; NaN is read as null.
 """
 
 from __future__ import annotations
@@ -98,10 +98,14 @@ class _SqlExpression:
             )
 
     def _frame(self, table: pa.Table) -> Any:
+        """The referenced columns; NaN in a float column as null, so it counts as missing (false in a
+        condition) rather than, as polars orders it, above every number."""
         pl = _pl()
         if not self.columns:
             return pl.DataFrame({"_n": np.zeros(table.num_rows, dtype=np.int8)})
-        return pl.from_arrow(table.select(self.columns))
+        frame = pl.from_arrow(table.select(self.columns))
+        floats = [c for c, t in frame.schema.items() if t in (pl.Float32, pl.Float64)]
+        return frame.with_columns(pl.col(floats).fill_nan(None)) if floats else frame
 
 
 def _sample(t: pa.DataType) -> Any:

@@ -36,3 +36,15 @@ def test_top_k_pool_is_the_mean_of_the_k_largest_per_dimension() -> None:
     # rows need not be grouped by document
     perm = np.asarray([3, 1, 0, 2])
     np.testing.assert_allclose(top_k_pool(emb[perm], doc[perm], 3, 2), out)
+
+
+def test_the_character_cut_never_changes_the_chunks() -> None:
+    """A word over 100 characters is one [UNK] whole, but word pieces when the cut splits it: the
+    chunk's tokens (and the embedding, cosine 0.994) moved with the cut. The cut now ends at a word."""
+    from corpusfilter.embed import Chunking, load_encoder
+
+    enc = load_encoder("static-minilm", Chunking(chunk_tokens=16, max_chunks=1))
+    texts = ["hello " * 13 + "x" * 150 + " world " * 20, "hello " * 13 + "y" * 150, "z" * 400, "short text"]
+    cut, _ = enc.chunk(texts)
+    whole = [toks[a:b] for toks in enc.tokenize(texts) for a, b in enc.chunking.windows(len(toks))]
+    assert cut == whole

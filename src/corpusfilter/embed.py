@@ -262,7 +262,7 @@ class Encoder:
     def chunk(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:
         """Token-id chunks of every text and the document index of each chunk."""
         budget = self.chunking.char_budget()
-        cut = [t[:budget] for t in texts] if budget else list(texts)
+        cut = [_cut_at_word(t, budget) for t in texts] if budget else list(texts)
         ids = self.tokenize(cut)
         need = self.chunking.body + self.chunking.step * ((self.chunking.max_chunks or 1) - 1)
         redo = [i for i, t in enumerate(texts) if budget and len(t) > budget and len(ids[i]) < need]
@@ -287,6 +287,17 @@ class Encoder:
         """One embedding per text: the mean of its chunks' embeddings, normalized."""
         emb, doc = self.embed_chunks(texts, batch_size)
         return mean_pool(emb, doc, len(texts))
+
+
+def _cut_at_word(text: str, budget: int) -> str:
+    """The text's first ``budget`` characters without a word the cut splits: a cut word tokenizes
+    differently from the whole one (past 100 characters it is one [UNK] whole, pieces cut)."""
+    if len(text) <= budget or text[budget].isspace():
+        return text[:budget]
+    i = budget
+    while i and not text[i - 1].isspace():
+        i -= 1
+    return text[:i]
 
 
 class TransformerEncoder(Encoder):

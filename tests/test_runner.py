@@ -522,3 +522,29 @@ def test_run_from_python_refuses_bad_arguments_before_writing(
     with pytest.raises(RecipeError, match=message):
         run(load_recipe(recipe_dict(corpus, out)), progress=False, **kw)
     assert not out.exists()
+
+
+def test_the_run_checks_the_copies_written_against_the_copies_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose files held a copy no block counted said 'accounting ok' and only verify failed
+    (the upsample numbering bug); the run itself now compares them. Here the count is made to
+    disagree, as that bug did."""
+    import corpusfilter.verify as V
+    from corpusfilter.errors import AccountingError
+
+    from .conftest import write_shards
+
+    inp = write_shards(tmp_path / "in", [("a", "kindness", "s"), ("b", "plain", "s")], n_shards=1)
+    r = recipe_dict(inp, tmp_path / "o", blocks=[
+        {"keywords": {"name": "kw", "terms": ["kindness"]}},
+        {"upsample": {"where": "kw_hits >= 1", "weight": "2"}},
+    ])  # fmt: skip
+    assert run(load_recipe(r), progress=False).accounting["added"] == 1  # honest: passes
+    real = V.count_copies
+    monkeypatch.setattr(V, "count_copies", lambda folder, paths: real(folder, paths) + 1)
+    r["output"]["path"] = str(tmp_path / "o2")
+    with pytest.raises(
+        AccountingError, match=r"output files hold 2 copies \(copy_index > 0\) but the blocks added 1"
+    ):
+        run(load_recipe(r), progress=False)

@@ -711,11 +711,19 @@ def run_plan(
         if written[k] != want:
             problems.append(f"{k}/ holds {written[k]} rows but the accounting says {want}")
     id_col = recipe.input.id_column or "id"
+    paths = [f["path"] for k in ("data", "rejected") for f in outputs[k]]
     if id_col in the_plan.output_schema.names:  # a repeat across shards is only visible here
         from corpusfilter.verify import repeated_ids
 
-        paths = [f["path"] for k in ("data", "rejected") for f in outputs[k]]
         totals["repeated_ids"] = len(repeated_ids(out, paths, id_col).repeats)
+    if "copy_index" in the_plan.output_schema.names:  # the copies written are the copies counted
+        from corpusfilter.verify import count_copies
+
+        copies = count_copies(out, paths)
+        if copies != totals.get("added", 0):
+            problems.append(
+                f"output files hold {copies} copies (copy_index > 0) but the blocks added {totals.get('added', 0)}"
+            )
     hashes = hashes_f.result()
     hasher.shutdown()
     from corpusfilter import experiment as exp

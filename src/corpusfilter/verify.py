@@ -263,13 +263,10 @@ def _check_copies(folder: DataFolder, manifest: dict[str, Any], good: set[str], 
     """Copies made by resampling blocks (``copy_index`` > 0 in data/ and rejected/) = accounting.added."""
     if not any(c["name"] == "copy_index" for c in manifest["schemas"]["data"]):
         return
-    copies = 0
-    for kind in ("data", "rejected"):
-        for entry in manifest["outputs"][kind]:
-            if entry["path"] not in good:
-                continue
-            col = _read_column(folder, entry["path"], "copy_index")
-            copies += int(pc.sum(pc.greater(col, 0)).as_py() or 0)
+    paths = [
+        e["path"] for kind in ("data", "rejected") for e in manifest["outputs"][kind] if e["path"] in good
+    ]
+    copies = count_copies(folder, paths)
     want = manifest["accounting"].get("added", 0)
     if copies != want:
         result.problems.append(
@@ -307,6 +304,13 @@ def id_column_of(manifest: dict[str, Any]) -> str | None:
     col = (manifest["recipe"]["resolved"].get("input") or {}).get("id_column") or "id"
     have = all(any(c["name"] == col for c in manifest["schemas"][k]) for k in ("data", "rejected"))
     return col if have else None
+
+
+def count_copies(folder: DataFolder, paths: list[str]) -> int:
+    """Rows of ``paths`` that are copies a resampling block made (``copy_index`` > 0)."""
+    return sum(
+        int(pc.sum(pc.greater(_read_column(folder, rel, "copy_index"), 0)).as_py() or 0) for rel in paths
+    )
 
 
 def repeated_ids(folder: DataFolder, paths: list[str], col: str) -> RepeatedIds:

@@ -74,8 +74,9 @@ class _SqlExpression:
     def _check_row_wise(self, schema: pa.Schema) -> None:
         """An aggregate or window (``MAX(x)``, ``COUNT(*)``, ``... OVER (...)``) is computed over the
         rows that share a batch, so the result would move with the batch size and the input's
-        split into files. Found from polars' own verdict on each node of the expression or, where
-        it cannot walk the tree, by evaluating four varied sample rows together and one by one."""
+        split into files (``UNNEST`` changes the number of rows). Found from polars' own verdict on
+        each node of the expression and, where it cannot judge a node, also by evaluating four varied
+        sample rows together and one by one."""
         pl = _pl()
         bad = _not_row_wise(self.expr)
         probe = _probe_frame(schema, self.columns) if bad is None else None
@@ -93,8 +94,8 @@ class _SqlExpression:
         if bad:
             raise RecipeError(
                 f"{self.path}: {self.kind} {self.sql!r} is not computed row by row (an aggregate or "
-                "window function such as MAX, AVG, COUNT or OVER): its value would depend on which "
-                "rows share a batch"
+                "window function such as MAX, AVG, COUNT or OVER, or UNNEST): its value would depend "
+                "on which rows share a batch"
             )
 
     def _frame(self, table: pa.Table) -> Any:
@@ -150,17 +151,25 @@ _STRPTIME = re.compile(r"\.str\.strptime\(\[[^\]]*\]\)$")  # the node is the par
 
 
 def _not_row_wise(expr: Any) -> bool | None:
-    """Whether some node of the expression is computed over several rows (polars'
-    ``is_row_separable``), or None where polars cannot walk it without a schema. A date parse that
-    infers its format (``DATE(col)``) counts as row-wise: a value in another format fails the run."""
+    """Whether some node of the expression is computed over several rows or changes their number
+    (polars' ``is_row_separable`` and ``is_length_preserving``: an aggregate, a window, ``UNNEST``);
+    None when a node's verdict is unknown (polars cannot judge ``sql_*`` nodes without a schema, but
+    their children are still judged) or the tree cannot be walked. A date parse that infers its
+    format (``DATE(col)``) counts as row-wise: a value in another format fails the run."""
     try:
-        nodes, bad = [expr], False
+        nodes, bad, unknown = [expr], False, False
         while nodes:
             e = nodes.pop()
-            if not e.meta.is_row_separable() and not _STRPTIME.search(str(e)):
-                bad = True
-            nodes.extend(e.meta.pop())
-        return bad
+            m = e.meta
+            if not m.is_literal():
+                try:
+                    separable = m.is_row_separable() and m.is_length_preserving()
+                except Exception:  # a node polars cannot judge here: its children still are
+                    unknown = True
+                else:
+                    bad |= not separable and not _STRPTIME.search(str(e))
+            nodes.extend(m.pop())
+        return True if bad else (None if unknown else False)
     except Exception:
         return None
 

@@ -126,3 +126,29 @@ def test_decide_refuses_scores_made_with_another_lexicon_file_at_the_same_path(
         run(load_recipe(r), stage="decide", progress=False)
     lex.write_text("kindness\ncompassion\n")  # back as it was: accepted
     assert run(load_recipe(r), stage="decide", progress=False).accounting["ok"]
+
+
+def test_decide_accepts_the_same_model_installed_elsewhere(
+    docs_in: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Provenance records where a model lies as well as its sha256; only the file's content must
+    match (the scores were made in one environment and decided in another), not its path."""
+    import shutil
+
+    from corpusfilter.embed import resolve_model
+
+    r = _recipe(docs_in, tmp_path / "d", 2)
+    r["blocks"][1] = {"embedding": {"name": "moral", "model": "static-minilm", "positives": ["kindness"]}}
+    r["blocks"][3] = {"drop": {"where": "moral_pos_max_chunkmax > 0.5", "reason": "moral"}}
+    run(load_recipe(r), stage="score", progress=False)
+    copy = tmp_path / "static_copy"
+    shutil.copytree(resolve_model("static-minilm")[1], copy)
+    monkeypatch.setenv("CORPUSFILTER_STATIC_MODEL", str(copy))
+    assert resolve_model("static-minilm")[1] == str(copy)
+    assert run(load_recipe(r), stage="decide", progress=False).accounting["ok"]
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\x00\x00\x80\x3f")  # another model there
+    with pytest.raises(
+        RecipeError, match=r"were made with other files at the same paths \(model_sha256 changed"
+    ):
+        run(load_recipe(r), stage="decide", progress=False)

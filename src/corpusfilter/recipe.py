@@ -582,6 +582,12 @@ def _check_scored_input(recipe: Recipe, manifest: Mapping[str, Any], scores: str
         )
 
 
+def file_facts(provenance: dict[str, Any]) -> dict[str, Any]:
+    """What a block's provenance says about the files it reads (hashes, labels, sizes), without
+    where they lie (``*_path``): the same model installed elsewhere is the same model."""
+    return {k: v for k, v in provenance.items() if not k.endswith("_path")}
+
+
 def _plan_decide(recipe: Recipe, scores: str, output: str | None) -> Plan:
     from datatrove.io import get_datafolder
 
@@ -605,7 +611,10 @@ def _plan_decide(recipe: Recipe, scores: str, output: str | None) -> Plan:
                 f"{b.label}: the scores in {scores} were made with "
                 f"{json.dumps(made_with[b.label])}, not {json.dumps(b.to_config())}; score again"
             )
-        if b.kind == "detector" and (was := made_by[b.label]) is not None and was != (now := b.provenance()):
+        if b.kind != "detector" or made_by[b.label] is None:
+            continue
+        was, now = file_facts(made_by[b.label]), file_facts(b.provenance())
+        if was != now:
             changed = sorted(k for k in {*was, *now} if was.get(k) != now.get(k))
             raise RecipeError(
                 f"{b.label}: the scores in {scores} were made with other files at the same paths "

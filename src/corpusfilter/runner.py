@@ -44,7 +44,7 @@ from corpusfilter.manifest import (
     upstream_unreadable_outside,
     validate_manifest,
 )
-from corpusfilter.recipe import ExecutorSpec, Plan, Recipe, Stage, plan
+from corpusfilter.recipe import ExecutorSpec, Plan, Recipe, Stage, file_facts, plan
 
 Mode = Literal["fresh", "overwrite", "resume"]
 
@@ -663,7 +663,7 @@ def run_plan(
     )
     provenance = [b.provenance() for b in the_plan.blocks]  # file hashes: a resume must match them
     block_files = {
-        b.label: hashlib.sha256(json.dumps(p, sort_keys=True, default=str).encode()).hexdigest()
+        b.label: hashlib.sha256(json.dumps(file_facts(p), sort_keys=True, default=str).encode()).hexdigest()
         for b, p in zip(the_plan.blocks, provenance)
     }
     prepare_output(out, mode, recipe.sha256, n_tasks, limit, the_plan.inputs, block_files)

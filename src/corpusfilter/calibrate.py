@@ -449,11 +449,19 @@ def cmd_calibrate(args: Any) -> int:
         raw = table.column(label_col).to_pylist()
         y, counts = label_values(raw, positive or "1", args.reference, label_col)
         print(counts, file=sys.stderr)
-        if positive is None and not y.any() and len({str(v) for v in raw}) > 1:
-            # several classes and none positive: the labels' positive could not be told
-            raise InputError(
-                f"{args.reference}: {label_col!r} holds {len({str(v) for v in raw})} labels and none is "
-                f"1 or true, and column {column!r} names none of them; pass --positive LABEL"
+        if (
+            args.target_fpr is not None
+            and positive is None
+            and not y.any()
+            and len({str(v) for v in raw}) > 1
+        ):
+            # several classes, none positive: fine for a neutral reference labelled by register, wrong
+            # for labelled data whose positive the column's name does not give
+            print(
+                f"warning: {label_col!r} holds {len({str(v) for v in raw})} labels and none is 1 or true or "
+                f"named by column {column!r}: every row counts as a negative; pass --positive LABEL if "
+                "one of them is the detector's class",
+                file=sys.stderr,
             )
     if is_recipe:
         scores, column = reference_scores_recipe(recipe, args.block, column, texts)

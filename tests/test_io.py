@@ -178,9 +178,9 @@ def test_a_null_typed_text_column_and_an_empty_pandas_shard_are_read(tmp_path: P
     """pandas writes a column of only None as type null, and an empty frame's columns as double:
     the run had refused the whole input; the rows are null text (set aside), and no rows are none."""
     pq.write_table(pa.table({"id": ["c", "d"], "text": pa.nulls(2)}), tmp_path / "b.parquet")
-    empty = pa.table({"id": pa.array([], pa.float64()), "text": pa.array([], pa.float64())})
-    pq.write_table(empty, tmp_path / "c.parquet")
-    pq.write_table(pa.table({"id": ["a"], "text": ["fine"]}), tmp_path / "a.parquet")
+    doubles = {c: pa.array([], pa.float64()) for c in ("id", "text", "source")}  # its other columns too
+    pq.write_table(pa.table(doubles), tmp_path / "c.parquet")
+    pq.write_table(pa.table({"id": ["a"], "text": ["fine"], "source": ["web"]}), tmp_path / "a.parquet")
     batches = _read_all(tmp_path)
     assert sum(b.rows_read for b in batches) == 3
     assert [i for b in batches for i in b.table.column("id").to_pylist()] == ["a"]

@@ -256,12 +256,15 @@ def inspect_inputs(path: str, *, text_column: str, id_column: str | None, scored
                 "'<shard>#<row>' go into 'id'); set input.id_column: id, or rename the column"
             )
         shards.append(InputShard(rel, meta.num_rows, size, schema))
-    normalized = [_normalize_schema(s.schema, text_column, id_column) for s in shards]
+    # a file with no rows has no values to type (pandas writes an empty frame's columns as double):
+    # it takes no part in the schema unless every file is empty
+    typed = [s for s in shards if s.rows] or shards
+    normalized = [_normalize_schema(s.schema, text_column, id_column) for s in typed]
     try:
         unified = _unify(normalized)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise InputError(
-            f"{path}: input shards have incompatible schemas ({first_line(e)}){_first_clash(shards, normalized)}"
+            f"{path}: input shards have incompatible schemas ({first_line(e)}){_first_clash(typed, normalized)}"
         ) from None
     unified = unified.remove_metadata()
     if not scored:

@@ -45,6 +45,11 @@ def test_the_character_cut_never_changes_the_chunks() -> None:
 
     enc = load_encoder("static-minilm", Chunking(chunk_tokens=16, max_chunks=1))
     texts = ["hello " * 13 + "x" * 150 + " world " * 20, "hello " * 13 + "y" * 150, "z" * 400, "short text"]
+    texts += ["中文" * 300, "q" * 60 + " tail", "a " + "b" * 130 + " c" * 50]
     cut, _ = enc.chunk(texts)
     whole = [toks[a:b] for toks in enc.tokenize(texts) for a, b in enc.chunking.windows(len(toks))]
     assert cut == whole
+    from corpusfilter.embed import _cut_at_word
+
+    # text without spaces is cut where it falls, not tokenized whole (2M characters took 4.4 s)
+    assert _cut_at_word("中" * 100_000, 1000) == "中" * 1000 and _cut_at_word("hello world", 8) == "hello "

@@ -289,15 +289,23 @@ class Encoder:
         return mean_pool(emb, doc, len(texts))
 
 
+#: WordPiece's longest word: a longer one is a single [UNK]
+_LONGEST_WORD = 100
+
+
 def _cut_at_word(text: str, budget: int) -> str:
-    """The text's first ``budget`` characters without a word the cut splits: a cut word tokenizes
-    differently from the whole one (past 100 characters it is one [UNK] whole, pieces cut)."""
+    """The text's first ``budget`` characters without a word the cut splits: a word over 100
+    characters is one [UNK] whole but word pieces once cut. A cut piece already over 100 characters is
+    [UNK] either way, and is kept: text without spaces (Chinese, base64) is cut where it falls,
+    not tokenized whole."""
     if len(text) <= budget or text[budget].isspace():
         return text[:budget]
     i = budget
-    while i and not text[i - 1].isspace():
+    while i > budget - _LONGEST_WORD - 1 and i and not text[i - 1].isspace():
         i -= 1
-    return text[:i]
+    if i and text[i - 1].isspace():
+        return text[:i]
+    return text[:budget] if i else ""
 
 
 class TransformerEncoder(Encoder):

@@ -548,3 +548,24 @@ def test_the_run_checks_the_copies_written_against_the_copies_counted(
         AccountingError, match=r"output files hold 2 copies \(copy_index > 0\) but the blocks added 1"
     ):
         run(load_recipe(r), progress=False)
+
+
+def test_a_task_logs_last_exception_line_is_its_cause(tmp_path: Path) -> None:
+    """What check_ray_tasks reports: a corpusfilter error as its message, another with its type
+    (pyarrow's ArrowInvalid included), nothing when the log has no exception."""
+    from datatrove.io import get_datafolder
+
+    from corpusfilter.runner import _task_error
+
+    logs = tmp_path / "logs" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "task_00000.log").write_text("2026-11-25 | INFO | start\nTraceback (most recent call last):\n"
+                                          "pyarrow.lib.ArrowInvalid: Filter inputs must all be the same length\n")  # fmt: skip
+    (logs / "task_00001.log").write_text(
+        "corpusfilter.errors.InputError: a.parquet: cannot read rows from 5 on (x)\n"
+    )
+    (logs / "task_00002.log").write_text("2026-11-25 | INFO | nothing went wrong here\n")
+    out = get_datafolder(str(tmp_path))
+    assert _task_error(out, 0) == "ArrowInvalid: Filter inputs must all be the same length"
+    assert _task_error(out, 1) == "a.parquet: cannot read rows from 5 on (x)"
+    assert _task_error(out, 2) == "" and _task_error(out, 3) == ""

@@ -473,6 +473,12 @@ def test_bad_data_is_a_clear_error(root: Path, tmp_path: Path) -> None:
     cfg["sources"][2]["path"] = "nl.parquet"
     with pytest.raises(InputError, match=r"labelled: .*nl\.parquet: row 1: null label in column 'label'"):
         build_examples(parse_config(cfg), root)
+    labels = pa.array([1.0, 0.0, float("nan")])  # NaN is no class: it had trained a third one, 'nan'
+    pq.write_table(
+        pa.table({"id": ["a", "b", "c"], "body": ["x y", "y z", "z w"], "label": labels}), root / "nl.parquet"
+    )
+    with pytest.raises(InputError, match=r"labelled: .*nl\.parquet: row 2: NaN label in column 'label'"):
+        build_examples(parse_config(cfg), root)
     unmapped = config()
     del unmapped["sources"][2]["label_map"]  # labels "1" / "0": none is "good"
     unmapped["sources"] = unmapped["sources"][2:]

@@ -294,7 +294,7 @@ def check_ray_tasks(out: DataFolder, tasks: int) -> None:
     )
 
 
-_EXC_LINE = re.compile(r"^(?P<exc>[A-Za-z_][\w.]*(?:Error|Exception|Interrupt))(?::\s*(?P<msg>.*))?$")
+_EXC_LINE = re.compile(r"^(?P<exc>[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Invalid))(?::\s*(?P<msg>.*))?$")
 
 
 def _task_error(out: DataFolder, rank: int) -> str:

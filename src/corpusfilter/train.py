@@ -517,9 +517,12 @@ def load_source(
         if src.label_column not in cols:
             raise InputError(f"{where}: no label column {src.label_column!r}")
         values = cols[src.label_column]
-        null = next((i for i, v in enumerate(values) if v is None), None)
-        if null is not None:
-            raise InputError(f"{where}: {path}: row {rows[null]}: null label in column {src.label_column!r}")
+        null = next((i for i, v in enumerate(values) if v is None or (isinstance(v, float) and v != v)), None)
+        if null is not None:  # NaN is no class either (as in eval and calibrate)
+            what = "null" if values[null] is None else "NaN"
+            raise InputError(
+                f"{where}: {path}: row {rows[null]}: {what} label in column {src.label_column!r}"
+            )
         raw = [str(v) for v in values]
         if src.label_map is not None:
             unmapped = sorted({r for r in raw} - set(src.label_map))

@@ -154,20 +154,26 @@ def _not_row_wise(expr: Any) -> bool | None:
     """Whether some node of the expression is computed over several rows or changes their number
     (polars' ``is_row_separable`` and ``is_length_preserving``: an aggregate, a window, ``UNNEST``);
     None when a node's verdict is unknown (polars cannot judge ``sql_*`` nodes without a schema, but
-    their children are still judged) or the tree cannot be walked. A date parse that infers its
+    their children are still judged) or the tree cannot be walked. A node that reads no column (a
+    function of literals, ``COUNT(*)``) needs only be row-separable; the body of a list function
+    (``element()``) runs within each row's list and is not judged. A date parse that infers its
     format (``DATE(col)``) counts as row-wise: a value in another format fails the run."""
     try:
         nodes, bad, unknown = [expr], False, False
         while nodes:
             e = nodes.pop()
             m = e.meta
-            if not m.is_literal():
-                try:
-                    separable = m.is_row_separable() and m.is_length_preserving()
-                except Exception:  # a node polars cannot judge here: its children still are
-                    unknown = True
-                else:
-                    bad |= not separable and not _STRPTIME.search(str(e))
+            if m.is_literal():
+                continue
+            roots = m.root_names()
+            if not roots and "element()" in str(e):  # a list function's body: per row's list
+                continue
+            try:
+                separable = m.is_row_separable() and (m.is_length_preserving() or not roots)
+            except Exception:  # a node polars cannot judge here: its children still are
+                unknown = True
+            else:
+                bad |= not separable and not _STRPTIME.search(str(e))
             nodes.extend(m.pop())
         return True if bad else (None if unknown else False)
     except Exception:
@@ -179,8 +185,10 @@ def _plain(values: list[Any]) -> list[Any]:
     return [None if isinstance(v, float) and v != v else v for v in values]
 
 
-#: four rows per column pattern: varied, with repeats (so a partition has more than one row)
+#: four rows per column pattern (ranks): varied, with repeats (so a partition has more than one row)
 _PATTERNS = ((0, 1, 2, 3), (1, 1, 2, 2), (3, 0, 2, 1))
+#: the numbers the ranks stand for: no zero and uneven gaps, so an average is no row's own value
+_NUMBERS = (1, 2, 5, 11)
 
 
 def _probe_frame(schema: pa.Schema, columns: list[str]) -> Any:
@@ -195,7 +203,7 @@ def _probe_frame(schema: pa.Schema, columns: list[str]) -> Any:
         base = t.value_type if pa.types.is_dictionary(t) else t
         k = _PATTERNS[j % len(_PATTERNS)]
         if pa.types.is_integer(base) or pa.types.is_floating(base):
-            vals: list[Any] = list(k)
+            vals: list[Any] = [_NUMBERS[i] for i in k]
         elif pa.types.is_string(base) or pa.types.is_large_string(base) or pa.types.is_string_view(base):
             vals = ["abcd"[i] for i in k]
         elif pa.types.is_boolean(base):

@@ -53,3 +53,25 @@ def test_the_character_cut_never_changes_the_chunks() -> None:
 
     # text without spaces is cut where it falls, not tokenized whole (2M characters took 4.4 s)
     assert _cut_at_word("中" * 100_000, 1000) == "中" * 1000 and _cut_at_word("hello world", 8) == "hello "
+
+
+def test_the_cut_matches_whole_tokenization_on_varied_text() -> None:
+    """Seeded random texts of words, long runs, accents, punctuation, CJK, emoji and the control
+    characters BERT deletes, under small chunkings where the cut lands anywhere."""
+    import random
+
+    from corpusfilter.embed import Chunking, load_encoder
+
+    rng = random.Random(7)
+    pieces = ["hello", "world", "international", "understanding", "e\u0301" * 3, "x" * 40, "/", ",", "...",
+              "中文", "日本", "🙂", "\t", "\n", "\x0c", "\x1c", "\u00a0", "\u3000", "a-b", "https://ex.am/ple?q=1",
+              "QUJD" * 10, "ﬁne", "naïve", "Straße"]  # fmt: skip
+    texts = []
+    for _ in range(300):
+        parts = [rng.choice(pieces) * rng.choice((1, 1, 1, 3, 40)) for _ in range(rng.randint(5, 60))]
+        texts.append("".join(p + rng.choice((" ", "", " ", "\n")) for p in parts))
+    for tokens, most in ((16, 1), (24, 2), (64, 3)):
+        enc = load_encoder("static-minilm", Chunking(chunk_tokens=tokens, max_chunks=most))
+        cut, _ = enc.chunk(texts)
+        whole = [toks[a:b] for toks in enc.tokenize(texts) for a, b in enc.chunking.windows(len(toks))]
+        assert cut == whole

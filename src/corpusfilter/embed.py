@@ -15,6 +15,7 @@ import functools
 import json
 import os
 import re
+import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,23 +290,51 @@ class Encoder:
         return mean_pool(emb, doc, len(texts))
 
 
-#: WordPiece's longest word: a longer one is a single [UNK]
-_LONGEST_WORD = 100
+#: how far back from the character budget a cut looks for a word boundary
+_BOUNDARY_WINDOW = 1000
+_CJK = (
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B820, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
+)
+
+
+def _word_boundary(ch: str) -> bool:
+    """Whether BERT's pre-tokenizer ends a word at ``ch``: its whitespace (space, tab, newline,
+    return, Zs), punctuation (ASCII symbols or a P* category) and CJK ideographs, each its own token.
+    Control characters it deletes (form feed, U+001C-U+001F) are not boundaries."""
+    if ch in " \t\n\r":
+        return True
+    cat = unicodedata.category(ch)
+    cp = ord(ch)
+    if (
+        cat == "Zs"
+        or cat.startswith("P")
+        or 33 <= cp <= 47
+        or 58 <= cp <= 64
+        or 91 <= cp <= 96
+        or 123 <= cp <= 126
+    ):
+        return True
+    return any(a <= cp <= b for a, b in _CJK)
 
 
 def _cut_at_word(text: str, budget: int) -> str:
-    """The text's first ``budget`` characters without a word the cut splits: a word over 100
-    characters is one [UNK] whole but word pieces once cut. A cut piece already over 100 characters is
-    [UNK] either way, and is kept: text without spaces (Chinese, base64) is cut where it falls,
-    not tokenized whole."""
-    if len(text) <= budget or text[budget].isspace():
-        return text[:budget]
-    i = budget
-    while i > budget - _LONGEST_WORD - 1 and i and not text[i - 1].isspace():
-        i -= 1
-    if i and text[i - 1].isspace():
-        return text[:i]
-    return text[:budget] if i else ""
+    """The text's first ``budget`` characters, ending where BERT ends a word, so the cut never
+    splits one (a split word tokenizes differently: a word over 100 characters is one [UNK] whole,
+    pieces once cut). Without a boundary in the last 1,000 characters (a long unbroken run) the
+    text is tokenized whole: "" here."""
+    if len(text) <= budget:
+        return text
+    for i in range(budget, max(0, budget - _BOUNDARY_WINDOW), -1):
+        if _word_boundary(text[i]) or _word_boundary(text[i - 1]):
+            return text[:i]
+    return ""
 
 
 class TransformerEncoder(Encoder):

@@ -29,8 +29,10 @@ final group weights q (largest first).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,39 +72,81 @@ class GroupDro:
         return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-root")
-    ap.add_argument("--etas", default="0.01,0.1")
-    args = ap.parse_args()
-    t0 = time.perf_counter()
-    root = data_root(args.data_root)
+@dataclasses.dataclass
+class GoodnessData:
+    """The shipped `goodness` head's config, splits, never-seen neutral sets, feature rows, labels,
+    the document negatives (validation rows of the real neutral corpora) and the trainer's
+    per-document weights: what the head probes refit and measure with."""
+
+    cfg: Any
+    tr: Any
+    va: Any
+    te: Any
+    sets: dict[str, Any]
+    ids: dict[str, list[str]]
+    x_tr: np.ndarray
+    x_va: np.ndarray
+    x_te: np.ndarray
+    x_un: dict[str, np.ndarray]
+    y_tr: np.ndarray
+    y_va: np.ndarray
+    y_te: np.ndarray
+    docneg: np.ndarray
+    wd: np.ndarray
+
+    @property
+    def mlp(self) -> dict[str, Any]:
+        """``fit_mlp``'s settings as shipped."""
+        h = self.cfg.head
+        return {"hidden": h.hidden, "epochs": h.epochs, "lr": h.lr, "l2": h.l2, "batch": h.batch}
+
+
+def load_goodness(root: Path) -> GoodnessData:
     folder = ROOT / "classifiers" / "goodness"
     cfg = load_config(folder / "train.yaml")
     spec = cfg.head
     ex = examples_for(cfg, root, config_dir=folder)
     tr, va, te = ex.where(split="train"), ex.where(split="validation"), ex.where(split="test")
     sets = {u["name"]: load_set(u, root, cfg.seed, None) for u in UNSEEN_NEUTRAL}
-    ids = {k: v.ids for k, v in sets.items()}
-    x_tr, x_va, x_te = features(tr, spec), features(va, spec), features(te, spec)
-    x_un = {k: features(v, spec) for k, v in sets.items()}
     y_tr = np.asarray([lb == cfg.positive for lb in tr.labels], dtype=np.float64)
     y_va = np.asarray([lb == cfg.positive for lb in va.labels])
-    y_te = np.asarray([lb == cfg.positive for lb in te.labels])
-    docneg = ~y_va & np.char.startswith(np.asarray(va.sources).astype(str), "bg_")
     # the trainer's per-document weights: the examples' weights, class-balanced
     wd = np.asarray(tr.weights, dtype=np.float64)
     if spec.balance:
         wd = np.where(y_tr == 1, wd / (wd * y_tr).sum(), wd / (wd * (1 - y_tr)).sum())
+    return GoodnessData(
+        cfg=cfg,
+        tr=tr,
+        va=va,
+        te=te,
+        sets=sets,
+        ids={k: v.ids for k, v in sets.items()},
+        x_tr=features(tr, spec),
+        x_va=features(va, spec),
+        x_te=features(te, spec),
+        x_un={k: features(v, spec) for k, v in sets.items()},
+        y_tr=y_tr,
+        y_va=y_va,
+        y_te=np.asarray([lb == cfg.positive for lb in te.labels]),
+        docneg=~y_va & np.char.startswith(np.asarray(va.sources).astype(str), "bg_"),
+        wd=wd,
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-root")
+    ap.add_argument("--etas", default="0.01,0.1")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    d = load_goodness(data_root(args.data_root))
+    folder = ROOT / "classifiers" / "goodness"
+    cfg, tr, va, te, sets, ids = d.cfg, d.tr, d.va, d.te, d.sets, d.ids
+    x_tr, x_va, x_te, x_un = d.x_tr, d.x_va, d.x_te, d.x_un
+    y_tr, y_va, y_te, docneg, wd = d.y_tr, d.y_va, d.y_te, d.docneg, d.wd
     names = list(dict.fromkeys(tr.sources))
     groups = np.asarray([names.index(s) for s in tr.sources], dtype=np.int64)
-    kw: dict[str, Any] = {
-        "hidden": spec.hidden,
-        "epochs": spec.epochs,
-        "lr": spec.lr,
-        "l2": spec.l2,
-        "batch": spec.batch,
-    }
+    kw = d.mlp
 
     shipped = Scorer(*load_sidecar(folder), True)
     s_ship = {"va": shipped.examples(va), "te": shipped.examples(te)}

@@ -48,16 +48,12 @@ from typing import Any
 import numpy as np
 from eval_detectors import (
     ROOT,
-    UNSEEN_NEUTRAL,
     Scorer,
-    examples_for,
-    load_config,
-    load_set,
     load_sidecar,
     transfer,
 )
-from probe_group_dro import forward
-from probe_local_calibration import features, summary
+from probe_group_dro import forward, load_goodness
+from probe_local_calibration import summary
 
 from corpusfilter.train import data_root, fit_mlp, one_blas_thread
 
@@ -106,32 +102,14 @@ def main() -> None:
     ap.add_argument("--data-root")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    root = data_root(args.data_root)
+    d = load_goodness(data_root(args.data_root))
     folder = ROOT / "classifiers" / "goodness"
-    cfg = load_config(folder / "train.yaml")
-    spec = cfg.head
-    ex = examples_for(cfg, root, config_dir=folder)
-    tr, va, te = ex.where(split="train"), ex.where(split="validation"), ex.where(split="test")
-    sets = {u["name"]: load_set(u, root, cfg.seed, None) for u in UNSEEN_NEUTRAL}
-    ids = {k: v.ids for k, v in sets.items()}
-    x_tr, x_va, x_te = features(tr, spec), features(va, spec), features(te, spec)
-    x_un = {k: features(v, spec) for k, v in sets.items()}
-    y_tr = np.asarray([lb == cfg.positive for lb in tr.labels], dtype=np.float64)
-    y_va = np.asarray([lb == cfg.positive for lb in va.labels])
-    y_te = np.asarray([lb == cfg.positive for lb in te.labels])
-    docneg = ~y_va & np.char.startswith(np.asarray(va.sources).astype(str), "bg_")
-    wd = np.asarray(tr.weights, dtype=np.float64)
-    if spec.balance:
-        wd = np.where(y_tr == 1, wd / (wd * y_tr).sum(), wd / (wd * (1 - y_tr)).sum())
+    cfg, tr, va, te, sets, ids = d.cfg, d.tr, d.va, d.te, d.sets, d.ids
+    x_tr, x_va, x_te, x_un = d.x_tr, d.x_va, d.x_te, d.x_un
+    y_tr, y_va, y_te, docneg, wd = d.y_tr, d.y_va, d.y_te, d.docneg, d.wd
     neg_tr, neg_va = y_tr == 0, ~y_va
     src_tr, src_va = np.asarray(tr.sources), np.asarray(va.sources)
-    kw: dict[str, Any] = {
-        "hidden": spec.hidden,
-        "epochs": spec.epochs,
-        "lr": spec.lr,
-        "l2": spec.l2,
-        "batch": spec.batch,
-    }
+    kw = d.mlp
 
     def report(s_va: np.ndarray, s_te: np.ndarray, un: dict[str, np.ndarray]) -> dict[str, Any]:
         each = transfer(te, s_te, y_te, un, ids)["leave_one_source_out_in_every_source"]

@@ -70,7 +70,11 @@ def test_the_cut_matches_whole_tokenization_on_varied_text() -> None:
     for _ in range(300):
         parts = [rng.choice(pieces) * rng.choice((1, 1, 1, 3, 40)) for _ in range(rng.randint(5, 60))]
         texts.append("".join(p + rng.choice((" ", "", " ", "\n")) for p in parts))
-    for tokens, most in ((16, 1), (24, 2), (64, 3)):
+    # characters Python calls punctuation or CJK that the tokenizer does not split on, at the cut
+    texts += [
+        "a b c d e f g " + " " * 77 + "inter" + ch + "national" for ch in ("\u2e43", "\u061d", "\U0002b820")
+    ]
+    for tokens, most in ((10, 1), (16, 1), (24, 2), (64, 3)):
         enc = load_encoder("static-minilm", Chunking(chunk_tokens=tokens, max_chunks=most))
         cut, _ = enc.chunk(texts)
         whole = [toks[a:b] for toks in enc.tokenize(texts) for a, b in enc.chunking.windows(len(toks))]

@@ -292,49 +292,43 @@ class Encoder:
 
 #: how far back from the character budget a cut looks for a word boundary
 _BOUNDARY_WINDOW = 1000
+#: the CJK blocks BERT's tokenizer splits into single characters (as the tokenizers library has them)
 _CJK = (
     (0x4E00, 0x9FFF),
     (0x3400, 0x4DBF),
     (0x20000, 0x2A6DF),
     (0x2A700, 0x2B73F),
     (0x2B740, 0x2B81F),
-    (0x2B820, 0x2CEAF),
+    (0x2B920, 0x2CEAF),
     (0xF900, 0xFAFF),
     (0x2F800, 0x2FA1F),
 )
 
 
 def _word_boundary(ch: str) -> bool:
-    """Whether BERT's pre-tokenizer ends a word at ``ch``: its whitespace (space, tab, newline,
-    return, Zs), punctuation (ASCII symbols or a P* category) and CJK ideographs, each its own token.
-    Control characters it deletes (form feed, U+001C-U+001F) are not boundaries."""
-    if ch in " \t\n\r":
-        return True
-    cat = unicodedata.category(ch)
+    """Where BERT's pre-tokenizer surely ends a word: its whitespace (space, tab, newline, return,
+    Zs), ASCII punctuation and CJK ideographs. Other punctuation is left out (Python's Unicode
+    tables and the tokenizer's disagree on newer characters): missing a boundary only moves the cut
+    back, a false one would split a word. Characters it deletes (form feed) are no boundary."""
     cp = ord(ch)
-    if (
-        cat == "Zs"
-        or cat.startswith("P")
-        or 33 <= cp <= 47
-        or 58 <= cp <= 64
-        or 91 <= cp <= 96
-        or 123 <= cp <= 126
-    ):
+    if ch in " \t\n\r" or 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
         return True
-    return any(a <= cp <= b for a, b in _CJK)
+    if cp < 128:
+        return False
+    return unicodedata.category(ch) == "Zs" or any(a <= cp <= b for a, b in _CJK)
 
 
 def _cut_at_word(text: str, budget: int) -> str:
     """The text's first ``budget`` characters, ending where BERT ends a word, so the cut never
-    splits one (a split word tokenizes differently: a word over 100 characters is one [UNK] whole,
-    pieces once cut). Without a boundary in the last 1,000 characters (a long unbroken run) the
-    text is tokenized whole: "" here."""
+    splits one (a word over 100 characters is one [UNK] whole, but word pieces once cut). With no
+    boundary in the last 1,000 characters, the cut is where it falls: that run is over 100
+    characters, one [UNK] cut or whole."""
     if len(text) <= budget:
         return text
     for i in range(budget, max(0, budget - _BOUNDARY_WINDOW), -1):
         if _word_boundary(text[i]) or _word_boundary(text[i - 1]):
             return text[:i]
-    return ""
+    return text[:budget] if budget >= _BOUNDARY_WINDOW else ""
 
 
 class TransformerEncoder(Encoder):

@@ -154,10 +154,11 @@ def _not_row_wise(expr: Any) -> bool | None:
     """Whether some node of the expression is computed over several rows or changes their number
     (polars' ``is_row_separable`` and ``is_length_preserving``: an aggregate, a window, ``UNNEST``);
     None when a node's verdict is unknown (polars cannot judge ``sql_*`` nodes without a schema, but
-    their children are still judged) or the tree cannot be walked. A node that reads no column (a
-    function of literals, ``COUNT(*)``) needs only be row-separable; the body of a list function
-    (``element()``) runs within each row's list and is not judged. A date parse that infers its
-    format (``DATE(col)``) counts as row-wise: a value in another format fails the run."""
+    their children are still judged) or the tree cannot be walked. A node that reads no column needs
+    only be row-separable and give one value (a function of literals, not ``UNNEST([...])``); the
+    body of a list function (``.list.eval(body)``) runs within each row's list and is not judged. A
+    date parse that infers its format (``DATE(col)``) counts as row-wise: a value in another format
+    fails the run."""
     try:
         nodes, bad, unknown = [expr], False, False
         while nodes:
@@ -166,29 +167,47 @@ def _not_row_wise(expr: Any) -> bool | None:
             if m.is_literal():
                 continue
             roots = m.root_names()
-            if not roots and "element()" in str(e):  # a list function's body: per row's list
-                continue
             try:
-                separable = m.is_row_separable() and (m.is_length_preserving() or not roots)
+                one = not roots and m.is_scalar()
+                separable = m.is_row_separable() and (m.is_length_preserving() or one)
             except Exception:  # a node polars cannot judge here: its children still are
                 unknown = True
             else:
                 bad |= not separable and not _STRPTIME.search(str(e))
-            nodes.extend(m.pop())
+            text = str(e)
+            nodes.extend(k for k in m.pop() if not text.endswith(f".list.eval({k})"))
         return True if bad else (None if unknown else False)
     except Exception:
         return None
 
 
 def _plain(values: list[Any]) -> list[Any]:
-    """Values comparable with ``==``: NaN as None."""
-    return [None if isinstance(v, float) and v != v else v for v in values]
+    """Values comparable with ``==``: NaN as None, floats to 9 significant digits (polars divides a
+    column by a literal with a reciprocal, so 5 / 3 differs in the last bit alone and in a batch)."""
+    return [
+        None if isinstance(v, float) and v != v else float(f"{v:.9g}") if isinstance(v, float) else v
+        for v in values
+    ]
 
 
 #: four rows per column pattern (ranks): varied, with repeats (so a partition has more than one row)
 _PATTERNS = ((0, 1, 2, 3), (1, 1, 2, 2), (3, 0, 2, 1))
 #: the numbers the ranks stand for: no zero and uneven gaps, so an average is no row's own value
 _NUMBERS = (1, 2, 5, 11)
+
+
+def _listable(t: pa.DataType) -> bool:
+    """Whether list items of type ``t`` get varied probe values (numbers, strings)."""
+    return bool(
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+    )
+
+
+def _probe_items(t: pa.DataType) -> list[Any]:
+    return list(_NUMBERS) if pa.types.is_integer(t) or pa.types.is_floating(t) else list("abcd")
 
 
 def _probe_frame(schema: pa.Schema, columns: list[str]) -> Any:
@@ -208,6 +227,10 @@ def _probe_frame(schema: pa.Schema, columns: list[str]) -> Any:
             vals = ["abcd"[i] for i in k]
         elif pa.types.is_boolean(base):
             vals = [i % 2 == 1 for i in k]
+        elif (pa.types.is_list(base) or pa.types.is_large_list(base)) and _listable(base.value_type):
+            # lists of rank+1 items, each starting elsewhere: lengths and first items differ by row
+            items = _probe_items(base.value_type)
+            vals = [[items[(i + n) % 4] for n in range(i + 1)] for i in k]
         else:
             v = _sample(t)
             if v is None:

@@ -43,12 +43,13 @@ class DocumentAdapter(PipelineStep):
         self.batch_size = batch_size
         self.exclusion_writer = exclusion_writer
         self.block.text_column = "text"
+        self._needed = self._reads()  # once, not per batch (a condition is parsed by polars)
 
     @property
     def name(self) -> str:
         return f"adapter({self.block.label})"
 
-    def _needed(self) -> set[str] | None:
+    def _reads(self) -> set[str] | None:
         """The metadata keys the block reads (None: all): a detector its ``when`` condition's."""
         if self.block.kind == "detector":
             when = getattr(self.block, "when", None)
@@ -65,7 +66,7 @@ class DocumentAdapter(PipelineStep):
         )
         # only the metadata the block reads becomes columns: other keys stay in each document's
         # metadata untouched (a key holding 2020 in one document and "unknown" in another has no type)
-        needed = self._needed()
+        needed = self._needed
         keys = dict.fromkeys(k for d in docs for k in d.metadata if needed is None or k in needed)
         # a column the block writes is computed afresh, not kept from earlier metadata (the
         # block would add a second column of that name and the stale one would be read back)

@@ -15,6 +15,8 @@ BLOCK_COLUMN = "reject_block"
 #: Columns of the rows ``upsample`` and ``backfill`` write: copy number (0: the original) and whose copy.
 COPY_COLUMN = "copy_index"
 ORIGINAL_COLUMN = "original_id"
+#: Every column corpusfilter writes for its bookkeeping: no input or tag may use these names.
+BOOKKEEPING_COLUMNS = (SHARD_COLUMN, ROW_COLUMN, REASON_COLUMN, BLOCK_COLUMN, COPY_COLUMN, ORIGINAL_COLUMN)
 
 
 @dataclass

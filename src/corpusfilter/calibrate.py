@@ -443,7 +443,8 @@ def cmd_calibrate(args: Any) -> int:
         assert recipe_path is not None
         from corpusfilter.recipe import load_recipe
 
-        one_comparison(_block_condition(load_recipe(recipe_path), args.block)[1], str(column), args.block)
+        written = recipe if is_recipe and recipe_path == target else load_recipe(recipe_path)  # not twice
+        one_comparison(_block_condition(written, args.block)[1], str(column), args.block)
     y = None
     if label_col:
         raw = table.column(label_col).to_pylist()

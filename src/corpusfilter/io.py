@@ -29,6 +29,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from corpusfilter.batch import (
     BLOCK_COLUMN,
+    BOOKKEEPING_COLUMNS,
     COPY_COLUMN,
     ORIGINAL_COLUMN,
     REASON_COLUMN,
@@ -238,9 +239,7 @@ def inspect_inputs(path: str, *, text_column: str, id_column: str | None, scored
                 "strings or numbers"
             )
         reserved_cols = (
-            (REASON_COLUMN, BLOCK_COLUMN, COPY_COLUMN, ORIGINAL_COLUMN)
-            if scored
-            else (SHARD_COLUMN, ROW_COLUMN, REASON_COLUMN, BLOCK_COLUMN, COPY_COLUMN, ORIGINAL_COLUMN)
+            (REASON_COLUMN, BLOCK_COLUMN, COPY_COLUMN, ORIGINAL_COLUMN) if scored else BOOKKEEPING_COLUMNS
         )
         if scored and not {SHARD_COLUMN, ROW_COLUMN} <= set(schema.names):
             raise InputError(f"{full}: not a scored shard (no {SHARD_COLUMN}/{ROW_COLUMN} columns)")

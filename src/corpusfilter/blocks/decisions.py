@@ -8,15 +8,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from corpusfilter.batch import (
-    BLOCK_COLUMN,
-    COPY_COLUMN,
-    ORIGINAL_COLUMN,
-    REASON_COLUMN,
-    ROW_COLUMN,
-    SHARD_COLUMN,
-    Batch,
-)
+from corpusfilter.batch import BOOKKEEPING_COLUMNS, Batch
 from corpusfilter.blocks.base import Decision, FilterDecision
 from corpusfilter.errors import RecipeError
 from corpusfilter.expr import Condition
@@ -111,7 +103,7 @@ class Tag(_ConditionMixin, Decision):
     def validate(self, schema: pa.Schema, path: str) -> None:
         super().validate(schema, path)
         col = self.params.column
-        if col in (SHARD_COLUMN, ROW_COLUMN, REASON_COLUMN, BLOCK_COLUMN, COPY_COLUMN, ORIGINAL_COLUMN):
+        if col in BOOKKEEPING_COLUMNS:
             raise RecipeError(
                 f"{path}.column: {col!r} is reserved for corpusfilter's bookkeeping; name another"
             )

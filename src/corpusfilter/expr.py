@@ -58,7 +58,8 @@ class _SqlExpression:
             raise RecipeError(f"{self.path}: invalid {self.kind} {self.sql!r}: {first_line(e)}") from None
         # polars checks some operand types only on values (a list compared with a number): one row
         # of non-null sample values finds those before a run does
-        one = _sample_frame(schema, self.columns)
+        probe = _probe_frame(schema, self.columns)  # four varied rows of sample values, or None
+        one = probe.head(1) if probe is not None else None
         if one is not None:
             try:
                 one.select(self.expr.alias("_c"))
@@ -69,9 +70,9 @@ class _SqlExpression:
                         f"{self.path}: invalid {self.kind} {self.sql!r}: {first_line(e)}"
                     ) from None
         self._check_dtype(dtype)
-        self._check_row_wise(schema)
+        self._check_row_wise(probe)
 
-    def _check_row_wise(self, schema: pa.Schema) -> None:
+    def _check_row_wise(self, sample: Any) -> None:
         """An aggregate or window (``MAX(x)``, ``COUNT(*)``, ``... OVER (...)``) is computed over the
         rows that share a batch, so the result would move with the batch size and the input's
         split into files (``UNNEST`` changes the number of rows). Found from polars' own verdict on
@@ -79,7 +80,7 @@ class _SqlExpression:
         sample rows together and one by one."""
         pl = _pl()
         bad = _not_row_wise(self.expr)
-        probe = _probe_frame(schema, self.columns) if bad is None else None
+        probe = sample if bad is None else None
         if probe is not None:
             try:
                 whole = probe.select(self.expr.alias("_c")).to_series().to_list()
@@ -131,20 +132,6 @@ def _sample(t: pa.DataType) -> Any:
 
 #: polars messages that say two operand types do not go together (whatever the values)
 _TYPE_ERRORS = ("cannot compare", "could not evaluate", "cannot cast List", "cannot cast Array")
-
-
-def _sample_frame(schema: pa.Schema, columns: list[str]) -> Any:
-    """One row of :func:`_sample` values for ``columns``, or None when a type has no simple sample."""
-    pl = _pl()
-    if not columns:
-        return pl.DataFrame({"_n": [0]})
-    try:
-        frame = pl.from_arrow(
-            pa.table({c: pa.array([_sample(schema.field(c).type)], schema.field(c).type) for c in columns})
-        )
-    except (Exception, pl.exceptions.PanicException):  # an unusual type (decimal256 panics): no probe
-        return None
-    return frame
 
 
 _STRPTIME = re.compile(r"\.str\.strptime\(\[[^\]]*\]\)$")  # the node is the parse itself

@@ -267,8 +267,7 @@ def wait_for_slurm(executor: SlurmExecutor, out: DataFolder, tasks: int) -> None
     except KeyboardInterrupt:
         subprocess.run(["scancel", *executor.submitted], capture_output=True)
         raise
-    done = set(out.list_files("logs/completions"))  # one listing, not a look per task
-    missing = [r for r in range(tasks) if f"logs/completions/{r:05d}" not in done]
+    missing = unfinished_tasks(out, tasks)
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
         raise CorpusfilterError(
@@ -278,12 +277,17 @@ def wait_for_slurm(executor: SlurmExecutor, out: DataFolder, tasks: int) -> None
         )
 
 
+def unfinished_tasks(out: DataFolder, tasks: int) -> list[int]:
+    """Ranks without datatrove's completion marker (one listing, not a look per task)."""
+    done = set(out.list_files("logs/completions"))
+    return [r for r in range(tasks) if f"logs/completions/{r:05d}" not in done]
+
+
 def check_ray_tasks(out: DataFolder, tasks: int) -> None:
     """After a Ray run: tasks without a completion marker failed. The error names them and the first
     one's cause, read from its task log (the local executor raises it; datatrove's Ray executor only
     logs it), so a bad input file is named as in a local run."""
-    done = set(out.list_files("logs/completions"))
-    missing = [r for r in range(tasks) if f"logs/completions/{r:05d}" not in done]
+    missing = unfinished_tasks(out, tasks)
     if not missing:
         return
     cause = _task_error(out, missing[0])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 
 from corpusfilter.embed import sentences, split_sentences, top_k_pool
@@ -79,3 +82,23 @@ def test_the_cut_matches_whole_tokenization_on_varied_text() -> None:
         cut, _ = enc.chunk(texts)
         whole = [toks[a:b] for toks in enc.tokenize(texts) for a, b in enc.chunking.windows(len(toks))]
         assert cut == whole
+
+
+def test_folder_digest_follows_content_not_location(tmp_path: Path) -> None:
+    """The same files elsewhere give the same digest; any file edited, added or renamed, another."""
+    from corpusfilter.embed import folder_digest
+
+    a = tmp_path / "a"
+    (a / "sub").mkdir(parents=True)
+    (a / "model.safetensors").write_bytes(b"w" * 10)
+    (a / "sub" / "tokenizer.json").write_text("{}")
+    b = tmp_path / "b"
+    shutil.copytree(a, b)
+    first = folder_digest(str(a))
+    assert folder_digest(str(b)) == first
+    (b / "sub" / "tokenizer.json").write_text("{ }")
+    assert folder_digest(str(b)) != first
+    (b / "sub" / "tokenizer.json").write_text("{}")
+    assert folder_digest(str(b)) == first
+    (b / "sub" / "tokenizer.json").rename(b / "tokenizer.json")
+    assert folder_digest(str(b)) != first

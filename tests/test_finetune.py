@@ -243,6 +243,11 @@ def test_in_a_recipe_run_every_document_is_accounted_for(
     assert acc["rejected"].get("moral", 0) >= 4 and acc["kept"] >= 4  # learnable, not all-or-nothing
     (blk,) = [b for b in res.manifest["blocks"] if b["label"].endswith("finetuned:g")]
     assert blk["provenance"]["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    # The base folder (tokenizer, frozen embeddings) is digested too, not only named.
+    from corpusfilter.embed import folder_digest, resolve_model
+
+    base = blk["provenance"]["base"]
+    assert blk["provenance"]["base_files_sha256"] == folder_digest(resolve_model(base)[1])
 
 
 def test_examples_exported_then_trained_elsewhere_give_the_same_model(

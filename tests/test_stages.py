@@ -149,6 +149,33 @@ def test_decide_accepts_the_same_model_installed_elsewhere(
     weights = copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-4] + b"\x00\x00\x80\x3f")  # another model there
     with pytest.raises(
-        RecipeError, match=r"were made with other files at the same paths \(model_sha256 changed"
+        RecipeError,
+        match=r"were made with other files at the same paths \(model_files_sha256, model_sha256 changed",
+    ):
+        run(load_recipe(r), stage="decide", progress=False)
+
+
+def test_decide_refuses_scores_made_with_another_tokenizer_beside_the_same_weights(
+    docs_in: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The weights' sha256 alone had let a tokenizer edited in the model folder pass: the vectors
+    change, the digest did not. Every file of the folder is digested now."""
+    import json
+    import shutil
+
+    from corpusfilter.embed import resolve_model
+
+    copy = tmp_path / "static_copy"
+    shutil.copytree(resolve_model("static-minilm")[1], copy)
+    monkeypatch.setenv("CORPUSFILTER_STATIC_MODEL", str(copy))
+    r = _recipe(docs_in, tmp_path / "d", 2)
+    r["blocks"][1] = {"embedding": {"name": "moral", "model": "static-minilm", "positives": ["kindness"]}}
+    r["blocks"][3] = {"drop": {"where": "moral_pos_max_chunkmax > 0.5", "reason": "moral"}}
+    run(load_recipe(r), stage="score", progress=False)
+    tok = json.loads((copy / "tokenizer.json").read_text(encoding="utf-8"))
+    tok["normalizer"] = None  # no lowercasing: other token ids for the same text
+    (copy / "tokenizer.json").write_text(json.dumps(tok), encoding="utf-8")
+    with pytest.raises(
+        RecipeError, match=r"were made with other files at the same paths \(model_files_sha256 changed"
     ):
         run(load_recipe(r), stage="decide", progress=False)

@@ -129,13 +129,22 @@ def model_fingerprint(kind: str, path: str) -> str:
     """What a model folder's embeddings depend on: the content of every file in it (names, sizes,
     sha256) and its libraries' versions. Embedding caches key on this besides the folder's path, so
     a model rebuilt in place or a library upgrade cannot be served another model's vectors."""
+    return _fingerprint(kind, path, _folder_stats(path))
+
+
+def folder_digest(path: str) -> str:
+    """sha256 over a model folder's files (relative names, sizes, contents): weights, tokenizer,
+    pooling and config alike, so a tokenizer edited beside unchanged weights is a new model."""
+    return _fingerprint("", path, _folder_stats(path), versions=False)
+
+
+def _folder_stats(path: str) -> tuple[tuple[str, int, int], ...]:
     files = sorted(f for f in Path(path).rglob("*") if f.is_file())
-    stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    return _fingerprint(kind, path, stats)
+    return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
 
 
-@functools.lru_cache(maxsize=8)
-def _fingerprint(kind: str, path: str, stats: tuple[tuple[str, int, int], ...]) -> str:
+@functools.lru_cache(maxsize=16)
+def _fingerprint(kind: str, path: str, stats: tuple[tuple[str, int, int], ...], versions: bool = True) -> str:
     """``model_fingerprint`` once per folder state (sizes and times unchanged: the hash is reused)."""
     import hashlib
     import importlib.metadata
@@ -145,7 +154,7 @@ def _fingerprint(kind: str, path: str, stats: tuple[tuple[str, int, int], ...]) 
         h.update(f"\x00{Path(name).relative_to(path).as_posix()}\x00{size}\x00".encode())
         with open(name, "rb") as fh:
             h.update(hashlib.file_digest(fh, "sha256").digest())
-    for dist in _EMBED_PACKAGES.get(kind, ()):
+    for dist in _EMBED_PACKAGES.get(kind, ()) if versions else ():
         try:
             version = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:

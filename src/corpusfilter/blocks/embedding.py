@@ -345,10 +345,14 @@ class EmbeddingDetector(Detector):
             )
 
     def provenance(self) -> dict[str, Any]:
-        from corpusfilter.embed import resolve_model
+        from corpusfilter.embed import folder_digest, resolve_model
 
         kind, path = resolve_model(self.params.model)
-        info: dict[str, Any] = {"model_kind": kind, "model_path": path}
+        info: dict[str, Any] = {
+            "model_kind": kind,
+            "model_path": path,
+            "model_files_sha256": folder_digest(path),
+        }
         weights = next(
             (
                 Path(path) / n

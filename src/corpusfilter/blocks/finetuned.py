@@ -74,10 +74,14 @@ class FinetunedDetector(Detector):
         super().validate(schema, path)
 
     def provenance(self) -> dict[str, Any]:
+        from corpusfilter.embed import folder_digest, resolve_model
+
         meta = self.metadata()
         return {
             "model_sha256": self._pinned[0] if self._pinned else sha256_file(self.params.model),
             "base": meta["base"],
+            # The base folder gives the tokenizer and the frozen embeddings the file leaves out.
+            "base_files_sha256": folder_digest(resolve_model(meta["base"])[1]),
             "max_tokens": int(meta["max_tokens"]),
             "head_tokens": int(meta["head_tokens"]),
         }

@@ -133,14 +133,21 @@ def load_goodness(root: Path) -> GoodnessData:
     )
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def probe_start(doc: str | None, **options: str) -> tuple[argparse.Namespace, GoodnessData, Scorer, float]:
+    """A goodness head probe's start: its arguments (``--data-root`` and ``--NAME`` per option, with
+    the given default), the loaded data, the shipped head's scorer and the start time."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root")
-    ap.add_argument("--etas", default="0.01,0.1")
+    for name, default in options.items():
+        ap.add_argument(f"--{name}", default=default)
     args = ap.parse_args()
     t0 = time.perf_counter()
     d = load_goodness(data_root(args.data_root))
-    folder = ROOT / "classifiers" / "goodness"
+    return args, d, Scorer(*load_sidecar(ROOT / "classifiers" / "goodness"), True), t0
+
+
+def main() -> None:
+    args, d, shipped, t0 = probe_start(__doc__, etas="0.01,0.1")
     cfg, tr, va, te, sets, ids = d.cfg, d.tr, d.va, d.te, d.sets, d.ids
     x_tr, x_va, x_te, x_un = d.x_tr, d.x_va, d.x_te, d.x_un
     y_tr, y_va, y_te, docneg, wd = d.y_tr, d.y_va, d.y_te, d.docneg, d.wd
@@ -148,7 +155,6 @@ def main() -> None:
     groups = np.asarray([names.index(s) for s in tr.sources], dtype=np.int64)
     kw = d.mlp
 
-    shipped = Scorer(*load_sidecar(folder), True)
     s_ship = {"va": shipped.examples(va), "te": shipped.examples(te)}
     un_ship = {k: shipped.examples(v) for k, v in sets.items()}
     out: dict[str, Any] = {

@@ -29,18 +29,16 @@ variant the number of hard negatives per source.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
 from typing import Any
 
 import numpy as np
-from eval_detectors import ROOT, Scorer, load_sidecar
-from probe_group_dro import forward, load_goodness
+from probe_group_dro import forward, probe_start
 from probe_local_calibration import summary
 
-from corpusfilter.train import data_root, fit_mlp, one_blas_thread
+from corpusfilter.train import fit_mlp, one_blas_thread
 
 
 def mine(
@@ -62,14 +60,8 @@ def mine(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-root")
-    args = ap.parse_args()
-    t0 = time.perf_counter()
-    d = load_goodness(data_root(args.data_root))
-    folder = ROOT / "classifiers" / "goodness"
+    _, d, shipped, t0 = probe_start(__doc__)
     sources = np.asarray(d.tr.sources).astype(str)
-    shipped = Scorer(*load_sidecar(folder), True)
     s_ship = {"va": shipped.examples(d.va), "te": shipped.examples(d.te)}
     un_ship = {k: shipped.examples(v) for k, v in d.sets.items()}
     out: dict[str, Any] = {

@@ -40,22 +40,18 @@ source's share).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from typing import Any
 
 import numpy as np
 from eval_detectors import (
-    ROOT,
-    Scorer,
-    load_sidecar,
     transfer,
 )
-from probe_group_dro import forward, load_goodness
+from probe_group_dro import forward, probe_start
 from probe_local_calibration import summary
 
-from corpusfilter.train import data_root, fit_mlp, one_blas_thread
+from corpusfilter.train import fit_mlp, one_blas_thread
 
 
 def _logreg(x: np.ndarray, y: np.ndarray) -> Any:
@@ -98,12 +94,7 @@ def nullspace(x: np.ndarray, g: np.ndarray, variant: str, rounds: int = 5) -> np
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-root")
-    args = ap.parse_args()
-    t0 = time.perf_counter()
-    d = load_goodness(data_root(args.data_root))
-    folder = ROOT / "classifiers" / "goodness"
+    _, d, shipped, t0 = probe_start(__doc__)
     cfg, tr, va, te, sets, ids = d.cfg, d.tr, d.va, d.te, d.sets, d.ids
     x_tr, x_va, x_te, x_un = d.x_tr, d.x_va, d.x_te, d.x_un
     y_tr, y_va, y_te, docneg, wd = d.y_tr, d.y_va, d.y_te, d.docneg, d.wd
@@ -122,7 +113,6 @@ def main() -> None:
             },
         }
 
-    shipped = Scorer(*load_sidecar(folder), True)
     out: dict[str, Any] = {
         "shipped": report(
             shipped.examples(va), shipped.examples(te), {k: shipped.examples(v) for k, v in sets.items()}

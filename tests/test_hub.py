@@ -455,3 +455,33 @@ def test_an_unreachable_hub_is_one_line_for_run_and_verify(output: Path, tmp_pat
         "Traceback" not in r.stderr
         and "inputs not checked: hf://datasets/me/x/data cannot be reached" in r.stdout
     )
+
+
+def test_a_decide_outputs_card_points_to_the_source_corpus_hashes(tmp_path: Path) -> None:
+    """A decide output's ``inputs`` are its score pass's files: the card says where the source
+    corpus's hashes are (``scores.inputs``) and that the score pass read with ``--limit``."""
+    from corpusfilter.hub import dataset_card, source_datasets_of
+
+    from .conftest import DOCS, recipe_dict, write_shards
+
+    inp = write_shards(
+        tmp_path / "in", [(f"{i}-{k}", t, s) for k in range(3) for i, t, s in DOCS], n_shards=2
+    )
+    r = recipe_dict(inp, tmp_path / "out")
+    r["blocks"].insert(0, {"tokens": {}})
+    r["control"] = {"type": "matched", "by": ["source"], "tokens": "tokens_count"}
+    m = run(load_recipe(r), limit=5, progress=False).manifest
+    card = dataset_card(m, repo_id="me/dec", configs=[], uploads=[])
+    assert (
+        "the hashes of the source corpus, 2 file(s) with their rows and sha256, are under `scores.inputs`"
+        in card
+    )
+    assert "`inputs` lists the score pass's own files" in card and "input hashes" not in card
+    assert "at most 5 documents per task (`--limit 5`, 1 task(s))" in card
+    full = run(load_recipe(recipe_dict(inp, tmp_path / "run")), progress=False).manifest
+    card = dataset_card(full, repo_id="me/run", configs=[], uploads=[])
+    assert "input hashes and the environment are in `manifest.json`" in card and "scores." not in card
+    # a decide output whose score pass read from the Hub names that dataset as its source
+    m["scores"]["input_folder"] = "hf://datasets/org/raw@v1/data"
+    m["recipe"]["resolved"]["input"]["path"] = str(tmp_path / "elsewhere")
+    assert source_datasets_of(m) == ["org/raw"]

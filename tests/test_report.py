@@ -235,6 +235,20 @@ def test_errors_are_one_line(
     assert "wrote " in capsys.readouterr().out and (tmp_path / "r" / "report.html").is_file()
 
 
+def test_out_naming_a_file_is_one_line(
+    tmp_path: Path, reported: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out`` where a file is (or under one): an error naming the path, the file left alone."""
+    taken = tmp_path / "taken.html"
+    taken.write_text("mine")
+    for dest, says in ((taken, "is a file, not a folder"), (taken / "sub", "cannot create it")):
+        assert main(["report", str(reported["out"]), "--out", str(dest), "--samples", "1"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("corpusfilter: error: ") and f"report folder {dest}" in err and says in err
+        assert err.count("\n") == 1 and "Traceback" not in err
+    assert taken.read_text() == "mine"
+
+
 def _arm_corpus(folder: Path) -> Path:
     """60 documents from three sources; every 4th is moralizing, every 5th mentions an AI takeover."""
     docs = []

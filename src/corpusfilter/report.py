@@ -45,7 +45,8 @@ NUMERIC_PREFIXES = ("int", "uint", "float", "double", "halffloat")
 
 
 class ReportError(CorpusfilterError):
-    """The folder cannot be reported on: not a corpusfilter output, or its manifest is invalid."""
+    """The folder cannot be reported on (not a corpusfilter output, or its manifest is invalid), or
+    the report cannot be written where asked."""
 
 
 @dataclass
@@ -935,6 +936,17 @@ def report(output: str | Path, *, out_dir: str | Path | None = None, samples: in
         ) from None
 
 
+def _make_folder(dest: Path) -> None:
+    """Create the report's folder, before any work; a file in its place (or an unwritable parent)
+    is one error naming the path rather than a traceback."""
+    if dest.exists() and not dest.is_dir():
+        raise ReportError(f"report folder {dest} is a file, not a folder; choose a folder (--out)")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ReportError(f"report folder {dest}: cannot create it ({e.strerror or first_line(e)})") from None
+
+
 def _report(output: str | Path, *, out_dir: str | Path | None, samples: int) -> ReportResult:
     t0 = time.perf_counter()
     if samples < 0:
@@ -942,7 +954,7 @@ def _report(output: str | Path, *, out_dir: str | Path | None, samples: int) -> 
     out = load_output(output)
     m = out.manifest
     dest = Path(out_dir) if out_dir is not None else out.path
-    dest.mkdir(parents=True, exist_ok=True)
+    _make_folder(dest)
     acc = m["accounting"]
     ths = thresholds(m)
     doc = _Doc()

@@ -517,7 +517,37 @@ class RunResult:
 
 
 def _columns(schema: pa.Schema) -> list[dict[str, str]]:
-    return [{"name": f.name, "type": str(f.type)} for f in schema]
+    """The columns of files written with ``schema``, typed as ``pq.read_schema`` reads them back: the
+    Parquet writer names a list's values ``element`` (Arrow's ``item`` in memory), so the types are
+    taken from an empty file written as the output's files are."""
+    import pyarrow.parquet as pq
+
+    buf = pa.BufferOutputStream()
+    with pq.ParquetWriter(buf, schema) as w:
+        w.write_table(schema.empty_table())
+    written = pq.read_schema(pa.BufferReader(buf.getvalue()))
+    return [{"name": f.name, "type": str(f.type)} for f in written]
+
+
+def _scores_section(the_plan: Plan, sm: dict[str, Any]) -> dict[str, Any]:
+    """A decide output's record of the score pass it read: where it is, what made it, its files'
+    digest and counts, and the source corpus it read (folder, files with their sha256, executor
+    tasks and ``--limit``); this output's own ``inputs`` are the score pass's files."""
+    from corpusfilter import experiment as exp
+
+    scores = the_plan.inputs.folder.path.rstrip("/").removesuffix("/data")
+    return {
+        "path": scores,
+        "relative_path": exp.relpath(scores, the_plan.output_path),
+        "recipe_sha256": sm["recipe"]["sha256"],
+        "finished_at": sm["finished_at"],
+        "outputs_sha256": outputs_digest(sm["outputs"]),
+        "blocks": [{"label": b["label"], "config": b["config"]} for b in sm["blocks"]],
+        "accounting": {k: sm["accounting"][k] for k in ("read", "unreadable")},
+        **({"input_folder": sm["input_folder"]} if "input_folder" in sm else {}),
+        "inputs": sm["inputs"],
+        "executor": {k: sm["executor"][k] for k in ("tasks", "limit")},
+    }
 
 
 def run(
@@ -787,16 +817,7 @@ def run_plan(
     if experiment is not None:
         manifest["experiment"] = experiment
     if the_plan.scores_manifest is not None:
-        sm = the_plan.scores_manifest
-        manifest["scores"] = {
-            "path": (scores := the_plan.inputs.folder.path.rstrip("/").removesuffix("/data")),
-            "relative_path": exp.relpath(scores, the_plan.output_path),
-            "recipe_sha256": sm["recipe"]["sha256"],
-            "finished_at": sm["finished_at"],
-            "outputs_sha256": outputs_digest(sm["outputs"]),
-            "blocks": [{"label": b["label"], "config": b["config"]} for b in sm["blocks"]],
-            "accounting": {k: sm["accounting"][k] for k in ("read", "unreadable")},
-        }
+        manifest["scores"] = _scores_section(the_plan, the_plan.scores_manifest)
     errors = validate_manifest(manifest)
     if errors:  # a bug in corpusfilter, not in the user's data
         raise AssertionError("manifest does not match its schema: " + "; ".join(errors[:5]))

@@ -179,3 +179,102 @@ def test_decide_refuses_scores_made_with_another_tokenizer_beside_the_same_weigh
         RecipeError, match=r"were made with other files at the same paths \(model_files_sha256 changed"
     ):
         run(load_recipe(r), stage="decide", progress=False)
+
+
+def test_a_decide_manifest_records_the_source_corpus_and_the_score_pass_limit(
+    docs_in: Path, tmp_path: Path
+) -> None:
+    """A decide output's ``inputs`` are its score pass's files: the manifest `publish` uploads must
+    still carry the source shards' sha256 and the ``--limit`` the score pass read with."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    from corpusfilter.manifest import validate_manifest
+
+    r = recipe_dict(docs_in, tmp_path / "out")  # a control arm: run = score (limited) → decide
+    r["blocks"].insert(0, {"tokens": {}})
+    r["control"] = {"type": "matched", "by": ["source"], "tokens": "tokens_count"}
+    res = run(load_recipe(r), tasks=2, limit=10, progress=False)
+    assert res.control is not None
+    m = res.manifest
+    assert m["stage"] == "decide" and m["executor"]["limit"] == -1  # it read every scored row
+    assert m["input_folder"].rstrip("/").endswith("out.scores/data")  # its inputs: the scored files
+    sc = m["scores"]
+    assert sc["input_folder"].rstrip("/").endswith(str(docs_in))
+    shards = sorted(docs_in.glob("*.parquet"))
+    assert [f["path"] for f in sc["inputs"]] == [p.name for p in shards]
+    for f, p in zip(sc["inputs"], shards):
+        assert f["sha256"] == hashlib.sha256(p.read_bytes()).hexdigest()
+        assert (f["rows"], f["bytes"]) == (pq.read_metadata(p).num_rows, p.stat().st_size)
+    assert sc["executor"] == {"tasks": 2, "limit": 10}
+    for key in ("input_folder", "inputs", "executor"):
+        assert res.control.manifest["scores"][key] == sc[key]
+    old = {**m, "scores": {k: v for k, v in sc.items() if k not in ("input_folder", "inputs", "executor")}}
+    assert validate_manifest(old) == []  # outputs of earlier versions still validate
+    bad = {**m, "scores": {**sc, "inputs": [{**sc["inputs"][0], "sha256": "?"}], "executor": {"limit": 10}}}
+    assert [e.split(":")[0] for e in validate_manifest(bad)] == ["scores/executor", "scores/inputs/0/sha256"]
+
+
+def test_rebuilding_a_decide_output_scores_again(docs_in: Path, tmp_path: Path) -> None:
+    """--rebuild of a decide output reused the recorded score pass, so scores edited in it (with its
+    manifest's hashes fixed) went unnoticed. The score pass is now rebuilt from its own manifest
+    first; and a decide output without its score pass is a problem, whatever it says it held."""
+    import hashlib
+    import json
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from corpusfilter.verify import verify
+
+    r = _recipe(docs_in, tmp_path / "d", 2)
+    run(load_recipe(r), stage="score", progress=False)
+    run(load_recipe(r), stage="decide", progress=False)
+    out, scores = tmp_path / "d", tmp_path / "d.scores"
+    v = verify(str(out), rebuild=True)
+    assert v.ok and any("and score pass (re-scored)" in c for c in v.checked), v.problems
+    m = json.loads((scores / "manifest.json").read_text())
+    for f in sorted((scores / "data").glob("*.parquet")):  # every document scored 0 moral hits
+        t = pq.read_table(f)
+        i = t.schema.get_field_index("moral_hits")
+        pq.write_table(
+            t.set_column(i, t.schema.field(i), pa.array([0] * t.num_rows, t.schema.field(i).type)), f
+        )
+        entry = next(e for e in m["outputs"]["data"] if e["path"] == f"data/{f.name}")
+        entry.update(sha256=hashlib.sha256(f.read_bytes()).hexdigest(), bytes=f.stat().st_size)
+    (scores / "manifest.json").write_text(json.dumps(m))
+    run(load_recipe(r), stage="decide", mode="overwrite", progress=False)
+    assert verify(str(out)).ok  # consistent files and counts: only scoring again tells
+    problems = verify(str(out), rebuild=True).problems
+    assert any(p.startswith("rebuild of the score pass: data/ differs") for p in problems), problems
+    shutil.rmtree(scores)
+    problems = verify(str(out)).problems
+    assert problems == [
+        f"score pass not found at {scores}: a decide output is verified with the score pass it read (its "
+        "unreadable rows, scores and input hashes); put it beside the output"
+    ]
+
+
+def test_a_decide_outputs_record_of_the_source_corpus_must_match_its_score_pass(
+    docs_in: Path, tmp_path: Path
+) -> None:
+    """The card shows a decide output's source corpus from `scores.inputs`: verify holds it to the
+    score pass's own record (whose inputs it re-hashes)."""
+    import json
+
+    from corpusfilter.verify import verify
+
+    r = _recipe(docs_in, tmp_path / "d", 2)
+    run(load_recipe(r), stage="score", progress=False)
+    run(load_recipe(r), stage="decide", progress=False)
+    out = tmp_path / "d"
+    m = json.loads((out / "manifest.json").read_text())
+    m["scores"]["inputs"][0]["sha256"] = "0" * 64
+    m["scores"]["executor"]["limit"] = 5
+    (out / "manifest.json").write_text(json.dumps(m))
+    problems = verify(str(out)).problems
+    assert problems == [
+        f"scores.{k}: not what the score pass {tmp_path / 'd.scores'} records" for k in ("inputs", "executor")
+    ]

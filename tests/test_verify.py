@@ -186,3 +186,167 @@ def test_token_figures_are_recomputed_from_the_files(corpus: Path, tmp_path: Pat
     assert v.ok and any(c.startswith("tokens: in, removed, added, out") for c in v.checked), v.problems
     _edit(out, lambda m: m["tokens"]["out"].update(tokens=m["tokens"]["out"]["tokens"] + 1))
     assert any(p.startswith("tokens: the files give out") for p in verify(str(out)).problems)
+
+
+def _file_entry(m: dict, kind: str, path: Path) -> dict:
+    return next(e for e in m["outputs"][kind] if e["path"] == f"{kind}/{path.name}")
+
+
+def _forge_deleted_row(output: Path, m: dict, *, limit: int | None = None, input_rows: bool = False) -> str:
+    """Delete one kept row from its file and make every manifest figure agree (file hash, rows, bytes,
+    kept and read in total and per shard); returns the shard it came from."""
+    import hashlib
+
+    # a shard's first row (not its last: a last row gone with read lowered leaves rows 0 to read-1)
+    data, t = next(
+        (f, t)
+        for f in sorted((output / "data").glob("*.parquet"))
+        if 0 in (t := pq.read_table(f)).column("cf_row").to_pylist()
+    )
+    first = t.column("cf_row").to_pylist().index(0)
+    shard = t.column("cf_shard")[first].as_py()
+    pq.write_table(pa.concat_tables([t.slice(0, first), t.slice(first + 1)]), data)
+    entry = _file_entry(m, "data", data)
+    entry.update(
+        sha256=hashlib.sha256(data.read_bytes()).hexdigest(), rows=t.num_rows - 1, bytes=data.stat().st_size
+    )
+    for c in (m["accounting"], m["accounting"]["per_shard"][shard]):
+        c["kept"] -= 1
+        c["read"] -= 1
+    if input_rows:
+        next(e for e in m["inputs"] if e["path"] == shard)["rows"] -= 1
+    if limit is not None:
+        m["executor"]["limit"] = limit
+    (output / "manifest.json").write_text(json.dumps(m))
+    return shard
+
+
+@pytest.mark.parametrize("forgery", ["input_rows", "limit", "no_inputs"])
+def test_a_document_deleted_with_every_count_forged_to_match_is_caught(output: Path, forgery: str) -> None:
+    """A kept row deleted from its file, the file's hash and every count edited to agree: the input
+    rows each file holds (cf_shard/cf_row) must be rows 0 to read-1 of each shard, once each; the
+    inputs' own row counts are re-read; a --limit must explain a short read. Each had passed."""
+    m = json.loads((output / "manifest.json").read_text())
+    shard = _forge_deleted_row(
+        output, m, input_rows=forgery == "input_rows", limit=1_000_000 if forgery == "limit" else None
+    )
+    v = verify(str(output), inputs=forgery != "no_inputs")
+    assert any(p.startswith(f"{shard}: the files hold") and "each once" in p for p in v.problems), v.problems
+    if forgery == "input_rows":
+        assert f"input {shard}: 4 rows, but the manifest says 3" in v.problems
+    else:
+        how = "with --limit 1000000 over 2 task(s) " if forgery == "limit" else ""
+        assert f"{shard}: read 3 of its 4 rows, but {how}the reader reads 4" in v.problems
+    # the coverage alone, with the inputs' row counts forged too and not re-read
+    if forgery == "no_inputs":
+        m = json.loads((output / "manifest.json").read_text())
+        next(e for e in m["inputs"] if e["path"] == shard)["rows"] = 3
+        (output / "manifest.json").write_text(json.dumps(m))
+        assert verify(str(output), inputs=False).problems == [
+            f"{shard}: the files hold 3 of its rows (3 distinct, 1 to 3), but it read rows 0 to 2: each once"
+        ]
+
+
+def test_the_manifest_cannot_switch_checks_off(corpus: Path, tmp_path: Path) -> None:
+    """The checks that read a column decide from `schemas` whether it is there, and the token check
+    from the recorded blocks: editing either no longer skips a check (both had passed a forgery)."""
+    out = tmp_path / "tok"
+    r = recipe_dict(corpus, out)
+    r["blocks"] = [{"tokens": {}}, *r["blocks"]]
+    run(load_recipe(r), progress=False)
+    m = json.loads((out / "manifest.json").read_text())
+
+    def no_token_column(m: dict) -> None:
+        m["tokens"]["column"] = None
+        m["tokens"]["out"]["tokens"] += 5
+
+    _edit(out, no_token_column)
+    assert any(
+        p.startswith("tokens.column: None, but the recorded blocks count tokens into 'tokens_count'")
+        for p in verify(str(out)).problems
+    )
+    for col in ("reject_reason", "cf_shard", "copy_index"):
+        (out / "manifest.json").write_text(json.dumps(m))
+        _edit(
+            out,
+            lambda m, col=col: m["schemas"].update(
+                rejected=[c for c in m["schemas"]["rejected"] if c["name"] != col]
+            ),
+        )
+        problems = verify(str(out)).problems
+        if col == "copy_index":
+            assert not problems  # not a column of these files: nothing to take out
+        else:
+            assert any(
+                "its columns are not the ones schemas.rejected records" in p and col in p for p in problems
+            )
+    (out / "manifest.json").write_text(json.dumps(m))
+    _edit(out, lambda m: m["blocks"][-1]["config"]["params"].update(where="moral_hits >= 99"))
+    assert any(
+        p.startswith("blocks: 2.drop is recorded as") and "moral_hits >= 2" in p
+        for p in verify(str(out)).problems
+    )
+    (out / "manifest.json").write_text(json.dumps(m))
+    _edit(out, lambda m: m["blocks"].pop(0))
+    assert any(
+        p == "blocks: 0.tokens:tokens of the recorded recipe is not recorded"
+        for p in verify(str(out)).problems
+    )
+    (out / "manifest.json").write_text(json.dumps(m))
+    assert verify(str(out)).ok
+
+
+def test_rebuild_compares_every_derived_field(output: Path) -> None:
+    """--rebuild compared only the files, accounting and tokens: block stats and provenance (the
+    report's funnel) could be edited unnoticed. Every field the run derives is compared now."""
+    m = json.loads((output / "manifest.json").read_text())
+    _edit(output, lambda m: m["blocks"][1]["stats"].update(out=0))
+    v = verify(str(output), rebuild=True)
+    assert v.problems == [
+        "rebuild: the blocks differs from the recorded one ([1].stats.out: recorded 0, rebuilt "
+        f"{m['blocks'][1]['stats']['out']})"
+    ]
+    (output / "manifest.json").write_text(json.dumps(m))
+    _edit(output, lambda m: m["blocks"][0]["provenance"].update(terms=99))
+    assert [p.split(" (")[0] for p in verify(str(output), rebuild=True).problems] == [
+        "rebuild: the blocks differs from the recorded one"
+    ]
+
+
+def test_rebuild_reads_only_the_recorded_inputs_and_follows_a_moved_input(
+    output: Path, corpus: Path, tmp_path: Path
+) -> None:
+    """A file added to the input folder since the run made --rebuild read it too and fail on every
+    count; a moved input could not be named. The rebuild now refuses other input, and --input says
+    where the recorded one is now."""
+    import shutil
+
+    (corpus / "zz-new.parquet").write_bytes((corpus / "shard-000.parquet").read_bytes())
+    v = verify(str(output), rebuild=True)
+    assert [p for p in v.problems if p.startswith("rebuild")] == [
+        f"rebuild: {corpus} now lists 3 Parquet file(s), the manifest 2 (new: zz-new.parquet); not rebuilt "
+        "from other input"
+    ]
+    (corpus / "zz-new.parquet").unlink()
+    moved = tmp_path / "moved"
+    shutil.move(str(corpus), moved)
+    v = verify(str(output), rebuild=True)
+    assert not v.ok  # the recorded input is gone
+    v = verify(str(output), rebuild=True, input_path=str(moved))
+    assert v.ok and any(c.endswith("input file(s): sha256, rows") for c in v.checked), v.problems
+
+
+def test_unreadable_manifest_and_output_files_are_problems_not_tracebacks(output: Path) -> None:
+    import hashlib
+
+    data = sorted((output / "data").glob("*.parquet"))[0]
+    data.write_bytes(b"not parquet at all")
+    _edit(
+        output,
+        lambda m: _file_entry(m, "data", data).update(sha256=hashlib.sha256(data.read_bytes()).hexdigest()),
+    )
+    problems = verify(str(output)).problems
+    assert any(p.startswith(f"data/{data.name}: not a readable Parquet file") for p in problems), problems
+    (output / "manifest.json").write_bytes(b'{"a": "\xff"}')
+    with pytest.raises(CorpusfilterError, match=r"manifest.json: not UTF-8 text"):
+        verify(str(output))

@@ -97,6 +97,11 @@ def _parser() -> argparse.ArgumentParser:
         "--rebuild", action="store_true", help="re-run the recorded recipe and compare the outputs"
     )
     ve.add_argument("--no-inputs", action="store_true", help="do not re-hash the input files")
+    ve.add_argument(
+        "--input",
+        metavar="PATH",
+        help="where the input is now, when it moved since the run (re-hashed and, with --rebuild, read from there)",
+    )
 
     pu = sub.add_parser(
         "publish", help="upload an output to the HF Hub as a dataset repo (data, manifest, report, card)"
@@ -349,7 +354,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from corpusfilter.errors import CorpusfilterError
     from corpusfilter.verify import format_verification, verify
 
-    v = verify(_abs(args.output), rebuild=args.rebuild, inputs=not args.no_inputs)
+    v = verify(
+        _abs(args.output),
+        rebuild=args.rebuild,
+        inputs=not args.no_inputs,
+        input_path=_abs(args.input) if args.input else None,
+    )
     print(format_verification(v))
     if not v.ok:
         more = f" (and {len(v.problems) - 1} more)" if len(v.problems) > 1 else ""

@@ -15,7 +15,7 @@ import json
 import os
 import posixpath
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -394,6 +394,20 @@ def pin_file(path: str, pinned: tuple[str, tuple[int, int, int]]) -> tuple[str, 
 
 
 # -- reader ------------------------------------------------------------------------------------------
+def rows_read(shards: Sequence[tuple[str, int]], tasks: int, limit: int) -> dict[str, int]:
+    """How many rows of each (path, rows) shard the reader reads: task k reads ``shards[k::tasks]``
+    in order, all of each, until ``limit`` rows in that task (-1: no limit)."""
+    out: dict[str, int] = {}
+    for k in range(tasks):
+        left = limit if limit >= 0 else None
+        for path, rows in shards[k::tasks]:
+            n = rows if left is None else min(rows, left)
+            out[path] = n
+            if left is not None:
+                left -= n
+    return out
+
+
 class ParquetBatchReader(PipelineStep):
     """Reads this rank's shards (``files[rank::world_size]``, as datatrove shards files) as Batches."""
 

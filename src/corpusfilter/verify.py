@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +19,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datatrove.io import DataFolder, get_datafolder
 
+from corpusfilter.batch import COPY_COLUMN, REASON_COLUMN, ROW_COLUMN, SHARD_COLUMN
 from corpusfilter.errors import CorpusfilterError, first_line
-from corpusfilter.io import read_parquet, sha256_file
+from corpusfilter.io import read_parquet, rows_read, sha256_file
 from corpusfilter.manifest import outputs_digest, validate_manifest
 
 KINDS = ("data", "rejected", "unreadable")
@@ -48,13 +50,24 @@ def load_manifest(output: str) -> dict[str, Any]:
             manifest: dict[str, Any] = json.load(f)
     except json.JSONDecodeError as e:
         raise CorpusfilterError(f"{output}/manifest.json: not valid JSON (line {e.lineno})") from None
+    except UnicodeDecodeError as e:
+        raise CorpusfilterError(f"{output}/manifest.json: not UTF-8 text (byte {e.start})") from None
+    if not isinstance(manifest, dict):
+        raise CorpusfilterError(f"{output}/manifest.json: not a JSON object")
     return manifest
 
 
 def verify(
-    output: str, *, rebuild: bool = False, inputs: bool = True, _seen: frozenset[str] = frozenset()
+    output: str,
+    *,
+    rebuild: bool = False,
+    inputs: bool = True,
+    input_path: str | None = None,
+    _seen: frozenset[str] = frozenset(),
 ) -> Verification:
-    """Verify ``output``; with ``rebuild``, re-run its recipe into a temporary folder and compare."""
+    """Verify ``output``; with ``rebuild``, re-run its recipe into a temporary folder and compare.
+    ``input_path``: where the input is now, when it moved since the run (for a decide output, the
+    input of its score pass)."""
     result = Verification(output)
     manifest = load_manifest(output)
     folder = get_datafolder(output)
@@ -65,24 +78,45 @@ def verify(
         return result  # the rest reads fields the schema guarantees
     good = _check_outputs(folder, manifest, result)
     _check_recipe(manifest, result)
+    _check_blocks(manifest, result)
     _check_accounting(manifest, result)
     _check_copies(folder, manifest, good, result)
     _check_ids(folder, manifest, good, result)
     _check_rows(folder, manifest, good, result)
+    _check_coverage(folder, manifest, good, result)
     _check_tokens(folder, manifest, good, result)
-    _check_score_pass(manifest, result, inputs=inputs, seen=_seen | {os.path.abspath(output)})
-    if inputs:
-        _check_inputs(manifest, result)
+    _check_score_pass(
+        manifest, result, inputs=inputs, input_path=input_path, seen=_seen | {os.path.abspath(output)}
+    )
+    if inputs and not manifest.get("scores"):  # a decide output's inputs are its score pass's files
+        _check_inputs(manifest, result, input_path)
     if rebuild:
-        _rebuild(manifest, result)
+        _rebuild(manifest, result, input_path)
     return result
 
 
-def _check_outputs(folder: DataFolder, manifest: dict[str, Any], result: Verification) -> set[str]:
-    """Every listed file present with its sha256 and rows, and no other file (any name: a reader of
-    the folder would take it in); returns the listed files that passed, the only ones read further."""
-    good: set[str] = set()
+def _columns(schema: pa.Schema) -> list[tuple[str, str]]:
+    """(name, type) per column, a list's value field named alike whatever the writer called it."""
+    return [(f.name, _LIST_ITEM.sub(r"\1list<item: ", str(f.type))) for f in schema]
+
+
+_LIST_ITEM = re.compile(r"(large_)?list<element: ")
+
+
+def _recorded_columns(cols: list[dict[str, str]]) -> list[tuple[str, str]]:
+    return [(c["name"], _LIST_ITEM.sub(r"\1list<item: ", c["type"])) for c in cols]
+
+
+def _check_outputs(
+    folder: DataFolder, manifest: dict[str, Any], result: Verification
+) -> dict[str, pa.Schema]:
+    """Every listed file present with its sha256, rows and the columns ``schemas`` records, and no
+    other file (any name: a reader of the folder would take it in); returns the listed files that
+    passed, with their schemas, the only ones read further. The checks that read a column decide
+    from ``schemas`` whether it is there, so ``schemas`` must be what the files hold."""
+    good: dict[str, pa.Schema] = {}
     for kind in KINDS:
+        recorded = _recorded_columns(manifest["schemas"][kind])
         listed = {f["path"]: f for f in manifest["outputs"][kind]}
         present = set(folder.list_files(kind) if folder.exists(kind) else [])
         for rel in sorted(present - set(listed)):
@@ -97,13 +131,25 @@ def _check_outputs(folder: DataFolder, manifest: dict[str, Any], result: Verific
                     f"{rel}: sha256 {sha[:12]}… but the manifest says {entry['sha256'][:12]}…"
                 )
                 continue
-            with folder.open(rel, "rb") as f:
-                rows = pq.ParquetFile(f).metadata.num_rows
+            try:
+                with folder.open(rel, "rb") as f:
+                    pf = pq.ParquetFile(f)
+                    rows, schema = pf.metadata.num_rows, pf.schema_arrow
+            except (OSError, pa.ArrowException) as e:
+                result.problems.append(f"{rel}: not a readable Parquet file ({first_line(e)})")
+                continue
             if rows != entry["rows"]:
                 result.problems.append(f"{rel}: {rows} rows but the manifest says {entry['rows']}")
                 continue
-            good.add(rel)
-        result.checked.append(f"{len(listed)} {kind} file(s): present, sha256, rows")
+            if (cols := _columns(schema)) != recorded:
+                diff = sorted(set(cols) ^ set(recorded)) or [("(order)", "")]
+                result.problems.append(
+                    f"{rel}: its columns are not the ones schemas.{kind} records (e.g. "
+                    f"{' '.join(diff[0]).strip()}{' in the file' if diff[0] in cols else ' in the manifest'})"
+                )
+                continue
+            good[rel] = schema
+        result.checked.append(f"{len(listed)} {kind} file(s): present, sha256, rows, columns")
     return good
 
 
@@ -113,11 +159,19 @@ def _counts(col: pa.ChunkedArray) -> dict[str, int]:
     return {str(v): int(n) for v, n in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())}
 
 
-def _check_tokens(folder: DataFolder, manifest: dict[str, Any], good: set[str], result: Verification) -> None:
+def _check_tokens(
+    folder: DataFolder, manifest: dict[str, Any], good: dict[str, pa.Schema], result: Verification
+) -> None:
     """The token report (in, removed by reason, added, out, each category's shares) recomputed from
     the files by the function the run used, and compared."""
-    t = manifest.get("tokens")
-    if not t or not t.get("column"):
+    t = manifest.get("tokens") or {}
+    want = _token_column(manifest)
+    if t.get("column") != want:
+        result.problems.append(
+            f"tokens.column: {t.get('column')!r}, but the recorded blocks count tokens into {want!r}"
+        )
+        return
+    if not want:
         return  # documents only: the accounting's numbers, checked above
     if not all(e["path"] in good for k in ("data", "rejected") for e in manifest["outputs"][k]):
         return  # a file is already a problem; its tokens cannot be counted
@@ -132,6 +186,16 @@ def _check_tokens(folder: DataFolder, manifest: dict[str, Any], good: set[str], 
     result.checked.append(
         f"tokens: in, removed, added, out and category shares recomputed from {t['column']}"
     )
+
+
+def _token_column(manifest: dict[str, Any]) -> str | None:
+    """The count column of the first ``tokens`` block among the recorded blocks (a decide output's
+    detectors are its score pass's), as the run chose it; None without one."""
+    blocks = [*(manifest.get("scores") or {}).get("blocks", []), *manifest["blocks"]]
+    for b in blocks:
+        if b["config"]["type"].split("@")[0] == "tokens":
+            return f"{b['config']['params']['name']}_count"
+    return None
 
 
 def _short(v: Any) -> str:
@@ -162,7 +226,58 @@ def _check_recipe(manifest: dict[str, Any], result: Verification) -> None:
     result.checked.append("recipe: its sha256")
 
 
-def _check_rows(folder: DataFolder, manifest: dict[str, Any], good: set[str], result: Verification) -> None:
+def _check_blocks(manifest: dict[str, Any], result: Verification) -> None:
+    """The recorded blocks (what the card and report list) are the recorded recipe's: each label's
+    kind and config as the recipe makes them, every block of this stage there (for a decide output,
+    its score pass's detectors too)."""
+    from corpusfilter.recipe import load_recipe
+
+    try:
+        recipe = load_recipe(manifest["recipe"]["resolved"])
+    except CorpusfilterError as e:
+        result.notes.append(f"blocks not compared: the recorded recipe does not load here ({first_line(e)})")
+        return
+    from corpusfilter.blocks.decisions import Tag
+    from corpusfilter.blocks.resample import Upsample
+
+    want = {b.label: (b.kind, b.to_config()) for b in recipe.blocks}
+    stage = manifest["stage"]
+    control = (manifest.get("experiment") or {}).get("arm") == "control"
+    if control:  # the control arm labels what the treatment's labelled upsamples match, by a tag
+        for b in recipe.blocks:
+            if isinstance(b, Upsample) and b.params.label and b.params.where:
+                want[f"{b.label}:labels"] = (
+                    "decision",
+                    Tag(where=b.params.where, label=b.params.label).to_config(),
+                )
+    recorded = [("blocks", b["label"], (b["kind"], b["config"])) for b in manifest["blocks"]]
+    recorded += [
+        ("scores.blocks", b["label"], ("detector", b["config"]))
+        for b in (manifest.get("scores") or {}).get("blocks", [])
+    ]
+    for where, label, got in recorded:
+        if got[1]["type"].split("@")[0] == "matched_control":
+            continue  # the control arm's own block, made from the recipe's control section
+        if label not in want:
+            result.problems.append(f"{where}: {label} is not a block of the recorded recipe")
+        elif got != want[label]:
+            result.problems.append(
+                f"{where}: {label} is recorded as {_short(got[1])}, the recorded recipe makes {_short(want[label][1])}"
+            )
+    have = {label for _, label, _ in recorded}
+    for label, (kind, _) in want.items():
+        if kind == "detector":
+            runs_here = stage != "decide" or bool(manifest.get("scores"))
+        else:  # a control arm replaces the treatment's removals and copies by its own block
+            runs_here = stage != "score" and not control
+        if runs_here and label not in have:
+            result.problems.append(f"blocks: {label} of the recorded recipe is not recorded")
+    result.checked.append("blocks: the recorded recipe's, config by config")
+
+
+def _check_rows(
+    folder: DataFolder, manifest: dict[str, Any], good: dict[str, pa.Schema], result: Verification
+) -> None:
     """The accounting's counts per reject reason, and per input shard (a run or score pass), are the
     rows the files hold, read from their ``reject_reason`` and ``cf_shard`` columns."""
     from collections import Counter
@@ -176,7 +291,7 @@ def _check_rows(folder: DataFolder, manifest: dict[str, Any], good: set[str], re
         for entry in manifest["outputs"][kind]:
             if entry["path"] not in good:
                 continue
-            cols = [c for c in ("reject_reason", "cf_shard") if c in names[kind]]
+            cols = [c for c in (REASON_COLUMN, SHARD_COLUMN) if c in names[kind]]
             if kind != "rejected":
                 cols = [c for c in cols if c != "reject_reason"]
             if not cols:
@@ -186,10 +301,11 @@ def _check_rows(folder: DataFolder, manifest: dict[str, Any], good: set[str], re
                 reasons.update(_counts(t.column("reject_reason")))
             if per_shard:
                 shards[kind].update(_counts(t.column("cf_shard")))
-    if (
-        all(e["path"] in good for e in manifest["outputs"]["rejected"])
-        and "reject_reason" in names["rejected"]
-    ):
+    if manifest["outputs"]["rejected"] and REASON_COLUMN not in names["rejected"]:
+        result.problems.append(
+            f"rejected/: no {REASON_COLUMN} column: the rejected rows' reasons cannot be counted"
+        )
+    elif all(e["path"] in good for e in manifest["outputs"]["rejected"]):
         if dict(reasons) != {k: v for k, v in acc["rejected"].items() if v}:
             result.problems.append(
                 f"rejected/: reasons {dict(sorted(reasons.items()))}, but the accounting says "
@@ -208,6 +324,79 @@ def _check_rows(folder: DataFolder, manifest: dict[str, Any], good: set[str], re
             result.problems.append(f"{shard}: in the accounting but not among the manifest's inputs")
     result.checked.append(
         "rows per reject reason" + (" and per input shard" if per_shard else "") + ": from the files"
+    )
+
+
+def _file_columns(folder: DataFolder, rel: str) -> list[str]:
+    with folder.open(rel, "rb") as f:
+        return list(pq.ParquetFile(f).schema_arrow.names)
+
+
+def _origins(folder: DataFolder, paths: list[str]) -> pa.Table:
+    """(``cf_shard``, ``cf_row``) of every row of ``paths`` that is an input row, not a copy."""
+    parts = []
+    for rel in paths:
+        copies = COPY_COLUMN in _file_columns(folder, rel)
+        t = read_parquet(folder, rel, [SHARD_COLUMN, ROW_COLUMN, *([COPY_COLUMN] if copies else [])])
+        if copies:
+            t = t.filter(pc.invert(pc.fill_null(pc.greater(t.column(COPY_COLUMN), 0), False)))
+        parts.append(t.select([SHARD_COLUMN, ROW_COLUMN]).cast(_ORIGIN))
+    return pa.concat_tables(parts) if parts else _ORIGIN.empty_table()
+
+
+_ORIGIN = pa.schema([pa.field(SHARD_COLUMN, pa.string()), pa.field(ROW_COLUMN, pa.int64())])
+
+
+def _check_coverage(
+    folder: DataFolder, manifest: dict[str, Any], good: dict[str, pa.Schema], result: Verification
+) -> None:
+    """Every input row the accounting says was read is in exactly one output row (kept, rejected or
+    unreadable), traced by ``cf_shard``/``cf_row``: a run or score pass holds rows 0 to read-1 of each
+    shard once each; a decide output (whose shards are its score pass's files) holds each input row
+    at most once, as many as it read. A document deleted from the files and the counts alike is found."""
+    entries = [e["path"] for k in KINDS for e in manifest["outputs"][k]]
+    if not all(rel in good for rel in entries):
+        return  # a file is already a problem
+    if not all(SHARD_COLUMN in good[rel].names and ROW_COLUMN in good[rel].names for rel in entries):
+        result.problems.append(
+            f"output files without {SHARD_COLUMN}/{ROW_COLUMN}: their rows cannot be traced to the input"
+        )
+        return
+    t = _origins(folder, entries)
+    g = t.group_by(SHARD_COLUMN).aggregate(
+        [(ROW_COLUMN, "count"), (ROW_COLUMN, "count_distinct"), (ROW_COLUMN, "min"), (ROW_COLUMN, "max")]
+    )
+    found = {
+        r[SHARD_COLUMN]: (
+            r[f"{ROW_COLUMN}_count"],
+            r[f"{ROW_COLUMN}_count_distinct"],
+            r[f"{ROW_COLUMN}_min"],
+            r[f"{ROW_COLUMN}_max"],
+        )
+        for r in g.to_pylist()
+    }
+    acc = manifest["accounting"]
+    if manifest.get("scores"):
+        rows, distinct = t.num_rows, sum(v[1] for v in found.values())
+        if rows != distinct:
+            result.problems.append(
+                f"output files hold {rows - distinct} input row(s) twice (by {SHARD_COLUMN}, {ROW_COLUMN})"
+            )
+        if distinct != acc["read"]:
+            result.problems.append(
+                f"output files hold {distinct} input rows, but the accounting read {acc['read']}"
+            )
+    else:
+        for shard in sorted({*found, *(s for s, c in acc["per_shard"].items() if c["read"])}):
+            read = acc["per_shard"].get(shard, {}).get("read", 0)
+            n, distinct, lo, hi = found.get(shard, (0, 0, None, None))
+            if (n, distinct, lo, hi) != (read, read, 0 if read else None, read - 1 if read else None):
+                result.problems.append(
+                    f"{shard}: the files hold {n} of its rows ({distinct} distinct, {lo} to {hi}), "
+                    f"but it read rows 0 to {read - 1}: each once"
+                )
+    result.checked.append(
+        f"input rows: each read row in exactly one output row ({SHARD_COLUMN}, {ROW_COLUMN})"
     )
 
 
@@ -244,14 +433,18 @@ def _check_accounting(manifest: dict[str, Any], result: Verification) -> None:
         rows = sum(f["rows"] for f in manifest["outputs"][kind])
         if rows != want:
             result.problems.append(f"{kind}/ files hold {rows} rows but the accounting says {want}")
-    if manifest["executor"]["limit"] < 0:
-        rows_by_input = {f["path"]: f["rows"] for f in manifest["inputs"]}
-        for shard, c in acc["per_shard"].items():
-            if shard in rows_by_input and c["read"] != rows_by_input[shard]:
-                result.problems.append(f"{shard}: read {c['read']} of its {rows_by_input[shard]} rows")
-        missing = set(rows_by_input) - set(acc["per_shard"])
-        for shard in sorted(missing):
+    ex = manifest["executor"]
+    rows_by_input = {f["path"]: f["rows"] for f in manifest["inputs"]}
+    reads = rows_read(list(rows_by_input.items()), ex["tasks"], ex["limit"])
+    for shard, n in reads.items():
+        if shard not in acc["per_shard"]:
             result.problems.append(f"{shard}: an input shard absent from the accounting")
+        elif acc["per_shard"][shard]["read"] != n:
+            how = f"with --limit {ex['limit']} over {ex['tasks']} task(s) " if ex["limit"] >= 0 else ""
+            result.problems.append(
+                f"{shard}: read {acc['per_shard'][shard]['read']} of its {rows_by_input[shard]} rows, but "
+                f"{how}the reader reads {n}"
+            )
     result.checked.append("accounting: read + added = kept + rejected + unreadable, per shard and in total")
 
 
@@ -259,7 +452,9 @@ def _read_column(folder: DataFolder, rel: str, col: str) -> pa.ChunkedArray:
     return read_parquet(folder, rel, [col]).column(col)
 
 
-def _check_copies(folder: DataFolder, manifest: dict[str, Any], good: set[str], result: Verification) -> None:
+def _check_copies(
+    folder: DataFolder, manifest: dict[str, Any], good: dict[str, pa.Schema], result: Verification
+) -> None:
     """Copies made by resampling blocks (``copy_index`` > 0 in data/ and rejected/) = accounting.added."""
     if not any(c["name"] == "copy_index" for c in manifest["schemas"]["data"]):
         return
@@ -344,7 +539,9 @@ def repeated_ids(folder: DataFolder, paths: list[str], col: str) -> RepeatedIds:
     return RepeatedIds(len(every), nulls, repeats)
 
 
-def _check_ids(folder: DataFolder, manifest: dict[str, Any], good: set[str], result: Verification) -> None:
+def _check_ids(
+    folder: DataFolder, manifest: dict[str, Any], good: dict[str, pa.Schema], result: Verification
+) -> None:
     col = id_column_of(manifest)
     if col is None:
         result.notes.append("ids not checked: the output has no id column")
@@ -366,10 +563,17 @@ def score_pass_path(manifest: dict[str, Any], output: str) -> tuple[str | None, 
 
 
 def _check_score_pass(
-    manifest: dict[str, Any], result: Verification, *, inputs: bool, seen: frozenset[str]
+    manifest: dict[str, Any],
+    result: Verification,
+    *,
+    inputs: bool,
+    input_path: str | None,
+    seen: frozenset[str],
 ) -> None:
     """A decide output (and its control arm) read the rows of a score pass, which holds the input rows
-    that could not be read: verify it too, unchanged since, and every row it could read read here."""
+    that could not be read and the input hashes: verify it too, unchanged since, and every row it
+    could read read here. Without it the output cannot be verified (its unreadable rows and inputs
+    are known only from there)."""
     sc = manifest.get("scores")
     if not sc:
         return
@@ -379,19 +583,24 @@ def _check_score_pass(
         return
     if path is None:
         lost = (sc.get("accounting") or {}).get("unreadable", 0)
-        msg = f"score pass not found at {' or '.join(dict.fromkeys(here))}"
-        if lost:  # the only copy of those rows, and this output counts them
-            result.problems.append(f"{msg}: its unreadable/ holds {lost} input row(s) counted here")
-        else:
-            result.notes.append(f"{msg}: not checked")
+        held = f"; its unreadable/ holds {lost} input row(s) counted here" if lost else ""
+        result.problems.append(
+            f"score pass not found at {' or '.join(dict.fromkeys(here))}: a decide output is verified "
+            f"with the score pass it read (its unreadable rows, scores and input hashes{held}); put it beside the output"
+        )
         return
-    sv = verify(path, inputs=inputs, _seen=seen)
+    sv = verify(path, inputs=inputs, input_path=input_path, _seen=seen)
     result.problems += [f"score pass {path}: {p}" for p in sv.problems]
     sm = load_manifest(path)
     if validate_manifest(sm):
         return  # reported by the score pass's own verification
     if outputs_digest(sm["outputs"]) != sc["outputs_sha256"]:
         result.problems.append(f"score pass {path}: its output files changed since this output was made")
+        return
+    ran = {"inputs": sm["inputs"], "executor": {k: sm["executor"][k] for k in ("tasks", "limit")}}
+    for key, theirs in ran.items():  # what the card shows of the source corpus
+        if key in sc and sc[key] != theirs:
+            result.problems.append(f"scores.{key}: not what the score pass {path} records")
     acc, up = sm["accounting"], sc.get("accounting")
     if up is not None and (up["read"], up["unreadable"]) != (acc["read"], acc["unreadable"]):
         result.problems.append(
@@ -402,13 +611,34 @@ def _check_score_pass(
         result.problems.append(
             f"read {manifest['accounting']['read']} scored rows, but the score pass {path} kept {acc['kept']}"
         )
+    folder = get_datafolder(result.output)
+    entries = [e["path"] for k in KINDS for e in manifest["outputs"][k]]
+    scored = [e["path"] for e in sm["outputs"]["data"]]
+    if manifest["executor"]["limit"] < 0 and not sv.problems and _traceable(folder, entries):
+        order = [(SHARD_COLUMN, "ascending"), (ROW_COLUMN, "ascending")]
+        ours, theirs = (
+            _origins(folder, entries).sort_by(order),
+            _origins(get_datafolder(path), scored).sort_by(order),
+        )
+        if not ours.equals(theirs):
+            result.problems.append(
+                f"the input rows in the files ({ours.num_rows}) are not the rows the score pass {path} kept "
+                f"({theirs.num_rows}), by {SHARD_COLUMN} and {ROW_COLUMN}"
+            )
     result.checked.append(
-        f"score pass: verified, unchanged, {acc['unreadable']} unreadable input row(s) in its unreadable/"
+        f"score pass: verified, unchanged, {acc['unreadable']} unreadable input row(s) in its unreadable/, "
+        "its kept rows the rows here"
     )
 
 
-def _check_inputs(manifest: dict[str, Any], result: Verification) -> None:
-    base = manifest.get("input_folder")
+def _traceable(folder: DataFolder, paths: list[str]) -> bool:
+    """Every file of ``paths`` has the provenance columns (checked and reported elsewhere)."""
+    return all({SHARD_COLUMN, ROW_COLUMN} <= set(_file_columns(folder, rel)) for rel in paths)
+
+
+def _check_inputs(manifest: dict[str, Any], result: Verification, input_path: str | None) -> None:
+    """Each input file re-hashed, and its rows counted, where the run read it (or ``input_path``)."""
+    base = _input_folder(manifest, input_path)
     if not base:
         result.notes.append("inputs not checked: the manifest names no input folder")
         return
@@ -421,7 +651,9 @@ def _check_inputs(manifest: dict[str, Any], result: Verification) -> None:
         )
         return
     if not reachable:
-        result.notes.append(f"inputs not checked: {base} is not reachable from here")
+        result.notes.append(
+            f"inputs not checked: {base} is not reachable from here (--input says where it is now)"
+        )
         return
     for entry in manifest["inputs"]:
         rel = entry["path"]
@@ -431,48 +663,168 @@ def _check_inputs(manifest: dict[str, Any], result: Verification) -> None:
         sha = sha256_file(folder, rel)
         if sha != entry["sha256"]:
             result.problems.append(f"input {rel}: sha256 changed since the run ({sha[:12]}…)")
-    result.checked.append(f"{len(manifest['inputs'])} input file(s): sha256")
+            continue
+        with folder.open(rel, "rb") as f:
+            rows = pq.ParquetFile(f).metadata.num_rows
+        if rows != entry["rows"]:
+            result.problems.append(f"input {rel}: {rows} rows, but the manifest says {entry['rows']}")
+    result.checked.append(f"{len(manifest['inputs'])} input file(s): sha256, rows")
 
 
-def _rebuild(manifest: dict[str, Any], result: Verification) -> None:
-    from corpusfilter.recipe import load_recipe
-    from corpusfilter.runner import run
+def _input_folder(manifest: dict[str, Any], input_path: str | None) -> str | None:
+    """The folder the manifest's input paths are relative to: the recorded one, or, when the input
+    moved, the folder ``input_path`` names (the recipe's input: a folder, a file or a glob)."""
+    if input_path is None:
+        return manifest.get("input_folder")
+    from corpusfilter.io import resolve_input
 
-    resolved = json.loads(json.dumps(manifest["recipe"]["resolved"]))
+    return resolve_input(input_path)[0].path
+
+
+def _rebuild(manifest: dict[str, Any], result: Verification, input_path: str | None) -> None:
+    """Re-run the recorded recipe (a decide output: its score pass first, from that pass's own
+    manifest) into a temporary folder, and compare everything the run derives: the output files,
+    schemas, blocks (config, provenance, stats), accounting, token report, experiment and score pass."""
     with tempfile.TemporaryDirectory(prefix="corpusfilter-rebuild-") as tmp:
         out = os.path.join(tmp, "out")
-        resolved["output"]["path"] = out
-        if resolved.get("control"):  # both arms are rebuilt together; the control beside the treatment
-            resolved["control"]["output"] = out + ".control"
-        recipe = load_recipe(resolved)
-        ex = manifest["executor"]
-        scores = score_pass_path(manifest, result.output)[0] if manifest["stage"] == "decide" else None
-        res = run(
-            recipe,
-            tasks=ex["tasks"],
-            workers=ex["workers"],
-            limit=ex["limit"],
-            progress=False,
-            stage=manifest["stage"],
-            scores=scores,
-            output=out if manifest["stage"] == "score" else None,  # a score pass's own folder
-        )
+        scores = None
+        if manifest["stage"] == "decide":
+            path = score_pass_path(manifest, result.output)[0]
+            if path is None:
+                result.problems.append("rebuild: the score pass is needed to rebuild a decide output")
+                return
+            sm = load_manifest(path)
+            scores = out + ".scores"
+            rebuilt_scores = _rerun(sm, scores, input_path, result)
+            if rebuilt_scores is None:
+                return
+            _compare(sm, rebuilt_scores.manifest, result, "rebuild of the score pass")
+        res = _rerun(manifest, out, input_path, result, scores=scores)
+        if res is None:
+            return
         is_control = (manifest.get("experiment") or {}).get("arm") == "control"
         if is_control and res.control is None:
             result.problems.append("rebuild: the recorded recipe no longer makes a control arm")
             return
         rebuilt = res.control.manifest if is_control and res.control else res.manifest
+    _compare(manifest, rebuilt, result, "rebuild")
+    result.checked.append(
+        "rebuild from the recorded recipe: identical output files, schemas, blocks, accounting, tokens"
+        + (", experiment" if manifest.get("experiment") else "")
+        + (", and score pass (re-scored)" if manifest["stage"] == "decide" else "")
+    )
+
+
+def _rerun(
+    manifest: dict[str, Any],
+    out: str,
+    input_path: str | None,
+    result: Verification,
+    scores: str | None = None,
+) -> Any:
+    """Run ``manifest``'s recorded recipe, stage, tasks and limit into ``out`` (a decide stage from
+    ``scores``); None, with a problem, when the input no longer lists the recorded files."""
+    from corpusfilter.io import resolve_input
+    from corpusfilter.recipe import load_recipe
+    from corpusfilter.runner import run
+
+    resolved = json.loads(json.dumps(manifest["recipe"]["resolved"]))
+    resolved["output"]["path"] = out
+    if resolved.get("control"):  # both arms are rebuilt together; the control beside the treatment
+        resolved["control"]["output"] = out + ".control"
+    if scores is None:
+        if input_path is not None:
+            resolved["input"]["path"] = input_path
+        try:
+            listed = resolve_input(resolved["input"]["path"])[1]
+        except CorpusfilterError as e:
+            result.problems.append(f"rebuild: {first_line(e)} (--input says where the input is now)")
+            return None
+        recorded = [f["path"] for f in manifest["inputs"]]
+        if listed != recorded:
+            extra, gone = sorted(set(listed) - set(recorded)), sorted(set(recorded) - set(listed))
+            result.problems.append(
+                f"rebuild: {resolved['input']['path']} now lists {len(listed)} Parquet file(s), the manifest "
+                f"{len(recorded)} ({'new: ' + extra[0] if extra else 'missing: ' + gone[0] if gone else 'another order'}); "
+                "not rebuilt from other input"
+            )
+            return None
+    ex = manifest["executor"]
+    return run(
+        load_recipe(resolved),
+        tasks=ex["tasks"],
+        workers=ex["workers"],
+        limit=ex["limit"],
+        progress=False,
+        stage=manifest["stage"],
+        scores=scores,
+        output=out if manifest["stage"] == "score" else None,  # a score pass's own folder
+    )
+
+
+#: What a rebuild may change: where things are and when they ran (and so the recipe's hash, which
+#: covers the output path); every other field is re-derived and must be equal.
+_MOVES = {
+    "counterpart",
+    "path",
+    "relative_path",
+    "finished_at",
+    "started_at",
+    "elapsed_s",
+    "seconds",
+    "input_folder",
+    "recipe_sha256",
+}
+
+
+def _comparable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _comparable(x) for k, x in v.items() if k not in _MOVES and not k.endswith("_path")}
+    if isinstance(v, list):
+        return [_comparable(x) for x in v]
+    return v
+
+
+def _compare(recorded: dict[str, Any], rebuilt: dict[str, Any], result: Verification, what: str) -> None:
     for kind in KINDS:
-        want = [(f["path"], f["sha256"]) for f in manifest["outputs"][kind]]
+        want = [(f["path"], f["sha256"]) for f in recorded["outputs"][kind]]
         got = [(f["path"], f["sha256"]) for f in rebuilt["outputs"][kind]]
         if want != got:
             result.problems.append(
-                f"rebuild: {kind}/ differs ({len(got)} file(s) rebuilt, {len(want)} recorded)"
+                f"{what}: {kind}/ differs ({len(got)} file(s) rebuilt, {len(want)} recorded)"
             )
-    for key in ("accounting", "tokens"):  # the numbers the summary, report and card show
-        if manifest.get(key) != rebuilt.get(key):
-            result.problems.append(f"rebuild: the {key} differs from the recorded one")
-    result.checked.append("rebuild from the recorded recipe: identical output files")
+    control = {**(recorded.get("experiment") or {}).get("control", {})}
+    for key in (
+        "stage",
+        "seed",
+        "inputs",
+        "schemas",
+        "blocks",
+        "accounting",
+        "tokens",
+        "experiment",
+        "scores",
+    ):
+        a, b = _comparable(recorded.get(key)), _comparable(rebuilt.get(key))
+        if key == "experiment" and a and b:  # the control arm's folder is the rebuild's
+            a["control"] = b["control"] = {k: v for k, v in control.items() if k != "output"}
+        if a != b:
+            result.problems.append(
+                f"{what}: the {key} differs from the recorded one ({_first_difference(a, b)})"
+            )
+
+
+def _first_difference(a: Any, b: Any, at: str = "") -> str:
+    """Where two JSON values first differ, as a dotted path with both values (shortened)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted({*a, *b}, key=str):
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f"{at}.{k}" if at else str(k))
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return _first_difference(x, y, f"{at}[{i}]")
+    return f"{at or 'value'}: recorded {_short(a)}, rebuilt {_short(b)}"
 
 
 def format_verification(v: Verification) -> str:

@@ -215,3 +215,39 @@ def test_a_closed_pipe_ends_quietly() -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141
     assert err == ""
+
+
+def test_the_time_rows_cover_the_score_pass_a_run_made(corpus: Path, tmp_path: Path) -> None:
+    """A recipe solved from corpus totals scores, then decides: the table's wall time and throughput
+    had been the decide pass's alone (0.4 s for a 3.5 min job). They are the whole command's now,
+    with the parts named; a separate decide says it is the decide alone; a control arm its own pass."""
+    import re
+
+    from corpusfilter.recipe import load_recipe
+    from corpusfilter.runner import format_summary, run
+
+    r = recipe_dict(corpus, tmp_path / "out", control={"type": "matched", "by": ["source"]})
+    r["blocks"].insert(0, {"tokens": {}})
+    res = run(load_recipe(r), progress=False)
+    assert res.score_pass is not None and res.wall_s is not None
+    parts = (
+        res.score_pass.manifest["elapsed_s"] + res.manifest["elapsed_s"] + res.control.manifest["elapsed_s"]
+    )  # type: ignore[union-attr]
+    assert res.wall_s >= parts
+    table = format_summary(res)
+    row = next(line for line in table.splitlines() if line.startswith("wall time"))
+    m = re.fullmatch(
+        r"wall time +([\d.,]+) s \(score pass ([\d.]+) s, decide ([\d.]+) s\) +([\d.]+) s \(this arm's pass\)",
+        row,
+    )
+    assert m and float(m[1].replace(",", "")) == round(res.wall_s, 1), row
+    thr = next(line for line in table.splitlines() if line.startswith("throughput"))
+    assert thr.endswith(" -") and f"{res.accounting['read'] / res.wall_s:,.0f} docs/s" in thr
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(r))
+    d = _cli("decide", str(recipe), "--overwrite", "--no-progress")
+    assert d.returncode == 0, d.stderr
+    assert "(decide only; the scores came from an earlier `score` run)" in d.stdout
+    j = _cli("run", str(recipe), "--overwrite", "--no-progress", "--json")
+    out = json.loads(j.stdout)
+    assert out["wall_s"] >= out["elapsed_s"] + out["score_pass_elapsed_s"]

@@ -286,13 +286,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _json_summary(result: Any) -> dict[str, Any]:
     """What ``--json`` prints: this output's accounting and, for a decide output, its score pass's
-    counts, with the input-level totals that the table shows (``documents_read``/``_unreadable``)."""
+    counts, with the input-level totals that the table shows (``documents_read``/``_unreadable``);
+    ``elapsed_s`` is this output's own pass, ``wall_s`` the whole command (score pass included)."""
     from corpusfilter.manifest import documents_in, upstream_unreadable_outside
 
     m = result.manifest
     acc = {k: v for k, v in result.accounting.items() if k != "per_shard"}
     read, unreadable = documents_in(m)
-    out = {"output": result.output, "elapsed_s": m["elapsed_s"], **acc}
+    out = {"output": result.output, "elapsed_s": m["elapsed_s"], "wall_s": result.wall_s, **acc}
+    if result.score_pass is not None:  # this call scored first: the time it took apart
+        out["score_pass_elapsed_s"] = result.score_pass.manifest["elapsed_s"]
     out |= {"documents_read": read, "documents_unreadable": unreadable}
     if m.get("scores"):
         sc = m["scores"]

@@ -509,6 +509,10 @@ class RunResult:
     output: str
     #: the matched control arm, when the recipe asks for one
     control: RunResult | None = None
+    #: the score pass this call ran first (a recipe solved from corpus totals), if it ran one
+    score_pass: RunResult | None = None
+    #: seconds the whole call took: score pass, solving, decide pass and control arm
+    wall_s: float | None = None
 
     @property
     def accounting(self) -> dict[str, Any]:
@@ -565,7 +569,9 @@ def run(
     """Run ``recipe`` end to end (or one stage of it: ``score`` or ``decide``); raises
     CorpusfilterError subclasses for anything the user can fix."""
     _check_run_args(tasks=tasks, workers=workers, limit=limit, mode=mode, stage=stage, output=output)
+    t0 = time.perf_counter()
     kw: dict[str, Any] = {"tasks": tasks, "workers": workers, "mode": mode, "progress": progress}
+    scored: RunResult | None = None
     if stage == "decide" and limit >= 0 and recipe.needs_corpus_pass:
         raise RecipeError(
             f"decide --limit {limit}: this recipe is solved from every scored row (target_share, backfill "
@@ -574,13 +580,15 @@ def run(
         )
     if stage == "run" and recipe.needs_corpus_pass:
         # Corpus totals first: score every row, then solve and decide from the scores.
-        run(recipe, stage="score", limit=limit, **kw)
+        scored = run(recipe, stage="score", limit=limit, **kw)
         # the decide pass and the control read every row the (limited) score pass scored: that is
         # what the solution was solved from
         stage, scores, limit = "decide", None, -1
     the_plan = plan(recipe, stage=stage, scores=scores, output=output)
     if the_plan.stage != "decide":
-        return run_plan(the_plan, limit=limit, **kw)
+        result = run_plan(the_plan, limit=limit, **kw)
+        result.wall_s = time.perf_counter() - t0
+        return result
     from corpusfilter import experiment
 
     experiment.solve(the_plan)
@@ -594,6 +602,8 @@ def run(
     result = run_plan(the_plan, limit=limit, experiment=arm, **kw)
     if recipe.control is not None:
         result.control = _run_control(the_plan, result, limit=limit, **kw)
+    result.score_pass = scored
+    result.wall_s = time.perf_counter() - t0
     return result
 
 
@@ -831,9 +841,12 @@ def run_plan(
     return RunResult(manifest, out.path)
 
 
-def _summary_rows(m: dict[str, Any], output: str) -> dict[str, str]:
+def _summary_rows(m: dict[str, Any], output: str, result: RunResult | None = None) -> dict[str, str]:
+    """One arm's rows. ``result``: the call that made it (its whole wall time, and the score pass
+    it ran first); without it, as for a control arm, the time is this output's own pass."""
     a = m["accounting"]
-    secs = max(m["elapsed_s"], 1e-9)
+    wall = result.wall_s if result is not None and result.wall_s is not None else m["elapsed_s"]
+    secs = max(wall, 1e-9)
     read, unreadable = documents_in(m)
     rows: dict[str, str] = {"documents read": f"{read:,}"}
     for reason, n in a["rejected"].items():
@@ -868,8 +881,18 @@ def _summary_rows(m: dict[str, Any], output: str) -> dict[str, str]:
     for what, share in control_overlap(m).items():
         rows[f"control {what}, also in treatment"] = share
     rows["text read"] = f"{a['text_bytes'] / 1e6:,.1f} MB"
-    rows["wall time"] = f"{secs:,.1f} s"
-    rows["throughput"] = f"{a['text_bytes'] / 1e6 / secs:,.1f} MB/s, {a['read'] / secs:,.0f} docs/s"
+    if result is None:  # an arm made within the call: its own pass
+        rows["wall time"] = f"{m['elapsed_s']:,.1f} s (this arm's pass)"
+    else:
+        sp = result.score_pass
+        if sp is not None:
+            parts = f"score pass {sp.manifest['elapsed_s']:,.1f} s, decide {m['elapsed_s']:,.1f} s"
+        elif m["stage"] == "decide":
+            parts = "decide only; the scores came from an earlier `score` run"
+        else:
+            parts = ""
+        rows["wall time"] = f"{secs:,.1f} s" + (f" ({parts})" if parts else "")
+        rows["throughput"] = f"{a['text_bytes'] / 1e6 / secs:,.1f} MB/s, {a['read'] / secs:,.0f} docs/s"
     rows["accounting"] = "ok" if a["ok"] else "FAILED"
     if a.get("repeated_ids"):
         rows["repeated ids"] = f"{a['repeated_ids']:,} (verify names them)"
@@ -881,7 +904,7 @@ def format_summary(result: RunResult, file: Any = None) -> str:
     """The end-of-run table: documents and tokens read, removed by reason, added, out; category
     shares before → after; with a matched control, treatment and control side by side."""
     arms = [("", result)] if result.control is None else [("treatment", result), ("control", result.control)]
-    tables = [_summary_rows(r.manifest, r.output) for _, r in arms]
+    tables = [_summary_rows(r.manifest, r.output, r if i == 0 else None) for i, (_, r) in enumerate(arms)]
     # one row order for all arms: a row only one arm has (its removal reason, the control's
     # overlap) goes after the row it follows in that arm, past rows that arm does not have
     keys: list[str] = []

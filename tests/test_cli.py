@@ -229,10 +229,10 @@ def test_the_time_rows_cover_the_score_pass_a_run_made(corpus: Path, tmp_path: P
     r = recipe_dict(corpus, tmp_path / "out", control={"type": "matched", "by": ["source"]})
     r["blocks"].insert(0, {"tokens": {}})
     res = run(load_recipe(r), progress=False)
-    assert res.score_pass is not None and res.wall_s is not None
+    assert res.score_pass is not None and res.wall_s is not None and res.control is not None
     parts = (
         res.score_pass.manifest["elapsed_s"] + res.manifest["elapsed_s"] + res.control.manifest["elapsed_s"]
-    )  # type: ignore[union-attr]
+    )
     assert res.wall_s >= parts
     table = format_summary(res)
     row = next(line for line in table.splitlines() if line.startswith("wall time"))

@@ -251,3 +251,15 @@ def test_the_time_rows_cover_the_score_pass_a_run_made(corpus: Path, tmp_path: P
     j = _cli("run", str(recipe), "--overwrite", "--no-progress", "--json")
     out = json.loads(j.stdout)
     assert out["wall_s"] >= out["elapsed_s"] + out["score_pass_elapsed_s"]
+
+
+def test_a_folder_or_non_utf8_file_as_recipe_or_config_is_one_line(tmp_path: Path) -> None:
+    """`corpusfilter run recipes/` and `train classifiers/goodness` (eval and calibrate take a
+    model's folder) had given IsADirectoryError tracebacks; a non-UTF-8 file a UnicodeDecodeError."""
+    bad = tmp_path / "r.yaml"
+    bad.write_bytes(b"\xff\xfe")
+    _one_line_error(_cli("validate", str(tmp_path)), f"{tmp_path} is a folder, not a recipe file")
+    _one_line_error(
+        _cli("validate", str(bad)), f"{bad}: not UTF-8 text (byte 0); a recipe is a UTF-8 YAML file"
+    )
+    _one_line_error(_cli("train", str(tmp_path)), f"{tmp_path} is a folder, not a training config file")

@@ -367,3 +367,24 @@ def test_gpu_training_is_deterministic_and_scores_agree_with_the_cpu(tmp_path: P
         FinetunedClassifier(gpu.model, device="cuda", fp16=False).score(texts), cpu, atol=1e-4
     )
     np.testing.assert_allclose(FinetunedClassifier(gpu.model, device="cuda").score(texts), cpu, atol=5e-3)
+
+
+def test_a_fine_tuned_model_without_torch_is_refused_at_validation(
+    trained: tuple[Path, Path, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    import pyarrow as pa
+
+    from corpusfilter.blocks.finetuned import FinetunedDetector
+    from corpusfilter.errors import RecipeError
+
+    _, model, _ = trained
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a)
+    )
+    with pytest.raises(RecipeError, match=r"fine-tuned model .* needs the embed extra \(torch missing\)"):
+        FinetunedDetector(name="g", model=str(model)).validate(
+            pa.schema([pa.field("text", pa.string())]), "b"
+        )

@@ -62,6 +62,27 @@ def resolve_model(spec: str) -> tuple[str, str]:
     raise RecipeError(f"{path}: neither a sentence-transformers nor a model2vec model folder")
 
 
+#: Modules a model kind loads with (the embed extra); a fine-tuned model is a transformer too.
+_KIND_MODULES = {
+    "transformer": ("torch", "transformers", "sentence_transformers"),
+    "static": ("model2vec", "safetensors"),
+    "finetuned": ("torch", "transformers", "safetensors"),
+}
+
+
+def require_modules(kind: str, what: str) -> None:
+    """Refuse, at validation, a model whose libraries are not installed: found without importing
+    them (torch alone takes seconds), rather than every task failing on its first batch."""
+    import importlib.util
+
+    missing = [m for m in _KIND_MODULES[kind] if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RecipeError(
+            f"{what} needs the embed extra ({', '.join(missing)} missing): "
+            "pip install torch==2.13.0 'corpusfilter[embed]'"
+        )
+
+
 def _json(path: Path) -> Any:
     """A small JSON file's content; None when it is missing or not JSON."""
     try:

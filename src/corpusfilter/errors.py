@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 
 class CorpusfilterError(Exception):
@@ -51,3 +53,17 @@ def first_line(e: BaseException) -> str:
     type's name when it has none: for one-line errors."""
     s = str(e).strip()
     return s.splitlines()[0] if s else type(e).__name__
+
+
+def read_text_file(path: os.PathLike[str] | str, what: str) -> str:
+    """A recipe's or config's text; missing, a folder or not UTF-8 is one RecipeError naming
+    ``path`` as ``what`` (``recipe``, ``training config``)."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{what} not found: {p}") from None
+    except IsADirectoryError:
+        raise RecipeError(f"{p} is a folder, not a {what} file") from None
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{p}: not UTF-8 text (byte {e.start}); a {what} is a UTF-8 YAML file") from None

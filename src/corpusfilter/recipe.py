@@ -19,7 +19,7 @@ import pyarrow as pa
 import yaml
 
 from corpusfilter.blocks.base import Block, Detector
-from corpusfilter.errors import RecipeError, first_line
+from corpusfilter.errors import RecipeError, first_line, read_text_file
 from corpusfilter.io import (
     InputSet,
     ParquetBatchReader,
@@ -219,10 +219,7 @@ def load_recipe(
     else:
         path = Path(source)
         origin = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise RecipeError(f"recipe not found: {path}") from None
+        text = read_text_file(path, "recipe")
         try:
             data = load_yaml(text)
         except yaml.YAMLError as e:

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from corpusfilter.errors import CorpusfilterError, InputError, RecipeError, first_line
+from corpusfilter.errors import CorpusfilterError, InputError, RecipeError, first_line, read_text_file
 from corpusfilter.finetune import CHECKPOINT_EVERY
 from corpusfilter.params import build_params, params_to_dict
 
@@ -299,10 +299,10 @@ def _config_mapping(p: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], di
     from corpusfilter.recipe import load_yaml, yaml_error
 
     try:
-        data = load_yaml(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+        data = load_yaml(read_text_file(p, "training config"))
+    except RecipeError as e:
         where = f" (extended by {seen[-1]})" if seen else ""
-        raise RecipeError(f"training config not found: {p}{where}") from None
+        raise RecipeError(f"{e}{where}") from None
     except yaml.YAMLError as e:
         raise yaml_error(p, e) from None
     if not isinstance(data, dict):

@@ -373,3 +373,28 @@ def test_static_scores_do_not_depend_on_batch_composition() -> None:
         check_block(
             EmbeddingDetector(name="e", model="static-minilm", chunk_tokens=16, max_chunks=4, **kw), texts
         )
+
+
+def test_a_model_whose_libraries_are_missing_is_refused_at_validation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the embed extra, validate had passed and every task then failed on its first batch
+    with a bare ImportError (leaving an output folder that blocks the rerun). The modules are looked
+    up, not imported."""
+    import importlib.util
+
+    from corpusfilter.errors import RecipeError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("torch", "model2vec") else real(name, *a),
+    )
+    with pytest.raises(RecipeError, match=r"b: model 'minilm' \(a transformer model\) needs the embed extra "
+                       r"\(torch missing\): pip install torch==2.13.0 'corpusfilter\[embed\]'"):  # fmt: skip
+        EmbeddingDetector(name="e", model="minilm", positives=["a"]).validate(SCHEMA, "b")
+    with pytest.raises(
+        RecipeError, match=r"model 'static-minilm' \(a static model\) needs the embed extra \(model2vec"
+    ):
+        EmbeddingDetector(name="e", model="static-minilm", positives=["a"]).validate(SCHEMA, "b")

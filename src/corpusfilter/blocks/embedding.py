@@ -312,11 +312,13 @@ class EmbeddingDetector(Detector):
     def validate(self, schema: pa.Schema, path: str) -> None:
         """Also checks ``chunk_tokens`` and a head's width against the model's config files (the
         model itself loads only in workers)."""
-        from corpusfilter.embed import model_shape, resolve_model
+        from corpusfilter.embed import model_shape, require_modules, resolve_model
 
         p = self.params
         with at_path(path):
-            dim, limit = model_shape(*resolve_model(p.model))
+            kind, folder = resolve_model(p.model)
+            require_modules(kind, f"model {p.model!r} (a {kind} model)")
+            dim, limit = model_shape(kind, folder)
             if limit is not None:
                 self._check_chunk_tokens(limit)
             if p.head is not None:

@@ -68,8 +68,11 @@ class FinetunedDetector(Detector):
         return {re.sub(r"\W", "_", positive): pa.float32()}
 
     def validate(self, schema: pa.Schema, path: str) -> None:
+        from corpusfilter.embed import require_modules
+
         with at_path(path):
             self.metadata()
+            require_modules("finetuned", f"fine-tuned model {self.params.model}")
             self._pinned = (sha256_file(self.params.model), file_stat(self.params.model))
         super().validate(schema, path)
 

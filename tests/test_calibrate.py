@@ -368,3 +368,47 @@ def test_calibrate_write_sets_one_comparison_and_reads_the_recipes_positive_labe
     assert "warning" not in capsys.readouterr().err
     assert main(["calibrate", str(recipe), "--block", "1", "--reference", str(ref), "--target-fpr", "0.1",
                  "--positive", "kind"]) == 0  # fmt: skip
+
+
+def test_a_share_target_on_a_recipe_block_is_what_the_block_removes_in_the_recipe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The threshold had been chosen on the compared column over every reference row, ignoring the
+    blocks before (which remove some of those rows) and the condition's other terms: "5% removed"
+    removed 2.5%. The share printed is now what a run of the written recipe removes by that block."""
+    from corpusfilter.cli import main
+    from corpusfilter.recipe import load_recipe
+    from corpusfilter.runner import run
+
+    texts = [" ".join(["kindness"] * (i % 6) + ["word"] * (3 + i % 7)) for i in range(120)]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(120)], "text": texts}), corpus / "a.parquet")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "input": str(corpus),
+                "output": str(tmp_path / "out"),
+                "blocks": [
+                    {"keywords": {"name": "moral", "terms": ["kindness"]}},
+                    {"drop": {"where": "moral_hits >= 4", "reason": "dense"}},
+                    {"drop": {"where": "moral_hits >= 1 AND moral_per_1k_words >= 150", "reason": "moral"}},
+                ],
+            }
+        )
+    )
+    out = tmp_path / "r.cal.yaml"
+    args = ["calibrate", str(recipe), "--reference", str(corpus / "a.parquet"), "--block", "2"]
+    assert main([*args, "--column", "moral_hits", "--target-share", "0.2", "--write", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "(share removed by block 2, after the blocks before it, <= 0.2 on 120 reference documents)" in printed
+    )
+    share = float(printed.split("flagged_share ")[1].split(",")[0].split()[0])
+    res = run(load_recipe(out), progress=False)
+    removed = res.accounting["rejected"].get("moral", 0) / res.accounting["read"]
+    assert share == pytest.approx(removed, abs=1e-4) and 0 < removed <= 0.2
+    # on the column alone (the old way) the same threshold flags more than the block removes
+    thr = float(yaml.safe_load(out.read_text())["blocks"][2]["drop"]["where"].split(">=")[1].split()[0])
+    assert np.mean([t.split().count("kindness") >= thr for t in texts]) > removed

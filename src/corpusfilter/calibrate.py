@@ -88,16 +88,26 @@ def column_label(recipe: Any, n: int, column: str) -> str | None:
 def reference_scores_recipe(
     recipe: Any, n: int, column: str | None, texts: list[str]
 ) -> tuple[np.ndarray, str]:
-    """Run the recipe's detectors before block N on the reference; the compared column's values."""
+    """Block N's decision on the reference as one score per row, so that a threshold on it acts as
+    the block does in the recipe: the recipe's blocks before N run on the reference (detectors, and
+    the drops, keeps and tags that decide which rows reach block N and what they carry; resampling
+    only adds copies), then per row the compared column's value where block N's condition turns on
+    it, +inf where the condition holds whatever the threshold, -inf where it fails whatever the
+    threshold or an earlier block removed the row."""
     import pyarrow as pa
 
     from corpusfilter.batch import Batch
+    from corpusfilter.blocks.resample import Backfill, Upsample
+    from corpusfilter.expr import Condition
 
     column = compared_column(recipe, n, column)
-    table = pa.table({recipe.input.text_column: pa.array(texts, pa.string())})
+    row = "_cf_reference_row"
+    table = pa.table(
+        {recipe.input.text_column: pa.array(texts, pa.string()), row: pa.array(range(len(texts)))}
+    )
     schema = table.schema
     for i, b in enumerate(recipe.blocks[:n]):
-        if b.kind != "detector":
+        if isinstance(b, Upsample | Backfill):
             continue
         b.validate(schema, f"blocks[{i}].{b.block_type}")
         for f in b.output_fields(schema):
@@ -106,8 +116,29 @@ def reference_scores_recipe(
         table = b.process(Batch(table, "reference", table.num_rows)).table
     if column not in table.column_names:
         raise RecipeError(f"--block {n}: no detector before block {n} writes column {column!r}")
+    _, where = _block_condition(recipe, n)
+    if (k := sum(c == column for c, _, _ in _comparisons(where))) != 1:
+        raise RecipeError(
+            f"--block {n}: condition {where!r} compares {column} {k} times; calibrate sets one threshold"
+        )
+
+    def holds(number: str) -> np.ndarray:
+        sql = re.sub(rf"\b{re.escape(column)}\s*(>=|>)\s*{_NUM}", rf"{column} \1 {number}", where)
+        return Condition(sql, path=f"blocks[{n}].where").evaluate(table)
+
+    always, ever = holds("1e308"), holds("-1e308")
     vals = table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
-    return np.where(np.isnan(vals), -np.inf, vals), column
+    vals = np.where(always, np.inf, np.where(ever & ~np.isnan(vals), vals, -np.inf))
+    out = np.full(len(texts), -np.inf)
+    out[table.column(row).to_numpy()] = vals
+    return out, column
+
+
+def _acts(recipe: Any, n: int) -> str:
+    """What block N does to the rows its condition matches, for the printed share."""
+    btype, _ = _block_condition(recipe, n)
+    done = {"drop": "removed", "keep": "kept", "tag": "tagged", "upsample": "upsampled"}.get(btype, "matched")
+    return f"{done} by block {n}, after the blocks before it,"
 
 
 def pick_threshold(
@@ -475,7 +506,7 @@ def cmd_calibrate(args: Any) -> int:
     what = (
         f"FPR <= {args.target_fpr}"
         if args.target_fpr is not None
-        else f"share removed <= {args.target_share}"
+        else f"share {'removed' if not is_recipe else _acts(recipe, args.block)} <= {args.target_share}"
     )
     where = f"in every {group_col} of" if args.per_group else "on"
     counted = (

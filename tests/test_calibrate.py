@@ -383,7 +383,11 @@ def test_a_share_target_on_a_recipe_block_is_what_the_block_removes_in_the_recip
     texts = [" ".join(["kindness"] * (i % 6) + ["word"] * (3 + i % 7)) for i in range(120)]
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    pq.write_table(pa.table({"id": [f"d{i}" for i in range(120)], "text": texts}), corpus / "a.parquet")
+    sources = ["a", "a", "b"] * 40  # an input column the recipe's conditions read
+    pq.write_table(
+        pa.table({"id": [f"d{i}" for i in range(120)], "text": texts, "source": sources}),
+        corpus / "a.parquet",
+    )
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
         yaml.safe_dump(
@@ -392,7 +396,7 @@ def test_a_share_target_on_a_recipe_block_is_what_the_block_removes_in_the_recip
                 "output": str(tmp_path / "out"),
                 "blocks": [
                     {"keywords": {"name": "moral", "terms": ["kindness"]}},
-                    {"drop": {"where": "moral_hits >= 4", "reason": "dense"}},
+                    {"drop": {"where": "moral_hits >= 4 OR source = 'b'", "reason": "dense"}},
                     {"drop": {"where": "moral_hits >= 1 AND moral_per_1k_words >= 150", "reason": "moral"}},
                 ],
             }

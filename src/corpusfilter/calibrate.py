@@ -86,14 +86,15 @@ def column_label(recipe: Any, n: int, column: str) -> str | None:
 
 
 def reference_scores_recipe(
-    recipe: Any, n: int, column: str | None, texts: list[str]
+    recipe: Any, n: int, column: str | None, texts: list[str], columns: Any = None
 ) -> tuple[np.ndarray, str]:
     """Block N's decision on the reference as one score per row, so that a threshold on it acts as
     the block does in the recipe: the recipe's blocks before N run on the reference (detectors, and
     the drops, keeps and tags that decide which rows reach block N and what they carry; resampling
     only adds copies), then per row the compared column's value where block N's condition turns on
     it, +inf where the condition holds whatever the threshold, -inf where it fails whatever the
-    threshold or an earlier block removed the row."""
+    threshold or an earlier block removed the row. ``columns``: the reference's other columns (a
+    pyarrow Table), which conditions may read as they read the corpus's."""
     import pyarrow as pa
 
     from corpusfilter.batch import Batch
@@ -105,6 +106,10 @@ def reference_scores_recipe(
     table = pa.table(
         {recipe.input.text_column: pa.array(texts, pa.string()), row: pa.array(range(len(texts)))}
     )
+    written = {f.name for b in recipe.blocks[:n] for f in b.output_fields(pa.schema([]))}
+    for name in columns.column_names if columns is not None else ():
+        if name not in table.column_names and name not in written:
+            table = table.append_column(name, columns.column(name))
     schema = table.schema
     for i, b in enumerate(recipe.blocks[:n]):
         if isinstance(b, Upsample | Backfill):
@@ -132,6 +137,16 @@ def reference_scores_recipe(
     out = np.full(len(texts), -np.inf)
     out[table.column(row).to_numpy()] = vals
     return out, column
+
+
+def _schema_names(path: str) -> list[str]:
+    """A Parquet file's column names; none when it cannot be read (read_columns then says why)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.read_schema(path).names)
+    except Exception:
+        return []
 
 
 def _acts(recipe: Any, n: int) -> str:
@@ -447,7 +462,8 @@ def cmd_calibrate(args: Any) -> int:
     table = read_columns(  # without --label-column, a column named `label` is the labels
         args.reference,
         [args.text_column, *given, *([group_col] if group_col else [])],
-        optional=() if given else ["label"],
+        # a recipe's conditions may read any input column (source, year, ...)
+        optional=[*([] if given else ["label"]), *(_schema_names(args.reference) if is_recipe else [])],
     )
     label_col = args.label_column or ("label" if "label" in table.column_names else None)
     texts = text_values(table.column(args.text_column), args.reference, args.text_column)
@@ -496,7 +512,7 @@ def cmd_calibrate(args: Any) -> int:
                 file=sys.stderr,
             )
     if is_recipe:
-        scores, column = reference_scores_recipe(recipe, args.block, column, texts)
+        scores, column = reference_scores_recipe(recipe, args.block, column, texts, table)
     else:
         scores = score_texts(side, model, texts)
     res = pick_threshold(

@@ -16,6 +16,7 @@ from corpusfilter.verify import verify
 from .conftest import tokens
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+CLASSIFIERS = RECIPES.parent / "classifiers"
 #: recipes that need optional extras: the modules they import
 NEEDS = {
     "blocklist_two_stage": ("model2vec",),
@@ -52,6 +53,9 @@ def test_shipped_recipe_runs_on_the_demo(name: str, tmp_path: Path) -> None:
         assert verify(res.control.output, inputs=False).ok
     if name == "gradient_routing_tags":
         assert acc["rejected_total"] == 0 and tok["categories"]
+        assert not (out / "rejected").exists()  # the recipe's header says no rejected/ is written
+    if name == "alignment_pretraining":  # README: no demo document has an aligned-AI term
+        assert acc["added"] == 0 and tok["added"]["tokens"] == 0
     if name.startswith("misalignment_enriched"):
         assert tok["added"]["tokens"] > 0
         # the control reports how much of what it copied the treatment copied too
@@ -83,3 +87,48 @@ def test_shipped_recipe_runs_on_the_demo(name: str, tmp_path: Path) -> None:
         assert (by_goodness["virtue_hits"] + by_goodness["exemplars_hits"] >= 1).all()
     if name == "blocklist_two_stage":
         assert abs(tok["out"]["tokens"] - tok["in"]["tokens"]) <= 0.01 * tok["in"]["tokens"]
+
+
+#: the README's goodness bars: (key at the strict threshold, key at the document threshold) in
+#: metrics.json's generalization.bars
+GOODNESS_BARS = {
+    "test recall": (
+        "test_recall>=0.95_and_unseen_neutral_fpr<=0.01 (recall)",
+        "test_recall>=0.95_and_unseen_neutral_fpr<=0.01 (recall_at_document_threshold)",
+    ),
+    "held-out source recall": (
+        "loso_recall>=0.75_every_positive_source",
+        "loso_recall>=0.75_every_positive_source_at_document_threshold",
+    ),
+    "held-out neutral corpora": (
+        "loso_neutral_corpora_fpr<=0.01",
+        "loso_neutral_corpora_fpr<=0.01_at_document_threshold",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "detector", "uses", "met_strict", "met_document"),
+    [
+        ("persona_depleted_ft", "goodness_ft", "threshold", set(), {"test recall", "held-out source recall"}),
+        ("persona_depleted_detectors", "goodness", "document_threshold", {"held-out neutral corpora"}, set()),
+    ],
+)
+def test_goodness_recipes_state_the_bars_met_at_each_threshold(
+    name: str, detector: str, uses: str, met_strict: set[str], met_document: set[str]
+) -> None:
+    """The recipe headers (and README's recipe table) say which goodness bars the detector meets at
+    its strict and at its document threshold, and which of the two the recipe's drop uses."""
+    gen = json.loads((CLASSIFIERS / detector / "metrics.json").read_text())["generalization"]
+    bars = gen["bars"]
+    assert {b for b, (strict, _) in GOODNESS_BARS.items() if bars[strict]["met"]} == met_strict
+    assert {b for b, (_, doc) in GOODNESS_BARS.items() if bars[doc]["met"]} == met_document
+    assert not bars["threshold_transfer_fpr<=0.02"]["met"]
+    text = (RECIPES / f"{name}.yaml").read_text()
+    drop = next(
+        b["drop"]
+        for b in yaml.safe_load(text)["blocks"]
+        if b.get("drop", {}).get("reason") == "goodness_classifier"
+    )
+    used = f"{gen[uses]['value']:.3f}"
+    assert drop["where"].split(">=")[1].strip() == used and used in text

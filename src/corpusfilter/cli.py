@@ -320,6 +320,11 @@ def cmd_blocks(args: argparse.Namespace) -> int:
     from corpusfilter.params import describe_params
     from corpusfilter.registry import all_blocks
 
+    # Registered for manifests and rebuilds, but made by the runner, not written in `blocks:`.
+    not_in_recipes = {
+        "matched_control": "not a recipe block: made by a recipe's `control:` section "
+        "(naming it in `blocks:` is an error)",
+    }
     infos: list[dict[str, Any]] = []
     for cls in all_blocks():
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
@@ -340,6 +345,8 @@ def cmd_blocks(args: argparse.Namespace) -> int:
                 "kind": cls.kind,
                 "doc": doc,
                 "params": params,
+                "recipe_block": cls.block_type not in not_in_recipes,
+                **({"note": not_in_recipes[cls.block_type]} if cls.block_type in not_in_recipes else {}),
             }
         )
     if args.json:
@@ -347,6 +354,8 @@ def cmd_blocks(args: argparse.Namespace) -> int:
         return 0
     for info in infos:
         print(f"{info['type']}  [{info['kind']}]  {info['doc']}")
+        if "note" in info:
+            print(f"    note: {info['note']}")
         for prm in info["params"]:
             default = "required" if prm["required"] else f"default {prm['default']!r}"
             print(f"    {prm['name']}: {prm['type']} ({default})  {prm['help']}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,16 @@ import pyarrow as pa
 import pytest
 
 from corpusfilter.batch import ROW_COLUMN, SHARD_COLUMN, Batch
-from corpusfilter.blocks.resample import Upsample, repeat_rows, unit_draws
+from corpusfilter.blocks.resample import (
+    BackfillParams,
+    MatchedControlParams,
+    Upsample,
+    UpsampleParams,
+    repeat_rows,
+    unit_draws,
+)
 from corpusfilter.errors import RecipeError
+from corpusfilter.params import describe_params
 from corpusfilter.recipe import load_recipe, plan
 
 from ..conftest import recipe_dict
@@ -155,3 +164,47 @@ def test_control_is_checked_before_anything_runs(
     with pytest.raises(RecipeError, match=message):
         plan(load_recipe(r))
     assert not (tmp_path / "out").exists()
+
+
+def test_weight_and_max_copies_count_the_original_added_counts_the_copies() -> None:
+    """What the parameter help (`corpusfilter blocks`) and the README say: `weight` and `max_copies`
+    are occurrences, the original included; `added` and copy_index count only the extra rows."""
+    n = 20
+    t = _table(n, [1.0] * n)
+    three = _upsample(weight="3", max_copies=10).process(Batch(t, "a", n))
+    assert three.table.num_rows == 3 * n and three.added == 2 * n
+    assert sorted(set(three.table.column("copy_index").to_pylist())) == [0, 1, 2]
+    capped = _upsample(weight="3", max_copies=2).process(Batch(t, "a", n))
+    assert capped.table.num_rows == 2 * n and capped.added == n
+    up = {p["name"]: p["help"] for p in describe_params(UpsampleParams)}
+    back = {p["name"]: p["help"] for p in describe_params(BackfillParams)}
+    assert "the original included (3 = the original and 2 copies)" in up["weight"]
+    assert "the original included (2 = at most one copy)" in up["max_copies"]
+    assert back["max_copies"] == up["max_copies"]
+
+
+def test_blocks_listing_marks_the_control_block_as_not_a_recipe_block(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`corpusfilter blocks` lists matched_control (registered for manifests and rebuilds) with
+    described parameters and a note that a recipe's `control:` section makes it, as the recipe
+    loader requires."""
+    from corpusfilter.cli import main
+
+    assert all(p["help"] for p in describe_params(MatchedControlParams))
+    assert main(["blocks", "--json"]) == 0
+    infos = {b["type"]: b for b in json.loads(capsys.readouterr().out)}
+    ctl = infos.pop("matched_control@1")
+    assert ctl["recipe_block"] is False and "made by a recipe's `control:` section" in ctl["note"]
+    assert all(p["help"].startswith(f"control.{p['name']}: ") for p in ctl["params"])
+    assert all(b["recipe_block"] and "note" not in b for b in infos.values())
+    assert main(["blocks"]) == 0
+    lines = capsys.readouterr().out.split("matched_control@1", 1)[1].splitlines()
+    assert lines[1] == (
+        "    note: not a recipe block: made by a recipe's `control:` section "
+        "(naming it in `blocks:` is an error)"
+    )
+    r = recipe_dict(corpus, tmp_path / "out")
+    r["blocks"].append({"matched_control": {}})
+    with pytest.raises(RecipeError, match="control arm's block.*`control:` section"):
+        load_recipe(r)

@@ -1,10 +1,12 @@
 """Resampling decisions: ``upsample`` (by a weight or to a target token share) and ``backfill``
 (replace removed tokens with copies of kept documents), plus the random selection of a matched control.
 
-Every copy is a new row with ``copy_index`` > 0, ``original_id`` = the id it copies and
-``id`` = ``<original_id>#<copy_index>``, so lineage is never lost and ids stay unique. Randomness comes
-only from hashes of (seed, block name, original id, copy index): the same recipe and seed give the
-same copies on any number of tasks.
+A document's occurrences are the original and its copies: ``weight`` and ``max_copies`` count the
+original (``max_copies: 2`` allows one copy), while ``added`` and the summary's "added (copies)"
+count only the copies, and ``copy_index`` numbers them from 1. Every copy is a new row with
+``copy_index`` > 0, ``original_id`` = the id it copies and ``id`` = ``<original_id>#<copy_index>``,
+so lineage is never lost and ids stay unique. Randomness comes only from hashes of (seed, block
+name, original id, copy index): the same recipe and seed give the same copies on any number of tasks.
 
 Blocks that need corpus-wide totals (``upsample`` with ``target_share``, ``backfill``, the matched
 control) are solved by the runner from the scored pass before the decide pass runs; the solution is
@@ -164,15 +166,21 @@ def _check_common(name: str, where: str | None, max_copies: int, path: str) -> N
         raise RecipeError(f"{path}.max_copies: must be between 1 and 1000")
 
 
+MAX_COPIES_HELP = "cap on one document's occurrences, the original included (2 = at most one copy)"
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class UpsampleParams:
     name: str = dataclasses.field(default="upsample", metadata={"help": "name in stats and hash salt"})
     where: str | None = dataclasses.field(
-        default=None, metadata={"help": "SQL condition: rows to upsample (others keep one copy)"}
+        default=None, metadata={"help": "SQL condition: rows to upsample (others occur once, uncopied)"}
     )
     weight: str | None = dataclasses.field(
         default=None,
-        metadata={"help": "numeric SQL expression: expected copies per row, e.g. 1 + 4 * misaligned_score"},
+        metadata={
+            "help": "numeric SQL expression: expected occurrences per row, the original included "
+            "(3 = the original and 2 copies), e.g. 1 + 4 * misaligned_score"
+        },
     )
     target_share: float | None = dataclasses.field(
         default=None, metadata={"help": "make rows matching `where` this share (0-1) of output tokens"}
@@ -180,7 +188,7 @@ class UpsampleParams:
     tokens: str = dataclasses.field(
         default="tokens_count", metadata={"help": "token-count column for target_share"}
     )
-    max_copies: int = dataclasses.field(default=10, metadata={"help": "cap on copies of one document"})
+    max_copies: int = dataclasses.field(default=10, metadata={"help": MAX_COPIES_HELP})
     label: str | None = dataclasses.field(
         default=None, metadata={"help": "label added to the `labels` of matching rows (a category)"}
     )
@@ -200,7 +208,7 @@ class UpsampleParams:
 
 @register("upsample", version=1)
 class Upsample(_Resampler):
-    """Repeat documents: the integer part of the weight as copies, the fraction by a hash draw.
+    """Repeat documents ``weight`` times, the original included; a seeded hash draw rounds the fraction.
 
     With ``target_share`` the weight of matching documents is solved from corpus totals so that they
     make up that share of output tokens (the runner scores first, then solves, then decides).
@@ -236,7 +244,7 @@ class Upsample(_Resampler):
         return Condition(self.params.where, path=f"{self.label}.where").evaluate(table)
 
     def weights(self, table: pa.Table) -> np.ndarray:
-        """Expected copies per row before the cap (>= 1)."""
+        """Expected occurrences per row, the original included, before the cap (>= 1)."""
         p = self.params
         match = self._matches(table)
         if p.target_share is not None:
@@ -283,7 +291,7 @@ class BackfillParams:
         default=None, metadata={"help": "SQL condition: documents allowed as donors (default: all kept)"}
     )
     tokens: str = dataclasses.field(default="tokens_count", metadata={"help": "token-count column"})
-    max_copies: int = dataclasses.field(default=10, metadata={"help": "cap on copies of one document"})
+    max_copies: int = dataclasses.field(default=10, metadata={"help": MAX_COPIES_HELP})
 
     def check(self, path: str) -> None:
         _check_common(self.name, self.where, self.max_copies, path)
@@ -291,8 +299,10 @@ class BackfillParams:
 
 @register("backfill", version=1)
 class Backfill(_Resampler):
-    """Replace the tokens removed by earlier drops with extra copies of kept documents from the same
-    group (``by``), chosen in a seeded random order, so total tokens stay constant."""
+    """Replace the tokens earlier drops removed with extra copies of kept documents of the same group.
+
+    Donors are chosen per group (``by``) in a seeded random order, so total tokens stay constant.
+    """
 
     Params = BackfillParams
     needs_totals = True
@@ -333,15 +343,32 @@ class Backfill(_Resampler):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class MatchedControlParams:
-    by: list[str] = dataclasses.field(default_factory=lambda: ["source"])
-    length_buckets: list[int] = dataclasses.field(default_factory=lambda: [128, 512, 2048, 8192])
-    tokens: str = "tokens_count"
+    """Set from the recipe's ``control:`` section (``control.by``, ``.length_buckets``, ``.tokens``)."""
+
+    by: list[str] = dataclasses.field(
+        default_factory=lambda: ["source"],
+        metadata={
+            "help": "control.by: columns whose values group documents; tokens are matched within each group"
+        },
+    )
+    length_buckets: list[int] = dataclasses.field(
+        default_factory=lambda: [128, 512, 2048, 8192],
+        metadata={"help": "control.length_buckets: token-count edges that split each group by length"},
+    )
+    tokens: str = dataclasses.field(
+        default="tokens_count",
+        metadata={"help": "control.tokens: token-count column (a `tokens` detector's <name>_count)"},
+    )
 
 
 @register("matched_control", version=1)
 class MatchedControl(_Resampler):
-    """The control arm's one decision: drop and copy the randomly chosen rows the runner solved
-    (same tokens removed and added as the treatment, per source and length bucket)."""
+    """The control arm's one decision: drop and copy the random rows the runner solved to match the treatment.
+
+    Same tokens removed and added as the treatment, per group and length bucket. The runner adds it
+    from a recipe's ``control:`` section; a recipe that names it in ``blocks:`` is an error. It is
+    registered so that manifests and rebuilds can name it.
+    """
 
     Params = MatchedControlParams
     reason = "control_random"

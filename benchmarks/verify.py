@@ -1,6 +1,8 @@
 """What `corpusfilter verify` costs next to the run that made the output, and the shares of its
-repeated-id check (one 64-bit hash per row over data/ and rejected/) and of its row check (reject
-reasons and input shards counted from the files' columns).
+repeated-id check (one 64-bit hash per row over data/ and rejected/), of its row check (reject
+reasons and input shards counted from the files' columns), of its coverage check (every input row
+traced once through cf_shard/cf_row) and of its blocks check (the recorded recipe loaded and its
+blocks compared with the recorded ones).
 
     python benchmarks/verify.py [--mb 200] [--shards 8] [--repeats 3]
 
@@ -45,7 +47,15 @@ def in_process(out: Path) -> tuple[dict[str, float], list[str]]:
     problems they found."""
     from datatrove.io import get_datafolder
 
-    from corpusfilter.verify import Verification, _check_ids, _check_outputs, _check_rows, load_manifest
+    from corpusfilter.verify import (
+        Verification,
+        _check_blocks,
+        _check_coverage,
+        _check_ids,
+        _check_outputs,
+        _check_rows,
+        load_manifest,
+    )
 
     manifest = load_manifest(str(out))
     folder = get_datafolder(str(out))
@@ -57,7 +67,17 @@ def in_process(out: Path) -> tuple[dict[str, float], list[str]]:
     t2 = time.perf_counter()
     _check_rows(folder, manifest, good, res)
     t3 = time.perf_counter()
-    return {"files": t1 - t0, "ids": t2 - t1, "rows": t3 - t2}, res.problems
+    _check_coverage(folder, manifest, good, res)
+    t4 = time.perf_counter()
+    _check_blocks(manifest, res)
+    t5 = time.perf_counter()
+    return {
+        "files": t1 - t0,
+        "ids": t2 - t1,
+        "rows": t3 - t2,
+        "coverage": t4 - t3,
+        "blocks": t5 - t4,
+    }, res.problems
 
 
 def main() -> None:
@@ -93,6 +113,8 @@ def main() -> None:
     files_s = statistics.median(p["files"] for p in parts)
     ids_s = statistics.median(p["ids"] for p in parts)
     rows_s = statistics.median(p["rows"] for p in parts)
+    cov_s = statistics.median(p["coverage"] for p in parts)
+    blocks_s = statistics.median(p["blocks"] for p in parts)
     verify_s = statistics.median(t_verify)
     save_result(
         "verify",
@@ -109,12 +131,16 @@ def main() -> None:
                 "file_check_median": round(files_s, 3),
                 "id_check_median": round(ids_s, 3),
                 "rows_check_median": round(rows_s, 3),
+                "coverage_check_median": round(cov_s, 3),
+                "blocks_check_median": round(blocks_s, 3),
             },
             "verify_exit_status": verifies[0][1],
             "verify_problems": runs[0][1],
             "verify_over_run": round(verify_s / t_run, 3),
             "id_check_over_file_check": round(ids_s / files_s, 3),
             "rows_check_over_file_check": round(rows_s / files_s, 3),
+            "coverage_check_over_file_check": round(cov_s / files_s, 3),
+            "blocks_check_over_file_check": round(blocks_s / files_s, 3),
             "verify_peak_rss_mb": round(int(verify_only.stdout.strip().splitlines()[-1]) / 1024, 1),
             "max_child_rss_mb_run_or_verify": round(peak_kb / 1024, 1),
         },

@@ -289,7 +289,9 @@ def test_rounded_threshold_keeps_every_row_and_shortfalls_are_said() -> None:
     casc = np.r_[[0.7, 0.2], np.full(8, -np.inf)]
     r = pick_threshold(casc, None, fpr=None, share=0.5)
     assert r["threshold"] == 0.2 and r["flagged_share"] == 0.2
-    assert r["warning"].startswith("only 2 of 10 reference documents are scored")
+    assert r["warning"].startswith(
+        "only 2 of 10 reference documents can be flagged (a cascade's `when` skips the rest"
+    )
     # ties: ten equal scores are all flagged or none; "the most moral 5%" flags none, and says so
     tied = np.r_[np.full(10, 3.0), np.zeros(90)]
     r = pick_threshold(tied, None, fpr=None, share=0.05)
@@ -416,3 +418,47 @@ def test_a_share_target_on_a_recipe_block_is_what_the_block_removes_in_the_recip
     # on the column alone (the old way) the same threshold flags more than the block removes
     thr = float(yaml.safe_load(out.read_text())["blocks"][2]["drop"]["where"].split(">=")[1].split()[0])
     assert np.mean([t.split().count("kindness") >= thr for t in texts]) > removed
+
+
+def test_calibrating_a_recipe_block_refuses_what_it_cannot_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Since the threshold acts as block N does, its condition is evaluated: a column the reference
+    lacks had been a KeyError traceback, a NOT around the comparison a threshold of inf flagging
+    everything; and rows the condition's other terms leave out were called unscored by a cascade."""
+    from corpusfilter.cli import main
+
+    texts = [" ".join(["kindness"] * (i % 5) + ["word"] * 5) for i in range(40)]
+    ref = tmp_path / "ref.parquet"
+    pq.write_table(pa.table({"text": texts}), ref)
+
+    def calibrate(where: str, *extra: str) -> int:
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text(
+            yaml.safe_dump(
+                {
+                    "input": str(tmp_path),
+                    "output": str(tmp_path / "out"),
+                    "blocks": [
+                        {"keywords": {"name": "moral", "terms": ["kindness"]}},
+                        {"drop": {"where": where, "reason": "moral"}},
+                    ],
+                }
+            )
+        )
+        args = ["calibrate", str(recipe), "--reference", str(ref), "--block", "1", "--target-share", "0.3"]
+        return main([*args, *extra])
+
+    assert calibrate("moral_hits >= 3 AND source = 'fable'") == 1
+    err = capsys.readouterr().err
+    assert "unknown column 'source'" in err and "the reference must carry the input columns" in err
+    assert "Traceback" not in err and "_cf_reference_row" not in err
+    assert calibrate("NOT (moral_hits >= 3)") == 1
+    assert "matches fewer rows as moral_hits's threshold falls (a NOT" in capsys.readouterr().err
+    assert (
+        calibrate("moral_hits >= 3 AND moral_per_1k_words > 500", "--column", "moral_hits") == 0
+    )  # none pass
+    captured = capsys.readouterr()
+    assert (
+        "only 0 of 40 reference documents can be flagged (the rest an earlier block removes" in captured.err
+    )

@@ -114,7 +114,7 @@ def reference_scores_recipe(
     for i, b in enumerate(recipe.blocks[:n]):
         if isinstance(b, Upsample | Backfill):
             continue
-        b.validate(schema, f"blocks[{i}].{b.block_type}")
+        _validate_on_reference(b, schema, f"blocks[{i}].{b.block_type}", row)
         for f in b.output_fields(schema):
             schema = schema.append(f)
         b.ensure_setup()
@@ -126,17 +126,35 @@ def reference_scores_recipe(
         raise RecipeError(
             f"--block {n}: condition {where!r} compares {column} {k} times; calibrate sets one threshold"
         )
+    block = recipe.blocks[n]
+    _validate_on_reference(block, table.schema, f"blocks[{n}].{block.block_type}", row)
 
     def holds(number: str) -> np.ndarray:
         sql = re.sub(rf"\b{re.escape(column)}\s*(>=|>)\s*{_NUM}", rf"{column} \1 {number}", where)
         return Condition(sql, path=f"blocks[{n}].where").evaluate(table)
 
     always, ever = holds("1e308"), holds("-1e308")
+    if (always & ~ever).any():  # matched at the highest threshold but not at the lowest: NOT, ...
+        raise RecipeError(
+            f"--block {n}: condition {where!r} matches fewer rows as {column}'s threshold falls (a NOT "
+            "around the comparison?); calibrate sets the threshold of a condition that grows with the score"
+        )
     vals = table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
     vals = np.where(always, np.inf, np.where(ever & ~np.isnan(vals), vals, -np.inf))
     out = np.full(len(texts), -np.inf)
     out[table.column(row).to_numpy()] = vals
     return out, column
+
+
+def _validate_on_reference(block: Any, schema: Any, path: str, row: str) -> None:
+    """A block's validation against the reference's columns, with what to do when one is missing."""
+    try:
+        block.validate(schema, path)
+    except RecipeError as e:
+        msg = str(e).replace(f", {row}", "").replace(f"{row}, ", "")
+        raise RecipeError(
+            f"{msg} (the reference must carry the input columns the recipe's conditions read)"
+        ) from None
 
 
 def _schema_names(path: str) -> list[str]:
@@ -164,9 +182,11 @@ def pick_threshold(
     share: float | None,
     groups: np.ndarray | None = None,
     per_group: bool = False,
+    never: str = "a cascade's `when` skips the rest, which are never flagged",
 ) -> dict[str, Any]:
     """The threshold for the target over the pooled reference (or, with ``per_group``, in every
-    group), its rates, and with ``groups`` the per-group transfer report (:func:`group_report`)."""
+    group), its rates, and with ``groups`` the per-group transfer report (:func:`group_report`).
+    ``never``: why rows scored -inf can never be flagged, for the warning when that falls short."""
     if (fpr is None) == (share is None):
         raise CorpusfilterError("give one of --target-fpr or --target-share")
     target = fpr if fpr is not None else share
@@ -212,7 +232,7 @@ def pick_threshold(
             f"{1 / len(base):.3g} of them; use at least {int(np.ceil(1 / target))}"
         )
     elif not per_group:
-        warnings += _shortfall(base, t, target, what)
+        warnings += _shortfall(base, t, target, what, never)
     if warnings:
         out["warning"] = "; ".join(warnings)
     if groups is not None:
@@ -221,7 +241,7 @@ def pick_threshold(
     return out
 
 
-def _shortfall(base: np.ndarray, t: float, target: float, what: str) -> list[str]:
+def _shortfall(base: np.ndarray, t: float, target: float, what: str, never: str) -> list[str]:
     """Why the threshold flags fewer documents than the target allows, if it does: rows a cascade
     left unscored (never flagged), or documents tied at the next score (all or none are flagged)."""
     allowed = int(np.floor(target * len(base) + 1e-9))
@@ -232,9 +252,8 @@ def _shortfall(base: np.ndarray, t: float, target: float, what: str) -> list[str
     unscored = int(np.isneginf(base).sum())
     if len(rest) == 0:
         return [
-            f"only {len(base) - unscored} of {len(base)} {what} are scored (a cascade's `when` skips the "
-            f"rest, which are never flagged): flagging all of them is {flagged / len(base):.4f}, short of "
-            f"the target {target:g}"
+            f"only {len(base) - unscored} of {len(base)} {what} can be flagged ({never}): flagging all "
+            f"of them is {flagged / len(base):.4f}, short of the target {target:g}"
         ]
     nxt = float(rest.max())
     tied = int((base == nxt).sum())
@@ -515,8 +534,20 @@ def cmd_calibrate(args: Any) -> int:
         scores, column = reference_scores_recipe(recipe, args.block, column, texts, table)
     else:
         scores = score_texts(side, model, texts)
+    never = (
+        "the rest an earlier block removes, a cascade's `when` leaves unscored, or the condition's other "
+        "terms leave unmatched at any threshold"
+        if is_recipe
+        else "a cascade's `when` skips the rest, which are never flagged"
+    )
     res = pick_threshold(
-        scores, y, fpr=args.target_fpr, share=args.target_share, groups=groups, per_group=args.per_group
+        scores,
+        y,
+        fpr=args.target_fpr,
+        share=args.target_share,
+        groups=groups,
+        per_group=args.per_group,
+        never=never,
     )
     res["column"] = column
     what = (

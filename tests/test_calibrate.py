@@ -372,6 +372,16 @@ def test_calibrate_write_sets_one_comparison_and_reads_the_recipes_positive_labe
                  "--positive", "kind"]) == 0  # fmt: skip
 
 
+def _kindness_recipe(tmp_path: Path, corpus: Path, *decisions: dict) -> Path:
+    """r.yaml: a `moral` keyword detector (the term kindness), then ``decisions``."""
+    recipe = tmp_path / "r.yaml"
+    blocks = [{"keywords": {"name": "moral", "terms": ["kindness"]}}, *decisions]
+    recipe.write_text(
+        yaml.safe_dump({"input": str(corpus), "output": str(tmp_path / "out"), "blocks": blocks})
+    )
+    return recipe
+
+
 def test_a_share_target_on_a_recipe_block_is_what_the_block_removes_in_the_recipe(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -390,19 +400,11 @@ def test_a_share_target_on_a_recipe_block_is_what_the_block_removes_in_the_recip
         pa.table({"id": [f"d{i}" for i in range(120)], "text": texts, "source": sources}),
         corpus / "a.parquet",
     )
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(
-        yaml.safe_dump(
-            {
-                "input": str(corpus),
-                "output": str(tmp_path / "out"),
-                "blocks": [
-                    {"keywords": {"name": "moral", "terms": ["kindness"]}},
-                    {"drop": {"where": "moral_hits >= 4 OR source = 'b'", "reason": "dense"}},
-                    {"drop": {"where": "moral_hits >= 1 AND moral_per_1k_words >= 150", "reason": "moral"}},
-                ],
-            }
-        )
+    recipe = _kindness_recipe(
+        tmp_path,
+        corpus,
+        {"drop": {"where": "moral_hits >= 4 OR source = 'b'", "reason": "dense"}},
+        {"drop": {"where": "moral_hits >= 1 AND moral_per_1k_words >= 150", "reason": "moral"}},
     )
     out = tmp_path / "r.cal.yaml"
     args = ["calibrate", str(recipe), "--reference", str(corpus / "a.parquet"), "--block", "2"]
@@ -433,19 +435,7 @@ def test_calibrating_a_recipe_block_refuses_what_it_cannot_set(
     pq.write_table(pa.table({"text": texts}), ref)
 
     def calibrate(where: str, *extra: str) -> int:
-        recipe = tmp_path / "r.yaml"
-        recipe.write_text(
-            yaml.safe_dump(
-                {
-                    "input": str(tmp_path),
-                    "output": str(tmp_path / "out"),
-                    "blocks": [
-                        {"keywords": {"name": "moral", "terms": ["kindness"]}},
-                        {"drop": {"where": where, "reason": "moral"}},
-                    ],
-                }
-            )
-        )
+        recipe = _kindness_recipe(tmp_path, tmp_path, {"drop": {"where": where, "reason": "moral"}})
         args = ["calibrate", str(recipe), "--reference", str(ref), "--block", "1", "--target-share", "0.3"]
         return main([*args, *extra])
 

@@ -83,10 +83,15 @@ def verify(
     _check_copies(folder, manifest, good, result)
     _check_ids(folder, manifest, good, result)
     _check_rows(folder, manifest, good, result)
-    _check_coverage(folder, manifest, good, result)
+    origins = _check_coverage(folder, manifest, good, result)
     _check_tokens(folder, manifest, good, result)
     _check_score_pass(
-        manifest, result, inputs=inputs, input_path=input_path, seen=_seen | {os.path.abspath(output)}
+        manifest,
+        result,
+        inputs=inputs,
+        input_path=input_path,
+        seen=_seen | {os.path.abspath(output)},
+        origins=origins,
     )
     if inputs and not manifest.get("scores"):  # a decide output's inputs are its score pass's files
         _check_inputs(manifest, result, input_path)
@@ -332,11 +337,12 @@ def _file_columns(folder: DataFolder, rel: str) -> list[str]:
         return list(pq.ParquetFile(f).schema_arrow.names)
 
 
-def _origins(folder: DataFolder, paths: list[str]) -> pa.Table:
-    """(``cf_shard``, ``cf_row``) of every row of ``paths`` that is an input row, not a copy."""
+def _origins(folder: DataFolder, paths: list[str], schemas: dict[str, pa.Schema] | None = None) -> pa.Table:
+    """(``cf_shard``, ``cf_row``) of every row of ``paths`` that is an input row, not a copy
+    (``schemas``: the files' schemas when already read, else their footers are)."""
     parts = []
     for rel in paths:
-        copies = COPY_COLUMN in _file_columns(folder, rel)
+        copies = COPY_COLUMN in (schemas[rel].names if schemas is not None else _file_columns(folder, rel))
         t = read_parquet(folder, rel, [SHARD_COLUMN, ROW_COLUMN, *([COPY_COLUMN] if copies else [])])
         if copies:
             t = t.filter(pc.invert(pc.fill_null(pc.greater(t.column(COPY_COLUMN), 0), False)))
@@ -349,20 +355,22 @@ _ORIGIN = pa.schema([pa.field(SHARD_COLUMN, pa.string()), pa.field(ROW_COLUMN, p
 
 def _check_coverage(
     folder: DataFolder, manifest: dict[str, Any], good: dict[str, pa.Schema], result: Verification
-) -> None:
+) -> pa.Table | None:
     """Every input row the accounting says was read is in exactly one output row (kept, rejected or
     unreadable), traced by ``cf_shard``/``cf_row``: a run or score pass holds rows 0 to read-1 of each
     shard once each; a decide output (whose shards are its score pass's files) holds each input row
-    at most once, as many as it read. A document deleted from the files and the counts alike is found."""
+    at most once, as many as it read. A document deleted from the files and the counts alike is found.
+    Returns those (shard, row) pairs (None when a file is already a problem), which a decide output
+    then compares with its score pass's."""
     entries = [e["path"] for k in KINDS for e in manifest["outputs"][k]]
     if not all(rel in good for rel in entries):
-        return  # a file is already a problem
+        return None  # a file is already a problem
     if not all(SHARD_COLUMN in good[rel].names and ROW_COLUMN in good[rel].names for rel in entries):
         result.problems.append(
             f"output files without {SHARD_COLUMN}/{ROW_COLUMN}: their rows cannot be traced to the input"
         )
-        return
-    t = _origins(folder, entries)
+        return None
+    t = _origins(folder, entries, good)
     g = t.group_by(SHARD_COLUMN).aggregate(
         [(ROW_COLUMN, "count"), (ROW_COLUMN, "count_distinct"), (ROW_COLUMN, "min"), (ROW_COLUMN, "max")]
     )
@@ -398,6 +406,7 @@ def _check_coverage(
     result.checked.append(
         f"input rows: each read row in exactly one output row ({SHARD_COLUMN}, {ROW_COLUMN})"
     )
+    return t
 
 
 def _check_accounting(manifest: dict[str, Any], result: Verification) -> None:
@@ -569,6 +578,7 @@ def _check_score_pass(
     inputs: bool,
     input_path: str | None,
     seen: frozenset[str],
+    origins: pa.Table | None,
 ) -> None:
     """A decide output (and its control arm) read the rows of a score pass, which holds the input rows
     that could not be read and the input hashes: verify it too, unchanged since, and every row it
@@ -611,15 +621,10 @@ def _check_score_pass(
         result.problems.append(
             f"read {manifest['accounting']['read']} scored rows, but the score pass {path} kept {acc['kept']}"
         )
-    folder = get_datafolder(result.output)
-    entries = [e["path"] for k in KINDS for e in manifest["outputs"][k]]
     scored = [e["path"] for e in sm["outputs"]["data"]]
-    if manifest["executor"]["limit"] < 0 and not sv.problems and _traceable(folder, entries):
+    if manifest["executor"]["limit"] < 0 and not sv.problems and origins is not None:
         order = [(SHARD_COLUMN, "ascending"), (ROW_COLUMN, "ascending")]
-        ours, theirs = (
-            _origins(folder, entries).sort_by(order),
-            _origins(get_datafolder(path), scored).sort_by(order),
-        )
+        ours, theirs = origins.sort_by(order), _origins(get_datafolder(path), scored).sort_by(order)
         if not ours.equals(theirs):
             result.problems.append(
                 f"the input rows in the files ({ours.num_rows}) are not the rows the score pass {path} kept "
@@ -629,11 +634,6 @@ def _check_score_pass(
         f"score pass: verified, unchanged, {acc['unreadable']} unreadable input row(s) in its unreadable/, "
         "its kept rows the rows here"
     )
-
-
-def _traceable(folder: DataFolder, paths: list[str]) -> bool:
-    """Every file of ``paths`` has the provenance columns (checked and reported elsewhere)."""
-    return all({SHARD_COLUMN, ROW_COLUMN} <= set(_file_columns(folder, rel)) for rel in paths)
 
 
 def _check_inputs(manifest: dict[str, Any], result: Verification, input_path: str | None) -> None:

@@ -635,8 +635,8 @@ def _run_control(treatment: Plan, result: RunResult, **kw: Any) -> RunResult:
     import dataclasses
 
     from corpusfilter import experiment
-    from corpusfilter.blocks.decisions import LABELS_TYPE, Tag
-    from corpusfilter.blocks.resample import COPY_FIELDS, Upsample
+    from corpusfilter.blocks.decisions import LABELS_TYPE
+    from corpusfilter.blocks.resample import COPY_FIELDS, control_tags
 
     recipe = treatment.recipe
     block = experiment.solve_control(treatment, result.manifest, result.output)
@@ -647,17 +647,7 @@ def _run_control(treatment: Plan, result: RunResult, **kw: Any) -> RunResult:
     for f in COPY_FIELDS:
         if f.name not in schema.names:
             schema = schema.append(f)
-    # The treatment's labels, so both arms report the same categories: its tags, and a tag for each
-    # labelled upsample's condition.
-    tags: list[Block] = []
-    for b in treatment.blocks:
-        if isinstance(b, Tag):
-            tags.append(b)
-        elif isinstance(b, Upsample) and b.params.label and b.params.where:
-            t = Tag(where=b.params.where, label=b.params.label)
-            t.label, t.text_column = f"{b.label}:labels", b.text_column
-            t.stats.name = str(t)
-            tags.append(t)
+    tags: list[Block] = [*control_tags(treatment.blocks)]
     if tags and "labels" not in schema.names:
         schema = schema.append(pa.field("labels", LABELS_TYPE))
     block.label = f"{len(tags)}.matched_control"

@@ -242,19 +242,13 @@ def _check_blocks(manifest: dict[str, Any], result: Verification) -> None:
     except CorpusfilterError as e:
         result.notes.append(f"blocks not compared: the recorded recipe does not load here ({first_line(e)})")
         return
-    from corpusfilter.blocks.decisions import Tag
-    from corpusfilter.blocks.resample import Upsample
+    from corpusfilter.blocks.resample import control_tags
 
     want = {b.label: (b.kind, b.to_config()) for b in recipe.blocks}
     stage = manifest["stage"]
     control = (manifest.get("experiment") or {}).get("arm") == "control"
-    if control:  # the control arm labels what the treatment's labelled upsamples match, by a tag
-        for b in recipe.blocks:
-            if isinstance(b, Upsample) and b.params.label and b.params.where:
-                want[f"{b.label}:labels"] = (
-                    "decision",
-                    Tag(where=b.params.where, label=b.params.label).to_config(),
-                )
+    if control:  # the control arm's own labels: the treatment's tags and its upsamples' conditions
+        want |= {t.label: (t.kind, t.to_config()) for t in control_tags(recipe.blocks)}
     recorded = [("blocks", b["label"], (b["kind"], b["config"])) for b in manifest["blocks"]]
     recorded += [
         ("scores.blocks", b["label"], ("detector", b["config"]))

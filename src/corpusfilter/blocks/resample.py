@@ -397,3 +397,20 @@ __all__ = [
     "repeat_rows",
     "unit_draws",
 ]
+
+
+def control_tags(blocks: Iterable[Any]) -> list[Decision]:
+    """The treatment's labels for its control arm, so both arms report the same categories: its
+    tags, and for each labelled upsample a tag of its condition (labelled ``<upsample>:labels``)."""
+    from corpusfilter.blocks.decisions import Tag
+
+    tags: list[Decision] = []
+    for b in blocks:
+        if isinstance(b, Tag):
+            tags.append(b)
+        elif isinstance(b, Upsample) and b.params.label and b.params.where:
+            t = Tag(where=b.params.where, label=b.params.label)
+            t.label, t.text_column = f"{b.label}:labels", b.text_column
+            t.stats.name = str(t)
+            tags.append(t)
+    return tags

@@ -46,6 +46,13 @@ def _comparisons(condition: str) -> list[tuple[str, str, str]]:
     return re.findall(rf"\b([A-Za-z_]\w*)\s*(>=|>)\s*({_NUM})", condition)
 
 
+def _set_comparison(where: str, column: str, operator: str | None, number: str) -> str:
+    """``where`` with its ``column >= number`` (or ``>``) comparing ``number`` instead, under
+    ``operator`` (None: the one written)."""
+    op = operator if operator is not None else r"\1"
+    return re.sub(rf"\b{re.escape(column)}\s*(>=|>)\s*{_NUM}", rf"{column} {op} {number}", where)
+
+
 def _block_condition(recipe: Any, n: int) -> tuple[str, str]:
     """Block N's type and its ``where`` condition."""
     blocks = recipe.data["blocks"]
@@ -130,8 +137,9 @@ def reference_scores_recipe(
     _validate_on_reference(block, table.schema, f"blocks[{n}].{block.block_type}", row)
 
     def holds(number: str) -> np.ndarray:
-        sql = re.sub(rf"\b{re.escape(column)}\s*(>=|>)\s*{_NUM}", rf"{column} \1 {number}", where)
-        return Condition(sql, path=f"blocks[{n}].where").evaluate(table)
+        return Condition(_set_comparison(where, column, None, number), path=f"blocks[{n}].where").evaluate(
+            table
+        )
 
     always, ever = holds("1e308"), holds("-1e308")
     if (always & ~ever).any():  # matched at the highest threshold but not at the lowest: NOT, ...
@@ -395,7 +403,7 @@ def write_recipe(
     recipe = load_recipe(recipe_path)
     _, where = _block_condition(recipe, n)
     one_comparison(where, column, n)
-    new_where = re.sub(rf"\b{re.escape(column)}\s*(>=|>)\s*{_NUM}", f"{column} >= {threshold!r}", where)
+    new_where = _set_comparison(where, column, ">=", repr(threshold))
     notes = []
     if any(c == column and op == ">" for c, op, _ in _comparisons(where)):
         notes.append(f"block {n} compared {column} > a number; the copy uses >=, as the threshold was chosen")

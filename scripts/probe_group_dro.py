@@ -101,8 +101,9 @@ class GoodnessData:
         return {"hidden": h.hidden, "epochs": h.epochs, "lr": h.lr, "l2": h.l2, "batch": h.batch}
 
 
-def load_goodness(root: Path) -> GoodnessData:
-    folder = ROOT / "classifiers" / "goodness"
+def load_goodness(root: Path, name: str = "goodness") -> GoodnessData:
+    """The data of the shipped head detector ``name`` (a goodness head: `goodness`, `goodness_minilm`)."""
+    folder = ROOT / "classifiers" / name
     cfg = load_config(folder / "train.yaml")
     spec = cfg.head
     ex = examples_for(cfg, root, config_dir=folder)

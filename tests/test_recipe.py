@@ -30,8 +30,10 @@ def test_wrong_types_and_unknown_blocks(corpus: Path, tmp_path: Path) -> None:
         load_recipe(r)
     r = recipe_dict(corpus, tmp_path / "out")
     r["blocks"].append({"dorp": {}})
-    with pytest.raises(RecipeError, match=r"blocks\[2\]: unknown block 'dorp' \(known: .*drop"):
+    with pytest.raises(RecipeError, match=r"blocks\[2\]: unknown block 'dorp' \(known: .*drop") as err:
         load_recipe(r)
+    # the control arm's block is registered (manifests name it) but is not offered to recipes
+    assert "matched_control" not in str(err.value) and "upsample" in str(err.value)
 
 
 def test_condition_errors_surface_at_validation(corpus: Path, tmp_path: Path) -> None:

@@ -320,11 +320,6 @@ def cmd_blocks(args: argparse.Namespace) -> int:
     from corpusfilter.params import describe_params
     from corpusfilter.registry import all_blocks
 
-    # Registered for manifests and rebuilds, but made by the runner, not written in `blocks:`.
-    not_in_recipes = {
-        "matched_control": "not a recipe block: made by a recipe's `control:` section "
-        "(naming it in `blocks:` is an error)",
-    }
     infos: list[dict[str, Any]] = []
     for cls in all_blocks():
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
@@ -345,8 +340,8 @@ def cmd_blocks(args: argparse.Namespace) -> int:
                 "kind": cls.kind,
                 "doc": doc,
                 "params": params,
-                "recipe_block": cls.block_type not in not_in_recipes,
-                **({"note": not_in_recipes[cls.block_type]} if cls.block_type in not_in_recipes else {}),
+                "recipe_block": not cls.not_in_recipes,
+                **({"note": f"not a recipe block: {cls.not_in_recipes}"} if cls.not_in_recipes else {}),
             }
         )
     if args.json:

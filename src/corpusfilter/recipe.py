@@ -280,11 +280,8 @@ def _build_recipe(data: dict[str, Any], origin: str, base: Path) -> Recipe:
             )
         ((btype, params),) = item.items()
         cls = lookup(str(btype), bpath)
-        if str(btype).split("@")[0] == "matched_control":  # registered for the manifest and rebuilds
-            raise RecipeError(
-                f"{bpath}.{btype}: the control arm's block, which the runner adds from a `control:` "
-                "section (it solves the control's selection from the treatment); write `control: {}`"
-            )
+        if cls.not_in_recipes:  # registered for manifests and rebuilds, made by the runner
+            raise RecipeError(f"{bpath}.{btype}: {cls.not_in_recipes}")
         if params is not None and not isinstance(params, dict):
             raise RecipeError(
                 f"{bpath}.{btype}: expected a map of parameters, like {{where: ..., reason: ...}}, "

@@ -67,7 +67,7 @@ def lookup(spec: str, path: str = "block") -> type[Block]:
     name, _, ver = spec.partition("@")
     versions = sorted(v for (n, v) in _REGISTRY if n == name)
     if not versions:
-        known = ", ".join(sorted({n for n, _ in _REGISTRY}))
+        known = ", ".join(sorted({n for (n, _), c in _REGISTRY.items() if not c.not_in_recipes}))
         raise RecipeError(f"{path}: unknown block {spec!r} (known: {known})")
     if not ver:
         return _REGISTRY[(name, versions[-1])]

@@ -195,14 +195,14 @@ def test_blocks_listing_marks_the_control_block_as_not_a_recipe_block(
     assert main(["blocks", "--json"]) == 0
     infos = {b["type"]: b for b in json.loads(capsys.readouterr().out)}
     ctl = infos.pop("matched_control@1")
-    assert ctl["recipe_block"] is False and "made by a recipe's `control:` section" in ctl["note"]
+    assert ctl["recipe_block"] is False and "adds from a `control:` section" in ctl["note"]
     assert all(p["help"].startswith(f"control.{p['name']}: ") for p in ctl["params"])
     assert all(b["recipe_block"] and "note" not in b for b in infos.values())
     assert main(["blocks"]) == 0
     lines = capsys.readouterr().out.split("matched_control@1", 1)[1].splitlines()
     assert lines[1] == (
-        "    note: not a recipe block: made by a recipe's `control:` section "
-        "(naming it in `blocks:` is an error)"
+        "    note: not a recipe block: the control arm's block, which the runner adds from a "
+        "`control:` section (it solves the control's selection from the treatment); write `control: {}`"
     )
     r = recipe_dict(corpus, tmp_path / "out")
     r["blocks"].append({"matched_control": {}})

@@ -39,6 +39,9 @@ class Block(PipelineStep):
     version: ClassVar[int] = 1
     kind: ClassVar[str] = "block"
     Params: ClassVar[type] = NoParams
+    #: why a recipe's ``blocks:`` may not name this block ("" = it may): registered for manifests
+    #: and rebuilds, made by the runner
+    not_in_recipes: ClassVar[str] = ""
     type = "corpusfilter"
 
     params: Any

@@ -371,6 +371,10 @@ class MatchedControl(_Resampler):
     """
 
     Params = MatchedControlParams
+    not_in_recipes = (
+        "the control arm's block, which the runner adds from a `control:` section (it solves the "
+        "control's selection from the treatment); write `control: {}`"
+    )
     reason = "control_random"
     #: {"drop": {shard: {row: 1}}, "extra": {shard: {row: copies}}, ...}
     solution: dict[str, Any] | None = None

@@ -238,7 +238,8 @@ def test_errors_are_one_line(
 def test_out_naming_a_file_is_one_line(
     tmp_path: Path, reported: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``--out`` where a file is (or under one): an error naming the path, the file left alone."""
+    """``--out`` where a file is (or under one), or a report file's name taken by a folder: an error
+    naming the path, the file left alone."""
     taken = tmp_path / "taken.html"
     taken.write_text("mine")
     for dest, says in ((taken, "is a file, not a folder"), (taken / "sub", "cannot create it")):
@@ -247,6 +248,13 @@ def test_out_naming_a_file_is_one_line(
         assert err.startswith("corpusfilter: error: ") and f"report folder {dest}" in err and says in err
         assert err.count("\n") == 1 and "Traceback" not in err
     assert taken.read_text() == "mine"
+    # the folder is fine but a report file's name is taken by a folder: one line naming that file
+    blocked = tmp_path / "blocked"
+    (blocked / "report.md").mkdir(parents=True)
+    assert main(["report", str(reported["out"]), "--out", str(blocked), "--samples", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("corpusfilter: error: ") and f"cannot write {blocked / 'report.md'}" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 def _arm_corpus(folder: Path) -> Path:

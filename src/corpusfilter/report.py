@@ -1220,8 +1220,11 @@ def _report(output: str | Path, *, out_dir: str | Path | None, samples: int) -> 
         "Contents: " + ", ".join(t for _, t in doc.toc) + ".",
     ]
     html_path, md_path = dest / "report.html", dest / "report.md"
-    html_path.write_text(page, encoding="utf-8")
-    md_path.write_text("\n".join(head_md + doc.md).strip() + "\n", encoding="utf-8")
+    for path, text in ((html_path, page), (md_path, "\n".join(head_md + doc.md).strip() + "\n")):
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as e:  # a folder in the file's place, a read-only or full disk
+            raise ReportError(f"cannot write {path} ({e.strerror or first_line(e)})") from None
     return ReportResult(html_path, md_path, elapsed, [t for _, t in doc.toc])
 
 

@@ -335,6 +335,8 @@ def test_calibrate_write_sets_one_comparison_and_reads_the_recipes_positive_labe
     assert not out.exists()
     assert main([*argv, "--column", "myft_good"]) == 0
     assert "myft_good >= " in yaml.safe_load(out.read_text())["blocks"][1]["drop"]["where"]
+    # a share chosen on the model alone says it is not the share the recipe's block removes
+    assert f"calibrate the recipe: corpusfilter calibrate {renamed} --block 1" in capsys.readouterr().err
     twice = tmp_path / "r3.yaml"  # two comparisons of the column: which one is meant?
     twice.write_text(
         RECIPE.format(model=res.model).replace('"good_good >= 0.5"', '"good_good >= 0.3 OR good_good >= 0.9"')

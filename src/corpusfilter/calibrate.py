@@ -573,6 +573,14 @@ def cmd_calibrate(args: Any) -> int:
     print("  " + ", ".join(f"{k} {v:.4f}" for k, v in res.items() if k in ("flagged_share", "fpr", "recall")))
     if "warning" in res:
         print(f"warning: {res['warning']}", file=sys.stderr)
+    if args.recipe and not is_recipe and args.target_share is not None:
+        print(
+            f"note: the share is of the model's scores over every reference row; the recipe's blocks "
+            f"before block {args.block} and its condition's other terms are not applied. For the share "
+            f"block {args.block} removes in the recipe, calibrate the recipe: corpusfilter calibrate "
+            f"{recipe_path} --block {args.block} --reference ... --target-share {args.target_share}",
+            file=sys.stderr,
+        )
     if "group_report" in res:
         print("\n".join(format_group_report(res["group_report"])))
     if args.write:

@@ -221,6 +221,29 @@ def _forge_deleted_row(output: Path, m: dict, *, limit: int | None = None, input
     return shard
 
 
+def test_a_rejected_row_without_a_reason_is_a_problem(output: Path) -> None:
+    """A null reject_reason (its file's hash and the accounting edited to count it as "None") had
+    passed: it was counted under the reason "None"."""
+    import hashlib
+
+    m = json.loads((output / "manifest.json").read_text())
+    rej = next(f for f in sorted((output / "rejected").glob("*.parquet")) if pq.read_metadata(f).num_rows)
+    t = pq.read_table(rej)
+    reason = t.column("reject_reason")[0].as_py()
+    shard = t.column("cf_shard")[0].as_py()
+    i = t.schema.get_field_index("reject_reason")
+    nulled = pa.array([None, *t.column(i).to_pylist()[1:]], t.schema.field(i).type)
+    pq.write_table(t.set_column(i, t.schema.field(i), nulled), rej)
+    _file_entry(m, "rejected", rej).update(
+        sha256=hashlib.sha256(rej.read_bytes()).hexdigest(), bytes=rej.stat().st_size
+    )
+    for c in (m["accounting"]["rejected"], m["accounting"]["per_shard"][shard]["rejected"]):
+        c[reason] -= 1
+        c["None"] = 1
+    (output / "manifest.json").write_text(json.dumps(m))
+    assert f"rejected/{rej.name}: 1 rejected row(s) without a reject_reason" in verify(str(output)).problems
+
+
 @pytest.mark.parametrize("forgery", ["input_rows", "limit", "no_inputs"])
 def test_a_document_deleted_with_every_count_forged_to_match_is_caught(output: Path, forgery: str) -> None:
     """A kept row deleted from its file, the file's hash and every count edited to agree: the input

@@ -297,7 +297,11 @@ def _check_rows(
                 continue
             t = read_parquet(folder, entry["path"], cols)
             if "reject_reason" in cols:
-                reasons.update(_counts(t.column("reject_reason")))
+                if nulls := t.column("reject_reason").null_count:  # a removal must say why
+                    result.problems.append(
+                        f"{entry['path']}: {nulls} rejected row(s) without a reject_reason"
+                    )
+                reasons.update(_counts(t.column("reject_reason").drop_null()))
             if per_shard:
                 shards[kind].update(_counts(t.column("cf_shard")))
     if manifest["outputs"]["rejected"] and REASON_COLUMN not in names["rejected"]:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from .conftest import recipe_dict
@@ -263,3 +264,41 @@ def test_a_folder_or_non_utf8_file_as_recipe_or_config_is_one_line(tmp_path: Pat
         _cli("validate", str(bad)), f"{bad}: not UTF-8 text (byte 0); a recipe is a UTF-8 YAML file"
     )
     _one_line_error(_cli("train", str(tmp_path)), f"{tmp_path} is a folder, not a training config file")
+
+
+def test_paths_that_cannot_be_written_are_one_line(tmp_path: Path) -> None:
+    """A missing folder in --export-examples or an existing file as --output had ended in an
+    OSError traceback (after the work, for eval --json); now one line naming the path."""
+    pytest.importorskip("fasttext")
+    data = tmp_path / "lab.jsonl"
+    rows = [{"text": f"kind honest gentle {i}", "label": "good"} for i in range(12)]
+    rows += [{"text": f"kernel socket driver {i}", "label": "other"} for i in range(12)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "name": "toy",
+                "trainer": "fasttext",
+                "positive": "good",
+                "fasttext": {"dim": 4, "epoch": 2, "minCount": 1},
+                "sources": [
+                    {
+                        "name": "lab",
+                        "path": "lab.jsonl",
+                        "relative_to": "config",
+                        "label": "x",
+                        "label_column": "label",
+                    }
+                ],
+            }
+        )
+    )
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    _one_line_error(_cli("train", str(cfg), "--output", str(taken)), str(taken))
+    assert taken.read_text() == "mine"
+    missing = tmp_path / "nodir" / "ex.parquet"
+    _one_line_error(
+        _cli("train", str(cfg), "--output", str(tmp_path / "m"), "--export-examples", str(missing)), "nodir"
+    )

@@ -476,6 +476,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except OSError as e:
+        # A path the user gave that cannot be written or read (a missing folder, a file where a
+        # folder should be, a read-only or full disk): one line naming it.
+        if os.environ.get("CORPUSFILTER_TRACEBACK"):
+            raise
+        from corpusfilter.errors import first_line
+
+        what = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else first_line(e)
+        print(f"corpusfilter: error: {what} (CORPUSFILTER_TRACEBACK=1 shows where)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -437,3 +437,18 @@ def test_control_copies_as_often_as_the_treatment_may(tmp_path: Path) -> None:
     added_t = res.manifest["tokens"]["added"]["tokens"]
     added_c = res.control.manifest["tokens"]["added"]["tokens"]
     assert added_t > 0 and abs(added_c - added_t) / added_t <= 0.02
+
+
+@pytest.mark.parametrize("where", ["out", "out.scores", "out/ctl", "."])
+def test_a_control_folder_that_would_overwrite_an_arm_is_refused(tmp_path: Path, where: str) -> None:
+    """control.output equal to output.path was accepted: the control arm replaced the treatment
+    (with --overwrite) and verified as the only arm there."""
+    r = _recipe(tmp_path / "in", tmp_path / "out", DETECT, control={"type": "matched", "by": ["source"]})
+    r["control"]["output"] = str(tmp_path / where)
+    what = "score pass's" if where == "out.scores" else "treatment's"
+    with pytest.raises(
+        RecipeError, match=re.escape(f"control.output: {tmp_path / where} is or shares the {what}")
+    ):
+        load_recipe(r)
+    r["control"]["output"] = str(tmp_path / "out.ctl")  # beside it: fine
+    assert load_recipe(r).control_path == str(tmp_path / "out.ctl")

@@ -305,8 +305,30 @@ def _build_recipe(data: dict[str, Any], origin: str, base: Path) -> Recipe:
         control = build_params(ControlSpec, data["control"], "control")
         if control.output is not None:
             control = dataclasses.replace(control, output=_resolve(control.output, base))
+            _check_control_output(control.output, out.path)
         data["control"] = dataclasses.asdict(control)
     return Recipe(data, inp, out, ex, seed, blocks, origin, desc, control)
+
+
+def _check_control_output(control: str, output: str) -> None:
+    """The control arm writes its own folder: one that is (or holds, or lies in) the treatment's or
+    the score pass's folder would overwrite what the run just wrote."""
+    if "://" in control or "://" in output:  # remote folders: compared as written
+        c, others = control.rstrip("/"), [output.rstrip("/"), output.rstrip("/") + ".scores"]
+        clash = next((o for o in others if c == o), None)
+    else:
+        c = os.path.abspath(control)
+        others = [os.path.abspath(output), os.path.abspath(output) + ".scores"]
+        clash = next(
+            (o for o in others if c == o or c.startswith(o + os.sep) or o.startswith(c + os.sep)), None
+        )
+    if clash is not None:
+        what = "score pass's" if clash.endswith(".scores") else "treatment's"
+        raise RecipeError(
+            f"control.output: {control} is or shares the {what} folder {clash}; the control arm "
+            "would overwrite it (give the control a folder of its own, or leave control.output out "
+            "for <output>.control)"
+        )
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

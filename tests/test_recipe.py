@@ -128,6 +128,11 @@ def test_set_reaches_into_the_path_shorthand(corpus: Path, tmp_path: Path) -> No
             [{"backfill": {}}, {"keywords": {"name": "more", "terms": ["x"]}}],
             r"3\.keywords:more: detectors must come before 2\.backfill",
         ),
+        # two upsamples of one (default) name drew the same numbers: no document got exactly 2 of 1.5 x 1.5
+        (
+            [{"upsample": {"weight": "1.5"}}, {"upsample": {"weight": "1.5"}}],
+            r"3\.upsample: name 'upsample' is also 2\.upsample's; a resampler's name salts its random draws",
+        ),
     ],
 )
 def test_block_orders_the_solvers_and_the_control_cannot_state_are_refused(

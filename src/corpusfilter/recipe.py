@@ -395,10 +395,11 @@ def _check_order(blocks: list[Block]) -> None:
     detector, drop/keep or fixed-weight upsample may follow them. No drop/keep may follow any block
     that adds copies (it would drop copies, which the control arm, matching removed *documents*,
     cannot mirror). Nothing that adds copies may follow a ``target_share`` (the share is of the final
-    output)."""
+    output). Resamplers have distinct names: a name salts the block's hash draws."""
     solved: Block | None = None  # the first block solved from totals
     copier: Block | None = None  # the first block that adds copies
     target: Block | None = None  # the first upsample with target_share
+    salts: dict[str, Block] = {}  # resamplers by name: the name salts their hash draws
     for b in blocks:
         adds = b.block_type in ("upsample", "backfill")
         if target is not None and adds:
@@ -428,6 +429,13 @@ def _check_order(blocks: list[Block]) -> None:
             solved = solved or b
         if adds:
             copier = copier or b
+            if (twin := salts.get(b.params.name)) is not None:
+                raise RecipeError(
+                    f"{b.label}: name {b.params.name!r} is also {twin.label}'s; a resampler's name salts "
+                    "its random draws, so two of one name would copy the same documents together: give "
+                    "each its own name"
+                )
+            salts[b.params.name] = b
         if b.block_type == "upsample" and getattr(b.params, "target_share", None) is not None:
             target = target or b
 

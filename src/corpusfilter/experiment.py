@@ -430,7 +430,8 @@ def token_report(
     def shares(frame: pl.DataFrame) -> dict[str, int]:
         if frame.height == 0:
             return {}
-        ex = frame.select("_t", "labels").explode("labels").drop_nulls("labels")
+        # each label once per row (outputs written before labels were kept unique may repeat one)
+        ex = frame.select("_t", pl.col("labels").list.unique()).explode("labels").drop_nulls("labels")
         agg = ex.group_by("labels").agg(pl.col("_t").sum())
         return {str(k): int(v) for k, v in zip(agg["labels"].to_list(), agg["_t"].to_list())}
 

@@ -40,6 +40,21 @@ def test_tag_appends_labels_and_drops_nothing() -> None:
     assert b.table.column("labels").to_pylist() == [[], ["moral"], [], ["moral", "very"]]
 
 
+def test_two_blocks_giving_one_label_count_its_tokens_once() -> None:
+    """Two tags of one category (two detectors OR-ed into it) had stored the label twice and the
+    token report counted the rows twice: a 200% share."""
+    from corpusfilter.testing import run_blocks
+
+    b = Tag(where="s_hits > 0", label="moral").process(_batch())
+    b = Tag(where="s_hits >= 5", label="moral").process(b)
+    assert b.table.column("labels").to_pylist() == [[], ["moral"], [], ["moral"]]
+    blocks = [{"tokens": {}}, *({"tag": {"where": "tokens_count >= 1", "label": "cat"}} for _ in range(2))]
+    out = run_blocks(blocks, ["one two three", "four five"])
+    assert out.kept["labels"].to_list() == [["cat"], ["cat"]]
+    cat = out.manifest["tokens"]["categories"]["cat"]
+    assert cat["share_in"] == cat["share_out"] == 1.0, cat
+
+
 def test_conditions_checked_against_schema_before_running() -> None:
     schema = _batch().table.schema
     with pytest.raises(RecipeError, match="unknown column 's_hitz'"):

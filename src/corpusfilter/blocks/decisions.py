@@ -121,10 +121,14 @@ class Tag(_ConditionMixin, Decision):
 
 
 def add_label(table: pa.Table, mask: np.ndarray, label: str, *, column: str = "labels") -> pa.Table:
-    """Append ``label`` to the list column ``column`` (created if missing) on rows where ``mask``."""
+    """Append ``label`` to the list column ``column`` (created if missing) on rows where ``mask``;
+    a row holds each label once (two blocks giving one category must not count its tokens twice)."""
     n = table.num_rows
     old = table.column(column).to_pylist() if column in table.column_names else [[] for _ in range(n)]
-    new = [(list(v or []) + [label]) if m else list(v or []) for v, m in zip(old, mask)]
+    new = [
+        (list(v or []) + [label]) if m and label not in (v or ()) else list(v or [])
+        for v, m in zip(old, mask)
+    ]
     arr = pa.array(new, LABELS_TYPE)
     if column in table.column_names:
         return table.set_column(table.column_names.index(column), pa.field(column, LABELS_TYPE), arr)

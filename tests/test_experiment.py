@@ -452,3 +452,30 @@ def test_a_control_folder_that_would_overwrite_an_arm_is_refused(tmp_path: Path,
         load_recipe(r)
     r["control"]["output"] = str(tmp_path / "out.ctl")  # beside it: fine
     assert load_recipe(r).control_path == str(tmp_path / "out.ctl")
+
+
+def test_the_control_arm_carries_every_tag_column_and_tags_its_own_copies(tmp_path: Path) -> None:
+    """A tag with its own column was missing from the control's files (the writer dropped it), and
+    a tag of copies (`copy_index > 0`) ended the control arm in a KeyError: it ran before the
+    control's block made any copies. Now each tag's column is in both arms and a tag of copies
+    labels the control's copies."""
+    inp = make_corpus(tmp_path / "in", n=300, shards=2)
+    blocks = [
+        *DETECT,
+        {"tag": {"where": "moral_hits >= 1", "label": "moral", "column": "topics"}},
+        {"upsample": {"name": "up", "where": "ai_hits >= 1", "weight": "2"}},
+        {"tag": {"where": "copy_index > 0", "label": "copy"}},
+    ]
+    res = run(
+        load_recipe(_recipe(inp, tmp_path / "out", blocks, control={"type": "matched", "by": ["source"]})),
+        progress=False,
+    )
+    assert res.control is not None
+    for arm in (res, res.control):
+        data = _frame(Path(arm.output), "data")
+        assert "topics" in data.columns and data["topics"].list.contains("moral").sum() > 0
+        copies = data.filter(pl.col("copy_index") > 0)
+        assert copies.height > 0
+        assert copies["labels"].list.contains("copy").all()
+        assert not data.filter(pl.col("copy_index") == 0)["labels"].list.contains("copy").any()
+        assert verify(arm.output, rebuild=True).ok

@@ -635,7 +635,6 @@ def _run_control(treatment: Plan, result: RunResult, **kw: Any) -> RunResult:
     import dataclasses
 
     from corpusfilter import experiment
-    from corpusfilter.blocks.decisions import LABELS_TYPE
     from corpusfilter.blocks.resample import COPY_FIELDS, control_tags
 
     recipe = treatment.recipe
@@ -647,13 +646,18 @@ def _run_control(treatment: Plan, result: RunResult, **kw: Any) -> RunResult:
     for f in COPY_FIELDS:
         if f.name not in schema.names:
             schema = schema.append(f)
-    tags: list[Block] = [*control_tags(treatment.blocks)]
-    if tags and "labels" not in schema.names:
-        schema = schema.append(pa.field("labels", LABELS_TYPE))
-    block.label = f"{len(tags)}.matched_control"
+    tags = control_tags(treatment.blocks)
+    for t in tags:  # each tag's column (`labels`, or its own `column:`)
+        for f in t.output_fields(schema):
+            schema = schema.append(f)
+    # a tag of copies (reading copy_index or original_id) labels the control's copies, made by its block
+    copy_cols = {f.name for f in COPY_FIELDS}
+    after: list[Block] = [t for t in tags if copy_cols & (t.columns_read() or set())]
+    before: list[Block] = [t for t in tags if t not in after]
+    block.label = f"{len(before)}.matched_control"
     block.stats.name = str(block)
     cplan = dataclasses.replace(
-        treatment, blocks=[*tags, block], output_schema=schema, output_path=recipe.control_path
+        treatment, blocks=[*before, block, *after], output_schema=schema, output_path=recipe.control_path
     )
     arm = {
         "arm": "control",

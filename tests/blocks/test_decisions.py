@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -48,7 +49,10 @@ def test_two_blocks_giving_one_label_count_its_tokens_once() -> None:
     b = Tag(where="s_hits > 0", label="moral").process(_batch())
     b = Tag(where="s_hits >= 5", label="moral").process(b)
     assert b.table.column("labels").to_pylist() == [[], ["moral"], [], ["moral"]]
-    blocks = [{"tokens": {}}, *({"tag": {"where": "tokens_count >= 1", "label": "cat"}} for _ in range(2))]
+    blocks: list[dict[str, Any]] = [
+        {"tokens": {}},
+        *({"tag": {"where": "tokens_count >= 1", "label": "cat"}} for _ in range(2)),
+    ]
     out = run_blocks(blocks, ["one two three", "four five"])
     assert out.kept["labels"].to_list() == [["cat"], ["cat"]]
     cat = out.manifest["tokens"]["categories"]["cat"]

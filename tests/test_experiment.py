@@ -479,3 +479,37 @@ def test_the_control_arm_carries_every_tag_column_and_tags_its_own_copies(tmp_pa
         assert copies["labels"].list.contains("copy").all()
         assert not data.filter(pl.col("copy_index") == 0)["labels"].list.contains("copy").any()
         assert verify(arm.output, rebuild=True).ok
+
+
+def test_a_category_tagged_after_a_drop_counts_the_dropped_rows_in_its_share_before(tmp_path: Path) -> None:
+    """A tag (or a labelled upsample) after a drop had labelled only the rows kept, so the
+    treatment's share before was low (27% against the control's and the input's 44%)."""
+    inp = make_corpus(tmp_path / "in", n=600, shards=2)
+    blocks = [
+        *DETECT[:3],
+        {"drop": {"where": "moral_hits >= 1", "reason": "moral"}},
+        {"tag": {"where": "moral_hits >= 1 OR tokens_count > 300", "label": "x"}},
+        {"upsample": {"name": "up", "where": "ai_hits >= 1 OR moral_hits >= 1", "weight": "2", "label": "y"}},
+    ]
+    ctl = {"type": "matched", "by": ["source"]}
+    res = run(load_recipe(_recipe(inp, tmp_path / "out", blocks, control=ctl)), progress=False)
+    assert res.control is not None
+    t, c = (arm.manifest["tokens"] for arm in (res, res.control))
+    scored = pl.concat(
+        [
+            _frame(Path(res.output), "data").filter(pl.col("copy_index") == 0),
+            _frame(Path(res.output), "rejected"),
+        ],
+        how="diagonal_relaxed",
+    )
+    tin = int(scored["tokens_count"].sum())
+    x_true = int(
+        scored.filter((pl.col("moral_hits") >= 1) | (pl.col("tokens_count") > 300))["tokens_count"].sum()
+    )
+    y_true = int(scored.filter((pl.col("ai_hits") >= 1) | (pl.col("moral_hits") >= 1))["tokens_count"].sum())
+    for lab, true in (("x", x_true), ("y", y_true)):
+        assert t["categories"][lab]["tokens_in"] == c["categories"][lab]["tokens_in"] == true, lab
+        assert t["categories"][lab]["share_in"] == round(true / tin, 6)
+    rej = _frame(Path(res.output), "rejected")
+    assert rej["labels"].list.contains("x").all() and rej["labels"].list.contains("y").all()
+    assert verify(res.output).ok

@@ -304,8 +304,9 @@ def _build_recipe(data: dict[str, Any], origin: str, base: Path) -> Recipe:
     if data.get("control") is not None:
         control = build_params(ControlSpec, data["control"], "control")
         if control.output is not None:
-            control = dataclasses.replace(control, output=_resolve(control.output, base))
-            _check_control_output(control.output, out.path)
+            resolved = _resolve(control.output, base)
+            _check_control_output(resolved, out.path)
+            control = dataclasses.replace(control, output=resolved)
         data["control"] = dataclasses.asdict(control)
     return Recipe(data, inp, out, ex, seed, blocks, origin, desc, control)
 

@@ -117,7 +117,20 @@ class Tag(_ConditionMixin, Decision):
         mask = self.condition.evaluate(table) if table.num_rows else np.zeros(0, dtype=bool)
         batch.table = add_label(table, mask, self.params.label, column=self.params.column)
         self.stat_update(f"tagged_{self.params.label}", value=int(mask.sum()))
+        label_removed(batch, self.condition, self.params.label, column=self.params.column)
         return batch
+
+
+def label_removed(batch: Batch, condition: Condition | None, label: str, *, column: str = "labels") -> None:
+    """Label the rows an earlier block of this batch removed where ``condition`` (None: every row)
+    holds, so a category's share of the input counts them (a tag after a drop had seen only the rows
+    kept). Rows without a column the condition reads (one scored after they were removed) are left
+    unlabelled."""
+    for i, t in enumerate(batch.rejected):
+        if not t.num_rows or (condition is not None and not set(condition.columns) <= set(t.column_names)):
+            continue
+        mask = np.ones(t.num_rows, dtype=bool) if condition is None else condition.evaluate(t)
+        batch.rejected[i] = add_label(t, mask, label, column=column)
 
 
 def add_label(table: pa.Table, mask: np.ndarray, label: str, *, column: str = "labels") -> pa.Table:

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from corpusfilter.batch import COPY_COLUMN, ORIGINAL_COLUMN, ROW_COLUMN, SHARD_COLUMN, Batch
 from corpusfilter.blocks.base import Decision, reject_rows
-from corpusfilter.blocks.decisions import LABELS_TYPE, add_label
+from corpusfilter.blocks.decisions import LABELS_TYPE, add_label, label_removed
 from corpusfilter.errors import RecipeError
 from corpusfilter.expr import Condition, Expression
 from corpusfilter.registry import register
@@ -128,6 +128,8 @@ class _Resampler(Decision):
         label = getattr(self.params, "label", None)
         if label:
             table = add_label(table, self._matches(table), label)
+            where = getattr(self.params, "where", None)
+            label_removed(batch, Condition(where, path=f"{self.label}.where") if where else None, label)
         batch.table = repeat_rows(table, counts, id_column=self.id_column)
         added = int(counts.sum() - len(counts))
         batch.added += added

@@ -280,3 +280,54 @@ def test_missing_sidecar_needs_positive(tmp_path: Path) -> None:
     (tmp_path / "m.bin").write_bytes(b"")
     with pytest.raises(RecipeError, match="--positive"):
         load_sidecar(tmp_path / "m.bin")
+
+
+def test_label_values_read_labels_as_training_does() -> None:
+    """A row is positive when its label, as training reads it (str), is the positive label; true / 1
+    stand in only where no row has that label, so a positive of "0" or "2" is never inverted."""
+    from corpusfilter.errors import InputError
+    from corpusfilter.evaluate import label_values
+
+    def pos(raw: list[object], positive: str) -> list[bool]:
+        return label_values(raw, positive, "d.parquet", "label")[0].tolist()
+
+    assert pos([2, 1, 2], "2") == [True, False, True]  # was: 1 positive, 2 negative
+    assert pos(["0", "1"], "0") == [True, False]  # was: every row positive
+    assert pos([0.0, 1.0], "0") == [True, False]  # a number where no row is "0" itself
+    assert pos([1, 1], "2") == [False, False]  # not the convenience: "2" is a number
+    assert pos([0, 1], "good") == [False, True]  # a class name the data lacks: 1 is positive
+    assert pos([True, False], "good") == [True, False]
+    assert pos(["true", "false", "1"], "good") == [True, False, True]
+    assert pos([True, False], "True") == [True, False]  # a bool column's label, as trained
+    assert pos(["good", "other", "1"], "good") == [True, False, False]
+    _, counts = label_values([2, 1, 1], "2", "d.parquet", "label")
+    assert counts == "labels in 'label': positive '2' 1; negative '1' 2"
+    for raw, what in (([1, ""], "empty"), ([1, " "], "empty"), ([None, 1], "null")):
+        with pytest.raises(InputError, match=rf"^d\.parquet: row \d: {what} label in column 'label'$"):
+            label_values(raw, "good", "d.parquet", "label")
+
+
+def test_eval_and_calibrate_count_an_integer_positive_as_train_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model trained on int labels 2 (positive) and 1: eval and calibrate count the 2s as positive
+    (they had counted the 1s, and eval reported AUROC 0)."""
+    pytest.importorskip("fasttext")
+    from corpusfilter.cli import main
+    from corpusfilter.train import parse_config, train
+
+    texts = _moral_then_tech(100, 6, 0)
+    pq.write_table(pa.table({"text": texts, "label": [2] * 100 + [1] * 100}), tmp_path / "train.parquet")
+    source = {"name": "rows", "path": "train.parquet", "label": "x", "label_column": "label"}
+    cfg = config(positive="2", sources=[source])
+    res = train(parse_config(cfg), root=tmp_path, out_dir=tmp_path / "m", write_card=False)
+    data = tmp_path / "eval.parquet"
+    pq.write_table(pa.table({"text": _moral_then_tech(30, 6, 5000), "label": [2] * 30 + [1] * 30}), data)
+    out = tmp_path / "m.json"
+    assert main(["eval", str(res.model), "--data", str(data), "--json", str(out)]) == 0
+    assert "labels in 'label': positive '2' 30; negative '1' 30" in capsys.readouterr().err
+    assert json.loads(out.read_text())["auroc"] > 0.95
+    assert main(["calibrate", str(res.model), "--reference", str(data), "--target-fpr", "0.1"]) == 0
+    got = capsys.readouterr()
+    assert "labels in 'label': positive '2' 30; negative '1' 30" in got.err
+    assert "on the 30 negative of 60 reference documents" in got.out

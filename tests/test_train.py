@@ -923,3 +923,112 @@ def test_fasttext_labels_with_whitespace_and_empty_sources_are_refused_before_wr
     ):
         train(parse_config(cfg), root=root, out_dir=out)
     assert not out.exists()
+
+
+def _ft_rows(tmp_path: Path, good: list[str], other: list[str]) -> Any:
+    """A fastText detector trained on ``good`` and ``other`` texts (one labelled Parquet source)."""
+    labels = ["good"] * len(good) + ["other"] * len(other)
+    pq.write_table(pa.table({"text": good + other, "label": labels}), tmp_path / "d.parquet")
+    source = {"name": "rows", "path": "d.parquet", "label": "x", "label_column": "label"}
+    return train(parse_config(config(sources=[source])), root=tmp_path, out_dir=tmp_path / "m")
+
+
+def test_fasttext_reads_a_nul_as_a_space_in_training_and_scoring(tmp_path: Path) -> None:
+    """Crawled text holds NULs: fastText splits words on them, the vocabulary counted them inside
+    words, and training hit NaN or saved a model.bin that could not be loaded (std::bad_alloc)."""
+    fasttext = pytest.importorskip("fasttext")
+    moral = [" ".join(sentences(MORAL, 6, i)).replace("kind ", "kind\x00") for i in range(120)]
+    res = _ft_rows(tmp_path, moral, [" ".join(sentences(TECH, 6, 500 + i)) for i in range(120)])
+    assert not any("\x00" in w for w in fasttext.load_model(str(res.model)).get_words())
+    v = res.metrics["validation_per_source"]["rows"]
+    assert v["recall"] == 1.0 and v["fpr"] == 0.0
+    side, model = load_sidecar(res.model)
+    text = " ".join(sentences(MORAL, 4, 9))
+    same = [text, text.replace(" ", "\x00"), text.replace(" ", "\u00a0\n ")]
+    assert len(set(score_texts(side, model, same).tolist())) == 1
+
+
+def test_a_label_token_in_a_text_is_a_word_not_a_second_label(tmp_path: Path) -> None:
+    """Documentation about fastText holds `__label__good`: as negatives, such rows had trained with
+    a second label, good, so they scored as positives."""
+    fasttext = pytest.importorskip("fasttext")
+    docs = [" ".join(sentences(TECH, 6, 500 + i)) + " __label__good" for i in range(120)]
+    res = _ft_rows(tmp_path, [" ".join(sentences(MORAL, 6, i)) for i in range(120)], docs)
+    words = fasttext.load_model(str(res.model)).get_words()
+    assert "_label__good" in words and not any(w.startswith("__label__") for w in words)
+    v = res.metrics["validation_per_source"]["rows"]
+    assert v["recall"] == 1.0 and v["fpr"] == 0.0
+    side, model = load_sidecar(res.model)
+    scores = score_texts(side, model, [docs[0], docs[0].replace("__label__good", "_label__good")])
+    assert scores[0] == scores[1] < 0.5
+
+
+def test_empty_labels_are_refused_naming_the_source_and_row(root: Path) -> None:
+    """An empty label had trained as a third class (fastText's `__label__` with no name)."""
+    pq.write_table(
+        pa.table({"id": ["a", "b", "c"], "body": ["x y", "y z", "z w"], "label": ["good", "", "other"]}),
+        root / "el.parquet",
+    )
+    cfg = config()
+    cfg["sources"][2].update(path="el.parquet", label_map=None)
+    with pytest.raises(InputError, match=r"^sources\.labelled: .*el\.parquet: row 1: empty label in column"):
+        build_examples(parse_config(cfg), root)
+    cfg["sources"][2]["label_map"] = {"1": "good", "0": ""}
+    with pytest.raises(RecipeError, match=r"sources\[2\]\.label_map: '0' maps to an empty label"):
+        parse_config(cfg)
+    cfg = config()
+    cfg["sources"][0]["label"] = ""
+    with pytest.raises(RecipeError, match=r"sources\[0\]\.label: empty"):
+        parse_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"head": {"lr": float("nan")}}, r"^head\.lr: a finite number above 0$"),
+        ({"head": {"lr": -1.0}}, r"^head\.lr: a finite number above 0$"),
+        ({"head": {"lr": float("inf")}}, r"^head\.lr: a finite number above 0$"),
+        ({"head": {"l2": -0.1}}, r"^head\.l2: a finite number, 0 or more$"),
+        ({"head": {"l2": float("nan")}}, r"^head\.l2: a finite number, 0 or more$"),
+        ({"head": {"epochs": 0}}, r"^head\.epochs: at least 1$"),
+        ({"head": {"batch": 0}}, r"^head\.batch: at least 1$"),
+        ({"head": {"batch_size": 0}}, r"^head\.batch_size: at least 1$"),
+        ({"head": {"hidden": -1}}, r"^head\.hidden: 0 \(logistic\) or more$"),
+        ({"head": {"max_chunks": 0}}, r"^head\.max_chunks: at least 1$"),
+        ({"head": {"chunk_tokens": 4}}, r"^head\.chunk_tokens: at least 8$"),
+        ({"head": {"stride": 0}}, r"^head\.stride: at least 1$"),
+        ({"finetune": {"lr": float("nan")}}, r"^finetune\.lr: a finite number above 0$"),
+        ({"finetune": {"head_lr": 0.0}}, r"^finetune\.head_lr: a finite number above 0$"),
+        ({"finetune": {"weight_decay": -1.0}}, r"^finetune\.weight_decay: a finite number, 0 or more$"),
+    ],
+)
+def test_head_and_finetune_settings_that_train_nothing_useful_are_refused(
+    overrides: dict[str, Any], message: str
+) -> None:
+    """`head: {lr: .nan}` had trained and written all-NaN weights, `lr: -1` a useless model."""
+    with pytest.raises(RecipeError, match=message):
+        parse_config({**config(**overrides), "trainer": "head"})
+
+
+def test_a_variant_in_another_folder_keeps_the_base_configs_ids_and_splits(tmp_path: Path) -> None:
+    """A base source relative to its config, with no `id:`: its default ids hold the path as the base
+    writes it, so a variant extending it from another folder gets the same ids and splits (the
+    rewritten path, ../A/docs.parquet, had moved 38 of 120 documents to another split)."""
+    (tmp_path / "A" / "{d}").mkdir(parents=True)  # braces in the path stay literal in the id
+    (tmp_path / "B" / "C").mkdir(parents=True)
+    pq.write_table(
+        pa.table({"text": [f"document {i} of the set" for i in range(120)], "label": ["good", "other"] * 60}),
+        tmp_path / "A" / "{d}" / "docs.parquet",
+    )
+    source = {"name": "docs", "path": "{d}/docs.parquet", "relative_to": "config", "label": "x"}
+    base = tmp_path / "A" / "base.yaml"
+    base.write_text(yaml.safe_dump(config(sources=[{**source, "label_column": "label"}])))
+    variants = [tmp_path / "B" / "v.yaml", tmp_path / "B" / "C" / "w.yaml"]
+    variants[0].write_text("extends: ../A/base.yaml\nname: v\n")
+    variants[1].write_text("extends: ../v.yaml\nname: w\n")  # and a variant of the variant
+    built = [
+        build_examples(load_config(p), tmp_path / "none", config_dir=p.parent) for p in (base, *variants)
+    ]
+    assert built[0].ids[:2] == ["docs:{d}/docs.parquet:0", "docs:{d}/docs.parquet:1"]
+    for ex in built[1:]:
+        assert (ex.ids, ex.splits, ex.texts) == (built[0].ids, built[0].splits, built[0].texts)

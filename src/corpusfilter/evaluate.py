@@ -9,10 +9,13 @@ calibration error and a reliability table), a printed table, JSON and a PR-curve
 from __future__ import annotations
 
 import json
+import numbers
+import re
 import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +121,7 @@ def score_texts(
         raise RecipeError(
             f"{model}: the model has no class {side['positive']!r} (it writes {', '.join(given)}); "
             "--positive names one of the model's labels (data rows count as positive when their label "
-            "is true, 1, or that label)"
+            "is that label, or true / 1 where no row has it)"
         )
     d.ensure_setup()
     out = np.zeros(len(texts), dtype=np.float64)
@@ -438,7 +441,7 @@ def format_metrics(m: Mapping[str, Any]) -> str:
 def read_labelled(
     path: str, text_column: str, label_column: str, positive: str, group_column: str | None = None
 ) -> tuple[list[str], np.ndarray, np.ndarray | None, str]:
-    """Texts, boolean labels (positive when true, 1, or equal to ``positive``), with
+    """Texts, boolean labels (:func:`label_values`: positive when equal to ``positive``), with
     ``group_column`` each row's group (no nulls), and the label counts (:func:`label_values`)."""
     table = read_columns(path, [text_column, label_column] + ([group_column] if group_column else []))
     texts = text_values(table.column(text_column), path, text_column)
@@ -489,19 +492,51 @@ def text_values(col: Any, path: str, column: str) -> list[str]:
 
 
 def label_values(raw: Sequence[Any], positive: str, path: str, column: str) -> tuple[np.ndarray, str]:
-    """Rows whose label is true, 1, or ``positive`` (as a string) are positive, the rest negative;
-    a null label is an error naming its row. Also the counts by value, for the command to print,
-    so an unexpected label is seen."""
-    null = next((i for i, v in enumerate(raw) if v is None or (isinstance(v, float) and v != v)), None)
-    if null is not None:  # NaN too: it is no class, and counted as a negative it would hide
-        raise InputError(
-            f"{path}: row {null}: {'null' if raw[null] is None else 'NaN'} label in column {column!r}"
-        )
-    y = np.asarray(
-        [v is True or v == 1 or (isinstance(v, str) and v in (positive, "1", "true")) for v in raw]
-    )
-    pos, neg = Counter(str(v) for v, p in zip(raw, y) if p), Counter(str(v) for v, p in zip(raw, y) if not p)
+    """Which rows are positive (:func:`positive_rows`); a null, NaN or empty label is an error naming
+    its row. Also the counts by value, for the command to print, so an unexpected label is seen."""
+    from corpusfilter.train import label_problem, label_text
+
+    bad = label_problem(raw)
+    if bad is not None:  # no class: counted as a negative it would hide
+        raise InputError(f"{path}: row {bad[0]}: {bad[1]} label in column {column!r}")
+    y = positive_rows(raw, positive)
+    pos = Counter(label_text(v) for v, p in zip(raw, y) if p)
+    neg = Counter(label_text(v) for v, p in zip(raw, y) if not p)
     return y, f"labels in {column!r}: positive {_counts(pos)}; negative {_counts(neg)}"
+
+
+def positive_rows(raw: Sequence[Any], positive: str) -> np.ndarray:
+    """The rows whose label is ``positive``, read as ``corpusfilter train`` reads a label column
+    (:func:`corpusfilter.train.label_text`: 2 is "2", True is "True"), so a model trained with
+    ``positive: "2"`` counts its 2s, not its 1s, as positive. Only where no row has that label is a
+    value compared as a number or truth value: to ``positive`` when it is one ("1" matches 1.0,
+    "True" matches 1, "0" matches 0.0, "2" none of 1), else true / 1 stand for a class name the data
+    does not use (a model of ``good`` on data labelled 0/1)."""
+    from corpusfilter.train import label_text
+
+    names = [label_text(v) for v in raw]
+    if positive in set(names):
+        return np.asarray([n == positive for n in names], dtype=bool)
+    target = _truth_or_number(positive)
+    want = 1.0 if target is None else target
+    return np.asarray([_truth_or_number(v) == want for v in raw], dtype=bool)
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _truth_or_number(value: Any) -> float | None:
+    """A label as a number: true / false (bool, or the word in any case) as 1 / 0, a number or a
+    decimal string as its value; None for anything else (a class name)."""
+    if isinstance(value, numbers.Real | Decimal):  # bool too: True is 1
+        return float(value)
+    if isinstance(value, str):
+        v = value.strip()
+        if v.lower() in ("true", "false"):
+            return float(v.lower() == "true")
+        if _NUMBER.fullmatch(v):
+            return float(v)
+    return None
 
 
 def _counts(c: Counter[str]) -> str:

@@ -52,7 +52,7 @@ class SourceSpec:
     label_column: str | None = None  # labelled Parquet: the label comes from this column ...
     label_map: dict[str, str] | None = None  # ... mapped through this (str(value) → label)
     where: str | None = None  # polars SQL condition over the file's columns
-    id: str | None = None  # row id column or template (default: file path + row number)
+    id: str | None = None  # row id column or template (default: the file path as written + row number)
     limit: int | None = None  # at most this many rows (a seeded hash sample)
     weight: float = 1.0
     group_by: str | None = None  # documents are built from rows sharing this column / template
@@ -79,6 +79,11 @@ class SourceSpec:
             raise RecipeError(f"{path}.max_chars: at least 1")
         if self.label_map is not None and self.label_column is None:
             raise RecipeError(f"{path}.label_map: needs label_column")
+        if self.label_column is None and not self.label.strip():
+            raise RecipeError(f"{path}.label: empty (a label names a class)")
+        for key, value in (self.label_map or {}).items():
+            if not value.strip():
+                raise RecipeError(f"{path}.label_map: {key!r} maps to an empty label")
         if self.drop_lines is not None:
             try:
                 re.compile(self.drop_lines)
@@ -147,12 +152,24 @@ class HeadSpec:
         return self.features.endswith("+sentences")
 
     def check(self, path: str) -> None:
+        """Settings that would train nothing useful (``lr: .nan`` had written all-NaN weights, a
+        negative lr a useless model) are refused, each naming its key; the chunking as the embedding
+        detector checks it, before anything is embedded."""
         if self.hidden < 0:
             raise RecipeError(f"{path}.hidden: 0 (logistic) or more")
         if self.sentence_top_k < 1:
             raise RecipeError(f"{path}.sentence_top_k: 1 or more")
-        if self.epochs < 1 or self.batch < 1:
-            raise RecipeError(f"{path}: epochs and batch are at least 1")
+        for key in ("epochs", "batch", "batch_size", "max_chunks"):
+            if getattr(self, key) < 1:
+                raise RecipeError(f"{path}.{key}: at least 1")
+        if self.chunk_tokens < 8:
+            raise RecipeError(f"{path}.chunk_tokens: at least 8")
+        if self.stride is not None and self.stride < 1:
+            raise RecipeError(f"{path}.stride: at least 1")
+        if not 0 < self.lr < float("inf"):  # NaN fails too
+            raise RecipeError(f"{path}.lr: a finite number above 0")
+        if not 0 <= self.l2 < float("inf"):
+            raise RecipeError(f"{path}.l2: a finite number, 0 or more")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -186,6 +203,11 @@ class FinetuneSpec:
             raise RecipeError(f"{path}: epochs and batch are at least 1")
         if not 0 <= self.warmup < 1 or not 0 <= self.dropout < 1:
             raise RecipeError(f"{path}: warmup and dropout are in [0, 1)")
+        for key in ("lr", "head_lr"):
+            if not 0 < getattr(self, key) < float("inf"):  # NaN fails too
+                raise RecipeError(f"{path}.{key}: a finite number above 0")
+        if not 0 <= self.weight_decay < float("inf"):
+            raise RecipeError(f"{path}.weight_decay: a finite number, 0 or more")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -320,13 +342,7 @@ def _config_mapping(p: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], di
         raise RecipeError(f"{p}: extends: {ref} extends this file again (a cycle)")
     base, origins = _config_mapping(base_path, (*seen, p.resolve()))
     if base_path.parent != p.resolve().parent and isinstance(base.get("sources"), list):
-        # a path relative to the base config must still name the same file from this config
-        base["sources"] = [
-            {**s, "path": os.path.relpath(base_path.parent / s["path"], p.resolve().parent)}
-            if isinstance(s, dict) and s.get("relative_to") == "config" and "path" in s
-            else s
-            for s in base["sources"]
-        ]
+        base["sources"] = [_moved_source(s, base_path.parent, p.resolve().parent) for s in base["sources"]]
     out = dict(base)
     for key, value in data.items():
         if key in _NESTED and isinstance(value, dict) and isinstance(out.get(key), dict):
@@ -335,6 +351,20 @@ def _config_mapping(p: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], di
             out[key] = value
             origins = {k: f for k, f in origins.items() if not k.startswith(f"{key}.")}
     return out, origins | mine
+
+
+def _moved_source(src: Any, base_dir: Path, here: Path) -> Any:
+    """A source of a base config in ``base_dir`` as a config in ``here`` extending it: a path relative
+    to the base config still names the same file, and a default id keeps the path as the base
+    writes it, ``{path}:{row}`` (an id with the rewritten path had given the variant other splits)."""
+    if not (
+        isinstance(src, dict) and src.get("relative_to") == "config" and isinstance(src.get("path"), str)
+    ):
+        return src
+    out = {**src, "path": os.path.relpath(base_dir / src["path"], here)}
+    if out.get("id") is None:  # load_source's default, as a template over its row-number column
+        out["id"] = src["path"].replace("{", "{{").replace("}", "}}") + ":{__row}"
+    return out
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
@@ -452,6 +482,26 @@ class Examples:
 _FIELD = re.compile(r"\{([^{}]+)\}")
 
 
+def label_text(value: Any) -> str:
+    """A label column's value as a label: ``str`` (2 → "2", True → "True", 1.0 → "1.0"). Training
+    labels rows by it (then ``label_map``), and ``eval`` and ``calibrate`` read labels by it."""
+    return str(value)
+
+
+def label_problem(values: Sequence[Any]) -> tuple[int, str] | None:
+    """The first value that is no label and what it is: null, NaN or empty (``""`` or only
+    whitespace). Such a row is an error in training (fastText had trained ``""`` as a class of its
+    own), in ``eval`` and in ``calibrate`` (counted as a negative, it would hide)."""
+    for i, v in enumerate(values):
+        if v is None:
+            return i, "null"
+        if isinstance(v, float) and v != v:
+            return i, "NaN"
+        if not label_text(v).strip():
+            return i, "empty"
+    return None
+
+
 def _render(spec: str, columns: Mapping[str, list[Any]], n: int, what: str, path: str) -> list[str]:
     """A column's values as strings, or a template filled row by row."""
     if "{" not in spec:
@@ -517,13 +567,11 @@ def load_source(
         if src.label_column not in cols:
             raise InputError(f"{where}: no label column {src.label_column!r}")
         values = cols[src.label_column]
-        null = next((i for i, v in enumerate(values) if v is None or (isinstance(v, float) and v != v)), None)
-        if null is not None:  # NaN is no class either (as in eval and calibrate)
-            what = "null" if values[null] is None else "NaN"
-            raise InputError(
-                f"{where}: {path}: row {rows[null]}: {what} label in column {src.label_column!r}"
-            )
-        raw = [str(v) for v in values]
+        problem = label_problem(values)
+        if problem is not None:  # NaN or "" is no class either (as in eval and calibrate)
+            row, what = problem
+            raise InputError(f"{where}: {path}: row {rows[row]}: {what} label in column {src.label_column!r}")
+        raw = [label_text(v) for v in values]
         if src.label_map is not None:
             unmapped = sorted({r for r in raw} - set(src.label_map))
             if unmapped:
@@ -662,11 +710,6 @@ def build_examples(
 _WS = re.compile(r"\s+")
 
 
-def _ft_line(text: str) -> str:
-    """One line, tokens as the detector sees them (no case folding: the detector folds none)."""
-    return _WS.sub(" ", text).strip()
-
-
 def _ft_repeats(ex_id: str, weight: float, seed: int) -> int:
     """A weight as whole copies of an example: floor(w), plus one more with probability frac(w)."""
     whole = int(weight)
@@ -687,12 +730,18 @@ def train_fasttext(cfg: TrainConfig, train: Examples, out_dir: Path) -> Path:
         import fasttext
     except ImportError:
         raise RecipeError("the fastText trainer needs: pip install 'corpusfilter[fasttext]'") from None
+    import pyarrow as pa
+
+    from corpusfilter.blocks.fasttext import fasttext_lines
+
     p = cfg.fasttext
+    # one line per example, words as the detector sees them (no case folding: it folds none)
+    texts = fasttext_lines(pa.array(train.texts, pa.large_string())).to_pylist()
     lines: list[str] = []
     order = sorted(range(len(train)), key=lambda i: stable_hash("shuffle\x00" + train.ids[i], cfg.seed))
     counts: dict[str, int] = {}
     for i in order:
-        line = _ft_line(train.texts[i])
+        line = texts[i]
         repeats = _ft_repeats(train.ids[i], train.weights[i], cfg.seed)
         for _ in range(repeats):
             lines.append(f"__label__{train.labels[i]} {line}")
@@ -1208,10 +1257,10 @@ def train(
             f"positive label {cfg.positive!r} is not among the train split's labels ({', '.join(sorted(set(tr.labels)))})"
         )
     if cfg.trainer == "fasttext":  # `__label__very good` is the label `very` and a word `good`
-        bad = next((i for i, lb in enumerate(ex.labels) if _WS.search(lb)), None)
+        bad = next((i for i, lb in enumerate(ex.labels) if _WS.search(lb) or "\x00" in lb), None)
         if bad is not None:
             raise CorpusfilterError(
-                f"sources.{ex.sources[bad]}: label {ex.labels[bad]!r} holds whitespace, which fastText "
+                f"sources.{ex.sources[bad]}: label {ex.labels[bad]!r} holds whitespace (or NUL), which fastText "
                 "reads as the end of a label; use another label (label_map can rename one)"
             )
     if not len(va):

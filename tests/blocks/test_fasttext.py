@@ -159,3 +159,40 @@ def test_in_a_recipe_run_with_a_cascade(tmp_path: Path) -> None:
     (ft,) = [b for b in res.manifest["blocks"] if b["label"] == "1.fasttext:ft"]
     assert ft["stats"]["scored"] == 5  # 4 moral texts + the one with "pip"
     assert ft["provenance"]["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+
+
+def test_unicode_whitespace_and_nul_split_words_as_in_training(tmp_path: Path) -> None:
+    """`corpusfilter train` splits words on every whitespace character (and NUL); fastText itself only
+    on ASCII ones: a no-break space had glued two words into one the model never saw."""
+    d = FastTextDetector(name="ft", model=str(train(tmp_path / "m.bin")))
+    d.validate(SCHEMA, "b")
+    d.ensure_setup()
+    plain = "be kind and honest"
+    texts = [plain, "be\u00a0kind\u2003and\x00honest", "\u3000be kind\u2028and\x1chonest\u00a0\n"]
+    scores = d.score(pa.array(texts))["moral"]
+    assert scores[0] > 0.5 and len(set(scores.tolist())) == 1
+
+
+def test_fasttext_lines_are_the_trainers_words_and_rename_label_tokens() -> None:
+    """One function writes the training lines and the lines scored: whitespace runs (any Unicode
+    whitespace) and NULs are one space, and a word starting with `__label__` is renamed."""
+    import re
+    import sys
+
+    from corpusfilter.blocks.fasttext import _SPACE, fasttext_lines
+
+    assert all(not re.fullmatch(r"\s", chr(i)) for i in range(0x3001, sys.maxunicode + 1))
+    assert _SPACE == "".join(c for c in map(chr, range(0x3001)) if re.fullmatch(r"\s", c))
+    texts = [
+        "  a\tb\n\nc\r\n d  ",
+        "x\x00y \x00 z\x00",
+        "\u00a0p\u2003 q\u3000\x1cr\x85",
+        "__label__good docs: __label__good and x__label__y ___label__z\n__label__",
+        "one",
+        " \x00 ",
+    ]
+    got = fasttext_lines(pa.array(texts)).to_pylist()
+    words = [re.sub(r"[\s\x00]+", " ", t).strip() for t in texts]  # the trainer's words before
+    assert got[:3] + got[4:] == words[:3] + words[4:]
+    assert got[3] == "_label__good docs: _label__good and x__label__y ___label__z _label__"
+    assert fasttext_lines(pa.array([], pa.string())).to_pylist() == []

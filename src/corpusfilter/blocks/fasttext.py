@@ -26,6 +26,25 @@ from corpusfilter.registry import register
 #: Loaded models by the sha256 of their file: a retrained model at the same path is a new entry.
 _MODELS: dict[str, Any] = {}
 
+#: Every character Python's ``\s`` matches (none lies above U+3000): training has always split
+#: words on these, while fastText splits on ASCII whitespace and NUL only
+_SPACE = "".join(c for c in map(chr, range(0x3001)) if re.fullmatch(r"\s", c))
+_ANY_SPACE = f"[\\x00{_SPACE}]"
+#: a run of separators other than one plain space (one space is left as it is: far fewer matches)
+_BREAK = f" ?[\\x00{_SPACE.replace(' ', '')}]{_ANY_SPACE}*| {{2,}}{_ANY_SPACE}*"
+
+
+def fasttext_lines(texts: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Texts as the lines fastText trains on and scores (the trainer writes them, the detector
+    predicts them), so both see the same words: every run of whitespace or NUL one space (a NUL in a
+    word had been read into the vocabulary and saved a model that could not be loaded), no newline,
+    and a word starting with ``__label__`` renamed ``_label__...`` (fastText reads it as a label: a
+    second label when training, no word when scoring)."""
+    lines = pc.utf8_trim(pc.replace_substring_regex(texts, _BREAK, " "), " ")
+    if pc.any(pc.match_substring(lines, "__label__")).as_py():
+        lines = pc.replace_substring_regex(lines, "(^| )__label__", r"\1_label__")
+    return lines
+
 
 def _column_suffix(label: str) -> str:
     """``__label__goodness`` → ``goodness``; other characters that cannot be in a column become ``_``."""
@@ -129,9 +148,9 @@ class FastTextDetector(Detector):
     def score(self, texts: pa.StringArray) -> Mapping[str, Any]:
         if self.params.max_chars is not None:
             texts = pc.utf8_slice_codeunits(texts, 0, self.params.max_chars)
-        # fastText predicts one line at a time: newlines become spaces (not "", which glues words)
-        # and each line ends with "\n", as fastText's own predict() adds (it becomes the EOS token)
-        one_line = pc.replace_substring(texts, "\n", " ")
+        # fastText predicts one line at a time, normalized as for training; each line ends with
+        # "\n", as fastText's own predict() adds (it becomes the EOS token)
+        one_line = fasttext_lines(texts)
         lines = pc.binary_join_element_wise(one_line, pa.scalar(""), pa.scalar("\n")).to_pylist()
         labels, probs = self._model.f.multilinePredict(lines, -1, 0.0, "strict")
         out = np.zeros((len(lines), len(self._index)), dtype=np.float32)

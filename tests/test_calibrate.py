@@ -365,7 +365,7 @@ def test_calibrate_write_sets_one_comparison_and_reads_the_recipes_positive_labe
     assert main([*argv, "--target-fpr", "0.1"]) == 0
     err = capsys.readouterr().err
     assert (
-        "warning: 'label' holds 2 labels and none is 1 or true or named by column 'good_good': every row "
+        "warning: 'label' holds 2 labels and none is the positive label named by column 'good_good' (nor true / 1): every row "
         in err
     )
     assert main([*argv, "--target-share", "0.1"]) == 0

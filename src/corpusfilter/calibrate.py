@@ -533,8 +533,8 @@ def cmd_calibrate(args: Any) -> int:
             # several classes, none positive: fine for a neutral reference labelled by register, wrong
             # for labelled data whose positive the column's name does not give
             print(
-                f"warning: {label_col!r} holds {len({str(v) for v in raw})} labels and none is 1 or true or "
-                f"named by column {column!r}: every row counts as a negative; pass --positive LABEL if "
+                f"warning: {label_col!r} holds {len({str(v) for v in raw})} labels and none is the positive "
+                f"label named by column {column!r} (nor true / 1): every row counts as a negative; pass --positive LABEL if "
                 "one of them is the detector's class",
                 file=sys.stderr,
             )

@@ -222,7 +222,8 @@ def _parser() -> argparse.ArgumentParser:
         "--label-column", help="FPR over the rows it marks negative (default: 'label' when present)"
     )
     ca.add_argument(
-        "--positive", help="label counted as positive besides true/1 (default: the model's positive label)"
+        "--positive",
+        help="the positive label (default: the model's); where no row has it, true / 1 rows are positive",
     )
     ca.add_argument(
         "--group-column",

@@ -251,6 +251,24 @@ def test_quantize_always_writes_ftz(root: Path, tmp_path: Path) -> None:
     assert res.metrics["validation"]["auroc"] > 0.9
 
 
+def test_a_folder_ends_with_one_model(root: Path, tmp_path: Path) -> None:
+    """Retraining into a folder left the earlier run's model beside the new one (a quantized .ftz
+    beside a new .bin), or another trainer's; `eval FOLDER` then failed: "expected one model file"."""
+    pytest.importorskip("fasttext")
+    from corpusfilter.evaluate import load_sidecar
+
+    out = tmp_path / "m"
+    train(parse_config(config(fasttext={"dim": 8, "epoch": 2, "quantize": "always"})), root=root, out_dir=out)
+    res = train(
+        parse_config(config(fasttext={"dim": 8, "epoch": 2, "quantize": "never"})), root=root, out_dir=out
+    )
+    assert sorted(p.name for p in out.iterdir() if p.suffix in (".bin", ".ftz")) == ["model.bin"]
+    assert load_sidecar(out)[1] == res.model
+    with pytest.raises(CorpusfilterError, match=f"{out}: holds another trainer's model \\(model.bin\\)"):
+        train(parse_config(config(trainer="head", head={"model": "static-minilm"})), root=root, out_dir=out)
+    assert not (out / "head.npz").exists()
+
+
 def test_static_head_is_loadable_by_the_embedding_detector(root: Path, tmp_path: Path) -> None:
     pytest.importorskip("model2vec")
     from corpusfilter.blocks.embedding import Head

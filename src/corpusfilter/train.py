@@ -1115,6 +1115,34 @@ class Checkpointing:
 
 
 TRAINERS = {"fasttext": train_fasttext, "head": train_head, "finetune": train_finetune}
+#: the model files each trainer writes (fastText: one of the two, .ftz when quantized)
+MODEL_FILES = {
+    "fasttext": ("model.bin", "model.ftz"),
+    "head": ("head.npz",),
+    "finetune": ("model.safetensors",),
+}
+
+
+def _check_model_folder(out_dir: Path, trainer: str) -> None:
+    """Before training: a folder holding another trainer's model would end with two models, which
+    ``eval`` and ``calibrate`` (given the folder) cannot choose between."""
+    other = [out_dir / n for t, names in MODEL_FILES.items() if t != trainer for n in names]
+    found = [p for p in other if p.exists()]
+    if found:
+        raise CorpusfilterError(
+            f"{out_dir}: holds another trainer's model ({found[0].name}); train into another folder "
+            "(--output) or remove it"
+        )
+
+
+def _drop_stale_model(model: Path) -> None:
+    """After training: this trainer's other model file from an earlier run in the folder (a
+    quantized .ftz beside a new .bin, or the reverse) and its sidecar."""
+    for name in MODEL_FILES["fasttext"]:
+        old = model.parent / name
+        if model.suffix in (".bin", ".ftz") and old != model and old.exists():
+            old.unlink()
+
 
 # ---------------------------------------------------------------------------------------- driver
 
@@ -1267,12 +1295,14 @@ def train(
         from loguru import logger
 
         logger.warning(f"{cfg.name}: no example fell in the validation split: no validation metrics")
+    _check_model_folder(out_dir, cfg.trainer)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = (
         train_finetune(cfg, tr, out_dir, checkpoint=checkpoint)
         if checkpoint is not None
         else TRAINERS[cfg.trainer](cfg, tr, out_dir)
     )
+    _drop_stale_model(model)
     train_s = time.perf_counter() - t0
     side = write_sidecar(cfg, model)
     sizes: dict[str, dict[str, Any]] = {}

@@ -913,6 +913,19 @@ def test_card_and_resolved_config_reproduce_from_the_model_folder(
     capsys.readouterr()
 
 
+def test_a_head_label_that_would_name_an_odd_column_is_refused(root: Path, tmp_path: Path) -> None:
+    """A head's positive `good-ish` made the column good_good-ish_doc, readable in a condition only
+    quoted, and `calibrate --block` could not find it; fastText's columns replace such characters."""
+    cfg = config(trainer="head", head={"model": "static-minilm"}, positive="good-ish")
+    cfg["sources"][0]["label"] = "good-ish"
+    cfg["sources"][2]["label_map"] = {"1": "good-ish", "0": "other"}
+    with pytest.raises(
+        CorpusfilterError, match=r"label 'good-ish' would name the score column good_good-ish_"
+    ):
+        train(parse_config(cfg), root=root, out_dir=tmp_path / "h")
+    assert not (tmp_path / "h").exists()
+
+
 def test_fasttext_labels_with_whitespace_and_empty_sources_are_refused_before_writing(
     root: Path, tmp_path: Path
 ) -> None:

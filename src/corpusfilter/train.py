@@ -1291,6 +1291,13 @@ def train(
                 f"sources.{ex.sources[bad]}: label {ex.labels[bad]!r} holds whitespace (or NUL), which fastText "
                 "reads as the end of a label; use another label (label_map can rename one)"
             )
+    if cfg.trainer in ("head", "finetune"):  # a label names a score column: <name>_<label>_doc
+        odd = sorted(lb for lb in set(ex.labels) if not re.fullmatch(r"\w+", lb))
+        if odd:
+            raise CorpusfilterError(
+                f"label {odd[0]!r} would name the score column {cfg.name}_{odd[0]}_..., which a recipe's "
+                "conditions could only read quoted; use letters, digits and _ (label_map can rename one)"
+            )
     if not len(va):
         from loguru import logger
 

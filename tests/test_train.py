@@ -874,8 +874,8 @@ def test_card_and_resolved_config_reproduce_from_the_model_folder(
     root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A config beside the data, trained into another folder: the card names the config from the
-    model's folder, and it retrains the same bytes from there; train.resolved.yaml says where its
-    relative paths resolve. The label column's source lists both labels; the card and metrics give
+    model's folder, and it retrains the same bytes from there, as train.resolved.yaml does (its
+    relative paths rewritten for its folder). The label column's source lists both labels; the card and metrics give
     documents per label and split."""
     pytest.importorskip("fasttext")
     import os
@@ -893,8 +893,13 @@ def test_card_and_resolved_config_reproduce_from_the_model_folder(
     assert "- reproduce: `corpusfilter train ../ft.yaml` from this folder with the data root" in card
     resolved = (tmp_path / "ft1" / "train.resolved.yaml").read_text()
     assert (
-        f"# sources with relative_to: config are relative to {tmp_path.resolve()} (the config's" in resolved
+        f"# paths relative to the config ({tmp_path.resolve()}) rewritten relative to this folder" in resolved
     )
+    # the resolved config retrains the same model from the model's folder (it had named files there)
+    assert (
+        main(["train", str(tmp_path / "ft1" / "train.resolved.yaml"), "--output", str(tmp_path / "ft3")]) == 0
+    )
+    assert (tmp_path / "ft1" / "model.bin").read_bytes() == (tmp_path / "ft3" / "model.bin").read_bytes()
     here = Path.cwd()
     try:  # the card's command, run where it says
         os.chdir(tmp_path / "ft1")

@@ -1376,9 +1376,10 @@ def _source_rates(y: np.ndarray, s: np.ndarray, thr: float) -> dict[str, Any]:
 
 
 def _resolved_yaml(cfg: TrainConfig, config_dir: Path | None = None, out_dir: Path | None = None) -> str:
-    """The config with defaults filled in: a record of what was trained. Its paths are written as in
-    the config (a source's default ids contain its path as written, so rewriting one would change
-    the splits); when the model's folder is not the config's, the header says where they resolve."""
+    """The config with defaults filled in: a record of what was trained, which retrains the model
+    from the model's folder. When that is not the config's folder, paths relative to the config are
+    rewritten relative to it, a default id keeping the path as the config wrote it (the splits hang
+    on the ids), as a variant config in another folder gets them (:func:`_moved_source`)."""
     import yaml
 
     d = config_to_dict(cfg)
@@ -1392,9 +1393,13 @@ def _resolved_yaml(cfg: TrainConfig, config_dir: Path | None = None, out_dir: Pa
         and Path(config_dir).resolve() != Path(out_dir).resolve()
     )
     if moved and any(src.get("relative_to") == "config" for src in d["sources"]):
+        assert config_dir is not None and out_dir is not None
+        d["sources"] = [
+            _moved_source(s, Path(config_dir).resolve(), Path(out_dir).resolve()) for s in d["sources"]
+        ]
         head += (
-            f"# sources with relative_to: config are relative to {Path(config_dir).resolve()} (the config's "  # type: ignore[arg-type]
-            "folder), not to this file's: train from the config itself to reproduce the model\n"
+            f"# paths relative to the config ({Path(config_dir).resolve()}) rewritten relative to this "
+            "folder; default ids keep them as the config wrote them\n"
         )
     return head + yaml.safe_dump(d, sort_keys=False, allow_unicode=True)
 

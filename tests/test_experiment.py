@@ -513,3 +513,32 @@ def test_a_category_tagged_after_a_drop_counts_the_dropped_rows_in_its_share_bef
     rej = _frame(Path(res.output), "rejected")
     assert rej["labels"].list.contains("x").all() and rej["labels"].list.contains("y").all()
     assert verify(res.output).ok
+
+
+def test_plain_verify_recomputes_the_achieved_share_and_the_controls_overlap(tmp_path: Path) -> None:
+    """An edited achieved_share or control overlap had verified without --rebuild."""
+    inp = make_corpus(tmp_path / "in", n=600, shards=2)
+    blocks = [*DETECT[:3], {"upsample": {"name": "up", "where": "ai_hits >= 1", "target_share": 0.3}}]
+    res = run(
+        load_recipe(_recipe(inp, tmp_path / "out", blocks, control={"type": "matched", "by": ["source"]})),
+        progress=False,
+    )
+    assert res.control is not None
+    v = verify(res.output)
+    assert v.ok and "experiment: achieved shares recomputed" in v.checked
+    assert (
+        "experiment: the control's overlap from its strata recomputed" in verify(res.control.output).checked
+    )
+    tm, cm = (Path(o) / "manifest.json" for o in (res.output, res.control.output))
+    m = json.loads(tm.read_text())
+    (sol,) = [b["provenance"]["solution"] for b in m["blocks"] if "solution" in (b.get("provenance") or {})]
+    real = sol["achieved_share"]
+    sol["achieved_share"] = 0.3
+    tm.write_text(json.dumps(m))
+    assert (
+        f"blocks: 3.upsample records achieved_share 0.3, the files give {real}" in verify(res.output).problems
+    )
+    m = json.loads(cm.read_text())
+    m["experiment"]["overlap"] = {k: 0.0 for k in m["experiment"]["overlap"]}
+    cm.write_text(json.dumps(m))
+    assert any(p.startswith("experiment.overlap: ") for p in verify(res.control.output).problems)

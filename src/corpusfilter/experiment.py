@@ -455,9 +455,9 @@ def token_report(
     }
 
 
-def achieved_shares(plan: Plan, folder: Any, outputs: dict[str, list[dict[str, Any]]]) -> None:
+def achieved_shares(blocks: Sequence[Any], folder: Any, outputs: dict[str, list[dict[str, Any]]]) -> None:
     """Record in each target-share block's solution the share its documents reached in data/."""
-    for b in plan.blocks:
+    for b in blocks:
         if not (isinstance(b, Upsample) and b.params.target_share is not None and b.solution):
             continue
         cond = Condition(b.params.where or "TRUE")

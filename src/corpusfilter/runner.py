@@ -767,7 +767,7 @@ def run_plan(
     from corpusfilter import experiment as exp
 
     tokens = exp.token_report(out, outputs, exp.token_column(recipe.blocks), totals)
-    exp.achieved_shares(the_plan, out, outputs)
+    exp.achieved_shares(the_plan.blocks, out, outputs)
     stats = _block_stats(out, n_tasks)
     blocks = []
     for b, p in zip(the_plan.blocks, provenance):

@@ -85,6 +85,7 @@ def verify(
     _check_rows(folder, manifest, good, result)
     origins = _check_coverage(folder, manifest, good, result)
     _check_tokens(folder, manifest, good, result)
+    _check_solutions(folder, manifest, good, result)
     _check_score_pass(
         manifest,
         result,
@@ -191,6 +192,43 @@ def _check_tokens(
     result.checked.append(
         f"tokens: in, removed, added, out and category shares recomputed from {t['column']}"
     )
+
+
+def _check_solutions(
+    folder: DataFolder, manifest: dict[str, Any], good: dict[str, pa.Schema], result: Verification
+) -> None:
+    """The claims an experiment is read by that the files settle: each target-share upsample's
+    achieved share, recomputed from data/ as the run computed it; a control arm's overlap, from the
+    strata it records. (The solved weight and the strata themselves come from the score pass and
+    the other arm: ``--rebuild`` re-derives them.)"""
+    from corpusfilter.blocks.resample import Upsample
+    from corpusfilter.experiment import achieved_shares, overlap
+
+    checked = []
+    data_ok = all(e["path"] in good for e in manifest["outputs"]["data"])
+    for b in manifest["blocks"]:
+        sol = (b.get("provenance") or {}).get("solution") or {}
+        params = b["config"].get("params") or {}
+        if "achieved_share" in sol and params.get("target_share") is not None and data_ok:
+            block = Upsample(**params)
+            block.solution = dict(sol)
+            achieved_shares([block], folder, manifest["outputs"])
+            got = block.solution["achieved_share"]
+            if got != sol["achieved_share"]:
+                result.problems.append(
+                    f"blocks: {b['label']} records achieved_share {sol['achieved_share']}, the files give {got}"
+                )
+            checked.append("achieved shares")
+    arm = manifest.get("experiment") or {}
+    if arm.get("arm") == "control" and arm.get("strata"):
+        again = overlap(arm["strata"])
+        if json.loads(json.dumps(again)) != arm.get("overlap"):
+            result.problems.append(
+                f"experiment.overlap: {_short(arm.get('overlap'))}, but its strata give {_short(again)}"
+            )
+        checked.append("the control's overlap from its strata")
+    if checked:
+        result.checked.append("experiment: " + " and ".join(dict.fromkeys(checked)) + " recomputed")
 
 
 def _token_column(manifest: dict[str, Any]) -> str | None:

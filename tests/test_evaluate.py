@@ -331,3 +331,52 @@ def test_eval_and_calibrate_count_an_integer_positive_as_train_does(
     got = capsys.readouterr()
     assert "labels in 'label': positive '2' 30; negative '1' 30" in got.err
     assert "on the 30 negative of 60 reference documents" in got.out
+
+
+def test_data_that_names_the_class_otherwise_is_read_with_data_positive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model of `2` on data labelled moral/neutral: --positive names the model's class, so eval
+    refused `--positive moral` and calibrate silently counted every row negative."""
+    pytest.importorskip("fasttext")
+    from corpusfilter.cli import main
+    from corpusfilter.train import parse_config, train
+
+    pq.write_table(
+        pa.table({"text": _moral_then_tech(100, 6, 0), "label": [2] * 100 + [1] * 100}),
+        tmp_path / "t.parquet",
+    )
+    cfg = config(
+        positive="2", sources=[{"name": "rows", "path": "t.parquet", "label": "x", "label_column": "label"}]
+    )
+    res = train(parse_config(cfg), root=tmp_path, out_dir=tmp_path / "m", write_card=False)
+    data = tmp_path / "named.parquet"
+    pq.write_table(
+        pa.table({"text": _moral_then_tech(30, 6, 5000), "label": ["moral"] * 30 + ["neutral"] * 30}), data
+    )
+    assert main(["eval", str(res.model), "--data", str(data)]) == 1
+    assert "--data-positive names the data's label" in capsys.readouterr().err
+    out = tmp_path / "e.json"
+    assert (
+        main(["eval", str(res.model), "--data", str(data), "--data-positive", "moral", "--json", str(out)])
+        == 0
+    )
+    assert "positive 'moral' 30; negative 'neutral' 30" in capsys.readouterr().err
+    assert json.loads(out.read_text())["auroc"] > 0.95
+    assert main(["calibrate", str(res.model), "--reference", str(data), "--target-fpr", "0.1"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "none is the model's '2' (nor true / 1): every row counts as a negative; pass --data-positive" in err
+    )
+    argv = [
+        "calibrate",
+        str(res.model),
+        "--reference",
+        str(data),
+        "--target-fpr",
+        "0.1",
+        "--data-positive",
+        "moral",
+    ]
+    assert main(argv) == 0
+    assert "on the 30 negative of 60 reference documents" in capsys.readouterr().out

@@ -522,20 +522,24 @@ def cmd_calibrate(args: Any) -> int:
     y = None
     if label_col:
         raw = table.column(label_col).to_pylist()
-        y, counts = label_values(raw, positive or "1", args.reference, label_col)
+        y, counts = label_values(raw, args.data_positive or positive or "1", args.reference, label_col)
         print(counts, file=sys.stderr)
         if (
             args.target_fpr is not None
-            and positive is None
+            and args.data_positive is None
+            and (positive is None or not is_recipe)
             and not y.any()
             and len({str(v) for v in raw}) > 1
         ):
             # several classes, none positive: fine for a neutral reference labelled by register, wrong
-            # for labelled data whose positive the column's name does not give
+            # for labelled data that names the detector's class otherwise
+            named = (
+                f"the positive label named by column {column!r}" if is_recipe else f"the model's {positive!r}"
+            )
             print(
-                f"warning: {label_col!r} holds {len({str(v) for v in raw})} labels and none is the positive "
-                f"label named by column {column!r} (nor true / 1): every row counts as a negative; pass --positive LABEL if "
-                "one of them is the detector's class",
+                f"warning: {label_col!r} holds {len({str(v) for v in raw})} labels and none is {named} "
+                "(nor true / 1): every row counts as a negative; pass --data-positive LABEL if one of "
+                "them is the detector's class",
                 file=sys.stderr,
             )
     if is_recipe:

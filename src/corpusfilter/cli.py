@@ -200,7 +200,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True, metavar="PARQUET", help="labelled Parquet file")
     ev.add_argument("--text-column", default="text")
     ev.add_argument("--label-column", default="label")
-    ev.add_argument("--positive", help="positive label (default: the model's)")
+    ev.add_argument("--positive", help="the model's class to score (default: the model's positive label)")
+    ev.add_argument(
+        "--data-positive",
+        metavar="LABEL",
+        help="the data's label that counts as positive, when the data names the class otherwise than the "
+        "model (default: the model's positive label)",
+    )
     ev.add_argument("--threshold", type=float, default=0.5, help="operating threshold reported (default 0.5)")
     g = ev.add_mutually_exclusive_group()
     g.add_argument("--target-recall", type=float, metavar="R", help="report the threshold reaching recall R")
@@ -224,6 +230,12 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_argument(
         "--positive",
         help="the positive label (default: the model's); where no row has it, true / 1 rows are positive",
+    )
+    ca.add_argument(
+        "--data-positive",
+        metavar="LABEL",
+        help="the data's label that counts as positive, when the data names the class otherwise than the "
+        "model (default: the model's positive label)",
     )
     ca.add_argument(
         "--group-column",

@@ -549,13 +549,15 @@ def cmd_eval(args: Any) -> int:
         if v is not None and not 0 <= v <= 1:  # nan fails too
             raise CorpusfilterError(f"--{name.replace('_', '-')} {v}: a share between 0 and 1")
     side, model = load_sidecar(args.model, positive=args.positive)
+    data_positive = args.data_positive or side["positive"]
     texts, y, groups, counts = read_labelled(
-        args.data, args.text_column, args.label_column, side["positive"], args.group_column
+        args.data, args.text_column, args.label_column, data_positive, args.group_column
     )
     print(counts, file=sys.stderr)
     if y.all() or not y.any():
         raise CorpusfilterError(
-            f"{args.data}: needs both positive and negative rows (positive = {side['positive']!r})"
+            f"{args.data}: needs both positive and negative rows (positive = {data_positive!r}; "
+            "--data-positive names the data's label for the model's class)"
         )
     t0 = time.perf_counter()
     s = score_texts(side, model, texts)

@@ -212,6 +212,21 @@ def test_calibrate_cli_groups(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "ref.parquet: row 7: source is null" in err
     assert main([*args, "--per-group"]) == 1
     assert "--per-group needs --group-column" in capsys.readouterr().err
+    # a target out of range is refused before the model is loaded or the reference read
+    assert (
+        main(
+            [
+                "calibrate",
+                str(tmp_path / "no-model"),
+                "--reference",
+                str(tmp_path / "no-ref.parquet"),
+                "--target-share",
+                "1.5",
+            ]
+        )
+        == 1
+    )
+    assert "--target-share 1.5: a share between 0 and 1" in capsys.readouterr().err
 
 
 def test_write_recipe_changes_one_number_and_says_when_the_operator_changes(tmp_path: Path) -> None:

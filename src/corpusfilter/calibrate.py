@@ -477,6 +477,12 @@ def cmd_calibrate(args: Any) -> int:
 
     from corpusfilter.evaluate import load_sidecar, score_texts
 
+    for flag, v in (("--target-fpr", args.target_fpr), ("--target-share", args.target_share)):
+        if v is not None and not 0 <= v <= 1:  # before anything is read or scored (nan fails too)
+            raise CorpusfilterError(f"{flag} {v}: a share between 0 and 1")
+    if args.per_group and args.group_column is None:
+        raise CorpusfilterError("--per-group needs --group-column")
+
     target = Path(args.model)
     is_recipe = target.suffix in (".yaml", ".yml")
     recipe_path = Path(args.recipe) if args.recipe else (target if is_recipe else None)

@@ -1014,7 +1014,7 @@ def test_empty_labels_are_refused_naming_the_source_and_row(root: Path) -> None:
         parse_config(cfg)
     cfg = config()
     cfg["sources"][0]["label"] = ""
-    with pytest.raises(RecipeError, match=r"sources\[0\]\.label: empty"):
+    with pytest.raises(RecipeError, match=r"sources\[0\]\.label: required"):
         parse_config(cfg)
 
 
@@ -1068,3 +1068,38 @@ def test_a_variant_in_another_folder_keeps_the_base_configs_ids_and_splits(tmp_p
     assert built[0].ids[:2] == ["docs:{d}/docs.parquet:0", "docs:{d}/docs.parquet:1"]
     for ex in built[1:]:
         assert (ex.ids, ex.splits, ex.texts) == (built[0].ids, built[0].splits, built[0].texts)
+
+
+def test_a_label_column_source_needs_no_label_and_its_map_may_have_yaml_keys(tmp_path: Path) -> None:
+    """`label:` was required (and ignored) beside label_column, and a label_map written
+    `{1: good, 0: other}` or `{true: good}` in YAML was refused: its keys were not strings."""
+    pytest.importorskip("fasttext")
+    pq.write_table(
+        pa.table(
+            {
+                "text": [" ".join(sentences(MORAL if i % 2 == 0 else TECH, 6, 300 + i)) for i in range(60)],
+                "n": [1, 0] * 30,
+                "b": [True, False] * 30,
+            }
+        ),
+        tmp_path / "lab.parquet",
+    )
+    for column, mapping in (("n", "{1: good, 0: other}"), ("b", "{true: good, false: other}")):
+        cfg = tmp_path / f"{column}.yaml"
+        cfg.write_text(
+            "name: toy\ntrainer: fasttext\npositive: good\nfasttext: {dim: 4, epoch: 2}\n"
+            f"sources:\n  - {{name: lab, path: lab.parquet, relative_to: config, label_column: {column}, "
+            f"label_map: {mapping}}}\n"
+        )
+        res = train(
+            load_config(cfg), root=tmp_path, out_dir=tmp_path / column, write_card=False, config_dir=tmp_path
+        )
+        assert set(res.metrics["documents_per_label"]["train"]) == {"good", "other"}
+    bare = parse_config(config())
+    assert bare.sources[0].label == "good"
+    with pytest.raises(
+        RecipeError, match=r"sources\[0\]\.label: required \(its rows' class\), unless label_column"
+    ):
+        c = config()
+        del c["sources"][0]["label"]
+        parse_config(c)

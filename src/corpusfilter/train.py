@@ -47,7 +47,7 @@ class SourceSpec:
 
     name: str
     path: str
-    label: str
+    label: str = ""  # every row's class (required unless label_column gives each row's)
     text: str = "text"  # a column name, or a template such as "{prompt} {answer}"
     label_column: str | None = None  # labelled Parquet: the label comes from this column ...
     label_map: dict[str, str] | None = None  # ... mapped through this (str(value) → label)
@@ -80,7 +80,9 @@ class SourceSpec:
         if self.label_map is not None and self.label_column is None:
             raise RecipeError(f"{path}.label_map: needs label_column")
         if self.label_column is None and not self.label.strip():
-            raise RecipeError(f"{path}.label: empty (a label names a class)")
+            raise RecipeError(
+                f"{path}.label: required (its rows' class), unless label_column gives each row's"
+            )
         for key, value in (self.label_map or {}).items():
             if not value.strip():
                 raise RecipeError(f"{path}.label_map: {key!r} maps to an empty label")
@@ -261,7 +263,9 @@ def parse_config(data: Mapping[str, Any], origin: str = "<config>") -> TrainConf
     raw_sources = values.get("sources")
     if not isinstance(raw_sources, list) or not raw_sources:
         raise RecipeError(f"{origin}: sources: a non-empty list of sources")
-    values["sources"] = [build_params(SourceSpec, s, f"sources[{i}]") for i, s in enumerate(raw_sources)]
+    values["sources"] = [
+        build_params(SourceSpec, _label_map_keys(s), f"sources[{i}]") for i, s in enumerate(raw_sources)
+    ]
     allowed = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - allowed)
     if unknown:
@@ -365,6 +369,16 @@ def _moved_source(src: Any, base_dir: Path, here: Path) -> Any:
     if out.get("id") is None:  # load_source's default, as a template over its row-number column
         out["id"] = src["path"].replace("{", "{{").replace("}", "}}") + ":{__row}"
     return out
+
+
+def _label_map_keys(src: Any) -> Any:
+    """A source with its ``label_map`` keys as the labels they match: ``str(value)`` (YAML reads
+    ``{1: good}`` and ``{true: good}`` with an int and a bool key; the column's 1 and True are read
+    as "1" and "True")."""
+    lm = src.get("label_map") if isinstance(src, dict) else None
+    if not isinstance(lm, dict):
+        return src
+    return {**src, "label_map": {(k if isinstance(k, str) else label_text(k)): v for k, v in lm.items()}}
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:

@@ -59,6 +59,27 @@ def test_two_blocks_giving_one_label_count_its_tokens_once() -> None:
     assert cat["share_in"] == cat["share_out"] == 1.0, cat
 
 
+def test_a_tag_after_a_drop_labels_removed_rows_it_can_read_and_never_fails_on_them() -> None:
+    """A tag after a drop labels the removed rows too; one whose condition only the kept rows allow
+    (a cast the dropped values fail) had ended the run."""
+    from corpusfilter.testing import run_blocks
+
+    years = ["1999", "2005", "unknown", "2010", "n/a", "1980"]
+    rows = {"id": [f"d{i}" for i in range(6)], "text": ["some text"] * 6, "year": years}
+    blocks: list[dict[str, Any]] = [
+        {"drop": {"where": "year IN ('unknown', 'n/a') OR year = '2010'", "reason": "noyear"}},
+        {"tag": {"where": "CAST(year AS INT) > 2000", "label": "recent"}},
+    ]
+    out = run_blocks(blocks, rows)
+    assert dict(zip(out.kept["year"], out.kept["labels"].to_list())) == {
+        "1999": [],
+        "2005": ["recent"],
+        "1980": [],
+    }
+    got = dict(zip(out.rejected["year"], out.rejected["labels"].to_list()))
+    assert got == {"unknown": [], "2010": ["recent"], "n/a": []}
+
+
 def test_conditions_checked_against_schema_before_running() -> None:
     schema = _batch().table.schema
     with pytest.raises(RecipeError, match="unknown column 's_hitz'"):

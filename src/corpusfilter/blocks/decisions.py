@@ -125,12 +125,29 @@ def label_removed(batch: Batch, condition: Condition | None, label: str, *, colu
     """Label the rows an earlier block of this batch removed where ``condition`` (None: every row)
     holds, so a category's share of the input counts them (a tag after a drop had seen only the rows
     kept). Rows without a column the condition reads (one scored after they were removed) are left
-    unlabelled."""
+    unlabelled, and so is a removed row the condition cannot be evaluated on (a cast that only the
+    kept rows allow): row by row, so the labels do not depend on which rows share a batch."""
     for i, t in enumerate(batch.rejected):
         if not t.num_rows or (condition is not None and not set(condition.columns) <= set(t.column_names)):
             continue
-        mask = np.ones(t.num_rows, dtype=bool) if condition is None else condition.evaluate(t)
+        mask = np.ones(t.num_rows, dtype=bool) if condition is None else _holds(condition, t)
         batch.rejected[i] = add_label(t, mask, label, column=column)
+
+
+def _holds(condition: Condition, table: pa.Table) -> np.ndarray:
+    """``condition`` on ``table``'s rows; a row it cannot be evaluated on does not match."""
+    import polars as pl
+
+    try:
+        return condition.evaluate(table)
+    except (pl.exceptions.PolarsError, pa.ArrowException, ValueError, TypeError):
+        out = np.zeros(table.num_rows, dtype=bool)
+        for r in range(table.num_rows):
+            try:
+                out[r] = bool(condition.evaluate(table.slice(r, 1))[0])
+            except (pl.exceptions.PolarsError, pa.ArrowException, ValueError, TypeError):
+                pass
+        return out
 
 
 def add_label(table: pa.Table, mask: np.ndarray, label: str, *, column: str = "labels") -> pa.Table:

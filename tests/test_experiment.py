@@ -465,6 +465,7 @@ def test_the_control_arm_carries_every_tag_column_and_tags_its_own_copies(tmp_pa
         {"tag": {"where": "moral_hits >= 1", "label": "moral", "column": "topics"}},
         {"upsample": {"name": "up", "where": "ai_hits >= 1", "weight": "2"}},
         {"tag": {"where": "copy_index > 0", "label": "copy"}},
+        {"tag": {"where": "array_contains(labels, 'copy')", "label": "copy_again"}},  # reads the tag's label
     ]
     res = run(
         load_recipe(_recipe(inp, tmp_path / "out", blocks, control={"type": "matched", "by": ["source"]})),
@@ -476,7 +477,10 @@ def test_the_control_arm_carries_every_tag_column_and_tags_its_own_copies(tmp_pa
         assert "topics" in data.columns and data["topics"].list.contains("moral").sum() > 0
         copies = data.filter(pl.col("copy_index") > 0)
         assert copies.height > 0
-        assert copies["labels"].list.contains("copy").all()
+        assert (
+            copies["labels"].list.contains("copy").all()
+            and copies["labels"].list.contains("copy_again").all()
+        )
         assert not data.filter(pl.col("copy_index") == 0)["labels"].list.contains("copy").any()
         assert verify(arm.output, rebuild=True).ok
 
@@ -542,3 +546,19 @@ def test_plain_verify_recomputes_the_achieved_share_and_the_controls_overlap(tmp
     m["experiment"]["overlap"] = {k: 0.0 for k in m["experiment"]["overlap"]}
     cm.write_text(json.dumps(m))
     assert any(p.startswith("experiment.overlap: ") for p in verify(res.control.output).problems)
+
+
+def test_a_tag_of_copies_before_another_resampler_is_refused_with_a_control(tmp_path: Path) -> None:
+    """The control makes every copy in one block: a tag of the first upsample's copies only had
+    labelled all the control's copies (25% against 50% of tokens)."""
+    blocks = [
+        *DETECT,
+        {"upsample": {"name": "u1", "where": "ai_hits >= 1", "weight": "2"}},
+        {"tag": {"where": "copy_index > 0", "label": "copy"}},
+        {"upsample": {"name": "u2", "where": "moral_hits >= 1", "weight": "2"}},
+    ]
+    r = _recipe(tmp_path / "in", tmp_path / "out", blocks, control={"type": "matched", "by": ["source"]})
+    with pytest.raises(RecipeError, match=r"5\.tag: a tag of copies before 6\.upsample: the control arm"):
+        load_recipe(r)
+    del r["control"]
+    assert load_recipe(r)  # without a control the order means what it says

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import yaml
 
+from corpusfilter.batch import COPY_COLUMN, ORIGINAL_COLUMN
 from corpusfilter.blocks.base import Block, Detector
 from corpusfilter.errors import RecipeError, first_line, read_text_file
 from corpusfilter.io import (
@@ -308,7 +309,25 @@ def _build_recipe(data: dict[str, Any], origin: str, base: Path) -> Recipe:
             _check_control_output(resolved, out.path)
             control = dataclasses.replace(control, output=resolved)
         data["control"] = dataclasses.asdict(control)
+        _check_copy_tags(blocks)
     return Recipe(data, inp, out, ex, seed, blocks, origin, desc, control)
+
+
+def _check_copy_tags(blocks: list[Block]) -> None:
+    """With a control arm: a tag of copies (its condition reads ``copy_index`` or ``original_id``)
+    may not come before an upsample or backfill. The control makes all its copies in one block, so
+    it could label all of them or none, not those of the resamplers before the tag only."""
+    copy_cols = {ORIGINAL_COLUMN, COPY_COLUMN}
+    tag: Block | None = None
+    for b in blocks:
+        if b.block_type == "tag" and copy_cols & (b.columns_read() or set()):
+            tag = tag or b
+        elif tag is not None and b.block_type in ("upsample", "backfill"):
+            raise RecipeError(
+                f"{tag.label}: a tag of copies before {b.label}: the control arm makes every copy in one "
+                "block and cannot label only the earlier resamplers' copies; move the tag after the last "
+                "upsample or backfill"
+            )
 
 
 def _check_control_output(control: str, output: str) -> None:

@@ -650,10 +650,12 @@ def _run_control(treatment: Plan, result: RunResult, **kw: Any) -> RunResult:
     for t in tags:  # each tag's column (`labels`, or its own `column:`)
         for f in t.output_fields(schema):
             schema = schema.append(f)
-    # a tag of copies (reading copy_index or original_id) labels the control's copies, made by its block
+    # a tag of copies (reading copy_index or original_id) labels the control's copies, made by its
+    # block: it and every tag after it (which may read its label) run after that block, in order
     copy_cols = {f.name for f in COPY_FIELDS}
-    after: list[Block] = [t for t in tags if copy_cols & (t.columns_read() or set())]
-    before: list[Block] = [t for t in tags if t not in after]
+    first = next((i for i, t in enumerate(tags) if copy_cols & (t.columns_read() or set())), len(tags))
+    before: list[Block] = list(tags[:first])
+    after: list[Block] = list(tags[first:])
     block.label = f"{len(before)}.matched_control"
     block.stats.name = str(block)
     cplan = dataclasses.replace(

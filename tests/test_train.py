@@ -886,6 +886,7 @@ def test_card_and_resolved_config_reproduce_from_the_model_folder(
     for s in cfg["sources"]:
         s["path"] = f"data/{s['path']}"
         s["relative_to"] = "config"
+    cfg["output"] = "ft1"  # relative to the config: the resolved copy in ft1 must not nest ft1/ft1
     path = tmp_path / "ft.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert main(["train", str(path), "--output", str(tmp_path / "ft1")]) == 0
@@ -900,6 +901,10 @@ def test_card_and_resolved_config_reproduce_from_the_model_folder(
         main(["train", str(tmp_path / "ft1" / "train.resolved.yaml"), "--output", str(tmp_path / "ft3")]) == 0
     )
     assert (tmp_path / "ft1" / "model.bin").read_bytes() == (tmp_path / "ft3" / "model.bin").read_bytes()
+    before = (tmp_path / "ft1" / "model.bin").read_bytes()  # and into its own folder by default
+    assert main(["train", str(tmp_path / "ft1" / "train.resolved.yaml")]) == 0
+    assert (tmp_path / "ft1" / "model.bin").read_bytes() == before
+    assert [p.name for p in (tmp_path / "ft1").iterdir() if p.is_dir()] == []
     here = Path.cwd()
     try:  # the card's command, run where it says
         os.chdir(tmp_path / "ft1")
@@ -929,6 +934,12 @@ def test_a_head_label_that_would_name_an_odd_column_is_refused(root: Path, tmp_p
     ):
         train(parse_config(cfg), root=root, out_dir=tmp_path / "h")
     assert not (tmp_path / "h").exists()
+    # a negative label names no column: a binary head trains
+    cfg = config(trainer="head", head={"model": "static-minilm"})
+    for s in cfg["sources"]:
+        s["label"] = "not-good" if s["label"] == "other" else s["label"]
+    cfg["sources"][2]["label_map"] = {"1": "good", "0": "not-good"}
+    assert train(parse_config(cfg), root=root, out_dir=tmp_path / "h2", write_card=False).model.exists()
 
 
 def test_fasttext_labels_with_whitespace_and_empty_sources_are_refused_before_writing(

@@ -1305,8 +1305,11 @@ def train(
                 f"sources.{ex.sources[bad]}: label {ex.labels[bad]!r} holds whitespace (or NUL), which fastText "
                 "reads as the end of a label; use another label (label_map can rename one)"
             )
-    if cfg.trainer in ("head", "finetune"):  # a label names a score column: <name>_<label>_doc
-        odd = sorted(lb for lb in set(ex.labels) if not re.fullmatch(r"\w+", lb))
+    if cfg.trainer == "head":  # a head's label names its score column: <name>_<label>_doc (a binary
+        # or MLP head scores the positive only; a fine-tune's column replaces such characters)
+        labels = sorted(set(ex.labels))
+        named = [cfg.positive] if len(labels) <= 2 or cfg.head.hidden else labels
+        odd = [lb for lb in named if not re.fullmatch(r"\w+", lb)]
         if odd:
             raise CorpusfilterError(
                 f"label {odd[0]!r} would name the score column {cfg.name}_{odd[0]}_..., which a recipe's "
@@ -1406,6 +1409,8 @@ def _resolved_yaml(cfg: TrainConfig, config_dir: Path | None = None, out_dir: Pa
         and out_dir is not None
         and Path(config_dir).resolve() != Path(out_dir).resolve()
     )
+    if moved:  # its default output folder is its own: the model's (a relative `output` would nest)
+        d["output"] = None
     if moved and any(src.get("relative_to") == "config" for src in d["sources"]):
         assert config_dir is not None and out_dir is not None
         d["sources"] = [

@@ -452,6 +452,13 @@ def test_a_control_folder_that_would_overwrite_an_arm_is_refused(tmp_path: Path,
         load_recipe(r)
     r["control"]["output"] = str(tmp_path / "out.ctl")  # beside it: fine
     assert load_recipe(r).control_path == str(tmp_path / "out.ctl")
+    # a file:// URL of the same folder, and remote folders inside one another, are clashes too
+    r["control"]["output"] = f"file://{tmp_path / 'out'}"
+    with pytest.raises(RecipeError, match="is or shares the treatment's"):
+        load_recipe(r)
+    r["output"]["path"], r["control"]["output"] = "s3://bucket/x", "s3://bucket/x/ctl"
+    with pytest.raises(RecipeError, match="control.output: s3://bucket/x/ctl is or shares the treatment's"):
+        load_recipe(r)
 
 
 def test_the_control_arm_carries_every_tag_column_and_tags_its_own_copies(tmp_path: Path) -> None:

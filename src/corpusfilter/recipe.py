@@ -333,15 +333,14 @@ def _check_copy_tags(blocks: list[Block]) -> None:
 def _check_control_output(control: str, output: str) -> None:
     """The control arm writes its own folder: one that is (or holds, or lies in) the treatment's or
     the score pass's folder would overwrite what the run just wrote."""
-    if "://" in control or "://" in output:  # remote folders: compared as written
-        c, others = control.rstrip("/"), [output.rstrip("/"), output.rstrip("/") + ".scores"]
-        clash = next((o for o in others if c == o), None)
-    else:
-        c = os.path.abspath(control)
-        others = [os.path.abspath(output), os.path.abspath(output) + ".scores"]
-        clash = next(
-            (o for o in others if c == o or c.startswith(o + os.sep) or o.startswith(c + os.sep)), None
-        )
+
+    def norm(p: str) -> str:  # local paths (file:// URLs too) made absolute; remote ones as written
+        p = p.removeprefix("file://")
+        return p.rstrip("/") if "://" in p else os.path.abspath(p).replace(os.sep, "/")
+
+    c, out = norm(control), norm(output)
+    others = [out, out + ".scores"]
+    clash = next((o for o in others if c == o or c.startswith(o + "/") or o.startswith(c + "/")), None)
     if clash is not None:
         what = "score pass's" if clash.endswith(".scores") else "treatment's"
         raise RecipeError(

@@ -380,3 +380,13 @@ def test_data_that_names_the_class_otherwise_is_read_with_data_positive(
     ]
     assert main(argv) == 0
     assert "on the 30 negative of 60 reference documents" in capsys.readouterr().out
+    # a named label no row has is an error, not true / 1 standing in for it
+    for cmd in (
+        ["eval", str(res.model), "--data"],
+        ["calibrate", str(res.model), "--target-fpr", "0.1", "--reference"],
+    ):
+        assert main([*cmd, str(data), "--data-positive", "good"]) == 1
+        assert (
+            "no row of column 'label' has the label 'good' (labels: 'moral', 'neutral')"
+            in capsys.readouterr().err
+        )

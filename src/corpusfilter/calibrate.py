@@ -528,7 +528,13 @@ def cmd_calibrate(args: Any) -> int:
     y = None
     if label_col:
         raw = table.column(label_col).to_pylist()
-        y, counts = label_values(raw, args.data_positive or positive or "1", args.reference, label_col)
+        y, counts = label_values(
+            raw,
+            args.data_positive or positive or "1",
+            args.reference,
+            label_col,
+            named=args.data_positive is not None,
+        )
         print(counts, file=sys.stderr)
         if (
             args.target_fpr is not None

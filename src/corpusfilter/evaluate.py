@@ -439,13 +439,21 @@ def format_metrics(m: Mapping[str, Any]) -> str:
 
 
 def read_labelled(
-    path: str, text_column: str, label_column: str, positive: str, group_column: str | None = None
+    path: str,
+    text_column: str,
+    label_column: str,
+    positive: str,
+    group_column: str | None = None,
+    *,
+    named: bool = False,
 ) -> tuple[list[str], np.ndarray, np.ndarray | None, str]:
     """Texts, boolean labels (:func:`label_values`: positive when equal to ``positive``), with
     ``group_column`` each row's group (no nulls), and the label counts (:func:`label_values`)."""
     table = read_columns(path, [text_column, label_column] + ([group_column] if group_column else []))
     texts = text_values(table.column(text_column), path, text_column)
-    y, counts = label_values(table.column(label_column).to_pylist(), positive, path, label_column)
+    y, counts = label_values(
+        table.column(label_column).to_pylist(), positive, path, label_column, named=named
+    )
     return texts, y, read_groups(table, group_column, path) if group_column else None, counts
 
 
@@ -491,14 +499,21 @@ def text_values(col: Any, path: str, column: str) -> list[str]:
     return raw
 
 
-def label_values(raw: Sequence[Any], positive: str, path: str, column: str) -> tuple[np.ndarray, str]:
+def label_values(
+    raw: Sequence[Any], positive: str, path: str, column: str, *, named: bool = False
+) -> tuple[np.ndarray, str]:
     """Which rows are positive (:func:`positive_rows`); a null, NaN or empty label is an error naming
-    its row. Also the counts by value, for the command to print, so an unexpected label is seen."""
+    its row, and so is a positive the user ``named`` (``--data-positive``) that no row has (true / 1
+    stand in only for the model's label). Also the counts by value, for the command to print, so an
+    unexpected label is seen."""
     from corpusfilter.train import label_problem, label_text
 
     bad = label_problem(raw)
     if bad is not None:  # no class: counted as a negative it would hide
         raise InputError(f"{path}: row {bad[0]}: {bad[1]} label in column {column!r}")
+    if named and positive not in {label_text(v) for v in raw}:
+        have = ", ".join(sorted(repr(v) for v in {label_text(v) for v in raw})[:10])
+        raise InputError(f"{path}: no row of column {column!r} has the label {positive!r} (labels: {have})")
     y = positive_rows(raw, positive)
     pos = Counter(label_text(v) for v, p in zip(raw, y) if p)
     neg = Counter(label_text(v) for v, p in zip(raw, y) if not p)
@@ -551,7 +566,12 @@ def cmd_eval(args: Any) -> int:
     side, model = load_sidecar(args.model, positive=args.positive)
     data_positive = args.data_positive or side["positive"]
     texts, y, groups, counts = read_labelled(
-        args.data, args.text_column, args.label_column, data_positive, args.group_column
+        args.data,
+        args.text_column,
+        args.label_column,
+        data_positive,
+        args.group_column,
+        named=args.data_positive is not None,
     )
     print(counts, file=sys.stderr)
     if y.all() or not y.any():

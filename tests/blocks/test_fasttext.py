@@ -196,3 +196,24 @@ def test_fasttext_lines_are_the_trainers_words_and_rename_label_tokens() -> None
     assert got[:3] + got[4:] == words[:3] + words[4:]
     assert got[3] == "_label__good docs: _label__good and x__label__y ___label__z _label__"
     assert fasttext_lines(pa.array([], pa.string())).to_pylist() == []
+
+
+def test_the_scored_words_are_the_training_lines_words() -> None:
+    """Scoring normalizes less than training (only what fastText does not split on itself), for
+    speed; the words fastText reads must be the same. Random strings over every separator."""
+    import random
+    import re
+
+    from corpusfilter.blocks.fasttext import _SPACE, fasttext_lines, fasttext_words
+
+    rng = random.Random(0)
+    alphabet = [*"ab_ l", *_SPACE, "\x00", "__label__", "x", "é"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(30))) for _ in range(5000)]
+
+    def words(s: str) -> list[str]:  # fastText's readWord: ASCII whitespace and NUL separate words
+        return [w for w in re.split(r"[ \t\n\v\f\r\x00]+", s) if w]
+
+    trained = fasttext_lines(pa.array(texts)).to_pylist()
+    scored = fasttext_words(pa.array(texts))
+    assert all("\n" not in s for s in scored)
+    assert [words(s) for s in scored] == [words(s) for s in trained]

@@ -18,8 +18,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import yaml
 
-from corpusfilter.batch import COPY_COLUMN, ORIGINAL_COLUMN
-from corpusfilter.blocks.base import Block, Detector
+from corpusfilter.blocks.base import Block, Detector, reads_copies
 from corpusfilter.errors import RecipeError, first_line, read_text_file
 from corpusfilter.io import (
     InputSet,
@@ -317,10 +316,9 @@ def _check_copy_tags(blocks: list[Block]) -> None:
     """With a control arm: a tag of copies (its condition reads ``copy_index`` or ``original_id``)
     may not come before an upsample or backfill. The control makes all its copies in one block, so
     it could label all of them or none, not those of the resamplers before the tag only."""
-    copy_cols = {ORIGINAL_COLUMN, COPY_COLUMN}
     tag: Block | None = None
     for b in blocks:
-        if b.block_type == "tag" and copy_cols & (b.columns_read() or set()):
+        if b.block_type == "tag" and reads_copies(b):
             tag = tag or b
         elif tag is not None and b.block_type in ("upsample", "backfill"):
             raise RecipeError(

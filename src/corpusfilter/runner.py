@@ -635,6 +635,7 @@ def _run_control(treatment: Plan, result: RunResult, **kw: Any) -> RunResult:
     import dataclasses
 
     from corpusfilter import experiment
+    from corpusfilter.blocks.base import reads_copies
     from corpusfilter.blocks.resample import COPY_FIELDS, control_tags
 
     recipe = treatment.recipe
@@ -652,8 +653,7 @@ def _run_control(treatment: Plan, result: RunResult, **kw: Any) -> RunResult:
             schema = schema.append(f)
     # a tag of copies (reading copy_index or original_id) labels the control's copies, made by its
     # block: it and every tag after it (which may read its label) run after that block, in order
-    copy_cols = {f.name for f in COPY_FIELDS}
-    first = next((i for i, t in enumerate(tags) if copy_cols & (t.columns_read() or set())), len(tags))
+    first = next((i for i, t in enumerate(tags) if reads_copies(t)), len(tags))
     before: list[Block] = list(tags[:first])
     after: list[Block] = list(tags[first:])
     block.label = f"{len(before)}.matched_control"

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 from datatrove.pipeline.base import PipelineStep
 
-from corpusfilter.batch import BLOCK_COLUMN, REASON_COLUMN, Batch
+from corpusfilter.batch import BLOCK_COLUMN, COPY_COLUMN, ORIGINAL_COLUMN, REASON_COLUMN, Batch
 from corpusfilter.errors import RecipeError
 from corpusfilter.expr import Condition
 from corpusfilter.params import build_params, params_to_dict
@@ -332,3 +332,9 @@ def reject_rows(block: Block, batch: Batch, mask: np.ndarray, reason: str) -> No
     batch.table = batch.table.filter(pa.array(~mask))
     block.stat_update("dropped", value=n_drop)
     block.stat_update(f"dropped_{reason}", value=n_drop)
+
+
+def reads_copies(block: Block) -> bool:
+    """Whether ``block``'s condition reads a copy's lineage (``copy_index``, ``original_id``): a tag
+    of copies, which the control arm runs after the block that makes its copies."""
+    return bool({COPY_COLUMN, ORIGINAL_COLUMN} & (block.columns_read() or set()))

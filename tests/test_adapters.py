@@ -90,3 +90,48 @@ def test_metadata_the_block_does_not_read_is_left_alone() -> None:
     with pytest.raises(RecipeError, match=r"metadata key 'year', which the block reads, holds values of several "
                        r"types in one batch \(int, str\)"):  # fmt: skip
         list(casc.run(iter(docs)))
+
+
+def test_the_adapter_checks_the_block_as_a_recipe_does() -> None:
+    """The adapter never validated its block: a non-boolean condition dropped every document, an
+    aggregate's result moved with the batch size, a string `labels` was split into letters, and a
+    misspelt key was a pyarrow KeyError. Now the errors a recipe gives, before any document moves."""
+    import pytest
+    from datatrove.data import Document
+
+    from corpusfilter.errors import RecipeError
+
+    def docs() -> list[Document]:
+        return [Document(text=t, id=str(i), metadata={"a": i}) for i, t in enumerate("wxyz")]
+
+    for where, says in (
+        ("a + 1", "not a boolean"),
+        ("a > AVG(a)", "aggregate"),
+        ("a_typo > 1", "a_typo"),
+    ):
+        with pytest.raises(RecipeError, match=says):
+            list(DocumentAdapter(Drop(where=where, reason="r")).run(iter(docs())))
+    labelled = [Document(text="x", id="1", metadata={"labels": "news", "a": 1})]
+    with pytest.raises(RecipeError, match="'labels' exists with type string, not list<string>"):
+        list(DocumentAdapter(Tag(where="a = 1", label="f")).run(iter(labelled)))
+    with pytest.raises(RecipeError, match="batch_size must be a positive integer"):
+        DocumentAdapter(Drop(where="a > 1", reason="r"), batch_size=0)
+    assert [d.id for d in DocumentAdapter(Drop(where="a >= 2", reason="r")).run(iter(docs()))] == ["0", "1"]
+
+
+def test_an_adapter_with_a_model_block_runs_twice() -> None:
+    """Its run tore the model down and left the block marked set up: a second run (a notebook cell
+    run again) failed with AttributeError."""
+    import pytest
+    from datatrove.data import Document
+
+    pytest.importorskip("fasttext")
+    from corpusfilter.blocks.fasttext import FastTextDetector
+
+    root = Path(__file__).resolve().parents[1]
+    step = DocumentAdapter(
+        FastTextDetector(name="ai", model=str(root / "classifiers/ai_discourse/model.bin"))
+    )
+    first = [d.metadata["ai_ai_discourse"] for d in step.run(iter([Document(text="the AI model", id="1")]))]
+    again = [d.metadata["ai_ai_discourse"] for d in step.run(iter([Document(text="the AI model", id="1")]))]
+    assert first == again

@@ -33,6 +33,12 @@ class DocumentAdapter(PipelineStep):
     def __init__(self, block: Block, *, batch_size: int = 1000, exclusion_writer: Any = None) -> None:
         from corpusfilter.blocks.resample import _Resampler
 
+        if not isinstance(block, Block):
+            raise RecipeError(
+                f"DocumentAdapter: expected a corpusfilter block (e.g. from_config(...)), got {type(block).__name__}"
+            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise RecipeError(f"DocumentAdapter: batch_size must be a positive integer, got {batch_size!r}")
         if isinstance(block, _Resampler):  # copies are rows no Document stands for
             raise RecipeError(
                 f"DocumentAdapter: {block.block_type} adds copies of documents, which a document-level "
@@ -44,6 +50,7 @@ class DocumentAdapter(PipelineStep):
         self.exclusion_writer = exclusion_writer
         self.block.text_column = "text"
         self._needed = self._reads()  # once, not per batch (a condition is parsed by polars)
+        self._checked: pa.Schema | None = None  # the last batch schema the block was validated on
 
     @property
     def name(self) -> str:
@@ -94,6 +101,11 @@ class DocumentAdapter(PipelineStep):
             for docs in batched(data, self.batch_size):
                 docs = list(docs)
                 table = self._table(docs)
+                if self._checked is None or not table.schema.equals(self._checked):
+                    # as a recipe's blocks are checked before a run: a condition reading a missing
+                    # key, not boolean, or aggregating over the batch, and a labels key of another type
+                    self.block.validate(table.schema, self.name)
+                    self._checked = table.schema
                 before = set(table.column_names)
                 with self.track_time("batch"):
                     batch = self.block.process(Batch(table, "<documents>", len(docs)))
@@ -127,6 +139,7 @@ class DocumentAdapter(PipelineStep):
                     self.stat_update("forwarded")
                     yield doc
         self.block.teardown()
+        self.block._ready = False  # a second run sets the block up again
 
     def _tag_cols(self) -> set[str]:
         col = getattr(self.block.params, "column", None)

@@ -642,3 +642,29 @@ def test_manifest_schemas_equal_the_schemas_the_files_read_back_with(tmp_path: P
         for f in m["outputs"][kind]:
             schema = pq.read_schema(tmp_path / "out" / f["path"])
             assert [{"name": c.name, "type": str(c.type)} for c in schema] == m["schemas"][kind], f["path"]
+
+
+def test_python_callers_get_one_line_errors_before_any_work(corpus: Path, tmp_path: Path) -> None:
+    """run(tasks=True) ran the whole job and then failed the manifest's schema; run("recipe.yaml")
+    and load_recipe(overrides="seed=3") gave an AttributeError and one override per character; a
+    block registered as "a@b" or with version "2" could not be looked up."""
+    import pytest
+
+    from corpusfilter.errors import RecipeError
+    from corpusfilter.recipe import load_recipe
+    from corpusfilter.registry import register
+    from corpusfilter.runner import run
+
+    recipe = load_recipe(recipe_dict(corpus, tmp_path / "out"))
+    with pytest.raises(RecipeError, match="tasks=True"):
+        run(recipe, progress=False, tasks=True)
+    with pytest.raises(RecipeError, match="limit=False"):
+        run(recipe, progress=False, limit=False)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(RecipeError, match="run\\(\\) takes a recipe from load_recipe"):
+        run("recipes/persona_depleted.yaml")  # type: ignore[arg-type]
+    with pytest.raises(RecipeError, match="overrides='seed=3': a list of 'key=value' strings"):
+        load_recipe(recipe_dict(corpus, tmp_path / "out"), overrides="seed=3")
+    for name, version in (("a@b", 1), ("", 1), ("mylen", "2")):
+        with pytest.raises(ValueError, match="register"):
+            register(name, version=version)  # type: ignore[arg-type]

@@ -212,6 +212,8 @@ def load_recipe(
     base_dir: str | os.PathLike[str] | None = None,
 ) -> Recipe:
     """Load and validate a recipe from a YAML file or a mapping. Schema errors raise RecipeError."""
+    if isinstance(overrides, str):  # iterated, it would be one override per character
+        raise RecipeError(f"overrides={overrides!r}: a list of 'key=value' strings, e.g. [{overrides!r}]")
     if isinstance(source, Mapping):
         data: Any = copy.deepcopy(dict(source))
         origin = "<inline>"

@@ -29,6 +29,14 @@ _loaded = False
 
 def register(name: str, version: int) -> Callable[[B], B]:
     """Class decorator: make a block available to recipes as ``name`` (latest) or ``name@version``."""
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(
+            f"register({name!r}): a block name is letters, digits and _, not starting with a digit"
+        )
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"register({name!r}, version={version!r}): a version is an integer of at least 1")
 
     def deco(cls: B) -> B:
         key = (name, version)

@@ -568,6 +568,10 @@ def run(
 ) -> RunResult:
     """Run ``recipe`` end to end (or one stage of it: ``score`` or ``decide``); raises
     CorpusfilterError subclasses for anything the user can fix."""
+    if not isinstance(recipe, Recipe):
+        raise RecipeError(
+            f"run() takes a recipe from load_recipe(...), not {type(recipe).__name__} {recipe!r}"[:200]
+        )
     _check_run_args(tasks=tasks, workers=workers, limit=limit, mode=mode, stage=stage, output=output)
     t0 = time.perf_counter()
     kw: dict[str, Any] = {"tasks": tasks, "workers": workers, "mode": mode, "progress": progress}
@@ -617,11 +621,12 @@ def _check_run_args(
     if stage not in ("run", "score", "decide"):
         raise RecipeError(f"stage={stage!r}: one of 'run', 'score', 'decide'")
     for name, n in (("tasks", tasks), ("workers", workers)):
-        if n is not None and (not isinstance(n, int) or (n < 1 and not (name == "workers" and n == -1))):
+        bad = isinstance(n, bool) or not isinstance(n, int) or (n < 1 and not (name == "workers" and n == -1))
+        if n is not None and bad:
             raise RecipeError(
                 f"{name}={n!r}: must be an integer of at least 1" + (" (or -1)" if name == "workers" else "")
             )
-    if not isinstance(limit, int) or (limit < 1 and limit != -1):
+    if isinstance(limit, bool) or not isinstance(limit, int) or (limit < 1 and limit != -1):
         raise RecipeError(f"limit={limit!r}: at least 1 document per task, or -1 for no limit")
     if output is not None and stage != "score":
         raise RecipeError(

@@ -668,3 +668,11 @@ def test_python_callers_get_one_line_errors_before_any_work(corpus: Path, tmp_pa
     for name, version in (("a@b", 1), ("", 1), ("mylen", "2")):
         with pytest.raises(ValueError, match="register"):
             register(name, version=version)  # type: ignore[arg-type]
+    from corpusfilter.registry import from_config
+
+    with pytest.raises(RecipeError, match=r"block\.type: a block name such as 'drop'"):
+        from_config({"type": ["drop"]})
+    with pytest.raises(
+        RecipeError, match=r"block\.params: a mapping of parameter names to values, not \[1\]"
+    ):
+        from_config({"type": "drop", "params": [1]})

@@ -95,5 +95,10 @@ def from_config(config: dict[str, Any], path: str = "block") -> Block:
     extra = sorted(set(config) - {"type", "params"})
     if extra:
         raise RecipeError(f"{path}.{extra[0]}: unknown key (a block config has type and params)")
+    if not isinstance(config["type"], str):
+        raise RecipeError(f"{path}.type: a block name such as 'drop' or 'drop@1', not {config['type']!r}")
+    params = config.get("params") or {}
+    if not isinstance(params, dict):
+        raise RecipeError(f"{path}.params: a mapping of parameter names to values, not {params!r}")
     cls = lookup(config["type"], path)
-    return cls.from_params(config.get("params") or {}, path=path)
+    return cls.from_params(params, path=path)

@@ -365,7 +365,8 @@ def prepare_output(
     existing = out.list_files() if out.exists("") else []
     if mode == "fresh" and existing:
         raise OutputError(
-            f"output folder {out.path} is not empty; use --overwrite to replace it or --resume to finish it"
+            f"output folder {out.path} is not empty; use --overwrite to replace it or --resume to finish it "
+            "(from Python: run(..., mode='overwrite') or mode='resume')"
         )
     if mode == "overwrite" and existing:
         if not out.exists("run.json"):
@@ -386,14 +387,14 @@ def prepare_output(
         if prev.get("recipe_sha256") != recipe_sha:
             raise OutputError(
                 f"cannot resume into {out.path}: it was started with another recipe (the resolved "
-                "recipe differs: a block, a parameter, --set, or the input or output path); use --overwrite"
+                "recipe differs: a block, a parameter, --set, or the input or output path); use --overwrite (mode='overwrite')"
             )
         was = prev.get("block_files")
         if was is not None and block_files is not None and was != block_files:
             which = next((k for k in block_files if was.get(k) != block_files[k]), "a block")
             raise OutputError(
                 f"cannot resume into {out.path}: {which} reads other files than when it was started (a "
-                "lexicon, model or tokenizer at the same path changed); use --overwrite"
+                "lexicon, model or tokenizer at the same path changed); use --overwrite (mode='overwrite')"
             )
         if prev.get("tasks") != tasks:
             raise OutputError(

@@ -84,7 +84,9 @@ def test_non_empty_output_is_refused_unless_overwrite(corpus: Path, tmp_path: Pa
     out = tmp_path / "out"
     recipe = load_recipe(recipe_dict(corpus, out))
     run(recipe, progress=False)
-    with pytest.raises(OutputError, match="not empty; use --overwrite.*from Python: run\(..., mode=.overwrite.\)"):
+    with pytest.raises(
+        OutputError, match=r"not empty; use --overwrite.*from Python: run\(..., mode=.overwrite.\)"
+    ):
         run(recipe, progress=False)
     assert run(recipe, mode="overwrite", progress=False).accounting["ok"]
 

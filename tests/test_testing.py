@@ -15,7 +15,7 @@ import pytest
 from corpusfilter import Detector, Drop, FilterDecision, KeywordDetector, register
 from corpusfilter.batch import Batch
 from corpusfilter.blocks.base import Block, NoParams, reject_rows
-from corpusfilter.errors import RecipeError
+from corpusfilter.errors import OutputError, RecipeError
 from corpusfilter.recipe import load_recipe
 from corpusfilter.testing import BlockCheckError, apply_block, as_table, check_block, run_blocks
 
@@ -144,6 +144,53 @@ class Unregistered(LengthDetector):
     block_type = "test_nowhere"
 
 
+class DropAll(Drop):
+    """A subclass of a registered block that is not registered itself: it reports ``drop@1``."""
+
+    def select(self, table: pa.Table) -> np.ndarray:
+        return np.ones(table.num_rows, dtype=bool)
+
+
+@register("test_position", version=1)
+class Position(Detector):
+    """Numbers rows with a counter kept on the instance: state carried from batch to batch."""
+
+    Params = NoParams
+    fields: ClassVar[dict[str, pa.DataType]] = {"n": pa.int64()}
+
+    def setup(self) -> None:
+        self.seen = 0
+
+    def score(self, texts: pa.StringArray) -> dict[str, Any]:
+        out = list(range(self.seen, self.seen + len(texts)))
+        self.seen += len(texts)
+        return {"n": out}
+
+
+@register("test_shouting_drop", version=1)
+class ShoutingDrop(Drop):
+    """Drops long texts, and upper-cases the text of the rows it keeps."""
+
+    def process(self, batch: Batch) -> Batch:
+        batch = super().process(batch)
+        t = batch.table
+        batch.table = t.set_column(t.column_names.index("text"), "text", pc.utf8_upper(t.column("text")))
+        return batch
+
+
+@register("test_renaming_drop", version=1)
+class RenamingDrop(Drop):
+    """Drops long texts, renaming the ids of the rows it rejects."""
+
+    def process(self, batch: Batch) -> Batch:
+        batch = super().process(batch)
+        batch.rejected = [
+            t.set_column(t.column_names.index("id"), "id", pc.utf8_upper(t.column("id")))
+            for t in batch.rejected
+        ]
+        return batch
+
+
 def test_batch_dependence_is_caught() -> None:
     assert contracts(ZScore(), TEXTS) == {"batch_independent"}
 
@@ -178,6 +225,42 @@ def test_rejects_without_reason_and_empty_batch_crash_are_caught() -> None:
 def test_an_unregistered_block_is_caught_unless_used_only_in_python() -> None:
     assert contracts(Unregistered(), TEXTS) == {"registered"}
     check_block(Unregistered(), TEXTS, registered=False)
+
+
+def test_state_carried_across_batches_is_caught() -> None:
+    """In-order batches through one run() number rows as one batch does; separate copies, as tasks
+    get them, do not."""
+    assert contracts(Position(), TEXTS) == {"stateless_across_batches"}
+    with pytest.raises(BlockCheckError, match="carries state from one batch to the next"):
+        check_block(Position(), TEXTS)
+
+
+def test_a_decision_that_changes_the_rows_it_passes_on_or_rejects_is_caught() -> None:
+    with pytest.raises(
+        BlockCheckError, match=r"input_unchanged: .*passed on \(id 'd1': column\(s\) \['text'\]"
+    ):
+        check_block(ShoutingDrop(where="length(text) > 60", reason="long"), TEXTS)
+    assert contracts(RenamingDrop(where="length(text) > 60", reason="long"), TEXTS) == {"input_unchanged"}
+
+
+def test_decisions_may_write_their_own_columns() -> None:
+    """A tag appends to an existing labels column and upsample renames its copies: both allowed."""
+    from corpusfilter.blocks.decisions import Tag
+    from corpusfilter.blocks.resample import Upsample
+
+    table = as_table(TEXTS).append_column("labels", pa.array([["x"]] * len(TEXTS), pa.list_(pa.string())))
+    check_block(Tag(where="length(text) > 60", label="long"), table)
+    check_block(Upsample(where="length(text) > 60", weight="3"), as_table(TEXTS))
+
+
+def test_a_subclass_of_a_registered_block_is_refused_not_run_as_its_parent() -> None:
+    block = DropAll(where="length(text) > 1000", reason="all")
+    with pytest.raises(RecipeError, match=r"blocks\[0\]: DropAll reports drop@1, .* register DropAll under"):
+        run_blocks([block], TEXTS)
+    with pytest.raises(
+        BlockCheckError, match=r"registered: DropAll reports drop@1, .* register DropAll under"
+    ):
+        check_block(block, TEXTS)
 
 
 def test_the_error_lists_every_problem_by_name() -> None:
@@ -258,6 +341,27 @@ def test_run_blocks_gives_empty_frames_with_columns_and_refuses_unregistered_blo
     assert out.kept.height == len(TEXTS)
     with pytest.raises(RecipeError, match="unknown block 'test_nowhere@1'"):
         run_blocks([Unregistered()], TEXTS)
+
+
+def test_run_blocks_reads_only_its_own_data_in_a_reused_workdir(tmp_path: Path) -> None:
+    """A second call with fewer shards reads none of the first call's; files run_blocks did not
+    write are refused, never read or deleted."""
+    virtue = KeywordDetector(name="v", lexicon="virtue")
+    run_blocks([virtue], ["kindness", "plain", "honesty", "x y", "z"], shards=3, workdir=tmp_path)
+    out = run_blocks([virtue], ["only one doc"], workdir=tmp_path)
+    assert out.kept["text"].to_list() == ["only one doc"] and out.accounting["read"] == 1
+    mine = tmp_path / "input" / "mine.parquet"
+    mine.write_bytes(b"")
+    with pytest.raises(OutputError, match=r"input/ holds files run_blocks did not write .*mine\.parquet"):
+        run_blocks([virtue], ["again"], workdir=tmp_path)
+    assert mine.exists() and (tmp_path / "input" / "shard-000.parquet").exists()
+
+    other = tmp_path / "other"
+    (other / "output").mkdir(parents=True)
+    (other / "output" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match=r"output/ holds files run_blocks did not write .*notes\.txt"):
+        run_blocks([virtue], ["again"], workdir=other)
+    assert (other / "output" / "notes.txt").read_text() == "mine"
 
 
 def test_apply_block_passes_rejections_with_reasons() -> None:

@@ -4,8 +4,9 @@ few inline documents through the real pipeline.
 ``check_block(block, texts)`` catches the faults that make a corpus silently irreproducible: a block
 that is not registered under its name and version, a ``to_config()`` that does not rebuild the same
 block, a block that cannot travel to a worker, columns other than those declared (or of another
-type), rows lost or changed, results that vary from run to run or with how documents are batched
-(which then change with ``tasks`` or the batch size), and an empty batch that crashes.
+type), rows lost or changed (by a detector or a decision), results that vary from run to run, with
+how documents are batched or with state a block carries from one batch to the next (which then
+change with ``tasks`` or the batch size), and an empty batch that crashes.
 
 ``run_blocks(blocks, texts)`` writes the documents as a Parquet shard and runs the blocks as a recipe
 through datatrove, with the accounting check and the manifest, and returns what was kept and
@@ -17,7 +18,8 @@ from __future__ import annotations
 import json
 import pickle
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -26,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from corpusfilter.batch import BLOCK_COLUMN, REASON_COLUMN, Batch
-from corpusfilter.errors import RecipeError
+from corpusfilter.errors import OutputError, RecipeError
 
 if TYPE_CHECKING:
     import polars as pl
@@ -70,16 +72,39 @@ class Applied:
 def apply_block(block: Block, table: pa.Table, *, batch_rows: int | None = None) -> Applied:
     """Run ``block`` on ``table`` in batches of ``batch_rows`` (default: one batch) through its own
     ``run()`` (setup, stats, teardown), as a pipeline would. The block is used as given."""
+    return _gathered(list(block.run(iter(_batches(table, batch_rows)))), table)
+
+
+def _batches(table: pa.Table, batch_rows: int | None) -> list[Batch]:
+    """``table`` cut into batches of ``batch_rows`` (None: one batch; an empty table: one empty batch)."""
     n = table.num_rows
     size = max(1, batch_rows or n or 1)
     batches = [Batch(table.slice(o, size), "check", min(size, n - o)) for o in range(0, n, size)]
-    if not batches:
-        batches = [Batch(table.slice(0, 0), "check", 0)]
-    out = list(block.run(iter(batches)))
+    return batches or [Batch(table.slice(0, 0), "check", 0)]
+
+
+def _gathered(out: Sequence[Batch], table: pa.Table) -> Applied:
+    """The batches a block passed on, joined in order."""
     kept = pa.concat_tables([b.table for b in out]) if out else table.slice(0, 0)
     rejected_parts = [t for b in out for t in b.rejected]
     rejected = pa.concat_tables(rejected_parts) if rejected_parts else None
     return Applied(kept, rejected, sum(b.added for b in out))
+
+
+def _apply_as_tasks(block: Block, table: pa.Table, batch_rows: int) -> Applied:
+    """Batches of ``batch_rows`` split between two fresh copies of ``block`` (as two datatrove tasks
+    get theirs), each taking its batches last first, and put back in order: a block that carries
+    state from one batch to the next (a counter, a cache of earlier rows) gives other results."""
+    batches = _batches(table, batch_rows)
+    out: list[Batch] = []
+    half = (len(batches) + 1) // 2
+    for part in (batches[:half], batches[half:]):
+        copy = pickle.loads(pickle.dumps(block))
+        got = list(copy.run(iter(part[::-1])))
+        if len(got) != len(part):
+            raise RuntimeError(f"run() passed on {len(got)} batches for {len(part)}")
+        out += got[::-1]
+    return _gathered(out, table)
 
 
 def check_block(
@@ -94,7 +119,7 @@ def check_block(
     used only in Python.
     """
     from corpusfilter.recipe import needs_totals
-    from corpusfilter.registry import from_config, lookup
+    from corpusfilter.registry import from_config
 
     problems: list[tuple[str, str]] = []
     spec = f"{block.block_type}@{block.version}"
@@ -107,15 +132,9 @@ def check_block(
         problems.append(("config_is_plain_data", f"to_config() is not JSON data ({e})"))
     rebuilt: Block | None = None
     if registered:
-        try:
-            if lookup(spec) is not type(block):
-                problems.append(
-                    ("registered", f"{spec} names {lookup(spec).__name__}, not {type(block).__name__}")
-                )
-        except RecipeError as e:
-            problems.append(
-                ("registered", f"{spec} is not in the registry ({e}); decorate the class with @register")
-            )
+        unregistered = _not_registered(block)
+        if unregistered:
+            problems.append(("registered", unregistered))
         else:
             try:
                 rebuilt = from_config(config)
@@ -155,25 +174,40 @@ def check_block(
     problems += _check_columns(table, first.kept, declared)
     problems += _check_rows(block, table, first)
 
-    def again(name: str, other: Block, batch: int | None, what: str) -> None:
+    def again(name: str, apply: Callable[[], Applied], what: str, why: str = "") -> bool:
+        """Whether ``apply()`` gives what the first run gave; a problem named ``name`` if not."""
         try:
-            res = apply_block(other, table, batch_rows=batch)
+            res = apply()
         except Exception as e:
             problems.append((name, f"{what} fails: {type(e).__name__}: {e}"))
-            return
+            return False
         diff = _differs(first, res, atol)
         if diff:
-            problems.append((name, f"{what} gives other results: {diff}"))
+            problems.append((name, f"{what} gives other results: {diff}{why}"))
+        return not diff
 
-    again("deterministic", pickle.loads(pickle.dumps(block)), None, "a second run of a fresh copy")
+    def copied() -> Block:
+        return pickle.loads(pickle.dumps(block))
+
+    again("deterministic", lambda: apply_block(copied(), table), "a second run of a fresh copy")
     if rebuilt is not None:
-        again("config_describes_block", rebuilt, None, "the block rebuilt from to_config()")
-    if table.num_rows > batch_rows:
         again(
-            "batch_independent",
-            pickle.loads(pickle.dumps(block)),
-            batch_rows,
-            f"scoring in batches of {batch_rows} row(s)",
+            "config_describes_block",
+            lambda: apply_block(rebuilt, table),
+            "the block rebuilt from to_config()",
+        )
+    if table.num_rows > batch_rows and again(
+        "batch_independent",
+        lambda: apply_block(copied(), table, batch_rows=batch_rows),
+        f"scoring in batches of {batch_rows} row(s)",
+    ):
+        again(
+            "stateless_across_batches",
+            lambda: _apply_as_tasks(block, table, batch_rows),
+            f"scoring batches of {batch_rows} row(s) with two fresh copies, each taking its batches "
+            "last first (as separate tasks would)",
+            "; the block carries state from one batch to the next (a result must not depend on the "
+            "batches scored before it)",
         )
     try:
         empty = apply_block(pickle.loads(pickle.dumps(block)), table.slice(0, 0))
@@ -187,6 +221,25 @@ def check_block(
         problems.append(("empty_batch", f"an empty batch fails: {type(e).__name__}: {e}"))
     if problems:
         raise BlockCheckError(spec, problems)
+
+
+def _not_registered(block: Block) -> str | None:
+    """Why the registry would not rebuild ``block`` as its own class (None: it would). A subclass of a
+    registered block inherits its parent's name and version, so a recipe would silently run the parent."""
+    from corpusfilter.registry import lookup
+
+    spec, cls = f"{block.block_type}@{block.version}", type(block).__name__
+    try:
+        found = lookup(spec)
+    except RecipeError as e:
+        return f"{spec} ({cls}) is not in the registry ({e}); decorate {cls} with @register(name, version)"
+    if found is not type(block):
+        return (
+            f"{cls} reports {spec}, which the registry maps to {found.__name__}, so a recipe would run "
+            f"{found.__name__} instead; register {cls} under its own name and version with "
+            f"@register(name, version)"
+        )
+    return None
 
 
 def _copy_pipeline_settings(src: Block, dst: Block) -> None:
@@ -225,6 +278,10 @@ def _check_rows(block: Block, table: pa.Table, res: Applied) -> list[tuple[str, 
             out.append(("detector_keeps_rows", "a detector must pass every row on and reject none"))
         elif not res.kept.select(table.column_names).equals(table):
             out.append(("input_unchanged", "a detector changed columns it did not add"))
+    else:
+        changed = _decision_changed(block, table, res)
+        if changed:
+            out.append(("input_unchanged", changed))
     if res.rejected is not None:
         cols = res.rejected.column_names
         if REASON_COLUMN not in cols or BLOCK_COLUMN not in cols:
@@ -232,6 +289,50 @@ def _check_rows(block: Block, table: pa.Table, res: Applied) -> list[tuple[str, 
         elif any(not r for r in res.rejected.column(REASON_COLUMN).to_pylist()):
             out.append(("rejected_have_reason", "a rejected row has an empty reason"))
     return out
+
+
+def _decision_changed(block: Block, table: pa.Table, res: Applied) -> str | None:
+    """How a decision changed the rows it passed on or rejected, in columns it does not write (None:
+    it did not). It may write the columns it declares on a table without them (a tag's labels, a
+    resampler's lineage); rows it copies get new ids, so with copies the id is not compared."""
+    written = {f.name for f in block.output_fields(table.schema)}
+    try:
+        written |= {f.name for f in block.output_fields(pa.schema([]))}
+    except Exception:  # declarations that need the table's columns: those above
+        pass
+    cols = [c for c in table.column_names if c not in written and not (res.added and c == block.id_column)]
+    parts = [res.kept] + ([res.rejected] if res.rejected is not None else [])
+    for part, what in zip(parts, ("passed on", "rejected")):
+        missing = [c for c in cols if c not in part.column_names]
+        if missing:
+            return f"a decision removed column(s) {missing} from the rows it {what}"
+
+    def rows(t: pa.Table) -> list[str]:
+        values = t.select(cols).to_pylist()
+        return [repr(tuple(r.values())) for r in values]
+
+    before = Counter(rows(table))
+    for part, what in zip(parts, ("passed on", "rejected")):
+        for i, key in enumerate(rows(part)):
+            if before[key] > 0:
+                if not res.added:  # with copies, a row may appear more than once
+                    before[key] -= 1
+                continue
+            return f"a decision changed a row it {what} ({_which(table, part, i, cols, block.id_column)})"
+    return None
+
+
+def _which(table: pa.Table, part: pa.Table, i: int, cols: list[str], id_column: str) -> str:
+    """Row ``i`` of ``part`` named by id, with the columns in which it differs from the input row."""
+    row = part.slice(i, 1).to_pylist()[0]
+    if id_column not in cols:
+        return f"row {i} matches no input row"
+    ids = table.column(id_column).to_pylist()
+    if row[id_column] not in ids:
+        return f"{id_column} {row[id_column]!r} is not an input row's"
+    src = table.slice(ids.index(row[id_column]), 1).to_pylist()[0]
+    diff = [c for c in cols if repr(src[c]) != repr(row[c])]
+    return f"{id_column} {row[id_column]!r}: column(s) {diff} differ from the input"
 
 
 def _differs(a: Applied, b: Applied, atol: float) -> str | None:
@@ -291,9 +392,11 @@ def run_blocks(
     through the real datatrove pipeline, and return the kept and rejected rows.
 
     ``data`` is written as ``shards`` Parquet files; every block goes through the registry as a
-    recipe's would, so an unregistered block is an error here too. Extra keyword arguments are
-    recipe keys (``control={...}``, ``input={...}`` merged over the written input). The output lives
-    in ``workdir`` (kept) or a temporary folder (removed once read back).
+    recipe's would, so an unregistered block is an error here too (a subclass of a registered block
+    included: it would run as its parent). Extra keyword arguments are recipe keys
+    (``control={...}``, ``input={...}`` merged over the written input). The input and output live in
+    ``workdir/input`` and ``workdir/output`` (kept; each call replaces what an earlier call wrote
+    there, and refuses files it did not write) or in a temporary folder (removed once read back).
     """
     import polars as pl
     import pyarrow.parquet as pq
@@ -303,16 +406,18 @@ def run_blocks(
     from corpusfilter.runner import run
 
     items: list[dict[str, Any]] = []
-    for b in blocks:
+    for i, b in enumerate(blocks):
         if isinstance(b, Mapping):
             items.append(dict(b))
         else:
+            unregistered = _not_registered(b)
+            if unregistered:
+                raise RecipeError(f"blocks[{i}]: {unregistered}")
             cfg = b.to_config()
             items.append({cfg["type"]: cfg["params"]})
     with tempfile.TemporaryDirectory(prefix="corpusfilter-test-") as tmp:
         root = Path(workdir) if workdir is not None else Path(tmp)
         inp = root / "input"
-        inp.mkdir(parents=True, exist_ok=True)
         extra_input = dict(recipe.pop("input", {}) or {})
         table = as_table(
             data,
@@ -321,8 +426,10 @@ def run_blocks(
         )
         n = max(1, shards)
         size = -(-table.num_rows // n) if table.num_rows else 0
-        for s in range(n):
-            pq.write_table(table.slice(s * size, size), inp / f"shard-{s:03d}.parquet")
+        names = [f"shard-{s:03d}.parquet" for s in range(n)]
+        _claim_workdir(root, names)
+        for s, name in enumerate(names):
+            pq.write_table(table.slice(s * size, size), inp / name)
         spec = {
             "input": {"path": str(inp), **extra_input},
             "output": {"path": str(root / "output")},
@@ -346,6 +453,36 @@ def run_blocks(
             return frame
 
         return Outcome(read("data"), read("rejected"), read("unreadable"), result.manifest)
+
+
+#: in a workdir: the input shards run_blocks wrote there, so the next call removes those and only those
+_WORKDIR_MARK = ".corpusfilter-run-blocks.json"
+
+
+def _claim_workdir(root: Path, names: list[str]) -> None:
+    """Make ``root/input`` ready to hold exactly ``names``: remove the shards an earlier call wrote
+    there (a call with fewer shards would read them too), and refuse an ``input/`` or ``output/`` that
+    holds files run_blocks did not write, rather than read or delete them."""
+    mark, inp, out = root / _WORKDIR_MARK, root / "input", root / "output"
+    ours: list[str] = json.loads(mark.read_text())["input"] if mark.is_file() else []
+    folders = [inp] if mark.is_file() else [inp, out]  # an earlier call's output/ is replaced by the run
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        theirs = sorted(
+            str(f.relative_to(folder))
+            for f in folder.rglob("*")
+            if not f.is_dir() and (folder is out or str(f.relative_to(folder)) not in ours)
+        )
+        if theirs:
+            raise OutputError(
+                f"run_blocks workdir {root}: {folder.name}/ holds files run_blocks did not write "
+                f"({len(theirs)}, e.g. {theirs[0]}); remove them or choose another workdir"
+            )
+    for name in ours:
+        (inp / name).unlink(missing_ok=True)
+    inp.mkdir(parents=True, exist_ok=True)
+    mark.write_text(json.dumps({"input": names}))
 
 
 def _arrow_type(name: str) -> pa.DataType:

@@ -251,6 +251,8 @@ def test_decisions_may_write_their_own_columns() -> None:
     table = as_table(TEXTS).append_column("labels", pa.array([["x"]] * len(TEXTS), pa.list_(pa.string())))
     check_block(Tag(where="length(text) > 60", label="long"), table)
     check_block(Upsample(where="length(text) > 60", weight="3"), as_table(TEXTS))
+    # a labelled upsample writes its columns in the order it declares them (labels had come first)
+    check_block(Upsample(where="length(text) > 60", weight="3", label="long"), as_table(TEXTS))
 
 
 def test_a_subclass_of_a_registered_block_is_refused_not_run_as_its_parent() -> None:

@@ -126,11 +126,15 @@ class _Resampler(Decision):
         table = batch.table
         counts = np.maximum(self.copies(table).astype(np.int64), 1)
         label = getattr(self.params, "label", None)
+        new_labels = bool(label) and "labels" not in table.column_names
         if label:
             table = add_label(table, self._matches(table), label)
             where = getattr(self.params, "where", None)
             label_removed(batch, Condition(where, path=f"{self.label}.where") if where else None, label)
-        batch.table = repeat_rows(table, counts, id_column=self.id_column)
+        table = repeat_rows(table, counts, id_column=self.id_column)
+        if new_labels:  # in the order output_fields declares: the lineage columns, then labels
+            table = table.select([c for c in table.column_names if c != "labels"] + ["labels"])
+        batch.table = table
         added = int(counts.sum() - len(counts))
         batch.added += added
         self.stat_update("added", value=added)

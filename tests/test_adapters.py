@@ -135,3 +135,15 @@ def test_an_adapter_with_a_model_block_runs_twice() -> None:
     first = [d.metadata["ai_ai_discourse"] for d in step.run(iter([Document(text="the AI model", id="1")]))]
     again = [d.metadata["ai_ai_discourse"] for d in step.run(iter([Document(text="the AI model", id="1")]))]
     assert first == again
+
+
+def test_a_tag_after_a_tag_that_matched_nothing_in_a_batch() -> None:
+    """Every document of a batch holding labels [] (or None) made the key list<null> (or null), which
+    the block's check refused: a second tag after one that matched nothing there failed the run."""
+    from datatrove.data import Document
+
+    empty: list[str] | None
+    for empty in ([], None):
+        docs = [Document(text="x", id=str(i), metadata={"labels": empty, "a": i}) for i in range(3)]
+        out = list(DocumentAdapter(Tag(where="a >= 1", label="t")).run(iter(docs)))
+        assert [d.metadata["labels"] for d in out] == [[], ["t"], ["t"]]

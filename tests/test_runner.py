@@ -667,7 +667,7 @@ def test_python_callers_get_one_line_errors_before_any_work(corpus: Path, tmp_pa
         run("recipes/persona_depleted.yaml")  # type: ignore[arg-type]
     with pytest.raises(RecipeError, match="overrides='seed=3': a list of 'key=value' strings"):
         load_recipe(recipe_dict(corpus, tmp_path / "out"), overrides="seed=3")
-    for name, version in (("a@b", 1), ("", 1), ("mylen", "2")):
+    for name, version in (("a@b", 1), ("", 1), ("mylen", "2"), ("MyLength", 1)):
         with pytest.raises(ValueError, match="register"):
             register(name, version=version)  # type: ignore[arg-type]
     from corpusfilter.registry import from_config
@@ -678,3 +678,9 @@ def test_python_callers_get_one_line_errors_before_any_work(corpus: Path, tmp_pa
         RecipeError, match=r"block\.params: a mapping of parameter names to values, not \[1\]"
     ):
         from_config({"type": "drop", "params": [1]})
+    with pytest.raises(RecipeError, match=r"block\.params: a mapping of parameter names to values, not \[\]"):
+        from_config({"type": "drop", "params": []})
+    import types
+
+    proxy = types.MappingProxyType({"where": "s > 1", "reason": "x"})
+    assert from_config({"type": "drop", "params": proxy}).to_config()["params"]["where"] == "s > 1"

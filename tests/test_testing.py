@@ -354,14 +354,26 @@ def test_run_blocks_reads_only_its_own_data_in_a_reused_workdir(tmp_path: Path) 
     assert out.kept["text"].to_list() == ["only one doc"] and out.accounting["read"] == 1
     mine = tmp_path / "input" / "mine.parquet"
     mine.write_bytes(b"")
-    with pytest.raises(OutputError, match=r"input/ holds files run_blocks did not write .*mine\.parquet"):
+    with pytest.raises(
+        OutputError, match=r"input/ holds files this workdir's record does not list .*mine\.parquet"
+    ):
         run_blocks([virtue], ["again"], workdir=tmp_path)
     assert mine.exists() and (tmp_path / "input" / "shard-000.parquet").exists()
+    mine.unlink()
+    # a file put in output/ after a call is not deleted by the next one (the run overwrites output/)
+    (tmp_path / "output" / "notes.txt").write_text("mine")
+    with pytest.raises(
+        OutputError, match=r"output/ holds files this workdir's record does not list .*notes\.txt"
+    ):
+        run_blocks([virtue], ["again"], workdir=tmp_path)
+    assert (tmp_path / "output" / "notes.txt").read_text() == "mine"
 
     other = tmp_path / "other"
     (other / "output").mkdir(parents=True)
     (other / "output" / "notes.txt").write_text("mine")
-    with pytest.raises(OutputError, match=r"output/ holds files run_blocks did not write .*notes\.txt"):
+    with pytest.raises(
+        OutputError, match=r"output/ holds files this workdir's record does not list .*notes\.txt"
+    ):
         run_blocks([virtue], ["again"], workdir=other)
     assert (other / "output" / "notes.txt").read_text() == "mine"
 

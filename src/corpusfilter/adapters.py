@@ -83,7 +83,7 @@ class DocumentAdapter(PipelineStep):
                 continue
             values = [d.metadata.get(name) for d in docs]
             try:
-                col = pa.array(values)
+                col = self._tag_column(values) if name in self._tag_cols() else pa.array(values)
             except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
                 kinds = sorted({type(v).__name__ for v in values if v is not None})
                 raise RecipeError(
@@ -140,6 +140,19 @@ class DocumentAdapter(PipelineStep):
                     yield doc
         self.block.teardown()
         self.block._ready = False  # a second run sets the block up again
+
+    @staticmethod
+    def _tag_column(values: list[Any]) -> pa.Array:
+        """A tag's labels key as list<string>: a batch where every document holds [] or None would
+        otherwise be typed list<null> or null (a tag before matched nothing there)."""
+        from corpusfilter.blocks.decisions import LABELS_TYPE
+
+        if all(v is None or isinstance(v, list | tuple) for v in values):  # a string is no list of labels
+            try:
+                return pa.array(values, LABELS_TYPE)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                pass
+        return pa.array(values)  # another type: the block's check names it
 
     def _tag_cols(self) -> set[str]:
         col = getattr(self.block.params, "column", None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from corpusfilter.errors import RecipeError
@@ -31,10 +31,8 @@ def register(name: str, version: int) -> Callable[[B], B]:
     """Class decorator: make a block available to recipes as ``name`` (latest) or ``name@version``."""
     import re
 
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise ValueError(
-            f"register({name!r}): a block name is letters, digits and _, not starting with a digit"
-        )
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_]+", name):  # as a manifest records it
+        raise ValueError(f"register({name!r}): a block name is lower-case letters, digits and _")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(f"register({name!r}, version={version!r}): a version is an integer of at least 1")
 
@@ -97,8 +95,12 @@ def from_config(config: dict[str, Any], path: str = "block") -> Block:
         raise RecipeError(f"{path}.{extra[0]}: unknown key (a block config has type and params)")
     if not isinstance(config["type"], str):
         raise RecipeError(f"{path}.type: a block name such as 'drop' or 'drop@1', not {config['type']!r}")
-    params = config.get("params") or {}
-    if not isinstance(params, dict):
+    params = config.get("params")
+    if params is None:
+        params = {}
+    elif isinstance(params, Mapping):
+        params = dict(params)
+    else:
         raise RecipeError(f"{path}.params: a mapping of parameter names to values, not {params!r}")
     cls = lookup(config["type"], path)
     return cls.from_params(params, path=path)

@@ -440,6 +440,7 @@ def run_blocks(
         result = run(
             load_recipe(spec, base_dir=Path.cwd()), tasks=n, workers=1, mode="overwrite", progress=False
         )
+        _record_output(root)
         out = load_output(result.output)
 
         def read(kind: str) -> pl.DataFrame:
@@ -464,25 +465,35 @@ def _claim_workdir(root: Path, names: list[str]) -> None:
     there (a call with fewer shards would read them too), and refuse an ``input/`` or ``output/`` that
     holds files run_blocks did not write, rather than read or delete them."""
     mark, inp, out = root / _WORKDIR_MARK, root / "input", root / "output"
-    ours: list[str] = json.loads(mark.read_text())["input"] if mark.is_file() else []
-    folders = [inp] if mark.is_file() else [inp, out]  # an earlier call's output/ is replaced by the run
-    for folder in folders:
+    written = json.loads(mark.read_text()) if mark.is_file() else {}
+    ours = {inp: set(written.get("input", [])), out: set(written.get("output", []))}
+    for folder in (inp, out):
         if not folder.is_dir():
             continue
         theirs = sorted(
-            str(f.relative_to(folder))
+            rel
             for f in folder.rglob("*")
-            if not f.is_dir() and (folder is out or str(f.relative_to(folder)) not in ours)
+            if not f.is_dir() and (rel := str(f.relative_to(folder))) not in ours[folder]
         )
         if theirs:
             raise OutputError(
-                f"run_blocks workdir {root}: {folder.name}/ holds files run_blocks did not write "
-                f"({len(theirs)}, e.g. {theirs[0]}); remove them or choose another workdir"
+                f"run_blocks workdir {root}: {folder.name}/ holds files this workdir's record does not "
+                f"list ({len(theirs)}, e.g. {theirs[0]}: yours, or written by an earlier corpusfilter "
+                "version's run_blocks); remove them or choose another workdir"
             )
-    for name in ours:
+    for name in ours[inp]:
         (inp / name).unlink(missing_ok=True)
     inp.mkdir(parents=True, exist_ok=True)
-    mark.write_text(json.dumps({"input": names}))
+    # the output is recorded once the run has written it; until then only the input is ours
+    mark.write_text(json.dumps({"input": names, "output": sorted(ours[out])}))
+
+
+def _record_output(root: Path) -> None:
+    """After a run: the files in ``root/output`` are run_blocks' own, which the next call may replace."""
+    mark, out = root / _WORKDIR_MARK, root / "output"
+    written = json.loads(mark.read_text())
+    written["output"] = sorted(str(f.relative_to(out)) for f in out.rglob("*") if not f.is_dir())
+    mark.write_text(json.dumps(written))
 
 
 def _arrow_type(name: str) -> pa.DataType:

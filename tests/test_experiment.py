@@ -88,10 +88,10 @@ def test_target_share_is_reached_and_accounted(big: Path, tmp_path: Path) -> Non
     blocks = [*DETECT, {"upsample": {"where": "ai_hits >= 1", "target_share": 0.3, "label": "target"}}]
     res = run(load_recipe(_recipe(big, out, blocks)), progress=False)
     sol = next(b for b in res.manifest["blocks"] if b["label"].endswith("upsample"))["provenance"]["solution"]
-    assert sol["expected_share"] == pytest.approx(0.3)
     data = _frame(out, "data")
     achieved = tokens(data.filter(pl.col("ai_hits") >= 1)) / tokens(data)
     assert abs(achieved - 0.3) <= 0.005  # the issue's bar: ±0.5 percentage points
+    assert sol["expected_share"] == pytest.approx(achieved, abs=1e-6)  # the allocation is fixed
     assert sol["achieved_share"] == pytest.approx(achieved, abs=1e-6)
     acc = res.accounting
     assert acc["read"] + acc["added"] == acc["kept"] + acc["rejected_total"] + acc["unreadable"]
@@ -569,3 +569,32 @@ def test_a_tag_of_copies_before_another_resampler_is_refused_with_a_control(tmp_
         load_recipe(r)
     del r["control"]
     assert load_recipe(r)  # without a control the order means what it says
+
+
+def test_a_target_share_lands_on_the_target_on_a_small_corpus(tmp_path: Path) -> None:
+    """Each matching document rounded its fractional copy on its own: 3 of 43 documents gave 18.4%,
+    20.0% or 21.6% for a 20% target depending on the seed. One solved cut on the same draws picks
+    the copies whose tokens come closest, and the solution states the share the output gets."""
+    texts = [("zebra " if i < 3 else "") + "apple " * (499 if i < 3 else 500) for i in range(43)]
+    (tmp_path / "in").mkdir()
+    pq.write_table(
+        pa.table({"id": [f"d{i}" for i in range(43)], "text": texts, "source": ["a"] * 43}),
+        tmp_path / "in" / "p0.parquet",
+    )
+    blocks = [
+        {"tokens": {}},
+        {"keywords": {"name": "z", "terms": ["zebra"]}},
+        {"upsample": {"name": "up", "where": "z_hits >= 1", "target_share": 0.2}},
+    ]
+    for seed in range(6):
+        r = _recipe(tmp_path / "in", tmp_path / f"out{seed}", blocks)
+        r["seed"] = seed
+        res = run(load_recipe(r), progress=False)
+        (sol,) = [
+            b["provenance"]["solution"]
+            for b in res.manifest["blocks"]
+            if "solution" in (b.get("provenance") or {})
+        ]
+        assert "draw_cut" in sol and sol["achieved_share"] == round(sol["expected_share"], 6)
+        assert abs(sol["achieved_share"] - 0.2) < 0.002, (seed, sol)
+        assert verify(res.output).ok

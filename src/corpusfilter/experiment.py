@@ -14,6 +14,7 @@ import bisect
 import copy
 import itertools
 import json
+import math
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
@@ -113,14 +114,14 @@ def solve(plan: Plan) -> None:
     mult = np.ones(kept.height)
     for k, b in enumerate(needy):
         if isinstance(b, Upsample):
-            mult = _solve_target(b, kept, mult, f"_m{k}")
+            mult = _solve_target(b, kept, mult, f"_m{k}", plan.recipe.seed)
         elif isinstance(b, Backfill):
             mult = _solve_backfill(b, kept, rejected, mult, f"_m{k}", plan.recipe.seed)
         else:  # pragma: no cover - every needy block type is handled above
             raise RecipeError(f"{b.label}: no solver for this block")
 
 
-def _solve_target(b: Upsample, kept: pl.DataFrame, mult: np.ndarray, match_col: str) -> np.ndarray:
+def _solve_target(b: Upsample, kept: pl.DataFrame, mult: np.ndarray, match_col: str, seed: int) -> np.ndarray:
     p = b.params
     assert p.target_share is not None
     t = kept[p.tokens].fill_null(0).to_numpy().astype(np.float64) if kept.height else np.zeros(0)
@@ -138,6 +139,11 @@ def _solve_target(b: Upsample, kept: pl.DataFrame, mult: np.ndarray, match_col: 
         elif weight > p.max_copies:
             weight, note = float(p.max_copies), "capped by max_copies: the target is out of reach"
     expected = weight * t_match / (weight * t_match + t_other) if t_match + t_other else 0.0
+    cut = _draw_cut(b, kept, t, m, mult, weight, note, seed)
+    if cut is not None:  # the allocation is fixed, so its share is known exactly
+        added = cut[1]
+        matched = math.floor(weight) * t_match + added
+        expected = matched / (matched + t_other)
     b.solution = {
         "weight": round(weight, 9),
         "note": note,
@@ -146,10 +152,46 @@ def _solve_target(b: Upsample, kept: pl.DataFrame, mult: np.ndarray, match_col: 
         "expected_share": round(expected, 9),
         "tokens_matching": int(t_match),
         "tokens_other": int(t_other),
+        **({"draw_cut": cut[0]} if cut is not None else {}),
     }
     out = mult.copy()
     out[m] *= weight
     return out
+
+
+def _draw_cut(
+    b: Upsample,
+    kept: pl.DataFrame,
+    t: np.ndarray,
+    m: np.ndarray,
+    mult: np.ndarray,
+    weight: float,
+    note: str,
+    seed: int,
+) -> tuple[float, float] | None:
+    """Which matching documents get the weight's fractional copy, so the share lands on the target:
+    each document's hash draw (the one the block draws) against one cut, chosen so the extra copies'
+    tokens come closest to what the target needs (taken in draw order). Without it, each document
+    rounded its fraction on its own and a small set missed the target (3 matching documents: 18-22%
+    for 20%). Returns (cut, tokens added by it); None where a per-document draw stays (no fraction,
+    no solution, or rows an earlier backfill multiplies, whose copies are not rows here)."""
+    whole = math.floor(weight)
+    frac = weight - whole
+    if note != "solved" or frac <= 0 or not m.any() or not (mult[m] == 1).all():
+        return None
+    p = b.params
+    assert p.target_share is not None
+    s = p.target_share
+    t_match, t_other = float(t[m].sum()), float(t[~m].sum())
+    need = s * t_other / (1 - s) - whole * t_match  # tokens the fractional copies must add
+    idx = np.flatnonzero(m)
+    origs, copies = kept["_orig"].to_list(), kept["_copy"].to_list()
+    draws = unit_draws((origs[i] for i in idx), (int(copies[i]) for i in idx), seed=seed, salt=p.name)
+    order = np.argsort(draws, kind="stable")
+    cum = np.concatenate([[0.0], np.cumsum(t[idx][order])])
+    k = int(np.argmin(np.abs(cum - need)))  # the first k documents by draw get the copy
+    cut = float(draws[order[k]]) if k < len(order) else 1.0
+    return cut, float(cum[k])
 
 
 def greedy_fill(tokens: np.ndarray, target: float, *, rounds: int) -> np.ndarray:

@@ -273,6 +273,9 @@ class Upsample(_Resampler):
         orig, idx = lineage(table, self.id_column)
         draws = np.ones(len(w))
         need = frac > 0
+        cut = (self.solution or {}).get("draw_cut")
+        if cut is not None:  # a target share's allocation: every fraction against one solved cut
+            frac = np.where(need, float(cut), 0.0)
         if need.any():
             sel = np.flatnonzero(need)
             draws[sel] = unit_draws(

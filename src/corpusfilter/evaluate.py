@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import numbers
-import re
 import sys
 import time
 from collections import Counter
@@ -511,12 +510,13 @@ def label_values(
     bad = label_problem(raw)
     if bad is not None:  # no class: counted as a negative it would hide
         raise InputError(f"{path}: row {bad[0]}: {bad[1]} label in column {column!r}")
-    if named and positive not in {label_text(v) for v in raw}:
-        have = ", ".join(sorted(repr(v) for v in {label_text(v) for v in raw})[:10])
+    names = [label_text(v) for v in raw]
+    if named and positive not in set(names):
+        have = ", ".join(sorted(repr(v) for v in set(names))[:10])
         raise InputError(f"{path}: no row of column {column!r} has the label {positive!r} (labels: {have})")
     y = positive_rows(raw, positive)
-    pos = Counter(label_text(v) for v, p in zip(raw, y) if p)
-    neg = Counter(label_text(v) for v, p in zip(raw, y) if not p)
+    pos = Counter(n for n, p in zip(names, y) if p)
+    neg = Counter(n for n, p in zip(names, y) if not p)
     return y, f"labels in {column!r}: positive {_counts(pos)}; negative {_counts(neg)}"
 
 
@@ -537,9 +537,6 @@ def positive_rows(raw: Sequence[Any], positive: str) -> np.ndarray:
     return np.asarray([_truth_or_number(v) == want for v in raw], dtype=bool)
 
 
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
 def _truth_or_number(value: Any) -> float | None:
     """A label as a number: true / false (bool, or the word in any case) as 1 / 0, a number or a
     decimal string as its value; None for anything else (a class name)."""
@@ -549,8 +546,10 @@ def _truth_or_number(value: Any) -> float | None:
         v = value.strip()
         if v.lower() in ("true", "false"):
             return float(v.lower() == "true")
-        if _NUMBER.fullmatch(v):
+        try:
             return float(v)
+        except ValueError:
+            return None
     return None
 
 

@@ -139,10 +139,15 @@ def _solve_target(b: Upsample, kept: pl.DataFrame, mult: np.ndarray, match_col: 
         elif weight > p.max_copies:
             weight, note = float(p.max_copies), "capped by max_copies: the target is out of reach"
     expected = weight * t_match / (weight * t_match + t_other) if t_match + t_other else 0.0
-    cut = _draw_cut(b, kept, t, m, mult, weight, note, seed)
+    whole = math.floor(weight)
+    cut = (
+        _draw_cut(b, kept, t, m, need=s * t_other / (1 - s) - whole * t_match, seed=seed)
+        if note == "solved" and weight > whole and m.any() and (mult[m] == 1).all()
+        else None  # no fraction to round, or rows an earlier backfill multiplies (not rows here)
+    )
     if cut is not None:  # the allocation is fixed, so its share is known exactly
         added = cut[1]
-        matched = math.floor(weight) * t_match + added
+        matched = whole * t_match + added
         expected = matched / (matched + t_other)
     b.solution = {
         "weight": round(weight, 9),
@@ -160,30 +165,14 @@ def _solve_target(b: Upsample, kept: pl.DataFrame, mult: np.ndarray, match_col: 
 
 
 def _draw_cut(
-    b: Upsample,
-    kept: pl.DataFrame,
-    t: np.ndarray,
-    m: np.ndarray,
-    mult: np.ndarray,
-    weight: float,
-    note: str,
-    seed: int,
-) -> tuple[float, float] | None:
+    b: Upsample, kept: pl.DataFrame, t: np.ndarray, m: np.ndarray, *, need: float, seed: int
+) -> tuple[float, float]:
     """Which matching documents get the weight's fractional copy, so the share lands on the target:
     each document's hash draw (the one the block draws) against one cut, chosen so the extra copies'
-    tokens come closest to what the target needs (taken in draw order). Without it, each document
-    rounded its fraction on its own and a small set missed the target (3 matching documents: 18-22%
-    for 20%). Returns (cut, tokens added by it); None where a per-document draw stays (no fraction,
-    no solution, or rows an earlier backfill multiplies, whose copies are not rows here)."""
-    whole = math.floor(weight)
-    frac = weight - whole
-    if note != "solved" or frac <= 0 or not m.any() or not (mult[m] == 1).all():
-        return None
+    tokens come closest to ``need``, the tokens the target wants beyond the whole copies (taken in
+    draw order). Without it, each document rounded its fraction on its own and a small set missed
+    the target (3 matching documents: 18-22% for 20%). Returns (cut, tokens added by it)."""
     p = b.params
-    assert p.target_share is not None
-    s = p.target_share
-    t_match, t_other = float(t[m].sum()), float(t[~m].sum())
-    need = s * t_other / (1 - s) - whole * t_match  # tokens the fractional copies must add
     idx = np.flatnonzero(m)
     origs, copies = kept["_orig"].to_list(), kept["_copy"].to_list()
     draws = unit_draws((origs[i] for i in idx), (int(copies[i]) for i in idx), seed=seed, salt=p.name)

@@ -201,8 +201,8 @@ def _check_solutions(
     achieved share, recomputed from data/ as the run computed it; a control arm's overlap, from the
     strata it records. (The solved weight and the strata themselves come from the score pass and
     the other arm: ``--rebuild`` re-derives them.)"""
-    from corpusfilter.blocks.resample import Upsample
     from corpusfilter.experiment import achieved_shares, overlap
+    from corpusfilter.registry import from_config
 
     checked = []
     data_ok = all(e["path"] in good for e in manifest["outputs"]["data"])
@@ -210,7 +210,7 @@ def _check_solutions(
         sol = (b.get("provenance") or {}).get("solution") or {}
         params = b["config"].get("params") or {}
         if "achieved_share" in sol and params.get("target_share") is not None and data_ok:
-            block = Upsample(**params)
+            block = from_config(b["config"])
             block.solution = dict(sol)
             achieved_shares([block], folder, manifest["outputs"])
             got = block.solution["achieved_share"]

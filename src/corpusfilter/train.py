@@ -1150,8 +1150,8 @@ def _check_model_folder(out_dir: Path, trainer: str) -> None:
 
 
 def _drop_stale_model(model: Path) -> None:
-    """After training: this trainer's other model file from an earlier run in the folder (a
-    quantized .ftz beside a new .bin, or the reverse) and its sidecar."""
+    """After training: remove this trainer's other model file from an earlier run in the folder (a
+    quantized .ftz beside a new .bin, or the reverse); the sidecar, model.json, was just rewritten."""
     for name in MODEL_FILES["fasttext"]:
         old = model.parent / name
         if model.suffix in (".bin", ".ftz") and old != model and old.exists():

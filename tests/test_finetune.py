@@ -95,6 +95,8 @@ def test_training_is_deterministic_learns_and_stores_only_the_trained_layers(
     assert {"head.weight", "head.bias"} <= set(keys)
     assert meta["format"] == "corpusfilter-finetuned/1" and meta["positive"] == "good"
     assert model.stat().st_size < 25e6  # six fp16 layers; the 12M-parameter embeddings are not stored
+    # readable like the metrics beside it (safetensors' own writer makes its files 0600)
+    assert model.stat().st_mode & 0o777 == (model.parent / "metrics.json").stat().st_mode & 0o777
     other = train(parse_config(ft_config(lr=1e-4)), root=root, out_dir=tmp_path / "other")
     assert other.metrics["model_sha256"] != res.metrics["model_sha256"]
     resolved = (model.parent / "train.resolved.yaml").read_text()

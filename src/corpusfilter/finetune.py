@@ -124,7 +124,7 @@ def train_classifier(
     bit for bit, as a run never stopped (tested). A checkpoint of another run (config, data, seed
     or device differ) is refused; it is removed once the model is written."""
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     _, base = resolve_model(spec.model)
     device = resolve_device(spec.device)
@@ -207,8 +207,10 @@ def train_classifier(
         "head_tokens": str(spec.head_tokens),
         **metadata,
     }
-    # one metadata key: safetensors writes several in hash order, and the file must be byte-stable
-    save_file(tensors, str(out_path), metadata={"corpusfilter": json.dumps(meta, sort_keys=True)})
+    # one metadata key: safetensors writes several in hash order, and the file must be byte-stable.
+    # Written as bytes through an ordinary file: safetensors' save_file creates it 0600, unreadable
+    # to the rest of a lab sharing the model folder; this file gets the umask's mode, as metrics do
+    Path(out_path).write_bytes(save(tensors, metadata={"corpusfilter": json.dumps(meta, sort_keys=True)}))
     if ckpt:
         ckpt.remove()
     return out_path

@@ -191,6 +191,32 @@ class RenamingDrop(Drop):
         return batch
 
 
+@register("test_nan_score", version=1)
+class NanScore(Detector):
+    """NaN for short texts: the same every run."""
+
+    Params = NoParams
+    fields: ClassVar[dict[str, pa.DataType]] = {"x": pa.float64()}
+
+    @property
+    def prefix(self) -> str:
+        return "nan"
+
+    def score(self, texts: pa.StringArray) -> dict[str, Any]:
+        return {"x": [float("nan") if len(t) < 60 else 1.0 for t in texts.to_pylist()]}
+
+
+@register("test_nan_shout", version=1)
+class NanShout(NanScore):
+    """Also upper-cases the text it scores: an input change among NaN columns."""
+
+    def process(self, batch: Batch) -> Batch:
+        batch = super().process(batch)
+        t = batch.table
+        batch.table = t.set_column(t.column_names.index("text"), "text", pc.utf8_upper(t.column("text")))
+        return batch
+
+
 def test_batch_dependence_is_caught() -> None:
     assert contracts(ZScore(), TEXTS) == {"batch_independent"}
 
@@ -253,6 +279,34 @@ def test_decisions_may_write_their_own_columns() -> None:
     check_block(Upsample(where="length(text) > 60", weight="3"), as_table(TEXTS))
     # a labelled upsample writes its columns in the order it declares them (labels had come first)
     check_block(Upsample(where="length(text) > 60", weight="3", label="long"), as_table(TEXTS))
+
+
+def test_nan_values_are_the_same_result_twice() -> None:
+    """A NaN the block passes on (an input column) or scores is equal to itself between runs; Arrow's
+    own equality had called every such block non-deterministic and a detector an input changer."""
+    nan = float("nan")
+    table = as_table(TEXTS).append_column("s", pa.array([nan, 0.9, 0.1, nan, 0.2, 0.7, nan, 0.8]))
+    check_block(KeywordDetector(name="virtue", lexicon="virtue"), table)
+    check_block(Drop(where="s > 0.5", reason="high"), table)
+    check_block(NanScore(), TEXTS)
+    # a real change is still found, NaN or not
+    assert contracts(NanShout(), table) == {"input_unchanged"}
+
+
+def test_a_second_upsample_keeps_each_original_with_its_copies_in_one_batch() -> None:
+    """A table with copies is batched as a pipeline batches it (the reader refuses copy columns in
+    input, so copies always share their original's batch): a second upsample passes; cutting between
+    an original and its copies had renumbered them, giving duplicate ids and a false alarm."""
+    from corpusfilter.blocks.resample import Upsample
+
+    once = apply_block(Upsample(where="length(text) > 60", weight="3"), as_table(TEXTS)).kept
+    assert once.num_rows > len(TEXTS)
+    check_block(Upsample(where="length(text) > 50", weight="2", name="again"), once)
+    twice = apply_block(
+        Upsample(where="length(text) > 50", weight="2", name="again"), once, batch_rows=1
+    ).kept
+    ids = twice.column("id").to_pylist()
+    assert len(ids) == len(set(ids)) > once.num_rows
 
 
 def test_a_subclass_of_a_registered_block_is_refused_not_run_as_its_parent() -> None:

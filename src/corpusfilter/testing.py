@@ -21,13 +21,14 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
 
-from corpusfilter.batch import BLOCK_COLUMN, REASON_COLUMN, Batch
+from corpusfilter.batch import BLOCK_COLUMN, COPY_COLUMN, REASON_COLUMN, Batch
 from corpusfilter.errors import OutputError, RecipeError
 
 if TYPE_CHECKING:
@@ -76,10 +77,19 @@ def apply_block(block: Block, table: pa.Table, *, batch_rows: int | None = None)
 
 
 def _batches(table: pa.Table, batch_rows: int | None) -> list[Batch]:
-    """``table`` cut into batches of ``batch_rows`` (None: one batch; an empty table: one empty batch)."""
+    """``table`` cut into batches of ``batch_rows`` (None: one batch; an empty table: one empty batch).
+    A table that holds copies (``copy_index``) is cut only before an original, so each batch holds
+    ``batch_rows`` originals with their copies: a pipeline never parts a copy from its original (the
+    reader refuses copy columns in input), and resamplers number copies per batch on that ground."""
     n = table.num_rows
     size = max(1, batch_rows or n or 1)
-    batches = [Batch(table.slice(o, size), "check", min(size, n - o)) for o in range(0, n, size)]
+    if COPY_COLUMN in table.column_names and n:
+        idx = table.column(COPY_COLUMN).to_numpy(zero_copy_only=False)
+        originals = np.flatnonzero(np.nan_to_num(idx.astype(np.float64)) == 0).tolist()
+        cuts = sorted({0, *originals[::size]}) + [n]
+    else:
+        cuts = list(range(0, n, size)) + [n]
+    batches = [Batch(table.slice(a, b - a), "check", b - a) for a, b in pairwise(cuts) if b > a]
     return batches or [Batch(table.slice(0, 0), "check", 0)]
 
 
@@ -276,8 +286,10 @@ def _check_rows(block: Block, table: pa.Table, res: Applied) -> list[tuple[str, 
     if block.kind == "detector":
         if n_rej or res.kept.num_rows != n_in:
             out.append(("detector_keeps_rows", "a detector must pass every row on and reject none"))
-        elif not res.kept.select(table.column_names).equals(table):
-            out.append(("input_unchanged", "a detector changed columns it did not add"))
+        else:
+            cols = [c for c in table.column_names if _first_difference(table[c], res.kept[c]) is not None]
+            if cols:
+                out.append(("input_unchanged", f"a detector changed column(s) {cols} it did not add"))
     else:
         changed = _decision_changed(block, table, res)
         if changed:
@@ -350,16 +362,27 @@ def _differs(a: Applied, b: Applied, atol: float) -> str | None:
             return f"{what}: schema {x.schema.names} vs {y.schema.names}"
         for name in x.column_names:
             cx, cy = x.column(name), y.column(name)
-            if cx.equals(cy):
+            first = _first_difference(cx, cy)
+            if first is None:
                 continue
             if atol > 0 and pa.types.is_floating(cx.type):
                 vx = cx.to_numpy(zero_copy_only=False).astype(np.float64)
                 vy = cy.to_numpy(zero_copy_only=False).astype(np.float64)
                 if np.allclose(vx, vy, rtol=0.0, atol=atol, equal_nan=True):
                     continue
-            rows = [i for i, (p, q) in enumerate(zip(cx.to_pylist(), cy.to_pylist())) if p != q]
-            i = rows[0] if rows else 0
-            return f"{what}: column {name!r} row {i}: {cx[i].as_py()!r} vs {cy[i].as_py()!r}"
+            return f"{what}: column {name!r} row {first}: {cx[first].as_py()!r} vs {cy[first].as_py()!r}"
+    return None
+
+
+def _first_difference(x: pa.ChunkedArray, y: pa.ChunkedArray) -> int | None:
+    """The first row where two equally long columns differ (None: none does). NaN equals NaN here: a
+    block that passes a NaN on, or scores one, gives the same result twice, while Arrow's ``equals``
+    holds NaN unequal to itself. Values compare by ``repr`` (exact for floats, nested values too)."""
+    if x.equals(y):
+        return None
+    for i, (p, q) in enumerate(zip(x.to_pylist(), y.to_pylist())):
+        if p != q and repr(p) != repr(q):
+            return i
     return None
 
 

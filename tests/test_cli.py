@@ -122,6 +122,15 @@ def test_blocks_lists_parameters() -> None:
     infos = {b["type"]: b for b in json.loads(r.stdout)}
     assert {"keywords@1", "drop@1", "keep@1", "tag@1"} <= set(infos)
     assert {p["name"] for p in infos["drop@1"]["params"]} == {"where", "reason"}
+    # the control arm is set in the recipe's `control:` section: every key of it is listed, those
+    # the runner reads itself (output, exclude_treated) too, as a recipe accepts them
+    import dataclasses
+
+    from corpusfilter.recipe import ControlSpec
+
+    listed = {p["name"]: p for p in infos["matched_control@1"]["params"]}
+    assert set(listed) == {f.name for f in dataclasses.fields(ControlSpec)}
+    assert listed["exclude_treated"]["default"] is False and "treatment" in listed["exclude_treated"]["help"]
 
 
 def test_demo_recipe_runs_with_no_arguments(tmp_path: Path) -> None:

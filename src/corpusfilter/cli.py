@@ -337,6 +337,11 @@ def cmd_blocks(args: argparse.Namespace) -> int:
     for cls in all_blocks():
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         params = describe_params(cls.Params)
+        if cls.block_type == "matched_control":  # also the `control:` keys the runner reads itself
+            from corpusfilter.recipe import ControlSpec
+
+            own = {p["name"] for p in params}
+            params += [p for p in describe_params(ControlSpec) if p["name"] not in own]
         if cls.kind == "detector":
             params.append(
                 {

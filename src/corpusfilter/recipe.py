@@ -464,14 +464,24 @@ class ControlSpec:
     """``control: {type: matched}``: also write a control arm that removes (and adds) the same tokens
     as the treatment, chosen at random within each group and length bucket."""
 
-    type: Literal["matched"] = "matched"
-    output: str | None = None
+    type: Literal["matched"] = dataclasses.field(
+        default="matched", metadata={"help": "control.type: the one kind of control arm"}
+    )
+    output: str | None = dataclasses.field(
+        default=None, metadata={"help": "control.output: the control arm's folder (null: <output>.control)"}
+    )
     by: list[str] = dataclasses.field(default_factory=lambda: ["source"])
     length_buckets: list[int] = dataclasses.field(default_factory=lambda: [128, 512, 2048, 8192])
     tokens: str = "tokens_count"
     # draw only among documents the treatment left alone (removed nothing / copied nothing there):
     # the contrast is then "targets vs other documents", not "targets vs random documents"
-    exclude_treated: bool = False
+    exclude_treated: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "control.exclude_treated: draw only among documents the treatment left alone "
+            "(targets vs other documents, not vs random ones)"
+        },
+    )
 
     def check(self, path: str) -> None:
         b = self.length_buckets

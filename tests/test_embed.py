@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from corpusfilter.embed import sentences, split_sentences, top_k_pool
 
@@ -41,9 +42,11 @@ def test_top_k_pool_is_the_mean_of_the_k_largest_per_dimension() -> None:
     np.testing.assert_allclose(top_k_pool(emb[perm], doc[perm], 3, 2), out)
 
 
+@pytest.mark.embed
 def test_the_character_cut_never_changes_the_chunks() -> None:
     """A word over 100 characters is one [UNK] whole, but word pieces when the cut splits it: the
     chunk's tokens (and the embedding, cosine 0.994) moved with the cut. The cut now ends at a word."""
+    pytest.importorskip("model2vec")  # the static model
     from corpusfilter.embed import Chunking, load_encoder
 
     enc = load_encoder("static-minilm", Chunking(chunk_tokens=16, max_chunks=1))
@@ -58,9 +61,11 @@ def test_the_character_cut_never_changes_the_chunks() -> None:
     assert _cut_at_word("中" * 100_000, 1000) == "中" * 1000 and _cut_at_word("hello world", 8) == "hello "
 
 
+@pytest.mark.embed
 def test_the_cut_matches_whole_tokenization_on_varied_text() -> None:
     """Seeded random texts of words, long runs, accents, punctuation, CJK, emoji and the control
     characters BERT deletes, under small chunkings where the cut lands anywhere."""
+    pytest.importorskip("model2vec")  # the static model
     import random
 
     from corpusfilter.embed import Chunking, load_encoder

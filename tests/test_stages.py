@@ -128,11 +128,13 @@ def test_decide_refuses_scores_made_with_another_lexicon_file_at_the_same_path(
     assert run(load_recipe(r), stage="decide", progress=False).accounting["ok"]
 
 
+@pytest.mark.embed
 def test_decide_accepts_the_same_model_installed_elsewhere(
     docs_in: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Provenance records where a model lies as well as its sha256; only the file's content must
     match (the scores were made in one environment and decided in another), not its path."""
+    pytest.importorskip("model2vec")  # the static model
     import shutil
 
     from corpusfilter.embed import resolve_model
@@ -155,11 +157,13 @@ def test_decide_accepts_the_same_model_installed_elsewhere(
         run(load_recipe(r), stage="decide", progress=False)
 
 
+@pytest.mark.embed
 def test_decide_refuses_scores_made_with_another_tokenizer_beside_the_same_weights(
     docs_in: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The weights' sha256 alone had let a tokenizer edited in the model folder pass: the vectors
     change, the digest did not. Every file of the folder is digested now."""
+    pytest.importorskip("model2vec")  # the static model
     import json
     import shutil
 

@@ -923,9 +923,11 @@ def test_card_and_resolved_config_reproduce_from_the_model_folder(
     capsys.readouterr()
 
 
+@pytest.mark.embed
 def test_a_head_label_that_would_name_an_odd_column_is_refused(root: Path, tmp_path: Path) -> None:
     """A head's positive `good-ish` made the column good_good-ish_doc, readable in a condition only
     quoted, and `calibrate --block` could not find it; fastText's columns replace such characters."""
+    pytest.importorskip("model2vec")  # the static model
     cfg = config(trainer="head", head={"model": "static-minilm"}, positive="good-ish")
     cfg["sources"][0]["label"] = "good-ish"
     cfg["sources"][2]["label_map"] = {"1": "good-ish", "0": "other"}

@@ -170,11 +170,12 @@ def _fingerprint(kind: str, path: str, stats: tuple[tuple[str, int, int], ...], 
     import hashlib
     import importlib.metadata
 
+    from corpusfilter.io import sha256_file
+
     h = hashlib.sha256(kind.encode())
     for name, size, _ in stats:
         h.update(f"\x00{Path(name).relative_to(path).as_posix()}\x00{size}\x00".encode())
-        with open(name, "rb") as fh:
-            h.update(hashlib.file_digest(fh, "sha256").digest())
+        h.update(bytes.fromhex(sha256_file(name)))  # (hashlib.file_digest is Python 3.11+)
     for dist in _EMBED_PACKAGES.get(kind, ()) if versions else ():
         try:
             version = importlib.metadata.version(dist)

@@ -25,7 +25,7 @@ from corpusfilter.recipe import load_recipe
 from corpusfilter.report import parse_comparison, report, split_conjuncts, stable_hash, thresholds
 from corpusfilter.runner import run
 
-from .conftest import DOCS, TERMS, recipe_dict, write_shards
+from .conftest import DOCS, TERMS, recipe_dict, tokens, write_shards
 
 pytest.importorskip("matplotlib", reason="the report extra (matplotlib) is not installed")
 
@@ -308,6 +308,27 @@ def test_treatment_vs_control_side_by_side(tmp_path: Path) -> None:
     shutil.rmtree(res.control.output)
     page = report(out, out_dir=tmp_path / "r2").html.read_text()
     assert f"counterpart {t['experiment']['counterpart']} not found" in page
+
+
+def test_a_tag_and_a_reason_of_one_name_are_two_rows(tmp_path: Path) -> None:
+    """A tag label that is also a drop reason (virtue_depleted.yaml: tag honesty, drop honesty): the
+    removed share had shown the tag's share, in both arms."""
+    inp = _arm_corpus(tmp_path / "in")
+    out = tmp_path / "treat"
+    blocks = [*ARM_BLOCKS[:3], {"drop": {"where": "moral_hits >= 3", "reason": "moral"}}]
+    ctrl = {"type": "matched", "by": ["source"]}
+    res = run(load_recipe(recipe_dict(inp, out, blocks=blocks, seed=1, control=ctrl)), progress=False)
+    assert res.control is not None
+    t = res.manifest
+    arms = {r[0]: r[1:] for r in _table(report(out).html.read_text(), "", "treatment")[1:]}
+    removed = pl.read_parquet(out / "rejected" / "*.parquet")
+    assert set(removed["reject_reason"]) == {"moral"}
+    assert arms["share of read tokens removed: moral"] == [
+        f"{100 * tokens(removed) / t['tokens']['in']['tokens']:.2f}%",
+        "-",
+    ]
+    tagged = f"{100 * t['tokens']['categories']['moral']['share_out']:.2f}%"
+    assert arms["share of kept tokens: moral"][0] == tagged != arms["share of read tokens removed: moral"][0]
 
 
 def test_unreadable_files_and_a_wrong_counterpart_are_said_not_tracebacks(tmp_path: Path) -> None:

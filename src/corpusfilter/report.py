@@ -1342,30 +1342,33 @@ def _experiment_section(doc: _Doc, out: Output, exp: dict[str, Any], shares: Sha
     for r in reasons:
         add(
             f"share of read {shares.unit} removed: {r}",
-            lambda o, s, r=r: _share(s, r, "before", s.before_total),
+            lambda o, s, r=r: _share(s, "removed", r, "before", s.before_total),
         )
     # Tag labels are what the arms are compared on: their share of the kept corpus.
     cats = sorted({r["category"] for _, s in arms.values() for r in s.rows if r["kind"] == "tag"})
     for c in cats:
-        add(f"share of kept {shares.unit}: {c}", lambda o, s, c=c: _share(s, c, "after", s.after_total))
+        add(
+            f"share of kept {shares.unit}: {c}", lambda o, s, c=c: _share(s, "tag", c, "after", s.after_total)
+        )
     head = ["", *order]
     doc.html.append(_table(head, rows, [False] + [True] * len(order)))
     doc.md.append(_md_table(head, rows))
     if cats:
         series: dict[str, list[float]] = {
-            a: [_pct_of(arms[a][1], c, "after", arms[a][1].after_total) for c in cats] for a in order
+            a: [_pct_of(arms[a][1], "tag", c, "after", arms[a][1].after_total) for c in cats] for a in order
         }
         title = "Share per category in the kept corpus, by arm"
         doc.html.append(_img(plot_shares(series, cats, shares.unit, title), "category shares by arm"))
 
 
-def _pct_of(s: Shares, category: str, when: str, total: int) -> float:
-    value = next((r[when] for r in s.rows if r["category"] == category), 0)
+def _pct_of(s: Shares, kind: str, category: str, when: str, total: int) -> float:
+    """A category's share, found by kind and name: a tag's label may name a drop's reason too."""
+    value = next((r[when] for r in s.rows if r["kind"] == kind and r["category"] == category), 0)
     return 100.0 * value / total if total else 0.0
 
 
-def _share(s: Shares, category: str, when: str, total: int) -> str:
+def _share(s: Shares, kind: str, category: str, when: str, total: int) -> str:
     """The category's share as a percentage, or "-" where this arm has no such category."""
-    if not any(r["category"] == category for r in s.rows) or not total:
+    if not any(r["kind"] == kind and r["category"] == category for r in s.rows) or not total:
         return "-"
-    return f"{_pct_of(s, category, when, total):.2f}%"
+    return f"{_pct_of(s, kind, category, when, total):.2f}%"

@@ -598,3 +598,18 @@ def test_a_target_share_lands_on_the_target_on_a_small_corpus(tmp_path: Path) ->
         assert "draw_cut" in sol and sol["achieved_share"] == round(sol["expected_share"], 6)
         assert abs(sol["achieved_share"] - 0.2) < 0.002, (seed, sol)
         assert verify(res.output).ok
+
+
+def test_no_length_buckets_strata_by_the_by_columns_alone(tmp_path: Path) -> None:
+    """`length_buckets: []` validated and then ended the run after the treatment was written (an
+    IndexError, no control arm): it means strata by the `by` columns alone."""
+    inp = make_corpus(tmp_path / "in", n=600, shards=2)
+    blocks = [*DETECT, {"drop": {"where": "moral_hits >= 1", "reason": "moral"}}]
+    ctl = {"type": "matched", "by": ["source"], "length_buckets": []}
+    res = run(load_recipe(_recipe(inp, tmp_path / "out", blocks, control=ctl)), progress=False)
+    assert res.control is not None
+    strata = res.control.manifest["experiment"]["strata"]
+    assert sorted(strata) == [f"{s}/all" for s in SOURCES]
+    for s in strata.values():  # one stratum per source: within a document of the treatment there
+        assert abs(s["control_removed_tokens"] - s["treatment_removed_tokens"]) <= 400
+    assert verify(res.control.output, rebuild=True).ok

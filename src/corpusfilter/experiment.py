@@ -61,6 +61,9 @@ def _frame(table: pa.Table) -> pl.DataFrame:
 
 
 def _bucket(tokens: np.ndarray, edges: Sequence[int]) -> list[str]:
+    """Each document's length bucket by its token count; no edges (``length_buckets: []``): one, "all"."""
+    if not edges:
+        return ["all"] * len(tokens)
     names = [f"<{edges[0]}"] + [f"{a}-{b}" for a, b in itertools.pairwise(edges)] + [f">={edges[-1]}"]
     return [names[bisect.bisect_right(list(edges), int(t))] for t in tokens]
 

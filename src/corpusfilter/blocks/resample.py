@@ -362,7 +362,9 @@ class MatchedControlParams:
     )
     length_buckets: list[int] = dataclasses.field(
         default_factory=lambda: [128, 512, 2048, 8192],
-        metadata={"help": "control.length_buckets: token-count edges that split each group by length"},
+        metadata={
+            "help": "control.length_buckets: token-count edges that split each group by length ([]: not by length)"
+        },
     )
     tokens: str = dataclasses.field(
         default="tokens_count",

@@ -490,6 +490,12 @@ def test_the_control_arm_carries_every_tag_column_and_tags_its_own_copies(tmp_pa
         )
         assert not data.filter(pl.col("copy_index") == 0)["labels"].list.contains("copy").any()
         assert verify(arm.output, rebuild=True).ok
+        # the tag in its own column is a category of the token report too (it had been left out)
+        moral = arm.manifest["tokens"]["categories"]["topics: moral"]
+        in_topics = data.filter(pl.col("topics").list.contains("moral"))
+        assert moral["tokens_out"] == tokens(in_topics) > 0
+        assert moral["share_out"] == round(tokens(in_topics) / tokens(data), 6)
+        assert "share: topics: moral" in format_summary(arm)
 
 
 def test_a_category_tagged_after_a_drop_counts_the_dropped_rows_in_its_share_before(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import json
 import math
 import os
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -403,11 +403,34 @@ def overlap(strata: dict[str, dict[str, int]]) -> dict[str, float | None]:
 # -- token reports ---------------------------------------------------------------------------------
 
 
+def label_columns(configs: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The list columns a recipe labels rows in, from its blocks' configs (``to_config()``, as the
+    manifest records them): ``labels`` (tags and labelled upsamples) and each tag's own ``column``."""
+    cols = ["labels"]
+    for c in configs:
+        if str(c.get("type", "")).split("@")[0] == "tag":
+            col = (c.get("params") or {}).get("column") or "labels"
+            if col not in cols:
+                cols.append(col)
+    return cols
+
+
+def category_name(column: str, label: str) -> str:
+    """A label's category in token reports: the label for ``labels``, else ``<column>: <label>``."""
+    return label if column == "labels" else f"{column}: {label}"
+
+
 def token_report(
-    folder: Any, outputs: dict[str, list[dict[str, Any]]], tokens: str | None, accounting: dict[str, Any]
+    folder: Any,
+    outputs: dict[str, list[dict[str, Any]]],
+    tokens: str | None,
+    accounting: dict[str, Any],
+    *,
+    label_columns: Sequence[str] = ("labels",),
 ) -> dict[str, Any]:
     """Documents and tokens in, removed (by reason), added (copies) and out, and each label's share
-    of tokens before and after. ``tokens`` None: documents only, taken from the accounting (no I/O)."""
+    of tokens before and after, for the labels of every column in ``label_columns`` (see
+    :func:`label_columns`). ``tokens`` None: documents only, taken from the accounting (no I/O)."""
     if tokens is None:
 
         def docs(n: int) -> dict[str, int]:
@@ -425,8 +448,9 @@ def token_report(
             "categories": {},
         }
     tcol = tokens
-    data = _read_cols(folder, outputs["data"], [tcol, COPY_COLUMN, "labels"])
-    rej = _read_cols(folder, outputs["rejected"], [tcol, COPY_COLUMN, "labels", REASON_COLUMN])
+    lcols = list(dict.fromkeys(label_columns))
+    data = _read_cols(folder, outputs["data"], [tcol, COPY_COLUMN, *lcols])
+    rej = _read_cols(folder, outputs["rejected"], [tcol, COPY_COLUMN, *lcols, REASON_COLUMN])
 
     def prep(frame: pl.DataFrame, n: int) -> pl.DataFrame:
         if frame.height == 0 and n == 0:
@@ -439,16 +463,17 @@ def token_report(
             frame = frame.with_columns(pl.lit(0, dtype=pl.Int32).alias(COPY_COLUMN))
         else:  # rows rejected before any copying have null there
             frame = frame.with_columns(pl.col(COPY_COLUMN).fill_null(0))
-        if "labels" not in frame.columns:
-            frame = frame.with_columns(pl.lit(None, dtype=pl.List(pl.String)).alias("labels"))
+        for col in lcols:
+            if col not in frame.columns:
+                frame = frame.with_columns(pl.lit(None, dtype=pl.List(pl.String)).alias(col))
         return frame
 
     data = prep(data, sum(f["rows"] for f in outputs["data"]))
     rej = prep(rej, sum(f["rows"] for f in outputs["rejected"]))
     orig = pl.concat(
         [
-            data.filter(pl.col(COPY_COLUMN) == 0).select("_t", "labels"),
-            rej.filter(pl.col(COPY_COLUMN) == 0).select("_t", "labels"),
+            data.filter(pl.col(COPY_COLUMN) == 0).select("_t", *lcols),
+            rej.filter(pl.col(COPY_COLUMN) == 0).select("_t", *lcols),
         ]
     )
     copies = data.filter(pl.col(COPY_COLUMN) > 0)
@@ -462,12 +487,15 @@ def token_report(
             by_reason[str(reason)] = count(grp)
 
     def shares(frame: pl.DataFrame) -> dict[str, int]:
-        if frame.height == 0:
-            return {}
-        # each label once per row (outputs written before labels were kept unique may repeat one)
-        ex = frame.select("_t", pl.col("labels").list.unique()).explode("labels").drop_nulls("labels")
-        agg = ex.group_by("labels").agg(pl.col("_t").sum())
-        return {str(k): int(v) for k, v in zip(agg["labels"].to_list(), agg["_t"].to_list())}
+        out: dict[str, int] = {}
+        for col in lcols if frame.height else ():
+            # each label once per row (outputs written before labels were kept unique may repeat one)
+            ex = frame.select("_t", pl.col(col).list.unique()).explode(col).drop_nulls(col)
+            agg = ex.group_by(col).agg(pl.col("_t").sum())
+            out.update(
+                {category_name(col, str(k)): int(v) for k, v in zip(agg[col].to_list(), agg["_t"].to_list())}
+            )
+        return out
 
     tin, tout = count(orig), count(data)
     sin, sout = shares(orig), shares(data)

@@ -572,11 +572,13 @@ def token_shares(out: Output) -> Shares:
                     sums[kind][f"reasondocs:{reason}"] = int(v or 0)
     kept, rej = sums["data"], sums["rejected"]
     orig = sums["data0"] if copies else kept
+    from corpusfilter.experiment import category_name
+
     shares = Shares(unit, orig.get("total", 0) + rej.get("total", 0), kept.get("total", 0))
     for i, (col, label) in enumerate(tags):
         shares.rows.append(
             {
-                "category": label if col == "labels" else f"{col}: {label}",
+                "category": category_name(col, label),
                 "kind": "tag",
                 "before": orig.get(f"t{i}", 0) + rej.get(f"t{i}", 0),
                 "after": kept.get(f"t{i}", 0),

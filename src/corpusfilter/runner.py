@@ -774,7 +774,13 @@ def run_plan(
     hasher.shutdown()
     from corpusfilter import experiment as exp
 
-    tokens = exp.token_report(out, outputs, exp.token_column(recipe.blocks), totals)
+    tokens = exp.token_report(
+        out,
+        outputs,
+        exp.token_column(recipe.blocks),
+        totals,
+        label_columns=exp.label_columns(b.to_config() for b in the_plan.blocks),
+    )
     exp.achieved_shares(the_plan.blocks, out, outputs)
     stats = _block_stats(out, n_tasks)
     blocks = []

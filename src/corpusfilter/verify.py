@@ -181,9 +181,10 @@ def _check_tokens(
         return  # documents only: the accounting's numbers, checked above
     if not all(e["path"] in good for k in ("data", "rejected") for e in manifest["outputs"][k]):
         return  # a file is already a problem; its tokens cannot be counted
-    from corpusfilter.experiment import token_report  # polars: only when there are tokens to count
+    from corpusfilter.experiment import label_columns, token_report  # polars: only with tokens to count
 
-    again = token_report(folder, manifest["outputs"], t["column"], manifest["accounting"])
+    cols = label_columns(b.get("config") or {} for b in manifest.get("blocks") or [])
+    again = token_report(folder, manifest["outputs"], t["column"], manifest["accounting"], label_columns=cols)
     for key in ("in", "removed", "added", "out", "categories"):
         if json.loads(json.dumps(again.get(key))) != t.get(key):
             result.problems.append(

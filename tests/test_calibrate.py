@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -437,6 +438,37 @@ def test_a_share_target_on_a_recipe_block_is_what_the_block_removes_in_the_recip
     # on the column alone (the old way) the same threshold flags more than the block removes
     thr = float(yaml.safe_load(out.read_text())["blocks"][2]["drop"]["where"].split(">=")[1].split()[0])
     assert np.mean([t.split().count("kindness") >= thr for t in texts]) > removed
+
+
+def test_a_share_target_on_a_tag_after_a_drop_counts_the_rows_the_run_labels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tag labels the rows an earlier drop removed too (where they carry its columns), so "tag the
+    top 20%" had printed 20% of the rows reaching the tag and labelled far more in the run."""
+    from corpusfilter.cli import main
+    from corpusfilter.recipe import load_recipe
+    from corpusfilter.runner import run
+
+    texts = [" ".join(["kindness"] * (i % 6) + ["word"] * (3 + i % 7)) for i in range(120)]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(120)], "text": texts}), corpus / "a.parquet")
+    recipe = _kindness_recipe(
+        tmp_path,
+        corpus,
+        {"drop": {"where": "moral_hits >= 4", "reason": "dense"}},  # a third of the rows, all tagged
+        {"tag": {"where": "moral_hits >= 1", "label": "kind"}},
+    )
+    out = tmp_path / "r.cal.yaml"
+    args = ["calibrate", str(recipe), "--reference", str(corpus / "a.parquet"), "--block", "2"]
+    assert main([*args, "--target-share", "0.5", "--write", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "(share tagged by block 2, the rows earlier blocks removed included, <= 0.5" in printed
+    share = float(printed.split("flagged_share ")[1].split(",")[0].split()[0])
+    res = run(load_recipe(out), progress=False)
+    frames = [pl.read_parquet(res.output + f"/{k}/*.parquet") for k in ("data", "rejected")]
+    labelled = sum(int(f["labels"].list.contains("kind").sum()) for f in frames if "labels" in f.columns)
+    assert share == pytest.approx(labelled / 120, abs=1e-9) and 0.3 < labelled / 120 <= 0.5
 
 
 def test_calibrating_a_recipe_block_refuses_what_it_cannot_set(

@@ -118,6 +118,7 @@ def reference_scores_recipe(
         if name not in table.column_names and name not in written:
             table = table.append_column(name, columns.column(name))
     schema = table.schema
+    removed: list[pa.Table] = []  # rows earlier blocks removed, with the columns they carried then
     for i, b in enumerate(recipe.blocks[:n]):
         if isinstance(b, Upsample | Backfill):
             continue
@@ -125,7 +126,9 @@ def reference_scores_recipe(
         for f in b.output_fields(schema):
             schema = schema.append(f)
         b.ensure_setup()
-        table = b.process(Batch(table, "reference", table.num_rows)).table
+        batch = b.process(Batch(table, "reference", table.num_rows))
+        table = batch.table
+        removed += batch.rejected
     if column not in table.column_names:
         raise RecipeError(f"--block {n}: no detector before block {n} writes column {column!r}")
     _, where = _block_condition(recipe, n)
@@ -136,21 +139,32 @@ def reference_scores_recipe(
     block = recipe.blocks[n]
     _validate_on_reference(block, table.schema, f"blocks[{n}].{block.block_type}", row)
 
-    def holds(number: str) -> np.ndarray:
-        return Condition(_set_comparison(where, column, None, number), path=f"blocks[{n}].where").evaluate(
-            table
-        )
+    def values(t: pa.Table, *, lenient: bool = False) -> np.ndarray:
+        """Per row of ``t``: the compared value, or ±inf where the threshold cannot change the outcome.
+        ``lenient``: a row the condition cannot be evaluated on does not match (as a tag labels rows
+        removed earlier), where on the rows reaching the block it is an error, as in a run."""
+        from corpusfilter.blocks.decisions import _holds
 
-    always, ever = holds("1e308"), holds("-1e308")
-    if (always & ~ever).any():  # matched at the highest threshold but not at the lowest: NOT, ...
-        raise RecipeError(
-            f"--block {n}: condition {where!r} matches fewer rows as {column}'s threshold falls (a NOT "
-            "around the comparison?); calibrate sets the threshold of a condition that grows with the score"
-        )
-    vals = table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
-    vals = np.where(always, np.inf, np.where(ever & ~np.isnan(vals), vals, -np.inf))
+        def holds(number: str) -> np.ndarray:
+            cond = Condition(_set_comparison(where, column, None, number), path=f"blocks[{n}].where")
+            return _holds(cond, t) if lenient else cond.evaluate(t)
+
+        always, ever = holds("1e308"), holds("-1e308")
+        if (always & ~ever).any():  # matched at the highest threshold but not at the lowest: NOT, ...
+            raise RecipeError(
+                f"--block {n}: condition {where!r} matches fewer rows as {column}'s threshold falls (a NOT "
+                "around the comparison?); calibrate sets the threshold of a condition that grows with the score"
+            )
+        vals = t.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
+        return np.where(always, np.inf, np.where(ever & ~np.isnan(vals), vals, -np.inf))
+
     out = np.full(len(texts), -np.inf)
-    out[table.column(row).to_numpy()] = vals
+    out[table.column(row).to_numpy()] = values(table)
+    if block.block_type == "tag":  # a run labels the rows removed earlier too, where they carry the columns
+        needs = set(Condition(where).columns)
+        for t in removed:
+            if t.num_rows and needs <= set(t.column_names):
+                out[t.column(row).to_numpy()] = values(t, lenient=True)
     return out, column
 
 
@@ -179,6 +193,8 @@ def _acts(recipe: Any, n: int) -> str:
     """What block N does to the rows its condition matches, for the printed share."""
     btype, _ = _block_condition(recipe, n)
     done = {"drop": "removed", "keep": "kept", "tag": "tagged", "upsample": "upsampled"}.get(btype, "matched")
+    if btype == "tag":  # a tag labels the rows earlier blocks removed too (where they carry its columns)
+        return f"{done} by block {n}, the rows earlier blocks removed included,"
     return f"{done} by block {n}, after the blocks before it,"
 
 

@@ -494,6 +494,14 @@ def test_calibrating_a_recipe_block_refuses_what_it_cannot_set(
     assert "Traceback" not in err and "_cf_reference_row" not in err
     assert calibrate("NOT (moral_hits >= 3)") == 1
     assert "matches fewer rows as moral_hits's threshold falls (a NOT" in capsys.readouterr().err
+    # a `<` comparison (a keep's natural form) is named as such, not as "no column compared"
+    assert calibrate("moral_hits < 3") == 1
+    err = capsys.readouterr().err
+    assert "compares moral_hits with `<`; calibrate sets the threshold of a `column >= number`" in err
+    recipe = _kindness_recipe(tmp_path, tmp_path, {"keep": {"where": "moral_hits < 3", "reason": "moral"}})
+    args = ["calibrate", str(recipe), "--reference", str(ref), "--block", "1", "--target-share", "0.3"]
+    assert main([*args, "--column", "moral_hits"]) == 1
+    assert 'keeps what `drop: {where: "moral_hits >= t"}` keeps' in capsys.readouterr().err
     assert (
         calibrate("moral_hits >= 3 AND moral_per_1k_words > 500", "--column", "moral_hits") == 0
     )  # none pass

@@ -68,8 +68,20 @@ def _block_condition(recipe: Any, n: int) -> tuple[str, str]:
 def compared_column(recipe: Any, n: int, column: str | None) -> str:
     """The score column block N's condition compares with a number: ``column`` if given (it must be
     compared there), else the only one."""
-    _, where = _block_condition(recipe, n)
+    btype, where = _block_condition(recipe, n)
     cols = sorted({c for c, _, _ in _comparisons(where)})
+    below = sorted(set(re.findall(rf"\b([A-Za-z_]\w*)\s*(?:<=|<)\s*{_NUM}", where)))
+    if below and (column in below if column is not None else not cols):
+        keep = (
+            f'; a keep of `{below[0]} < t` keeps what `drop: {{where: "{below[0]} >= t"}}` keeps: '
+            "write it so and calibrate the drop"
+            if btype == "keep"
+            else ""
+        )
+        raise RecipeError(
+            f"--block {n}: condition {where!r} compares {', '.join(below)} with `<`; calibrate sets the "
+            f"threshold of a `column >= number` (or `>`) comparison, which flags more rows as it falls{keep}"
+        )
     if column is None:
         if len(cols) != 1:
             raise RecipeError(

@@ -220,6 +220,23 @@ def test_a_decide_manifest_records_the_source_corpus_and_the_score_pass_limit(
     assert [e.split(":")[0] for e in validate_manifest(bad)] == ["scores/executor", "scores/inputs/0/sha256"]
 
 
+def test_a_decide_output_says_when_its_score_pass_inputs_were_not_checked(
+    docs_in: Path, tmp_path: Path
+) -> None:
+    """A decide output's inputs are checked through its score pass; with the input moved away, the
+    score pass said "inputs not checked" while the decide output (the folder one publishes) said only
+    "verified"."""
+    from corpusfilter.verify import format_verification, verify
+
+    run(load_recipe(_recipe(docs_in, tmp_path / "d", 2)), stage="score", progress=False)
+    run(load_recipe(_recipe(docs_in, tmp_path / "d", 2)), stage="decide", progress=False)
+    assert verify(str(tmp_path / "d")).ok and not verify(str(tmp_path / "d")).notes
+    docs_in.rename(tmp_path / "moved")
+    v = verify(str(tmp_path / "d"))
+    assert v.ok and any("inputs not checked" in n and "is not reachable" in n for n in v.notes), v.notes
+    assert "inputs not checked" in format_verification(v)
+
+
 def test_rebuilding_a_decide_output_scores_again(docs_in: Path, tmp_path: Path) -> None:
     """--rebuild of a decide output reused the recorded score pass, so scores edited in it (with its
     manifest's hashes fixed) went unnoticed. The score pass is now rebuilt from its own manifest

@@ -638,6 +638,7 @@ def _check_score_pass(
         return
     sv = verify(path, inputs=inputs, input_path=input_path, _seen=seen)
     result.problems += [f"score pass {path}: {p}" for p in sv.problems]
+    result.notes += [f"score pass {path}: {n}" for n in sv.notes]  # e.g. its inputs not reachable
     sm = load_manifest(path)
     if validate_manifest(sm):
         return  # reported by the score pass's own verification

@@ -619,3 +619,23 @@ def test_no_length_buckets_strata_by_the_by_columns_alone(tmp_path: Path) -> Non
     for s in strata.values():  # one stratum per source: within a document of the treatment there
         assert abs(s["control_removed_tokens"] - s["treatment_removed_tokens"]) <= 400
     assert verify(res.control.output, rebuild=True).ok
+
+
+def test_a_target_share_out_of_reach_is_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An unreachable target (capped by max_copies, already exceeded, nothing matching) ran to exit 0
+    with only a summary row to tell: a pessimal experiment would go on at the wrong share."""
+    inp = make_corpus(tmp_path / "in", n=300, shards=1)
+
+    def run_target(name: str, share: float, where: str = "ai_hits >= 1") -> str:
+        up = {"upsample": {"where": where, "target_share": share, "max_copies": 3}}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(json.dumps(_recipe(inp, tmp_path / name, [*DETECT, up])))
+        assert main(["run", str(path), "--no-progress"]) == 0
+        return capsys.readouterr().err
+
+    assert "warning" not in run_target("ok", 0.2)
+    err = run_target("capped", 0.9)
+    assert "warning: 4.upsample: target_share 90.00% not reached: capped by max_copies" in err
+    assert "after)" in err and err.count("warning:") == 1
+    assert "the share before upsampling already exceeds the target" in run_target("low", 0.01)
+    assert "no tokens match `where`" in run_target("none", 0.2, where="ai_hits >= 99")

@@ -273,7 +273,7 @@ def _abs(p: str) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from corpusfilter.runner import format_summary, run
+    from corpusfilter.runner import format_summary, run, unreached_targets
 
     recipe = _load(args)
     mode: Literal["fresh", "overwrite", "resume"] = (
@@ -294,6 +294,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(_json_summary(result), indent=2))
     else:
         format_summary(result, file=sys.stdout)
+    for line in unreached_targets(result.manifest):
+        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 

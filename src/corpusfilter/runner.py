@@ -908,6 +908,21 @@ def _summary_rows(m: dict[str, Any], output: str, result: RunResult | None = Non
     return rows
 
 
+def unreached_targets(manifest: dict[str, Any]) -> list[str]:
+    """One line per ``target_share`` the solve could not aim at (nothing matched, the share already
+    above it, capped by ``max_copies``): the run is still correct, but not the experiment asked for."""
+    out = []
+    for b in manifest["blocks"]:
+        sol = b["provenance"].get("solution") or {}
+        if "target_share" in sol and sol.get("note", "solved") != "solved":
+            out.append(
+                f"{b['label']}: target_share {100 * sol['target_share']:.2f}% not reached: {sol['note']} "
+                f"(share {100 * sol.get('share_before', 0):.2f}% before, "
+                f"{100 * sol.get('achieved_share', sol.get('expected_share', 0)):.2f}% after)"
+            )
+    return out
+
+
 def format_summary(result: RunResult, file: Any = None) -> str:
     """The end-of-run table: documents and tokens read, removed by reason, added, out; category
     shares before → after; with a matched control, treatment and control side by side."""

@@ -393,6 +393,8 @@ def test_upsampled_copies_are_not_counted_as_input(tmp_path: Path) -> None:
     assert sum(read for read, _ in by_source.values()) == acc["read"] == 60
     assert sum(kept for _, kept in by_source.values()) == acc["kept"]
     assert 'id="experiment"' not in page
+    # the score histograms are of scores: copy_index (0 on every original counted) is bookkeeping
+    assert "histogram of moral_hits" in page and "histogram of copy_index" not in page
 
 
 # -- the page as a person sees it: headless Chromium through chromedriver's WebDriver HTTP API ------

@@ -376,12 +376,17 @@ class Histogram:
 
 
 def score_columns(out: Output, ths: Sequence[Threshold]) -> list[str]:
-    """Numeric columns the detectors added (after the provenance columns) or that a condition reads."""
+    """Numeric columns the detectors added (after the provenance columns) or that a condition reads;
+    never the bookkeeping ones (``copy_index`` is 0 on every original, which is all a histogram counts)."""
     cols = out.columns("data")
     names = list(cols)
     after = names[names.index(ROW_COLUMN) + 1 :] if ROW_COLUMN in names else names
     used = {t.column for t in ths}
-    return [c for c in names if _is_numeric(cols[c]) and c != ROW_COLUMN and (c in after or c in used)]
+    return [
+        c
+        for c in names
+        if _is_numeric(cols[c]) and c not in (ROW_COLUMN, COPY_COLUMN) and (c in after or c in used)
+    ]
 
 
 def histograms(out: Output, ths: Sequence[Threshold]) -> list[Histogram]:

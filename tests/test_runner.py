@@ -176,6 +176,97 @@ def test_resume_finishes_an_interrupted_run_without_duplicates(tmp_path: Path) -
     assert _ids(out, "data") == ids  # refused before anything was touched
 
 
+def test_a_task_still_writing_from_a_killed_run_is_waited_for_not_raced(tmp_path: Path) -> None:
+    """`kill -9` of a run leaves its local workers writing into the output; an immediate --resume or
+    --overwrite ran the same tasks beside them (both wrote .tmp-<rank> files: a corrupt data file,
+    completion markers from the old workers, a folder no --resume could finish). Each task marks
+    itself running (pid, machine) until its accounting is written; a new run waits for live ones."""
+    import socket
+    import subprocess
+
+    from .conftest import write_shards
+
+    docs = [(f"id{i}", "kindness compassion" if i % 3 == 0 else f"doc {i}", "s") for i in range(40)]
+    inp = write_shards(tmp_path / "in", docs, n_shards=4)
+    out = tmp_path / "out"
+    recipe = load_recipe(recipe_dict(inp, out))
+    full = run(recipe, tasks=2, progress=False)
+    assert not list((out / "logs" / "running").iterdir())  # each task's marker went with its end
+    (out / "logs" / "completions" / "00001").unlink()  # task 1 "still running"
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        mark = out / "logs" / "running" / "00001.json"
+        mark.write_text(json.dumps({"pid": worker.pid, "host": socket.gethostname()}))
+        for mode in ("resume", "overwrite"):
+            with pytest.raises(
+                OutputError, match=rf"still writing there \(task 00001 \(pid {worker.pid}\) on this machine"
+            ):
+                run(recipe, tasks=2, mode=mode, progress=False)
+        assert _ids(out, "data") == _ids(out, "data") and (out / "accounting" / "00001.json").exists()
+        mark.write_text(json.dumps({"pid": worker.pid, "host": "another-machine"}))  # not checkable here
+        assert run(recipe, tasks=2, mode="resume", progress=False).accounting["kept"] == 26
+    finally:
+        worker.kill()
+        worker.wait()
+    (out / "logs" / "completions" / "00001").unlink()
+    mark.write_text(json.dumps({"pid": worker.pid, "host": socket.gethostname()}))  # dead: stale
+    resumed = run(recipe, tasks=2, mode="resume", progress=False)
+    assert resumed.accounting["kept"] == full.accounting["kept"] and verify(str(out)).ok
+    # a file damaged under a finished task (what the race left): one line, not an ArrowInvalid traceback
+    data = next((out / "data").glob("00000_*.parquet"))
+    data.write_bytes(data.read_bytes()[:-100])
+    with pytest.raises(
+        OutputError, match=r"an output file cannot be read back \(ArrowInvalid: .*--overwrite"
+    ):
+        run(recipe, tasks=2, mode="resume", progress=False)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_workers_and_resume_finishes(tmp_path: Path) -> None:
+    """SIGTERM (kill, a scheduler) ended only the main process: datatrove's pool workers wrote on.
+    It is Ctrl-C now: the pool is terminated, nothing of the run is left running, --resume finishes."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from .conftest import write_shards
+
+    words = "kindness compassion honesty the of and model data".split()
+    docs = [(f"id{i}", " ".join(words[(i + j) % 8] for j in range(60)), "s") for i in range(120_000)]
+    inp = write_shards(tmp_path / "in", docs, n_shards=4)
+    out = tmp_path / "out"
+    (tmp_path / "r.yaml").write_text(json.dumps(recipe_dict(inp, out)))
+    cmd = [sys.executable, "-m", "corpusfilter.cli", "run", str(tmp_path / "r.yaml"), "--tasks", "2"]
+    proc = subprocess.Popen(
+        [*cmd, "--workers", "2", "--no-progress"], start_new_session=True, stderr=subprocess.PIPE, text=True
+    )
+    running = out / "logs" / "running"
+    deadline = time.monotonic() + 120
+    while not (running.is_dir() and len(list(running.iterdir())) == 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted (finish later with --resume)" in err
+    left: list[str] = []
+    for _ in range(100):  # the pool's helper processes (forkserver, resource tracker) exit on their own
+        time.sleep(0.1)
+        ps = subprocess.run(
+            ["ps", "-o", "pid=,stat=,args=", "-g", str(proc.pid)], capture_output=True, text=True
+        )
+        left = [line for line in ps.stdout.splitlines() if line.split()[1][0] != "Z"]  # zombies are gone
+        if not left:
+            break
+    assert not left, f"processes of the stopped run still alive: {left}"
+    assert not (out / "manifest.json").exists()
+    subprocess.run([*cmd, "--workers", "2", "--no-progress", "--resume"], check=True, capture_output=True)
+    res = verify(str(out))
+    assert res.ok, res.problems
+    assert json.loads((out / "manifest.json").read_text())["accounting"]["read"] == 120_000
+    del os
+
+
 def test_resume_refuses_a_lexicon_edited_at_the_same_path(tmp_path: Path) -> None:
     """The resolved recipe names the lexicon by path: a resume after the file changed had mixed
     shards filtered with the old terms and the new, and recorded only the new."""

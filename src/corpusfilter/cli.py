@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from corpusfilter import __version__
@@ -460,6 +461,29 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _stop_on_sigterm(command: str) -> Iterator[None]:
+    """While a run, score or decide runs: SIGTERM (``kill``, a scheduler's stop) as Ctrl-C, so the run
+    unwinds and datatrove's worker pool is terminated on its way out. Python's default ended only
+    this process, and the workers wrote on into the output (a re-run then raced them). The previous
+    handler is put back after (``main()`` may be called from a host program)."""
+    import signal
+    import threading
+
+    if command not in ("run", "score", "decide") or threading.current_thread() is not threading.main_thread():
+        yield  # main() called from a thread: signals are the host program's business
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to run a command again (train)
@@ -483,7 +507,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": cmd_report,
     }
     try:
-        return handlers[args.command](args)
+        with _stop_on_sigterm(args.command):
+            return handlers[args.command](args)
     except CorpusfilterError as e:
         print(f"corpusfilter: error: {e}", file=sys.stderr)
         return 1

@@ -849,6 +849,7 @@ class ParquetBatchWriter(PipelineStep):
             self.output.rm(f"accounting/{rank:05d}.json")
 
     def run(self, data: Iterable[Batch] | None = None, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
+        mark_running(self.output, rank)
         self._clear_rank(rank)
         plain = (self.text_column,)
         sinks = {
@@ -912,3 +913,45 @@ class ParquetBatchWriter(PipelineStep):
         }
         with self.output.open(f"accounting/{rank:05d}.json", "w") as f:
             json.dump(record, f, indent=1, sort_keys=True)
+        self.output.rm(running_marker(rank))
+
+
+def running_marker(rank: int) -> str:
+    """Where a task says it is writing: ``logs/running/<rank>.json`` (its pid and machine), from its
+    writer's start until its accounting is written. A run killed with ``kill -9`` leaves its local
+    workers writing on; a new run into the folder checks these first (:func:`live_tasks`)."""
+    return f"logs/running/{rank:05d}.json"
+
+
+def mark_running(output: DataFolder, rank: int) -> None:
+    import socket
+
+    with output.open(running_marker(rank), "w") as f:
+        json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+
+
+def live_tasks(output: DataFolder) -> list[tuple[str, int]]:
+    """(rank file, pid) of each task marked running whose process is alive on this machine (tasks
+    of other machines cannot be checked from here; Slurm's are cancelled by the runner)."""
+    import socket
+
+    if not output.exists("logs/running"):
+        return []
+    here, out = socket.gethostname(), []
+    for rel in sorted(output.list_files("logs/running")):
+        try:
+            with output.open(rel) as f:
+                mark = json.load(f)
+            pid = int(mark["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # half-written by a task killed as it started: no process to wait for
+        if mark.get("host") != here or pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        except PermissionError:  # alive, another user's
+            pass
+        out.append((posixpath.basename(rel), pid))
+    return out

@@ -31,6 +31,7 @@ from corpusfilter.io import (
     InputSet,
     changed_files,
     folder_url,
+    live_tasks,
     rejected_schema,
     sha256_file,
 )
@@ -363,6 +364,13 @@ def prepare_output(
     ``block_files``: per block label, a digest of its provenance (lexicon, model, tokenizer hashes)."""
     files = {s.path: [s.rows, s.bytes] for s in inputs.shards}
     existing = out.list_files() if out.exists("") else []
+    if existing and mode != "fresh" and (live := live_tasks(out)):
+        running = ", ".join(f"task {rel.removesuffix('.json')} (pid {pid})" for rel, pid in live)
+        raise OutputError(
+            f"{out.path}: an earlier run is still writing there ({running} on this machine; a run killed "
+            "with kill -9 leaves its workers running): wait for them to finish or stop them "
+            "(kill PID), then run again"
+        )
     if mode == "fresh" and existing:
         raise OutputError(
             f"output folder {out.path} is not empty; use --overwrite to replace it or --resume to finish it "
@@ -758,18 +766,24 @@ def run_plan(
             problems.append(f"{k}/ holds {written[k]} rows but the accounting says {want}")
     id_col = recipe.input.id_column or "id"
     paths = [f["path"] for k in ("data", "rejected") for f in outputs[k]]
-    if id_col in the_plan.output_schema.names:  # a repeat across shards is only visible here
-        from corpusfilter.verify import repeated_ids
+    try:
+        if id_col in the_plan.output_schema.names:  # a repeat across shards is only visible here
+            from corpusfilter.verify import repeated_ids
 
-        totals["repeated_ids"] = len(repeated_ids(out, paths, id_col).repeats)
-    if "copy_index" in the_plan.output_schema.names:  # the copies written are the copies counted
-        from corpusfilter.verify import count_copies
+            totals["repeated_ids"] = len(repeated_ids(out, paths, id_col).repeats)
+        if "copy_index" in the_plan.output_schema.names:  # the copies written are the copies counted
+            from corpusfilter.verify import count_copies
 
-        copies = count_copies(out, paths)
-        if copies != totals.get("added", 0):
-            problems.append(
-                f"output files hold {copies} copies (copy_index > 0) but the blocks added {totals.get('added', 0)}"
-            )
+            copies = count_copies(out, paths)
+            if copies != totals.get("added", 0):
+                problems.append(
+                    f"output files hold {copies} copies (copy_index > 0) but the blocks added {totals.get('added', 0)}"
+                )
+    except (pa.ArrowException, OSError) as e:  # a task's file damaged after it was accounted
+        raise OutputError(
+            f"{out.path}: an output file cannot be read back ({type(e).__name__}: {first_line(e)}); a "
+            "disk error or a second run writing the same folder damaged it: run again with --overwrite"
+        ) from None
     hashes = hashes_f.result()
     hasher.shutdown()
     from corpusfilter import experiment as exp

@@ -357,14 +357,18 @@ def prepare_output(
     limit: int,
     inputs: InputSet,
     block_files: dict[str, str] | None = None,
+    *,
+    local: bool = True,
 ) -> None:
     """Refuse to write into a non-empty folder unless told to overwrite or resume (and resume
     matches: recipe, the files its blocks read, task count, ``--limit`` and the input files);
     ``--overwrite`` replaces only an earlier corpusfilter output (it has run.json).
-    ``block_files``: per block label, a digest of its provenance (lexicon, model, tokenizer hashes)."""
+    ``block_files``: per block label, a digest of its provenance (lexicon, model, tokenizer hashes).
+    ``local``: the local executor, whose workers outlive a ``kill -9``: wait for live tasks (Ray
+    ends a dead driver's tasks and keeps its worker processes for other work; Slurm's are cancelled)."""
     files = {s.path: [s.rows, s.bytes] for s in inputs.shards}
     existing = out.list_files() if out.exists("") else []
-    if existing and mode != "fresh" and (live := live_tasks(out)):
+    if local and existing and mode != "fresh" and (live := live_tasks(out)):
         running = ", ".join(f"task {rel.removesuffix('.json')} (pid {pid})" for rel, pid in live)
         raise OutputError(
             f"{out.path}: an earlier run is still writing there ({running} on this machine; a run killed "
@@ -720,7 +724,9 @@ def run_plan(
         b.label: hashlib.sha256(json.dumps(file_facts(p), sort_keys=True, default=str).encode()).hexdigest()
         for b, p in zip(the_plan.blocks, provenance)
     }
-    prepare_output(out, mode, recipe.sha256, n_tasks, limit, the_plan.inputs, block_files)
+    prepare_output(
+        out, mode, recipe.sha256, n_tasks, limit, the_plan.inputs, block_files, local=backend == "local"
+    )
     started, t0 = _now(), time.perf_counter()
     # Hash the inputs while the pipeline runs (hashlib releases the GIL).
     folder = the_plan.inputs.folder

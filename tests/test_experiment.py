@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from corpusfilter.cli import main
-from corpusfilter.errors import RecipeError
+from corpusfilter.errors import OutputError, RecipeError
 from corpusfilter.recipe import load_recipe
 from corpusfilter.runner import format_summary, run
 from corpusfilter.verify import verify
@@ -639,3 +639,23 @@ def test_a_target_share_out_of_reach_is_a_warning(tmp_path: Path, capsys: pytest
     assert "after)" in err and err.count("warning:") == 1
     assert "the share before upsampling already exceeds the target" in run_target("low", 0.01)
     assert "no tokens match `where`" in run_target("none", 0.2, where="ai_hits >= 99")
+
+
+def test_an_occupied_output_is_refused_before_the_score_pass(tmp_path: Path) -> None:
+    """A recipe solved from corpus totals scores every row first; a non-empty output (or control)
+    folder had been refused only after that whole pass, which it wrote beside it."""
+    inp = make_corpus(tmp_path / "in", n=60, shards=1)
+    blocks = [*DETECT, {"drop": {"where": "moral_hits >= 1", "reason": "moral"}}]
+    recipe = load_recipe(_recipe(inp, tmp_path / "out", blocks, control={"type": "matched"}))
+    for folder in (tmp_path / "out", tmp_path / "out.control"):
+        folder.mkdir()
+        (folder / "notes.txt").write_text("mine")
+        with pytest.raises(OutputError, match=rf"output folder {folder} is not empty"):
+            run(recipe, progress=False)
+        with pytest.raises(OutputError, match=r"--overwrite replaces only an earlier corpusfilter"):
+            run(recipe, mode="overwrite", progress=False)
+        assert not (tmp_path / "out.scores").exists()  # refused before any work
+        assert (folder / "notes.txt").read_text() == "mine"
+        (folder / "notes.txt").unlink()
+        folder.rmdir()
+    assert run(recipe, progress=False).accounting["ok"]

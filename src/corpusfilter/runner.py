@@ -349,6 +349,26 @@ def check_output_place(out: DataFolder, inputs: InputSet) -> None:
         )
 
 
+def refuse_unwritable(out: DataFolder, mode: Mode, existing: list[str] | None = None) -> None:
+    """The checks of :func:`prepare_output` that need no plan: a non-empty folder is written only
+    with ``overwrite`` (and then only an earlier corpusfilter output, one with run.json) or
+    ``resume``. ``run`` makes them on the final output before a score pass, which would otherwise
+    run in full before the output was refused. ``existing``: its files, when already listed."""
+    if existing is None:
+        existing = out.list_files() if out.exists("") else []
+    if mode == "fresh" and existing:
+        raise OutputError(
+            f"output folder {out.path} is not empty; use --overwrite to replace it or --resume to finish it "
+            "(from Python: run(..., mode='overwrite') or mode='resume')"
+        )
+    if mode == "overwrite" and existing and not out.exists("run.json"):
+        raise OutputError(
+            f"--overwrite replaces only an earlier corpusfilter output, and {out.path} has no "
+            f"run.json ({len(existing)} files, e.g. {existing[0]}); remove it yourself or choose "
+            "another output folder"
+        )
+
+
 def prepare_output(
     out: DataFolder,
     mode: Mode,
@@ -375,18 +395,8 @@ def prepare_output(
             "with kill -9 leaves its workers running): wait for them to finish or stop them "
             "(kill PID), then run again"
         )
-    if mode == "fresh" and existing:
-        raise OutputError(
-            f"output folder {out.path} is not empty; use --overwrite to replace it or --resume to finish it "
-            "(from Python: run(..., mode='overwrite') or mode='resume')"
-        )
+    refuse_unwritable(out, mode, existing)
     if mode == "overwrite" and existing:
-        if not out.exists("run.json"):
-            raise OutputError(
-                f"--overwrite replaces only an earlier corpusfilter output, and {out.path} has no "
-                f"run.json ({len(existing)} files, e.g. {existing[0]}); remove it yourself or choose "
-                "another output folder"
-            )
         for f in existing:
             out.rm(f)
     if mode == "resume" and existing:
@@ -596,6 +606,9 @@ def run(
             f"--limit {limit}` limits the score pass instead"
         )
     if stage == "run" and recipe.needs_corpus_pass:
+        # the outputs the decide pass writes, checked before the score pass runs in full
+        for path in [recipe.output.path, *([recipe.control_path] if recipe.control is not None else [])]:
+            refuse_unwritable(get_datafolder(path), mode)
         # Corpus totals first: score every row, then solve and decide from the scores.
         scored = run(recipe, stage="score", limit=limit, **kw)
         # the decide pass and the control read every row the (limited) score pass scored: that is

@@ -239,8 +239,10 @@ def test_an_empty_corpus_is_a_clear_error_not_a_traceback(tmp_path: Path) -> Non
     )
     pq.write_table(empty, inp / "a.parquet")
     blocks = [*DETECT, {"upsample": {"where": "ai_hits >= 1", "target_share": 0.5}}]
-    with pytest.raises(RecipeError, match="no readable rows to decide on"):
-        run(load_recipe(_recipe(inp, tmp_path / "out", blocks)), progress=False)
+    with pytest.raises(
+        RecipeError, match=r"no readable rows to decide on \(read 0, unreadable 0\): the input holds no rows$"
+    ):
+        run(load_recipe(_recipe(inp, tmp_path / "out", blocks)), progress=False)  # (no unreadable/ to see)
 
 
 def test_solving_reads_no_text_unless_a_condition_uses_it(

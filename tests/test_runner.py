@@ -158,6 +158,12 @@ def test_resume_finishes_an_interrupted_run_without_duplicates(tmp_path: Path) -
     resumed = run(recipe, tasks=2, mode="resume", progress=False)
     assert resumed.accounting["ok"]
     assert resumed.accounting["kept"] == full.accounting["kept"] == 26
+    # every document over this call's time would be a speed the run never had
+    from corpusfilter.runner import format_summary
+
+    summary = format_summary(resumed)
+    assert "- (resumed: tasks finished earlier are counted, not timed)" in summary
+    assert "docs/s" not in summary and "docs/s" in format_summary(full)
     ids = _ids(out, "data")
     assert len(ids) == len(set(ids)) == 26
     assert not list((out / "data").glob(".tmp-*"))

@@ -676,9 +676,11 @@ def _plan_decide(recipe: Recipe, scores: str, output: str | None) -> Plan:
     _check_scored_input(recipe, manifest, scores)
     if not any(f["rows"] for f in manifest.get("outputs", {}).get("data", [])):
         acc = manifest.get("accounting", {})
+        read, unreadable = acc.get("read", 0), acc.get("unreadable", 0)
+        why = f"; see {scores}/unreadable/" if unreadable else ": the input holds no rows" if not read else ""
         raise RecipeError(
-            f"--scores {scores}: the score pass has no readable rows to decide on (read {acc.get('read', 0)}, "
-            f"unreadable {acc.get('unreadable', 0)}; see {scores}/unreadable/)"
+            f"--scores {scores}: the score pass has no readable rows to decide on (read {read}, "
+            f"unreadable {unreadable}){why}"
         )
     id_column = recipe.input.id_column or "id"
     inputs = inspect_inputs(

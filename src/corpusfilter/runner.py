@@ -933,7 +933,10 @@ def _summary_rows(m: dict[str, Any], output: str, result: RunResult | None = Non
         else:
             parts = ""
         rows["wall time"] = f"{secs:,.1f} s" + (f" ({parts})" if parts else "")
-        rows["throughput"] = f"{a['text_bytes'] / 1e6 / secs:,.1f} MB/s, {a['read'] / secs:,.0f} docs/s"
+        if m["executor"]["mode"] == "resume":  # tasks finished before count their documents, not their time
+            rows["throughput"] = "- (resumed: tasks finished earlier are counted, not timed)"
+        else:
+            rows["throughput"] = f"{a['text_bytes'] / 1e6 / secs:,.1f} MB/s, {a['read'] / secs:,.0f} docs/s"
     rows["accounting"] = "ok" if a["ok"] else "FAILED"
     if a.get("repeated_ids"):
         rows["repeated ids"] = f"{a['repeated_ids']:,} (verify names them)"

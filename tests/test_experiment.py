@@ -661,3 +661,20 @@ def test_an_occupied_output_is_refused_before_the_score_pass(tmp_path: Path) -> 
         (folder / "notes.txt").unlink()
         folder.rmdir()
     assert run(recipe, progress=False).accounting["ok"]
+
+
+def test_verify_says_when_an_arms_counterpart_is_missing(tmp_path: Path) -> None:
+    """A treatment whose control was never finished (killed in the control pass) verified with no
+    word about it; the experiment is the two arms."""
+    inp = make_corpus(tmp_path / "in", n=60, shards=1)
+    blocks = [*DETECT, {"drop": {"where": "moral_hits >= 1", "reason": "moral"}}]
+    res = run(
+        load_recipe(_recipe(inp, tmp_path / "out", blocks, control={"type": "matched"})), progress=False
+    )
+    assert res.control is not None
+    assert not verify(res.output).notes and not verify(res.control.output).notes
+    (Path(res.control.output) / "manifest.json").unlink()  # as a control pass stopped before its end
+    v = verify(res.output)
+    assert v.ok and any(
+        n.startswith(f"experiment: its control arm {res.control.output} has no manifest") for n in v.notes
+    ), v.notes

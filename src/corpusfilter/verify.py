@@ -230,6 +230,13 @@ def _check_solutions(
         checked.append("the control's overlap from its strata")
     if checked:
         result.checked.append("experiment: " + " and ".join(dict.fromkeys(checked)) + " recomputed")
+    if arm.get("counterpart") and "://" not in result.output:  # an arm is read beside its counterpart
+        other = os.path.normpath(os.path.join(result.output, arm["counterpart"]))
+        if not os.path.isfile(os.path.join(other, "manifest.json")):
+            result.notes.append(
+                f"experiment: its {'control' if arm.get('arm') == 'treatment' else 'treatment'} arm "
+                f"{other} has no manifest (not finished, or moved): this arm alone is not the experiment"
+            )
 
 
 def _token_column(manifest: dict[str, Any]) -> str | None:

@@ -498,6 +498,16 @@ def test_the_control_arm_carries_every_tag_column_and_tags_its_own_copies(tmp_pa
         assert moral["tokens_out"] == tokens(in_topics) > 0
         assert moral["share_out"] == round(tokens(in_topics) / tokens(data), 6)
         assert "share: topics: moral" in format_summary(arm)
+    # an output made before such columns were counted (its categories of `labels` only) still verifies
+    path = Path(res.output) / "manifest.json"
+    m = json.loads(path.read_text())
+    del m["tokens"]["categories"]["topics: moral"]
+    path.write_text(json.dumps(m))
+    v = verify(res.output)
+    assert v.ok and any(n.startswith("tokens.categories: of `labels` only") for n in v.notes), v.problems
+    m["tokens"]["categories"]["copy"]["tokens_out"] += 1  # a wrong number is still one
+    path.write_text(json.dumps(m))
+    assert any(p.startswith("tokens: the files give categories") for p in verify(res.output).problems)
 
 
 def test_a_category_tagged_after_a_drop_counts_the_dropped_rows_in_its_share_before(tmp_path: Path) -> None:

@@ -502,6 +502,10 @@ def test_calibrating_a_recipe_block_refuses_what_it_cannot_set(
     args = ["calibrate", str(recipe), "--reference", str(ref), "--block", "1", "--target-share", "0.3"]
     assert main([*args, "--column", "moral_hits"]) == 1
     assert 'keeps what `drop: {where: "moral_hits >= t"}` keeps' in capsys.readouterr().err
+    # a band sets its lower edge, as before the `<` check (the check had refused it)
+    assert calibrate("moral_hits >= 1 AND moral_hits < 4", "--column", "moral_hits") == 0
+    assert calibrate("moral_hits >= 1 AND moral_hits < 4") == 0
+    capsys.readouterr()
     assert (
         calibrate("moral_hits >= 3 AND moral_per_1k_words > 500", "--column", "moral_hits") == 0
     )  # none pass

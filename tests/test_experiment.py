@@ -671,6 +671,21 @@ def test_an_occupied_output_is_refused_before_the_score_pass(tmp_path: Path) -> 
         (folder / "notes.txt").unlink()
         folder.rmdir()
     assert run(recipe, progress=False).accounting["ok"]
+    # `decide` checks the control's folder before it writes the treatment; a file is no folder
+    other = load_recipe(
+        _recipe(inp, tmp_path / "d", blocks, control={"type": "matched", "output": str(tmp_path / "dc")})
+    )
+    run(other, stage="score", progress=False)
+    (tmp_path / "dc").mkdir()
+    (tmp_path / "dc" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match=rf"output folder {tmp_path / 'dc'} is not empty"):
+        run(other, stage="decide", progress=False)
+    assert not (tmp_path / "d").exists()
+    (tmp_path / "f").write_text("a file")
+    filed = load_recipe(_recipe(inp, tmp_path / "f", blocks, control={"type": "matched"}))
+    with pytest.raises(OutputError, match=rf"output {tmp_path / 'f'} is a file, not a folder"):
+        run(filed, mode="resume", progress=False)
+    assert not (tmp_path / "f.scores").exists()
 
 
 def test_verify_says_when_an_arms_counterpart_is_missing(tmp_path: Path) -> None:
@@ -683,6 +698,15 @@ def test_verify_says_when_an_arms_counterpart_is_missing(tmp_path: Path) -> None
     )
     assert res.control is not None
     assert not verify(res.output).notes and not verify(res.control.output).notes
+    url = run(  # a control written to a URL: no note (it had been joined onto the treatment's path)
+        load_recipe(
+            _recipe(
+                inp, tmp_path / "u", blocks, control={"type": "matched", "output": f"file://{tmp_path}/uc"}
+            )
+        ),
+        progress=False,
+    )
+    assert not verify(url.output).notes
     (Path(res.control.output) / "manifest.json").unlink()  # as a control pass stopped before its end
     v = verify(res.output)
     assert v.ok and any(

@@ -203,12 +203,17 @@ def test_a_task_still_writing_from_a_killed_run_is_waited_for_not_raced(tmp_path
     try:
         mark = out / "logs" / "running" / "00001.json"
         mark.write_text(json.dumps({"pid": worker.pid, "host": socket.gethostname()}))
+        before = _ids(out, "data")
         for mode in ("resume", "overwrite"):
             with pytest.raises(
                 OutputError, match=rf"still writing there \(task 00001 \(pid {worker.pid}\) on this machine"
             ):
                 run(recipe, tasks=2, mode=mode, progress=False)
-        assert _ids(out, "data") == _ids(out, "data") and (out / "accounting" / "00001.json").exists()
+        assert _ids(out, "data") == before and (out / "accounting" / "00001.json").exists()  # untouched
+        # the pid of another process now (its start time differs): not the task, not waited for
+        mark.write_text(json.dumps({"pid": worker.pid, "host": socket.gethostname(), "start": "1"}))
+        assert run(recipe, tasks=2, mode="resume", progress=False).accounting["kept"] == 26
+        (out / "logs" / "completions" / "00001").unlink()
         mark.write_text(json.dumps({"pid": worker.pid, "host": "another-machine"}))  # not checkable here
         assert run(recipe, tasks=2, mode="resume", progress=False).accounting["kept"] == 26
     finally:
@@ -225,6 +230,40 @@ def test_a_task_still_writing_from_a_killed_run_is_waited_for_not_raced(tmp_path
         OutputError, match=r"an output file cannot be read back \(ArrowInvalid: .*--overwrite"
     ):
         run(recipe, tasks=2, mode="resume", progress=False)
+
+
+def test_a_task_that_fails_in_this_process_leaves_no_running_mark(tmp_path: Path) -> None:
+    """One task runs inside the calling process: a run() that failed (or was interrupted) in a
+    notebook had left that live process marked as writing, and every other run was refused."""
+    import pyarrow as pa
+
+    from corpusfilter import Detector, register
+    from corpusfilter.blocks.base import NoParams
+
+    @register("test_boom", version=1)
+    class Boom(Detector):
+        Params = NoParams
+        fields = {"x": pa.int64()}  # noqa: RUF012
+
+        @property
+        def prefix(self) -> str:
+            return "boom"
+
+        def score(self, texts: pa.StringArray) -> dict[str, Any]:
+            if any(t == "boom" for t in texts.to_pylist()):
+                raise RuntimeError("boom")
+            return {"x": [1] * len(texts)}
+
+    from .conftest import write_shards
+
+    inp = write_shards(tmp_path / "in", [("a", "fine", "s"), ("b", "boom", "s")], n_shards=1)
+    out = tmp_path / "out"
+    data = recipe_dict(inp, out)
+    data["blocks"] = [{"test_boom": {}}]
+    data["input"]["batch_size"] = 1
+    with pytest.raises(CorpusfilterError, match="boom"):
+        run(load_recipe(data), progress=False)
+    assert (out / "logs" / "running").is_dir() and not list((out / "logs" / "running").iterdir())
 
 
 @pytest.mark.slow

@@ -217,6 +217,17 @@ class NanShout(NanScore):
         return batch
 
 
+@register("test_nan_retype", version=1)
+class NanRetype(NanScore):
+    """Also casts the input column `n` to float: equal values, another type."""
+
+    def process(self, batch: Batch) -> Batch:
+        batch = super().process(batch)
+        t = batch.table
+        batch.table = t.set_column(t.column_names.index("n"), "n", pc.cast(t.column("n"), pa.float64()))
+        return batch
+
+
 def test_batch_dependence_is_caught() -> None:
     assert contracts(ZScore(), TEXTS) == {"batch_independent"}
 
@@ -289,8 +300,11 @@ def test_nan_values_are_the_same_result_twice() -> None:
     check_block(KeywordDetector(name="virtue", lexicon="virtue"), table)
     check_block(Drop(where="s > 0.5", reason="high"), table)
     check_block(NanScore(), TEXTS)
-    # a real change is still found, NaN or not
+    # a real change is still found, NaN or not, and so is a changed type (1 == 1.0 in Python)
     assert contracts(NanShout(), table) == {"input_unchanged"}
+    ints = as_table(TEXTS).append_column("n", pa.array(range(len(TEXTS)), pa.int64()))
+    with pytest.raises(BlockCheckError, match=r"input_unchanged: a detector changed column\(s\) \['n'\]"):
+        check_block(NanRetype(), ints)
 
 
 def test_a_second_upsample_keeps_each_original_with_its_copies_in_one_batch() -> None:

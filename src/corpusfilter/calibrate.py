@@ -71,7 +71,9 @@ def compared_column(recipe: Any, n: int, column: str | None) -> str:
     btype, where = _block_condition(recipe, n)
     cols = sorted({c for c, _, _ in _comparisons(where)})
     below = sorted(set(re.findall(rf"\b([A-Za-z_]\w*)\s*(?:<=|<)\s*{_NUM}", where)))
-    if below and (column in below if column is not None else not cols):
+    # a `<` comparison of the column is refused only where it has no `>=` one (a band `x >= a AND
+    # x < b` sets its lower edge, as before)
+    if below and (column in below and column not in cols if column is not None else not cols):
         keep = (
             f'; a keep of `{below[0]} < t` keeps what `drop: {{where: "{below[0]} >= t"}}` keeps: '
             "write it so and calibrate the drop"

@@ -850,6 +850,13 @@ class ParquetBatchWriter(PipelineStep):
 
     def run(self, data: Iterable[Batch] | None = None, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
         mark_running(self.output, rank)
+        try:
+            yield from self._write(data, rank, world_size)
+        finally:  # done, failed or interrupted: this task no longer writes (only kill -9 leaves it)
+            if self.output.exists(running_marker(rank)):
+                self.output.rm(running_marker(rank))
+
+    def _write(self, data: Iterable[Batch] | None, rank: int, world_size: int) -> Iterator[Batch]:
         self._clear_rank(rank)
         plain = (self.text_column,)
         sinks = {
@@ -913,7 +920,6 @@ class ParquetBatchWriter(PipelineStep):
         }
         with self.output.open(f"accounting/{rank:05d}.json", "w") as f:
             json.dump(record, f, indent=1, sort_keys=True)
-        self.output.rm(running_marker(rank))
 
 
 def running_marker(rank: int) -> str:
@@ -927,7 +933,19 @@ def mark_running(output: DataFolder, rank: int) -> None:
     import socket
 
     with output.open(running_marker(rank), "w") as f:
-        json.dump({"pid": os.getpid(), "host": socket.gethostname()}, f)
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid())}, f)
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (Linux: ticks since boot, /proc/PID/stat field 22); None where
+    unknown. A pid reused by another process, after the task died, has another start."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # after the command name, which may hold spaces
+    return fields[19] if len(fields) > 19 else None
 
 
 def live_tasks(output: DataFolder) -> list[tuple[str, int]]:
@@ -953,5 +971,7 @@ def live_tasks(output: DataFolder) -> list[tuple[str, int]]:
             continue
         except PermissionError:  # alive, another user's
             pass
+        if mark.get("start") is not None and _process_start(pid) not in (None, mark["start"]):
+            continue  # the pid is another process's now
         out.append((posixpath.basename(rel), pid))
     return out

@@ -349,13 +349,28 @@ def check_output_place(out: DataFolder, inputs: InputSet) -> None:
         )
 
 
-def refuse_unwritable(out: DataFolder, mode: Mode, existing: list[str] | None = None) -> None:
-    """The checks of :func:`prepare_output` that need no plan: a non-empty folder is written only
-    with ``overwrite`` (and then only an earlier corpusfilter output, one with run.json) or
-    ``resume``. ``run`` makes them on the final output before a score pass, which would otherwise
-    run in full before the output was refused. ``existing``: its files, when already listed."""
+def refuse_unwritable(
+    out: DataFolder, mode: Mode, existing: list[str] | None = None, *, local: bool = True
+) -> None:
+    """The checks of :func:`prepare_output` that need no plan: an output is a folder; a non-empty one
+    is written only with ``overwrite`` (and then only an earlier corpusfilter output, one with
+    run.json) or ``resume``, and (``local``: the local executor, whose workers outlive a ``kill -9``)
+    not while a task of an earlier run still writes there. ``run`` and ``decide`` make them on every
+    folder they will write before the first pass, which would otherwise run in full (and rewrite a
+    score pass that surviving workers read) before a later folder was refused. ``existing``: its
+    files, when already listed."""
+    o = _local_path(out)
+    if o is not None and o.is_file():
+        raise OutputError(f"output {o} is a file, not a folder; choose a folder")
     if existing is None:
         existing = out.list_files() if out.exists("") else []
+    if local and existing and mode != "fresh" and (live := live_tasks(out)):
+        running = ", ".join(f"task {rel.removesuffix('.json')} (pid {pid})" for rel, pid in live)
+        raise OutputError(
+            f"{out.path}: an earlier run is still writing there ({running} on this machine; a run killed "
+            "with kill -9 leaves its workers running): wait for them to finish or stop them "
+            f"(kill PID), then run again (if no such process writes there, delete {out.path}/logs/running/)"
+        )
     if mode == "fresh" and existing:
         raise OutputError(
             f"output folder {out.path} is not empty; use --overwrite to replace it or --resume to finish it "
@@ -388,14 +403,7 @@ def prepare_output(
     ends a dead driver's tasks and keeps its worker processes for other work; Slurm's are cancelled)."""
     files = {s.path: [s.rows, s.bytes] for s in inputs.shards}
     existing = out.list_files() if out.exists("") else []
-    if local and existing and mode != "fresh" and (live := live_tasks(out)):
-        running = ", ".join(f"task {rel.removesuffix('.json')} (pid {pid})" for rel, pid in live)
-        raise OutputError(
-            f"{out.path}: an earlier run is still writing there ({running} on this machine; a run killed "
-            "with kill -9 leaves its workers running): wait for them to finish or stop them "
-            "(kill PID), then run again"
-        )
-    refuse_unwritable(out, mode, existing)
+    refuse_unwritable(out, mode, existing, local=local)
     if mode == "overwrite" and existing:
         for f in existing:
             out.rm(f)
@@ -605,10 +613,11 @@ def run(
             "or a control arm), which a partial read would not match; for a trial, `corpusfilter run "
             f"--limit {limit}` limits the score pass instead"
         )
-    if stage == "run" and recipe.needs_corpus_pass:
-        # the outputs the decide pass writes, checked before the score pass runs in full
+    if stage == "decide" or (stage == "run" and recipe.needs_corpus_pass):
+        # every folder the decide pass and the control write, checked before the first pass runs
         for path in [recipe.output.path, *([recipe.control_path] if recipe.control is not None else [])]:
-            refuse_unwritable(get_datafolder(path), mode)
+            refuse_unwritable(get_datafolder(path), mode, local=recipe.executor.backend == "local")
+    if stage == "run" and recipe.needs_corpus_pass:
         # Corpus totals first: score every row, then solve and decide from the scores.
         scored = run(recipe, stage="score", limit=limit, **kw)
         # the decide pass and the control read every row the (limited) score pass scored: that is
@@ -785,7 +794,11 @@ def run_plan(
             problems.append(f"{k}/ holds {written[k]} rows but the accounting says {want}")
     id_col = recipe.input.id_column or "id"
     paths = [f["path"] for k in ("data", "rejected") for f in outputs[k]]
-    try:
+    hashes = hashes_f.result()
+    hasher.shutdown()
+    from corpusfilter import experiment as exp
+
+    try:  # every read of the written files back: a damaged one is one line, not a traceback
         if id_col in the_plan.output_schema.names:  # a repeat across shards is only visible here
             from corpusfilter.verify import repeated_ids
 
@@ -798,23 +811,19 @@ def run_plan(
                 problems.append(
                     f"output files hold {copies} copies (copy_index > 0) but the blocks added {totals.get('added', 0)}"
                 )
+        tokens = exp.token_report(
+            out,
+            outputs,
+            exp.token_column(recipe.blocks),
+            totals,
+            label_columns=exp.label_columns(b.to_config() for b in the_plan.blocks),
+        )
+        exp.achieved_shares(the_plan.blocks, out, outputs)
     except (pa.ArrowException, OSError) as e:  # a task's file damaged after it was accounted
         raise OutputError(
             f"{out.path}: an output file cannot be read back ({type(e).__name__}: {first_line(e)}); a "
             "disk error or a second run writing the same folder damaged it: run again with --overwrite"
         ) from None
-    hashes = hashes_f.result()
-    hasher.shutdown()
-    from corpusfilter import experiment as exp
-
-    tokens = exp.token_report(
-        out,
-        outputs,
-        exp.token_column(recipe.blocks),
-        totals,
-        label_columns=exp.label_columns(b.to_config() for b in the_plan.blocks),
-    )
-    exp.achieved_shares(the_plan.blocks, out, outputs)
     stats = _block_stats(out, n_tasks)
     blocks = []
     for b, p in zip(the_plan.blocks, provenance):

@@ -287,7 +287,11 @@ def _check_rows(block: Block, table: pa.Table, res: Applied) -> list[tuple[str, 
         if n_rej or res.kept.num_rows != n_in:
             out.append(("detector_keeps_rows", "a detector must pass every row on and reject none"))
         else:
-            cols = [c for c in table.column_names if _first_difference(table[c], res.kept[c]) is not None]
+            cols = [
+                c
+                for c in table.column_names
+                if table[c].type != res.kept[c].type or _first_difference(table[c], res.kept[c]) is not None
+            ]
             if cols:
                 out.append(("input_unchanged", f"a detector changed column(s) {cols} it did not add"))
     else:

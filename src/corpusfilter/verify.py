@@ -239,8 +239,9 @@ def _check_solutions(
         checked.append("the control's overlap from its strata")
     if checked:
         result.checked.append("experiment: " + " and ".join(dict.fromkeys(checked)) + " recomputed")
-    if arm.get("counterpart") and "://" not in result.output:  # an arm is read beside its counterpart
-        other = os.path.normpath(os.path.join(result.output, arm["counterpart"]))
+    counterpart = arm.get("counterpart")
+    if counterpart and "://" not in result.output and "://" not in counterpart:  # local arms only
+        other = os.path.normpath(os.path.join(result.output, counterpart))
         if not os.path.isfile(os.path.join(other, "manifest.json")):
             result.notes.append(
                 f"experiment: its {'control' if arm.get('arm') == 'treatment' else 'treatment'} arm "

@@ -167,15 +167,19 @@ class Position(Detector):
         return {"n": out}
 
 
+def _shout(batch: Batch) -> Batch:
+    """The batch with its text upper-cased: a change to an input column."""
+    t = batch.table
+    batch.table = t.set_column(t.column_names.index("text"), "text", pc.utf8_upper(t.column("text")))
+    return batch
+
+
 @register("test_shouting_drop", version=1)
 class ShoutingDrop(Drop):
     """Drops long texts, and upper-cases the text of the rows it keeps."""
 
     def process(self, batch: Batch) -> Batch:
-        batch = super().process(batch)
-        t = batch.table
-        batch.table = t.set_column(t.column_names.index("text"), "text", pc.utf8_upper(t.column("text")))
-        return batch
+        return _shout(super().process(batch))
 
 
 @register("test_renaming_drop", version=1)
@@ -211,10 +215,7 @@ class NanShout(NanScore):
     """Also upper-cases the text it scores: an input change among NaN columns."""
 
     def process(self, batch: Batch) -> Batch:
-        batch = super().process(batch)
-        t = batch.table
-        batch.table = t.set_column(t.column_names.index("text"), "text", pc.utf8_upper(t.column("text")))
-        return batch
+        return _shout(super().process(batch))
 
 
 @register("test_nan_retype", version=1)

@@ -613,17 +613,16 @@ def run(
             "or a control arm), which a partial read would not match; for a trial, `corpusfilter run "
             f"--limit {limit}` limits the score pass instead"
         )
-    if stage == "decide" or (stage == "run" and recipe.needs_corpus_pass):
-        # every folder the decide pass and the control write, checked before the first pass runs
-        for path in [recipe.output.path, *([recipe.control_path] if recipe.control is not None else [])]:
-            refuse_unwritable(get_datafolder(path), mode, local=recipe.executor.backend == "local")
     if stage == "run" and recipe.needs_corpus_pass:
+        _refuse_occupied(recipe, mode)  # before the score pass runs in full
         # Corpus totals first: score every row, then solve and decide from the scores.
         scored = run(recipe, stage="score", limit=limit, **kw)
         # the decide pass and the control read every row the (limited) score pass scored: that is
         # what the solution was solved from
         stage, scores, limit = "decide", None, -1
     the_plan = plan(recipe, stage=stage, scores=scores, output=output)
+    if the_plan.stage == "decide" and scored is None:
+        _refuse_occupied(recipe, mode)  # `decide`: its scores checked, before the treatment is written
     if the_plan.stage != "decide":
         result = run_plan(the_plan, limit=limit, **kw)
         result.wall_s = time.perf_counter() - t0
@@ -644,6 +643,13 @@ def run(
     result.score_pass = scored
     result.wall_s = time.perf_counter() - t0
     return result
+
+
+def _refuse_occupied(recipe: Recipe, mode: Mode) -> None:
+    """Every folder the decide pass and the control write, checked before the first pass runs (the
+    later passes check them again, with what only they know)."""
+    for path in [recipe.output.path, *([recipe.control_path] if recipe.control is not None else [])]:
+        refuse_unwritable(get_datafolder(path), mode, local=recipe.executor.backend == "local")
 
 
 def _check_run_args(

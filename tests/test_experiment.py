@@ -666,6 +666,8 @@ def test_an_occupied_output_is_refused_before_the_score_pass(tmp_path: Path) -> 
             run(recipe, progress=False)
         with pytest.raises(OutputError, match=r"--overwrite replaces only an earlier corpusfilter"):
             run(recipe, mode="overwrite", progress=False)
+        with pytest.raises(OutputError, match=rf"cannot resume into {folder}: it has no run.json"):
+            run(recipe, mode="resume", progress=False)
         assert not (tmp_path / "out.scores").exists()  # refused before any work
         assert (folder / "notes.txt").read_text() == "mine"
         (folder / "notes.txt").unlink()

@@ -229,6 +229,17 @@ class NanRetype(NanScore):
         return batch
 
 
+@register("test_retype_drop", version=1)
+class RetypeDrop(Drop):
+    """Drops rows, and narrows the input column `n` of the rows it keeps to int32."""
+
+    def process(self, batch: Batch) -> Batch:
+        batch = super().process(batch)
+        t = batch.table
+        batch.table = t.set_column(t.column_names.index("n"), "n", pc.cast(t.column("n"), pa.int32()))
+        return batch
+
+
 def test_batch_dependence_is_caught() -> None:
     assert contracts(ZScore(), TEXTS) == {"batch_independent"}
 
@@ -306,6 +317,10 @@ def test_nan_values_are_the_same_result_twice() -> None:
     ints = as_table(TEXTS).append_column("n", pa.array(range(len(TEXTS)), pa.int64()))
     with pytest.raises(BlockCheckError, match=r"input_unchanged: a detector changed column\(s\) \['n'\]"):
         check_block(NanRetype(), ints)
+    with pytest.raises(
+        BlockCheckError, match=r"input_unchanged: a decision changed the type of column\(s\) \['n'\]"
+    ):
+        check_block(RetypeDrop(where="n > 2", reason="x"), ints)  # int64 -> int32: equal values
 
 
 def test_a_second_upsample_keeps_each_original_with_its_copies_in_one_batch() -> None:

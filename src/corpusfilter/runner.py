@@ -382,6 +382,10 @@ def refuse_unwritable(
             f"run.json ({len(existing)} files, e.g. {existing[0]}); remove it yourself or choose "
             "another output folder"
         )
+    if mode == "resume" and existing and not out.exists("run.json"):
+        raise OutputError(
+            f"cannot resume into {out.path}: it has no run.json from an earlier corpusfilter run"
+        )
 
 
 def prepare_output(
@@ -408,10 +412,6 @@ def prepare_output(
         for f in existing:
             out.rm(f)
     if mode == "resume" and existing:
-        if not out.exists("run.json"):
-            raise OutputError(
-                f"cannot resume into {out.path}: it has no run.json from an earlier corpusfilter run"
-            )
         with out.open("run.json") as f:
             prev = json.load(f)
         if prev.get("recipe_sha256") != recipe_sha:

@@ -322,6 +322,9 @@ def _decision_changed(block: Block, table: pa.Table, res: Applied) -> str | None
         missing = [c for c in cols if c not in part.column_names]
         if missing:
             return f"a decision removed column(s) {missing} from the rows it {what}"
+        retyped = [c for c in cols if part.schema.field(c).type != table.schema.field(c).type]
+        if retyped:  # equal values of another type (int64 -> int32) compare alike below
+            return f"a decision changed the type of column(s) {retyped} of the rows it {what}"
 
     def rows(t: pa.Table) -> list[str]:
         values = t.select(cols).to_pylist()

@@ -174,6 +174,13 @@ def _shout(batch: Batch) -> Batch:
     return batch
 
 
+def _cast_n(batch: Batch, to: pa.DataType) -> Batch:
+    """The batch with its column `n` cast to ``to``: equal values, another type."""
+    t = batch.table
+    batch.table = t.set_column(t.column_names.index("n"), "n", pc.cast(t.column("n"), to))
+    return batch
+
+
 @register("test_shouting_drop", version=1)
 class ShoutingDrop(Drop):
     """Drops long texts, and upper-cases the text of the rows it keeps."""
@@ -223,10 +230,7 @@ class NanRetype(NanScore):
     """Also casts the input column `n` to float: equal values, another type."""
 
     def process(self, batch: Batch) -> Batch:
-        batch = super().process(batch)
-        t = batch.table
-        batch.table = t.set_column(t.column_names.index("n"), "n", pc.cast(t.column("n"), pa.float64()))
-        return batch
+        return _cast_n(super().process(batch), pa.float64())
 
 
 @register("test_retype_drop", version=1)
@@ -234,10 +238,7 @@ class RetypeDrop(Drop):
     """Drops rows, and narrows the input column `n` of the rows it keeps to int32."""
 
     def process(self, batch: Batch) -> Batch:
-        batch = super().process(batch)
-        t = batch.table
-        batch.table = t.set_column(t.column_names.index("n"), "n", pc.cast(t.column("n"), pa.int32()))
-        return batch
+        return _cast_n(super().process(batch), pa.int32())
 
 
 def test_batch_dependence_is_caught() -> None:

@@ -41,9 +41,10 @@ from corpusfilter.evaluate import (
 _NUM = r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 
 
-def _comparisons(condition: str) -> list[tuple[str, str, str]]:
-    """``(column, operator, number)`` of every ``column >= number`` / ``column > number``."""
-    return re.findall(rf"\b([A-Za-z_]\w*)\s*(>=|>)\s*({_NUM})", condition)
+def _comparisons(condition: str, operators: str = ">=|>") -> list[tuple[str, str, str]]:
+    """``(column, operator, number)`` of every ``column >= number`` / ``column > number`` (or of
+    the ``operators`` given, a regex alternation)."""
+    return re.findall(rf"\b([A-Za-z_]\w*)\s*({operators})\s*({_NUM})", condition)
 
 
 def _set_comparison(where: str, column: str, operator: str | None, number: str) -> str:
@@ -70,7 +71,7 @@ def compared_column(recipe: Any, n: int, column: str | None) -> str:
     compared there), else the only one."""
     btype, where = _block_condition(recipe, n)
     cols = sorted({c for c, _, _ in _comparisons(where)})
-    below = sorted(set(re.findall(rf"\b([A-Za-z_]\w*)\s*(?:<=|<)\s*{_NUM}", where)))
+    below = sorted({c for c, _, _ in _comparisons(where, "<=|<")})
     # a `<` comparison of the column is refused only where it has no `>=` one (a band `x >= a AND
     # x < b` sets its lower edge, as before)
     if below and (column in below and column not in cols if column is not None else not cols):

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import posixpath
+import socket
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -930,8 +931,6 @@ def running_marker(rank: int) -> str:
 
 
 def mark_running(output: DataFolder, rank: int) -> None:
-    import socket
-
     with output.open(running_marker(rank), "w") as f:
         json.dump({"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid())}, f)
 
@@ -951,8 +950,6 @@ def _process_start(pid: int) -> str | None:
 def live_tasks(output: DataFolder) -> list[tuple[str, int]]:
     """(rank file, pid) of each task marked running whose process is alive on this machine (tasks
     of other machines cannot be checked from here; Slurm's are cancelled by the runner)."""
-    import socket
-
     if not output.exists("logs/running"):
         return []
     here, out = socket.gethostname(), []

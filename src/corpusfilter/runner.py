@@ -336,8 +336,7 @@ def check_output_place(out: DataFolder, inputs: InputSet) -> None:
     o, i = _local_path(out), _local_path(inputs.folder)
     if o is None:
         return
-    if o.is_file():
-        raise OutputError(f"output {o} is a file, not a folder; choose a folder")
+    _refuse_file(o)
     if i is None:
         return
     if o == i or o in i.parents:
@@ -347,6 +346,11 @@ def check_output_place(out: DataFolder, inputs: InputSet) -> None:
             f"output folder {o} is inside the input folder {i}, whose files are read as input; "
             "choose an output folder outside it"
         )
+
+
+def _refuse_file(o: Path) -> None:
+    if o.is_file():
+        raise OutputError(f"output {o} is a file, not a folder; choose a folder")
 
 
 def refuse_unwritable(
@@ -359,9 +363,8 @@ def refuse_unwritable(
     folder they will write before the first pass, which would otherwise run in full (and rewrite a
     score pass that surviving workers read) before a later folder was refused. ``existing``: its
     files, when already listed."""
-    o = _local_path(out)
-    if o is not None and o.is_file():
-        raise OutputError(f"output {o} is a file, not a folder; choose a folder")
+    if (o := _local_path(out)) is not None:
+        _refuse_file(o)
     if existing is None:
         existing = out.list_files() if out.exists("") else []
     if local and existing and mode != "fresh" and (live := live_tasks(out)):
